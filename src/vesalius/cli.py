@@ -1,0 +1,58 @@
+"""The ``vesalius`` command: a thin shell over the server and the services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vesalius import __version__
+from vesalius.errors import VesaliusError
+from vesalius.settings import Settings, load_settings
+
+
+def settings_from(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(
+            config, overrides={k: v for k, v in overrides.items() if v is not None}
+        )
+    except VesaliusError as exc:
+        raise click.UsageError(exc.message) from exc
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="VESALIUS_CONFIG",
+    help="TOML settings file (see docs/configuration.md).",
+)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="vesalius")
+def main() -> None:
+    """Vesalius, an open PACS: DICOM archive over DIMSE and DICOMweb."""
+
+
+@main.command()
+@config_option
+@click.option("--data-dir", help="Override data_dir.")
+@click.option("--port", "dicom_port", type=int, help="Override dicom.port.")
+@click.option("--http-port", type=int, help="Override http.port.")
+def serve(
+    config: Path | None, data_dir: str | None, dicom_port: int | None, http_port: int | None
+) -> None:
+    """Start the PACS (DIMSE and HTTP) on the configured ports."""
+    from vesalius.server import serve as run
+
+    run(
+        settings_from(
+            config,
+            **{"data_dir": data_dir, "dicom.port": dicom_port, "http.port": http_port},
+        )
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

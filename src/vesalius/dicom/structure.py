@@ -1,0 +1,163 @@
+"""Walking a data set's element structure to prove it is complete (PS3.5 7.1, 7.5, A.4).
+
+Header parsing stops before the pixel data, and pydicom seeks past deferred values without
+noticing a short file, so a truncated upload could pass for a good one. :func:`check_structure`
+walks every element header (not the values) and fails when any value, item or delimiter runs past
+the end of the file. It costs one seek per element and reads no pixel data.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE
+from vesalius.errors import InvalidDataError
+
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_END = 0xFFFEE00D
+SEQ_END = 0xFFFEE0DD
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
+MAX_DEPTH = 64
+
+
+class _Walker:
+    def __init__(self, fh: BinaryIO, size: int, implicit: bool, little: bool) -> None:
+        self.fh = fh
+        self.size = size
+        self.implicit = implicit
+        self.end = "<" if little else ">"
+
+    def _read(self, n: int) -> bytes:
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise InvalidDataError("data set ends in the middle of an element")
+        return data
+
+    def _tag(self) -> int:
+        group, elem = struct.unpack(self.end + "HH", self._read(4))
+        return int((group << 16) | elem)
+
+    def _skip(self, length: int) -> None:
+        pos = self.fh.tell()
+        if pos + length > self.size:
+            raise InvalidDataError("a value runs past the end of the data set")
+        self.fh.seek(length, 1)
+
+    def elements(self, stop: int | None, depth: int) -> None:
+        """Walk elements until ``stop`` (a byte offset), an item delimiter, or end of file."""
+        if depth > MAX_DEPTH:
+            raise InvalidDataError("sequences nested too deeply")
+        while True:
+            pos = self.fh.tell()
+            if stop is not None and pos >= stop:
+                if pos > stop:
+                    raise InvalidDataError("an item's elements overrun its length")
+                return
+            if stop is None and pos == self.size:
+                if depth:
+                    raise InvalidDataError("data set ends inside an undefined-length item")
+                return
+            tag = self._tag()
+            if tag == ITEM_END:
+                self._read(4)
+                if depth == 0:
+                    raise InvalidDataError("item delimiter outside a sequence")
+                return
+            group = tag >> 16
+            if self.implicit or group == 0xFFFE:
+                vr = b""
+                (length,) = struct.unpack(self.end + "I", self._read(4))
+            else:
+                vr = self._read(2)
+                if vr in _LONG_VRS:
+                    self._read(2)
+                    (length,) = struct.unpack(self.end + "I", self._read(4))
+                else:
+                    (length,) = struct.unpack(self.end + "H", self._read(2))
+            if length == UNDEFINED:
+                self.items(depth + 1)
+            else:
+                self._skip(length)
+
+    def items(self, depth: int) -> None:
+        """Walk items of an undefined-length sequence or encapsulated pixel data."""
+        while True:
+            tag = self._tag()
+            (length,) = struct.unpack(self.end + "I", self._read(4))
+            if tag == SEQ_END:
+                return
+            if tag != ITEM:
+                raise InvalidDataError("expected a sequence item")
+            if length == UNDEFINED:
+                self.elements(None, depth)
+            else:
+                self._skip(length)
+
+
+def dataset_offset(path: Path) -> int:
+    """Byte offset where the data set starts, after the preamble and File Meta (PS3.10 7.1)."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            raise InvalidDataError("not a DICOM Part 10 file (no DICM prefix)")
+        while True:
+            pos = fh.tell()
+            raw = fh.read(8)
+            if len(raw) < 8:
+                return pos
+            group = struct.unpack("<H", raw[:2])[0]
+            if group != 0x0002:
+                return pos
+            vr = raw[4:6]
+            if vr in _LONG_VRS:
+                length = struct.unpack("<I", fh.read(4))[0]
+            else:
+                length = struct.unpack("<H", raw[6:8])[0]
+            if length == UNDEFINED:
+                raise InvalidDataError("File Meta element with undefined length")
+            fh.seek(length, 1)
+
+
+def check_structure(path: Path, transfer_syntax: str, dataset_offset: int) -> None:
+    """Raise :class:`InvalidDataError` unless the data set from ``dataset_offset`` is whole."""
+    with open(path, "rb") as fh:
+        if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
+            fh.seek(dataset_offset)
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            while chunk := fh.read(1 << 20):
+                try:
+                    while chunk:  # bounded output per call: a deflate bomb stays small
+                        inflater.decompress(chunk, 1 << 20)
+                        chunk = inflater.unconsumed_tail
+                except zlib.error as exc:
+                    raise InvalidDataError(f"deflated data set is corrupt: {exc}") from exc
+            if not inflater.eof:
+                raise InvalidDataError("deflated data set is truncated")
+            return
+        size = fh.seek(0, 2)
+        fh.seek(dataset_offset)
+        walker = _Walker(
+            fh,
+            size,
+            implicit=transfer_syntax == IMPLICIT_VR_LE,
+            little=transfer_syntax != EXPLICIT_VR_BE,
+        )
+        walker.elements(None, 0)

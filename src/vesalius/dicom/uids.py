@@ -1,0 +1,89 @@
+"""UIDs: validation (PS3.5 9.1), transfer syntaxes (PS3.5 A, PS3.6 Table A-1), SOP classes."""
+
+from __future__ import annotations
+
+import re
+
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom.sop_class import _STORAGE_CLASSES
+
+from vesalius.errors import InvalidUIDError
+
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
+EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
+
+#: Transfer syntaxes whose pixel data is native (not encapsulated).
+UNCOMPRESSED_SYNTAXES: tuple[str, ...] = (
+    IMPLICIT_VR_LE,
+    EXPLICIT_VR_LE,
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+)
+
+#: Every transfer syntax the standard defines that we accept on C-STORE, stored as received:
+#: pydicom's list plus JPIP, JPEG XL and Deflated Image Frame Compression.
+ALL_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [
+            EXPLICIT_VR_LE,
+            IMPLICIT_VR_LE,
+            *[str(ts) for ts in AllTransferSyntaxes],
+            "1.2.840.10008.1.2.4.94",  # JPIP Referenced
+            "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
+            "1.2.840.10008.1.2.4.110",  # JPEG XL Lossless
+            "1.2.840.10008.1.2.4.111",  # JPEG XL JPEG Recompression
+            "1.2.840.10008.1.2.4.112",  # JPEG XL
+            "1.2.840.10008.1.2.8.1",  # Deflated Image Frame Compression
+        ]
+    )
+)
+
+#: Storage SOP classes (PS3.4 B.5) as (keyword, uid), from pynetdicom's registry of the standard.
+STORAGE_SOP_CLASSES: tuple[tuple[str, str], ...] = tuple(
+    (name, str(uid)) for name, uid in _STORAGE_CLASSES.items()
+)
+STORAGE_SOP_CLASS_UIDS: frozenset[str] = frozenset(uid for _, uid in STORAGE_SOP_CLASSES)
+
+VERIFICATION = "1.2.840.10008.1.1"
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+#: Query/Retrieve information models (PS3.4 C.6): Patient Root and Study Root.
+QR_SOP_CLASSES: tuple[str, ...] = (
+    PATIENT_ROOT_FIND,
+    STUDY_ROOT_FIND,
+    PATIENT_ROOT_MOVE,
+    STUDY_ROOT_MOVE,
+    PATIENT_ROOT_GET,
+    STUDY_ROOT_GET,
+)
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def is_valid_uid(value: str) -> bool:
+    """Whether ``value`` has UID syntax: digits and dots, at most 64 characters (PS3.5 9.1).
+
+    Components with a leading zero are tolerated, as much real-world data has them.
+    """
+    return 0 < len(value) <= 64 and bool(_UID_RE.match(value))
+
+
+def check_uid(value: object, keyword: str) -> str:
+    """Return ``value`` as a UID string, or raise :class:`InvalidUIDError` naming ``keyword``."""
+    text = str(value or "").strip("\0 ")
+    if not text:
+        raise InvalidUIDError(f"{keyword} is missing")
+    if not is_valid_uid(text):
+        raise InvalidUIDError(f"{keyword} is not a valid UID")
+    return text
+
+
+def is_uncompressed(transfer_syntax: str) -> bool:
+    """Whether pixel data in this transfer syntax is native, so it can be re-encoded losslessly."""
+    return transfer_syntax in UNCOMPRESSED_SYNTAXES

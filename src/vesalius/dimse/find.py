@@ -1,0 +1,7 @@
+"""C-FIND SCP: filled in by the query/retrieve work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+HANDLERS: list[tuple[Any, Any]] = []

@@ -1,0 +1,1 @@
+"""The SQL index: SQLAlchemy Core over SQLite (default) or PostgreSQL."""

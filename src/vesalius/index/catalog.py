@@ -1,0 +1,75 @@
+"""The index facade the services use: transactions and the write/read operations on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+
+from vesalius.dicom.header import InstanceHeader
+from vesalius.errors import OutOfResourcesError
+from vesalius.index.database import migrate, open_engine
+from vesalius.index.records import (
+    BlobInfo,
+    DuplicatePolicy,
+    RecordResult,
+    delete_instance_row,
+    record_instance,
+)
+from vesalius.index.schema import instances
+
+
+class Catalog:
+    """The SQL index of what is stored. One per process; thread-safe through the engine pool."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, run_migrations: bool = True) -> Catalog:
+        engine = open_engine(url)
+        if run_migrations:
+            migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
+        try:
+            with self.engine.execution_options(write=True).begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise OutOfResourcesError(f"index unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    def record(
+        self, header: InstanceHeader, blob: BlobInfo, policy: DuplicatePolicy, source_ae: str
+    ) -> RecordResult:
+        with self.write() as conn:
+            return record_instance(conn, header, blob, policy=policy, source_ae=source_ae)
+
+    def delete_instance(self, sop_instance_uid: str) -> str | None:
+        """Remove an instance from the index; returns its blob key (None when unknown)."""
+        with self.write() as conn:
+            pk = conn.execute(
+                select(instances.c.pk).where(instances.c.sop_instance_uid == sop_instance_uid)
+            ).scalar()
+            if pk is None:
+                return None
+            return delete_instance_row(conn, int(pk))
+
+    def count_instances(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(instances)).scalar_one())

@@ -1,0 +1,284 @@
+"""Writing the index: recording a stored instance and removing one, with counters kept exact.
+
+Each call runs in one write transaction. Parents (patient, study, series) are created with
+``INSERT … ON CONFLICT DO NOTHING`` so concurrent associations storing the same study never
+collide; counters move with ``n = n + 1`` so PostgreSQL row locks serialise them correctly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from vesalius.dicom.header import InstanceHeader
+from vesalius.dicom.values import fold
+from vesalius.errors import DuplicateInstanceError
+from vesalius.index.schema import instances, patients, series, studies
+
+DuplicatePolicy = Literal["replace", "keep", "reject"]
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """Where and what the stored file is."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What recording did: ``created``, ``replaced`` (old blob to delete) or ``kept``."""
+
+    outcome: Literal["created", "replaced", "kept"]
+    old_blob_key: str | None = None
+
+
+def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any], key: list[str]) -> bool:
+    """Insert unless a row with the same unique ``key`` exists; True when inserted."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=key)
+    return bool(conn.execute(stmt).rowcount)
+
+
+def _pk(conn: Connection, table: Table, **where: Any) -> int:
+    clauses = [table.c[name] == value for name, value in where.items()]
+    return int(conn.execute(select(table.c.pk).where(*clauses)).scalar_one())
+
+
+def _patient_values(h: InstanceHeader) -> dict[str, Any]:
+    return {
+        "patient_name": h.patient_name,
+        "patient_name_folded": fold(h.patient_name),
+        "patient_birth_date": h.patient_birth_date,
+        "patient_sex": h.patient_sex,
+    }
+
+
+def _study_values(h: InstanceHeader) -> dict[str, Any]:
+    return {
+        "study_date": h.study_date,
+        "study_time": h.study_time,
+        "accession_number": h.accession_number,
+        "study_id": h.study_id,
+        "study_description": h.study_description,
+        "referring_physician_name": h.referring_physician_name,
+        "referring_physician_name_folded": fold(h.referring_physician_name),
+    }
+
+
+def _series_values(h: InstanceHeader) -> dict[str, Any]:
+    return {
+        "modality": h.modality,
+        "series_number": h.series_number,
+        "series_description": h.series_description,
+        "series_date": h.series_date,
+        "series_time": h.series_time,
+        "body_part_examined": h.body_part_examined,
+        "station_name": h.station_name,
+        "institution_name": h.institution_name,
+        "performed_procedure_step_start_date": h.performed_procedure_step_start_date,
+        "performed_procedure_step_start_time": h.performed_procedure_step_start_time,
+        "requested_procedure_id": h.requested_procedure_id,
+        "scheduled_procedure_step_id": h.scheduled_procedure_step_id,
+    }
+
+
+def _instance_values(h: InstanceHeader, blob: BlobInfo, source_ae: str) -> dict[str, Any]:
+    return {
+        "sop_class_uid": h.sop_class_uid,
+        "instance_number": h.instance_number,
+        "content_date": h.content_date,
+        "content_time": h.content_time,
+        "rows": h.rows,
+        "columns": h.columns,
+        "number_of_frames": h.number_of_frames,
+        "transfer_syntax_uid": h.transfer_syntax_uid,
+        "specific_character_set": h.specific_character_set,
+        "blob_key": blob.key,
+        "size": blob.size,
+        "sha256": blob.sha256,
+        "source_ae": source_ae,
+        "received_at": datetime.now(UTC),
+    }
+
+
+def _add_to_list(current: str, value: str) -> str | None:
+    """Backslash-joined sorted set with ``value`` added, or None when already present."""
+    items = [v for v in current.split("\\") if v]
+    if not value or value in items:
+        return None
+    return "\\".join(sorted([*items, value]))
+
+
+def record_instance(
+    conn: Connection,
+    h: InstanceHeader,
+    blob: BlobInfo,
+    *,
+    policy: DuplicatePolicy,
+    source_ae: str = "",
+) -> RecordResult:
+    """Index one stored instance; the caller owns the (write) transaction."""
+    existing = conn.execute(
+        select(instances.c.pk, instances.c.series_pk, instances.c.blob_key).where(
+            instances.c.sop_instance_uid == h.sop_instance_uid
+        )
+    ).first()
+    if existing is not None:
+        if policy == "keep":
+            return RecordResult("kept")
+        if policy == "reject":
+            raise DuplicateInstanceError(f"SOP instance {h.sop_instance_uid} already stored")
+        delete_instance_row(conn, existing.pk)
+
+    now = datetime.now(UTC)
+    patient_key = {"patient_id": h.patient_id, "issuer_of_patient_id": h.issuer_of_patient_id}
+    _insert_ignore(conn, patients, {**patient_key, **_patient_values(h)}, list(patient_key))
+    patient_pk = _pk(conn, patients, **patient_key)
+    if existing is not None:
+        conn.execute(update(patients).where(patients.c.pk == patient_pk).values(_patient_values(h)))
+
+    study_created = _insert_ignore(
+        conn,
+        studies,
+        {
+            "study_uid": h.study_uid,
+            "patient_pk": patient_pk,
+            "created_at": now,
+            "updated_at": now,
+            **_study_values(h),
+        },
+        ["study_uid"],
+    )
+    study = conn.execute(
+        select(studies.c.pk, studies.c.modalities_in_study, studies.c.sop_classes_in_study).where(
+            studies.c.study_uid == h.study_uid
+        )
+    ).one()
+    series_created = _insert_ignore(
+        conn,
+        series,
+        {"series_uid": h.series_uid, "study_pk": study.pk, **_series_values(h)},
+        ["series_uid"],
+    )
+    series_pk = _pk(conn, series, series_uid=h.series_uid)
+    conn.execute(
+        instances.insert().values(
+            series_pk=series_pk,
+            sop_instance_uid=h.sop_instance_uid,
+            **_instance_values(h, blob, source_ae),
+        )
+    )
+
+    conn.execute(
+        update(series)
+        .where(series.c.pk == series_pk)
+        .values(num_instances=series.c.num_instances + 1)
+    )
+    study_changes: dict[str, Any] = {
+        "num_instances": studies.c.num_instances + 1,
+        "updated_at": now,
+    }
+    if existing is not None:
+        study_changes.update(_study_values(h))
+    if series_created:
+        study_changes["num_series"] = studies.c.num_series + 1
+    modalities = _add_to_list(study.modalities_in_study, h.modality)
+    if modalities is not None:
+        study_changes["modalities_in_study"] = modalities
+    sop_classes = _add_to_list(study.sop_classes_in_study, h.sop_class_uid)
+    if sop_classes is not None:
+        study_changes["sop_classes_in_study"] = sop_classes
+    conn.execute(update(studies).where(studies.c.pk == study.pk).values(study_changes))
+    conn.execute(
+        update(patients)
+        .where(patients.c.pk == patient_pk)
+        .values(
+            num_instances=patients.c.num_instances + 1,
+            num_series=patients.c.num_series + int(series_created),
+            num_studies=patients.c.num_studies + int(study_created),
+        )
+    )
+    if existing is not None:
+        return RecordResult("replaced", existing.blob_key)
+    return RecordResult("created")
+
+
+def _recompute_study_lists(conn: Connection, study_pk: int) -> None:
+    rows = conn.execute(
+        select(series.c.modality, instances.c.sop_class_uid)
+        .select_from(series.join(instances))
+        .where(series.c.study_pk == study_pk)
+        .distinct()
+    ).all()
+    conn.execute(
+        update(studies)
+        .where(studies.c.pk == study_pk)
+        .values(
+            modalities_in_study="\\".join(sorted({r.modality for r in rows if r.modality})),
+            sop_classes_in_study="\\".join(sorted({r.sop_class_uid for r in rows})),
+            updated_at=datetime.now(UTC),
+        )
+    )
+
+
+def delete_instance_row(conn: Connection, instance_pk: int) -> str:
+    """Remove one instance row, fix the counters and drop parents left empty.
+
+    Returns the blob key, which the caller deletes after the transaction commits.
+    """
+    row = conn.execute(
+        select(
+            instances.c.blob_key,
+            series.c.pk.label("series_pk"),
+            series.c.num_instances.label("series_n"),
+            studies.c.pk.label("study_pk"),
+            studies.c.num_series.label("study_series_n"),
+            studies.c.patient_pk,
+        )
+        .select_from(instances.join(series).join(studies))
+        .where(instances.c.pk == instance_pk)
+    ).one()
+    conn.execute(instances.delete().where(instances.c.pk == instance_pk))
+    series_gone = row.series_n <= 1
+    study_gone = series_gone and row.study_series_n <= 1
+    if series_gone:
+        conn.execute(series.delete().where(series.c.pk == row.series_pk))
+    else:
+        conn.execute(
+            update(series)
+            .where(series.c.pk == row.series_pk)
+            .values(num_instances=series.c.num_instances - 1)
+        )
+    if study_gone:
+        conn.execute(studies.delete().where(studies.c.pk == row.study_pk))
+    else:
+        conn.execute(
+            update(studies)
+            .where(studies.c.pk == row.study_pk)
+            .values(
+                num_instances=studies.c.num_instances - 1,
+                num_series=studies.c.num_series - int(series_gone),
+            )
+        )
+        _recompute_study_lists(conn, row.study_pk)
+    conn.execute(
+        update(patients)
+        .where(patients.c.pk == row.patient_pk)
+        .values(
+            num_instances=patients.c.num_instances - 1,
+            num_series=patients.c.num_series - int(series_gone),
+            num_studies=patients.c.num_studies - int(study_gone),
+        )
+    )
+    conn.execute(
+        patients.delete().where(patients.c.pk == row.patient_pk, patients.c.num_studies <= 0)
+    )
+    return str(row.blob_key)

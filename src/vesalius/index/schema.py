@@ -1,0 +1,137 @@
+"""The index schema: patients, studies, series and instances (PS3.3 information model).
+
+Every attribute that C-FIND and QIDO-RS match on is a column with an index, so no query opens a
+DICOM file. Counters and ModalitiesInStudy / SOPClassesInStudy are maintained at ingest.
+Person names keep their full Unicode value plus an upper-cased twin for case-insensitive
+matching. Dates are ``YYYYMMDD`` and times ``HHMMSS[.F]`` so ranges compare as strings.
+Changes go through Alembic migrations in ``index/migrations``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _s(name: str, _max_length: int = 64) -> Column[str]:
+    """A text column. No length limit: real data overruns VR limits and must still be stored."""
+    return Column(name, String(), nullable=False, server_default="")
+
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    _s("patient_id"),
+    _s("issuer_of_patient_id"),
+    _s("patient_name", 400),
+    _s("patient_name_folded", 400),
+    _s("patient_birth_date", 8),
+    _s("patient_sex", 16),
+    Column("num_studies", Integer, nullable=False, server_default="0"),
+    Column("num_series", Integer, nullable=False, server_default="0"),
+    Column("num_instances", Integer, nullable=False, server_default="0"),
+    Index(None, "patient_id", "issuer_of_patient_id", unique=True),
+    Index(None, "patient_name"),
+    Index(None, "patient_name_folded"),
+    Index(None, "patient_birth_date"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("patient_pk", PK, ForeignKey("patients.pk"), nullable=False),
+    _s("study_uid"),
+    _s("study_date", 8),
+    _s("study_time", 16),
+    _s("accession_number", 16),
+    _s("study_id", 16),
+    _s("study_description"),
+    _s("referring_physician_name", 400),
+    _s("referring_physician_name_folded", 400),
+    _s("modalities_in_study", 256),
+    Column("sop_classes_in_study", Text, nullable=False, server_default=""),
+    Column("num_series", Integer, nullable=False, server_default="0"),
+    Column("num_instances", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "study_uid", unique=True),
+    Index(None, "patient_pk"),
+    Index(None, "study_date", "study_time"),
+    Index(None, "accession_number"),
+    Index(None, "study_id"),
+    Index(None, "referring_physician_name_folded"),
+    Index(None, "created_at"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("study_pk", PK, ForeignKey("studies.pk"), nullable=False),
+    _s("series_uid"),
+    _s("modality", 16),
+    Column("series_number", Integer, nullable=True),
+    _s("series_description"),
+    _s("series_date", 8),
+    _s("series_time", 16),
+    _s("body_part_examined", 16),
+    _s("station_name", 16),
+    _s("institution_name"),
+    _s("performed_procedure_step_start_date", 8),
+    _s("performed_procedure_step_start_time", 16),
+    _s("requested_procedure_id", 16),
+    _s("scheduled_procedure_step_id", 16),
+    Column("num_instances", Integer, nullable=False, server_default="0"),
+    Index(None, "series_uid", unique=True),
+    Index(None, "study_pk", "modality"),
+    Index(None, "modality"),
+    Index(None, "series_date"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("series_pk", PK, ForeignKey("series.pk"), nullable=False),
+    _s("sop_instance_uid"),
+    _s("sop_class_uid"),
+    Column("instance_number", Integer, nullable=True),
+    _s("content_date", 8),
+    _s("content_time", 16),
+    Column("rows", Integer, nullable=True),
+    Column("columns", Integer, nullable=True),
+    Column("number_of_frames", Integer, nullable=True),
+    _s("transfer_syntax_uid"),
+    _s("specific_character_set"),
+    Column("blob_key", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    _s("source_ae", 16),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index(None, "sop_instance_uid", unique=True),
+    Index(None, "series_pk", "instance_number"),
+    Index(None, "sop_class_uid"),
+)

@@ -1,0 +1,1 @@
+"""The archive services every front door calls: ingest, query, retrieve."""

@@ -1,0 +1,38 @@
+"""The archive: one object holding the services, built from settings (see ``server.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vesalius.index.catalog import Catalog
+from vesalius.services.ingest import IngestService
+from vesalius.settings import Settings
+from vesalius.storage import FolderStorage
+
+
+@dataclass
+class Archive:
+    """What every protocol adapter talks to."""
+
+    settings: Settings
+    catalog: Catalog
+    storage: FolderStorage
+    ingest: IngestService
+
+    @classmethod
+    def open(cls, settings: Settings) -> Archive:
+        """Open (and migrate) the index and the storage named by ``settings``."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog.open(settings.database_url)
+        storage = FolderStorage(settings.data_dir / "storage", fsync=settings["storage.fsync"])
+        storage.clean_staging(older_than=600)
+        ingest = IngestService(
+            catalog,
+            storage,
+            duplicate_policy=settings["ingest.duplicate_policy"],
+            min_free_bytes=settings["storage.min_free_mb"] * 1024 * 1024,
+        )
+        return cls(settings, catalog, storage, ingest)
+
+    def close(self) -> None:
+        self.catalog.close()

@@ -1,0 +1,129 @@
+"""Ingest: every way an instance arrives (C-STORE, import, later STOW-RS) ends here.
+
+The file is checked (Part 10 header, required UIDs, complete structure) without decoding pixel
+data, hashed, moved into storage by rename under a generated key, and indexed; the index commit
+is the last step, so a success means the instance is on disk and findable (PS3.4 B.2.3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from vesalius.dicom.header import InstanceHeader, read_header
+from vesalius.dicom.structure import check_structure, dataset_offset
+from vesalius.errors import DataSetMismatchError, OutOfResourcesError
+from vesalius.identity import Identity
+from vesalius.index.catalog import Catalog
+from vesalius.index.records import BlobInfo, DuplicatePolicy
+from vesalius.services.audit import audit
+from vesalius.storage import BlobStorage, new_blob_key
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What happened to one instance."""
+
+    header: InstanceHeader
+    outcome: Literal["created", "replaced", "kept"]
+    size: int
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return size, sha.hexdigest()
+
+
+class IngestService:
+    """Stores instances: validate, hash, move into storage, index."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        storage: BlobStorage,
+        *,
+        duplicate_policy: DuplicatePolicy = "replace",
+        min_free_bytes: int = 0,
+    ) -> None:
+        self.catalog = catalog
+        self.storage = storage
+        self.duplicate_policy: DuplicatePolicy = duplicate_policy
+        self.min_free_bytes = min_free_bytes
+
+    def check_space(self) -> None:
+        """Raise :class:`OutOfResourcesError` (0xA700) when storage is nearly full."""
+        if self.min_free_bytes and self.storage.free_bytes() < self.min_free_bytes:
+            raise OutOfResourcesError("storage is full")
+
+    def staging_path(self) -> Path:
+        """A fresh path in the storage's staging folder."""
+        return self.storage.staging_dir() / f"{new_blob_key()}.part"
+
+    def ingest_staged(
+        self,
+        path: Path,
+        who: Identity,
+        *,
+        expected_sop_class: str | None = None,
+        expected_sop_instance: str | None = None,
+    ) -> IngestResult:
+        """Ingest a Part 10 file already in staging; it is moved into storage or removed."""
+        try:
+            self.check_space()
+            header = read_header(path)
+            check_structure(path, header.transfer_syntax_uid, dataset_offset(path))
+            if expected_sop_instance and expected_sop_instance != header.sop_instance_uid:
+                raise DataSetMismatchError("SOP Instance UID differs from the command's")
+            if expected_sop_class and expected_sop_class != header.sop_class_uid:
+                raise DataSetMismatchError("SOP Class UID differs from the command's")
+            size, sha256 = _digest(path)
+            key = new_blob_key()
+            self.storage.put_file(key, path)
+        except Exception:
+            path.unlink(missing_ok=True)
+            raise
+        try:
+            result = self.catalog.record(
+                header,
+                BlobInfo(key, size, sha256),
+                self.duplicate_policy,
+                who.name if who.kind == "ae" else "",
+            )
+        except BaseException:
+            self.storage.delete(key)
+            raise
+        if result.outcome == "kept":
+            self.storage.delete(key)
+        elif result.old_blob_key:
+            self.storage.delete(result.old_blob_key)
+        audit(
+            "instance-stored",
+            who,
+            outcome=result.outcome,
+            patient_id=header.patient_id,
+            study_uid=header.study_uid,
+            sop_instance_uid=header.sop_instance_uid,
+        )
+        return IngestResult(header, result.outcome, size)
+
+    def ingest_copy(self, source: Path, who: Identity) -> IngestResult:
+        """Ingest a file that stays where it is (``vesalius import``): copy, then ingest."""
+        staged = self.staging_path()
+        try:
+            shutil.copyfile(source, staged)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            raise OutOfResourcesError(f"cannot copy into staging: {exc.strerror}") from exc
+        return self.ingest_staged(staged, who)

@@ -1,0 +1,244 @@
+"""Settings: one declared table, read from a TOML file and ``VESALIUS_*`` environment variables.
+
+Precedence, lowest first: built-in default, TOML file, environment. Every setting is listed in
+:data:`SETTINGS`; docs/configuration.md documents the same table and a test keeps them in step.
+Remote AEs live under ``[modalities.NAME]`` in TOML, or ``VESALIUS_MODALITY_<NAME>=AET@HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vesalius.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting: dotted key, type, default and a line of help."""
+
+    key: str
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return "VESALIUS_" + self.key.replace(".", "_").upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", str, "vesalius-data", "Folder for images and, by default, the index."),
+    Setting(
+        "database_url",
+        str,
+        "",
+        "Empty: SQLite in data_dir. Or a SQLAlchemy URL, e.g. postgresql://user@host/db.",
+    ),
+    Setting("log_level", str, "info", "Logging level: debug, info, warning, error."),
+    Setting("dicom.ae_title", str, "VESALIUS", "AE title of the DIMSE server."),
+    Setting("dicom.host", str, "0.0.0.0", "Address the DIMSE server listens on."),
+    Setting("dicom.port", int, 11112, "TCP port of the DIMSE server."),
+    Setting("dicom.max_associations", int, 32, "Most concurrent associations accepted."),
+    Setting("dicom.max_pdu", int, 262144, "Maximum PDU length we receive (bytes, 0 = any)."),
+    Setting("dicom.acse_timeout", float, 30.0, "Seconds to wait for association messages."),
+    Setting("dicom.dimse_timeout", float, 60.0, "Seconds to wait for DIMSE messages."),
+    Setting("dicom.network_timeout", float, 60.0, "Seconds of silence before a connection ends."),
+    Setting(
+        "dicom.require_called_ae",
+        bool,
+        False,
+        "Reject associations whose Called AE title is not dicom.ae_title.",
+    ),
+    Setting(
+        "dicom.known_callers_only",
+        bool,
+        False,
+        "Reject associations from AE titles not listed under [modalities].",
+    ),
+    Setting("http.host", str, "127.0.0.1", "Address the HTTP server listens on."),
+    Setting("http.port", int, 8080, "TCP port of the HTTP server."),
+    Setting(
+        "ingest.duplicate_policy",
+        str,
+        "replace",
+        "A second copy of a stored SOP Instance UID: replace, keep (ignore) or reject.",
+    ),
+    Setting(
+        "storage.fsync",
+        bool,
+        False,
+        "fsync each file before it is indexed (survives power loss, slower).",
+    ),
+    Setting(
+        "storage.min_free_mb",
+        int,
+        100,
+        "Refuse to store (0xA700) when less than this many MiB are free.",
+    ),
+    Setting(
+        "query.case_insensitive_pn",
+        bool,
+        True,
+        "Match person names case-insensitively (PS3.4 C.2.2.2.4 allows it).",
+    ),
+    Setting("query.max_results", int, 0, "Most C-FIND matches returned (0 = no limit)."),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+_DUPLICATE_POLICIES = ("replace", "keep", "reject")
+_MODALITY_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[^\]]+\]):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Modality:
+    """A known remote AE: a C-MOVE destination and a target for ``vesalius send``."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, name: str = "") -> Modality:
+        """Parse ``AET@HOST:PORT``."""
+        match = _MODALITY_RE.match(text.strip())
+        if not match:
+            raise ConfigError(f"expected AET@HOST:PORT, got {text!r}")
+        host = match["host"].strip("[]")
+        return cls(name or match["aet"], match["aet"], host, int(match["port"]))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Read a value with ``settings["dicom.port"]`` or the typed properties."""
+
+    values: Mapping[str, Any]
+    modalities: Mapping[str, Modality] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["data_dir"])
+
+    @property
+    def database_url(self) -> str:
+        url = str(self.values["database_url"])
+        if url:
+            return url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    def modality_by_ae(self, ae_title: str) -> Modality | None:
+        """The configured modality with this AE title, if any."""
+        for modality in self.modalities.values():
+            if modality.ae_title == ae_title:
+                return modality
+        return None
+
+    def resolve_peer(self, target: str) -> Modality:
+        """A modality by name or AE title, or an ``AET@HOST:PORT`` literal."""
+        if target in self.modalities:
+            return self.modalities[target]
+        found = self.modality_by_ae(target)
+        if found:
+            return found
+        if "@" in target:
+            return Modality.parse(target)
+        raise ConfigError(
+            f"unknown modality {target!r}: name one under [modalities] or AET@HOST:PORT"
+        )
+
+
+def _coerce(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        if setting.type is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if setting.type is int and isinstance(raw, bool):
+            raise ValueError(raw)
+        return setting.type(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {setting.key} must be {setting.type.__name__}, got {raw!r}"
+        ) from None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and dotted not in _BY_KEY:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve settings from defaults, an optional TOML file, the environment and overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    modalities: dict[str, Modality] = {}
+
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as fh:
+                document = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+        raw_modalities = document.pop("modalities", {})
+        for key, raw in _flatten(document).items():
+            if key not in _BY_KEY:
+                raise ConfigError(f"{config_file}: unknown setting {key!r}")
+            values[key] = _coerce(_BY_KEY[key], raw, str(config_file))
+        if not isinstance(raw_modalities, Mapping):
+            raise ConfigError(f"{config_file}: [modalities] must be a table")
+        for name, entry in raw_modalities.items():
+            try:
+                modalities[name] = Modality(
+                    name, str(entry["ae_title"]), str(entry["host"]), int(entry["port"])
+                )
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(
+                    f"{config_file}: [modalities.{name}] needs ae_title, host and port"
+                ) from None
+
+    for setting in SETTINGS:
+        if setting.env_var in env:
+            values[setting.key] = _coerce(setting, env[setting.env_var], setting.env_var)
+    for var, text in env.items():
+        if var.startswith("VESALIUS_MODALITY_"):
+            name = var.removeprefix("VESALIUS_MODALITY_")
+            modalities[name] = Modality.parse(text, name)
+
+    for key, raw in (overrides or {}).items():
+        if key not in _BY_KEY:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(_BY_KEY[key], raw, "override")
+
+    if values["ingest.duplicate_policy"] not in _DUPLICATE_POLICIES:
+        raise ConfigError(
+            f"ingest.duplicate_policy must be one of {', '.join(_DUPLICATE_POLICIES)}"
+        )
+    if not 1 <= len(values["dicom.ae_title"].strip()) <= 16:
+        raise ConfigError("dicom.ae_title must be 1 to 16 characters")
+    return Settings(values, modalities)

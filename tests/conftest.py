@@ -1,0 +1,141 @@
+"""Shared fixtures: a real Vesalius DIMSE server on an ephemeral port, over SQLite and PostgreSQL.
+
+Every test that takes ``server`` runs twice, once per index backend. PostgreSQL tests create and
+drop their own database on 127.0.0.1:5432 (override with ``VESALIUS_TEST_PG``); where no
+PostgreSQL answers they skip, unless ``VESALIUS_REQUIRE_POSTGRES=1`` (set by ``.ci/run``), which
+turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from vesalius.dimse.server import DimseServer
+from vesalius.services.archive import Archive
+from vesalius.settings import Modality, load_settings
+
+PG_ADMIN_URL = os.environ.get("VESALIUS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REQUIRE_PG = os.environ.get("VESALIUS_REQUIRE_POSTGRES") == "1"
+
+
+def _pg_available() -> str | None:
+    try:
+        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure means: no PostgreSQL here
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
+
+
+@pytest.fixture(scope="session")
+def pg_unavailable_reason() -> str | None:
+    return _pg_available()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty index database URL for each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+        return
+    reason = request.getfixturevalue("pg_unavailable_reason")
+    if reason:
+        if REQUIRE_PG:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"vesalius_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass
+class RunningServer:
+    """A Vesalius archive with its DIMSE server listening on 127.0.0.1:``port``."""
+
+    archive: Archive
+    dimse: DimseServer
+    ae_title: str
+    port: int
+    data_dir: Path
+
+    @property
+    def address(self) -> list[str]:
+        """``["-aec", AET, "127.0.0.1", PORT]`` for DCMTK command lines."""
+        return ["-aec", self.ae_title, "127.0.0.1", str(self.port)]
+
+    def stored_files(self) -> list[Path]:
+        return sorted((self.data_dir / "storage" / "blobs").rglob("*.dcm"))
+
+    def staging_files(self) -> list[Path]:
+        return sorted(p for p in (self.data_dir / "storage" / "staging").iterdir() if p.is_file())
+
+
+def make_server(
+    data_dir: Path,
+    database_url: str,
+    modalities: dict[str, Modality] | None = None,
+    **overrides: object,
+) -> RunningServer:
+    settings = load_settings(
+        environ={},
+        overrides={
+            "data_dir": str(data_dir),
+            "database_url": database_url,
+            "dicom.port": 0,
+            "dicom.host": "127.0.0.1",
+            "storage.min_free_mb": 0,
+            **overrides,
+        },
+    )
+    if modalities:
+        settings = type(settings)(settings.values, modalities)
+    archive = Archive.open(settings)
+    dimse = DimseServer(archive)
+    dimse.start()
+    return RunningServer(archive, dimse, settings["dicom.ae_title"], dimse.port, data_dir)
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[RunningServer]:
+    """A fresh archive and DIMSE server for one test, on each index backend."""
+    running = make_server(tmp_path / "data", database_url)
+    try:
+        yield running
+    finally:
+        running.dimse.stop(grace=2)
+        running.archive.close()
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK command-line tool with TCP_NODELAY=1 (DCMTK otherwise waits on delayed ACKs)."""
+    exe = shutil.which(tool)
+    if exe is None:
+        pytest.fail(f"{tool} not found: install Debian's dcmtk package")
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    proc = subprocess.run(
+        [exe, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{tool} {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
