@@ -23,7 +23,9 @@ from vesalius.dimse.server import DimseServer
 from vesalius.services.archive import Archive
 from vesalius.settings import Modality, load_settings
 
-PG_ADMIN_URL = os.environ.get("VESALIUS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "VESALIUS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REQUIRE_PG = os.environ.get("VESALIUS_REQUIRE_POSTGRES") == "1"
 
 
@@ -125,7 +127,9 @@ def server(tmp_path: Path, database_url: str) -> Iterator[RunningServer]:
         running.archive.close()
 
 
-def dcmtk(tool: str, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+def dcmtk(
+    tool: str, *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK command-line tool with TCP_NODELAY=1 (DCMTK otherwise waits on delayed ACKs)."""
     exe = shutil.which(tool)
     if exe is None:

@@ -46,12 +46,13 @@ def serve(
     """Start the PACS (DIMSE and HTTP) on the configured ports."""
     from vesalius.server import serve as run
 
-    run(
-        settings_from(
-            config,
-            **{"data_dir": data_dir, "dicom.port": dicom_port, "http.port": http_port},
-        )
+    settings = settings_from(
+        config, **{"data_dir": data_dir, "dicom.port": dicom_port, "http.port": http_port}
     )
+    try:
+        run(settings)
+    except VesaliusError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import logging
+import signal
+from types import FrameType
 
 import uvicorn
 
 from vesalius.dimse.server import DimseServer
+from vesalius.errors import ConfigError
 from vesalius.services.archive import Archive
 from vesalius.settings import Settings
 from vesalius.web.app import create_app
 
 log = logging.getLogger(__name__)
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its own shutdown, which would kill the process
+    before the DIMSE side drains; here a signal only asks the server to exit."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
 
 def configure_logging(level: str) -> None:
@@ -20,6 +34,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def serve(settings: Settings) -> None:
@@ -27,7 +42,12 @@ def serve(settings: Settings) -> None:
     configure_logging(settings["log_level"])
     archive = Archive.open(settings)
     dimse = DimseServer(archive)
-    dimse.start()
+    try:
+        dimse.start()
+    except OSError as exc:
+        archive.close()
+        host, port = settings["dicom.host"], settings["dicom.port"]
+        raise ConfigError(f"cannot listen for DIMSE on {host}:{port}: {exc.strerror}") from exc
     config = uvicorn.Config(
         create_app(archive),
         host=settings["http.host"],
@@ -35,7 +55,7 @@ def serve(settings: Settings) -> None:
         log_level="warning",
         lifespan="off",
     )
-    http = uvicorn.Server(config)
+    http = _HttpServer(config)
     log.info(
         "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
         settings["dicom.ae_title"],

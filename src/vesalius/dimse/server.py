@@ -137,6 +137,15 @@ class DimseServer:
         )
         log.info("DIMSE %s listening on %s:%d", s["dicom.ae_title"], s["dicom.host"], self.port)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every running association has ended; False on timeout."""
+        if self._server is None:
+            return True
+        deadline = time.monotonic() + timeout
+        for assoc in list(self._server.active_associations):
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not self._server.active_associations
+
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let running associations finish for ``grace`` seconds, then abort."""
         if self._server is None:
