@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +28,8 @@ def free_port() -> int:
 def wait_healthy(proc: subprocess.Popen[str], url: str, timeout: float = 30) -> dict[str, object]:
     """Poll the health endpoint until it answers (the process must stay alive)."""
     with httpx.Client(timeout=1) as client:
-        deadline = __import__("time").monotonic() + timeout
-        while __import__("time").monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             try:
                 response = client.get(url)
