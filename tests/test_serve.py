@@ -16,13 +16,7 @@ import httpx
 import pytest
 from pydicom.data import get_testdata_file
 
-from conftest import dcmtk
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from conftest import dcmtk, free_port
 
 
 def wait_healthy(proc: subprocess.Popen[str], url: str, timeout: float = 30) -> dict[str, object]:

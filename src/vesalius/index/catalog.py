@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from vesalius.dicom.header import InstanceHeader
 from vesalius.errors import OutOfResourcesError
@@ -57,8 +57,16 @@ class Catalog:
     def record(
         self, header: InstanceHeader, blob: BlobInfo, policy: DuplicatePolicy, source_ae: str
     ) -> RecordResult:
-        with self.write() as conn:
-            return record_instance(conn, header, blob, policy=policy, source_ae=source_ae)
+        for attempt in range(3):
+            try:
+                with self.write() as conn:
+                    return record_instance(conn, header, blob, policy=policy, source_ae=source_ae)
+            except IntegrityError:
+                # Two associations stored the same new SOP instance at once (PostgreSQL):
+                # the loser retries and now sees the winner's row.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def delete_instance(self, sop_instance_uid: str) -> str | None:
         """Remove an instance from the index; returns its blob key (None when unknown)."""

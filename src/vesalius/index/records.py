@@ -41,10 +41,18 @@ class RecordResult:
 
 
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any], key: list[str]) -> bool:
-    """Insert unless a row with the same unique ``key`` exists; True when inserted."""
+    """Insert unless a row with the same unique ``key`` exists; True when inserted.
+
+    ``RETURNING`` tells reliably whether the row went in (``rowcount`` does not on psycopg).
+    """
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=key)
-    return bool(conn.execute(stmt).rowcount)
+    stmt = (
+        dialect.insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=key)
+        .returning(table.c.pk)
+    )
+    return conn.execute(stmt).first() is not None
 
 
 def _pk(conn: Connection, table: Table, **where: Any) -> int:
