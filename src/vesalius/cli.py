@@ -7,26 +7,10 @@ from pathlib import Path
 import click
 
 from vesalius import __version__
+from vesalius.commands import config_option, settings_from
+from vesalius.commands import importer as importer_commands
+from vesalius.commands import scu as scu_commands
 from vesalius.errors import VesaliusError
-from vesalius.settings import Settings, load_settings
-
-
-def settings_from(config: Path | None, **overrides: object) -> Settings:
-    try:
-        return load_settings(
-            config, overrides={k: v for k, v in overrides.items() if v is not None}
-        )
-    except VesaliusError as exc:
-        raise click.UsageError(exc.message) from exc
-
-
-config_option = click.option(
-    "--config",
-    "-c",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="VESALIUS_CONFIG",
-    help="TOML settings file (see docs/configuration.md).",
-)
 
 
 @click.group()
@@ -53,6 +37,14 @@ def serve(
         run(settings)
     except VesaliusError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+main.add_command(scu_commands.echo)
+main.add_command(scu_commands.send)
+main.add_command(scu_commands.find)
+main.add_command(scu_commands.move)
+main.add_command(scu_commands.get)
+main.add_command(importer_commands.import_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

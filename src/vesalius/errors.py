@@ -15,6 +15,7 @@ exceptions into answers in one place and never guess::
     ├── NotFoundError                  0xC000 / 404
     │   └── UnknownDestinationError    0xA801 / 404  C-MOVE destination not configured
     ├── QueryError                     0xC000 / 400  identifier cannot be matched
+    ├── PeerError                      0xC000 / 502  a remote AE refused, failed or is unreachable
     └── CancelledError                 0xFE00 / 499  C-CANCEL received
 """
 
@@ -97,6 +98,12 @@ class QueryError(VesaliusError):
 
     dimse_status = 0xC000
     http_status = 400
+
+
+class PeerError(VesaliusError):
+    """A remote AE could not be reached, refused the association or failed an operation."""
+
+    http_status = 502
 
 
 class CancelledError(VesaliusError):

@@ -1,0 +1,34 @@
+"""Operator commands beyond ``serve``: the DIMSE SCU commands and bulk import.
+
+Each module holds click commands that ``cli.py`` registers with ``main.add_command``; they parse
+options, call ``dimse.scu`` or the services, and print. Heavy modules are imported inside the
+commands, so ``vesalius --help`` stays fast. The options shared with ``serve`` are declared here
+too (``cli.py`` imports these modules, so they cannot import it back).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vesalius.errors import VesaliusError
+from vesalius.settings import Settings, load_settings
+
+config_option = click.option(
+    "--config",
+    "-c",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="VESALIUS_CONFIG",
+    help="TOML settings file (see docs/configuration.md).",
+)
+
+
+def settings_from(config: Path | None, **overrides: object) -> Settings:
+    """Settings from the file, the environment and the given (non-None) overrides."""
+    try:
+        return load_settings(
+            config, overrides={k: v for k, v in overrides.items() if v is not None}
+        )
+    except VesaliusError as exc:
+        raise click.UsageError(exc.message) from exc

@@ -1,0 +1,88 @@
+"""``vesalius import``: bulk import of files, folders and zip archives into the local archive.
+
+It opens the same archive as ``serve`` (``data_dir``, ``database_url``) and may run while the
+server does (SQLite runs in WAL mode). Exit status: 0 when everything DICOM was imported (files
+that are not DICOM, and DICOMDIRs, are skipped quietly), 1 when any DICOM data was not.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+
+import click
+
+from vesalius.commands import config_option, settings_from
+from vesalius.errors import VesaliusError
+
+MAX_LISTED = 50
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+@click.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@config_option
+@click.option("--data-dir", help="Override data_dir.")
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Files ingested in parallel.",
+)
+def import_command(
+    paths: tuple[Path, ...], config: Path | None, data_dir: str | None, workers: int
+) -> None:
+    """Import DICOM files, folders (recursively) and zip archives (*.zip) into the archive."""
+    from tqdm import tqdm
+
+    from vesalius.identity import Identity
+    from vesalius.services.archive import Archive
+    from vesalius.services.importer import Importer, ImportItem, count_sources
+
+    settings = settings_from(config, data_dir=data_dir)
+    try:
+        archive = Archive.open(settings)
+    except VesaliusError as exc:
+        raise click.ClickException(exc.message) from exc
+    try:
+        importer = Importer(archive.ingest, Identity("user", _operator(), "localhost"))
+        total = count_sources(paths)
+        with tqdm(
+            total=total, desc="import", unit="file", file=sys.stderr, dynamic_ncols=True
+        ) as bar:
+            failed = [0]
+
+            def on_item(item: ImportItem) -> None:
+                bar.update(1)
+                if item.failed:
+                    failed[0] += 1
+                    bar.set_postfix(failed=failed[0], refresh=False)
+
+            report = importer.run(paths, workers=workers, on_item=on_item)
+    finally:
+        archive.close()
+
+    click.echo(f"imported: {report.outcomes['created']}")
+    click.echo(f"replaced: {report.outcomes['replaced']}")
+    if report.outcomes["kept"]:
+        click.echo(f"already stored (kept): {report.outcomes['kept']}")
+    click.echo(f"skipped: {report.outcomes['skipped']}")
+    for reason, count in sorted(report.skipped.items()):
+        click.echo(f"  {reason}: {count}")
+    if report.failed_sources:
+        click.echo("not imported:")
+        for source, reason in report.failed_sources[:MAX_LISTED]:
+            click.echo(f"  {source}: {reason}")
+        if len(report.failed_sources) > MAX_LISTED:
+            click.echo(f"  … and {len(report.failed_sources) - MAX_LISTED} more")
+    if report.failed:
+        sys.exit(1)
