@@ -31,7 +31,9 @@ def test_store_is_bit_exact_and_indexed(server: RunningServer) -> None:
     # storescu drops (FFFC,FFFC) Data Set Trailing Padding when it sends; all else is identical.
     assert sent.startswith(stored)
     assert sent[len(stored) :][:4] in (b"", b"\xfc\xff\xfc\xff")
-    assert dcmread(files[0], stop_before_pixels=True).SOPInstanceUID == dcmread(source).SOPInstanceUID
+    assert (
+        dcmread(files[0], stop_before_pixels=True).SOPInstanceUID == dcmread(source).SOPInstanceUID
+    )
     assert server.archive.catalog.count_instances() == 1
     assert server.staging_files() == []
 
@@ -42,3 +44,15 @@ def test_second_copy_replaces(server: RunningServer) -> None:
     dcmtk("storescu", *server.address, source)
     assert server.archive.catalog.count_instances() == 1
     assert len(server.stored_files()) == 1
+
+
+def test_requestor_preferred_syntax_is_stored_as_sent(server: RunningServer) -> None:
+    """storescu -xr proposes RLE Lossless first, then uncompressed, in one context: the
+    requestor's first choice is accepted, so the file is stored compressed, as sent."""
+    source = Path(get_testdata_file("MR_small_RLE.dcm"))
+    dcmtk("storescu", "-xr", *server.address, str(source))
+    (stored,) = server.stored_files()
+    assert dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == (
+        "1.2.840.10008.1.2.5"
+    )
+    assert _dataset_bytes(stored) == _dataset_bytes(source)[: len(_dataset_bytes(stored))]

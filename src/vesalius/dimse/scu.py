@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import logging
 import os
-import queue
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +29,6 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from pynetdicom import AE, build_context, build_role, evt
 from pynetdicom import status as _status
-from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 
 from vesalius.dicom.uids import (
@@ -49,9 +47,9 @@ from vesalius.dimse.server import (
     IMPLEMENTATION_VERSION,
     configure_library,
     drop_partial,
-    set_nodelay,
 )
 from vesalius.dimse.status import failure
+from vesalius.dimse.transport import bound_send_queue, set_nodelay
 from vesalius.errors import (
     InvalidDataError,
     InvalidUIDError,
@@ -65,8 +63,6 @@ log = logging.getLogger(__name__)
 
 #: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2).
 MAX_CONTEXTS = 128
-#: P-DATA PDUs queued for sending at most (see :func:`bound_send_queue`).
-SEND_QUEUE_PDUS = 16
 Model = Literal["patient", "study"]
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _QR_MODELS: dict[str, dict[str, str]] = {
@@ -250,39 +246,6 @@ def open_association(
     if not assoc.is_established:
         raise PeerError(_refusal(assoc, peer))
     return assoc
-
-
-def bound_send_queue(assoc: Any, max_pdus: int = SEND_QUEUE_PDUS) -> None:
-    """Give sending back-pressure: pynetdicom puts every P-DATA PDU of a message on an unbounded
-    queue that its DUL thread drains, so a large streamed file would pile up in memory whenever
-    the network is slower than the disk. Bound that queue for P-DATA only (release and abort
-    requests never wait); once the DUL thread has stopped nothing drains the queue, so the
-    bound is lifted rather than block."""
-    dul = assoc.dul
-    provider_queue: Any = dul.to_provider_queue
-    put = provider_queue.put
-
-    def put_now(item: Any) -> None:
-        with provider_queue.not_full:  # Queue.put without the size check
-            provider_queue._put(item)
-            provider_queue.unfinished_tasks += 1
-            provider_queue.not_empty.notify()
-
-    def bounded_put(item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if not isinstance(item, P_DATA):
-            put_now(item)
-            return
-        while True:
-            try:
-                put(item, True, 0.2)
-                return
-            except queue.Full:
-                if not dul.is_alive() or getattr(dul, "_kill_thread", False):
-                    put_now(item)
-                    return
-
-    provider_queue.maxsize = max_pdus
-    provider_queue.put = bounded_put
 
 
 def close_association(assoc: Any, *, abort: bool = False) -> None:

@@ -13,10 +13,8 @@ the library:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import socket
 import tempfile
 import threading
 import time
@@ -24,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, _config, evt
+from pynetdicom import acse as _acse
 from pynetdicom import dimse_messages as _dimse_messages
 
 from vesalius.dicom.uids import (
@@ -33,6 +32,7 @@ from vesalius.dicom.uids import (
     VERIFICATION,
 )
 from vesalius.dimse import find, retrieve, store
+from vesalius.dimse.transport import set_nodelay
 from vesalius.services.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,38 @@ def configure_library(staging_dir: str) -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     # pynetdicom creates the received file with NamedTemporaryFile() and no folder; give it
     # ours, so the finished file moves into storage with a rename instead of a copy.
+    negotiate = _acse.negotiate_as_acceptor  # type: ignore[attr-defined]
+    if not hasattr(negotiate, "__wrapped__"):
+        _acse.negotiate_as_acceptor = _prefer_requestor_order(negotiate)  # type: ignore[attr-defined]
     _dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[assignment,attr-defined]
         tempfile.NamedTemporaryFile, dir=staging_dir, prefix="rx-"
     )
 
 
-def set_nodelay(event: Any) -> None:
-    """EVT_CONN_OPEN: disable Nagle's algorithm on the association's socket."""
-    sock = getattr(event.assoc.dul.socket, "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _prefer_requestor_order(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap pynetdicom's acceptor negotiation so that, of the transfer syntaxes a requestor
+    proposes in one presentation context, the first one we support wins (pynetdicom picks by
+    the acceptor's list). A modality offering JPEG first then sends JPEG, stored as it is,
+    instead of decompressing for us (PS3.8 9.3.2.2: the acceptor chooses; the requestor's order
+    is its preference)."""
+
+    def negotiate(rq_contexts: Any, ac_contexts: Any, roles: Any = None) -> Any:
+        result, ac_roles = original(rq_contexts, ac_contexts, roles)
+        supported = {cx.abstract_syntax: set(cx.transfer_syntax) for cx in ac_contexts}
+        proposed = {cx.context_id: cx for cx in rq_contexts}
+        for cx in result:
+            request = proposed.get(cx.context_id)
+            if cx.result != 0x00 or request is None:
+                continue
+            ours = supported.get(cx.abstract_syntax, set())
+            for syntax in request.transfer_syntax:
+                if syntax in ours:
+                    cx.transfer_syntax = [syntax]
+                    break
+        return result, ac_roles
+
+    negotiate.__wrapped__ = original  # type: ignore[attr-defined]
+    return negotiate
 
 
 def drop_partial(event: Any) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from vesalius.index.catalog import Catalog
 from vesalius.services.ingest import IngestService
+from vesalius.services.retrieve import RetrieveService
 from vesalius.settings import Settings
 from vesalius.storage import FolderStorage
 
@@ -18,6 +19,7 @@ class Archive:
     catalog: Catalog
     storage: FolderStorage
     ingest: IngestService
+    retrieve: RetrieveService
 
     @classmethod
     def open(cls, settings: Settings) -> Archive:
@@ -32,7 +34,8 @@ class Archive:
             duplicate_policy=settings["ingest.duplicate_policy"],
             min_free_bytes=settings["storage.min_free_mb"] * 1024 * 1024,
         )
-        return cls(settings, catalog, storage, ingest)
+        retrieve = RetrieveService(catalog, storage)
+        return cls(settings, catalog, storage, ingest, retrieve=retrieve)
 
     def close(self) -> None:
         self.catalog.close()

@@ -1,0 +1,152 @@
+"""Resolving retrieve keys to the stored instances they name (PS3.4 C.4.2.2.1, C.4.3.2.1).
+
+Retrieve identifiers carry unique keys only: Patient ID at PATIENT level, a list of Study,
+Series or SOP Instance UIDs at the level retrieved, and optionally the unique keys of the
+levels above, which narrow the match. So the lookup is plain equality on indexed columns, never
+wildcards or ranges (those are C-FIND's). Results come in a stable order: study, then series by
+Series Number, then instance by Instance Number (unnumbered last, then in arrival order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.engine import Connection
+
+from vesalius.errors import QueryError
+from vesalius.index.schema import instances, patients, series, studies
+
+Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
+
+#: Values per ``IN (…)`` clause: well under SQLite's and PostgreSQL's parameter limits.
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class RetrieveKeys:
+    """The unique keys of a retrieve request; empty means "not given" (no constraint)."""
+
+    level: Level
+    patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    study_uids: tuple[str, ...] = ()
+    series_uids: tuple[str, ...] = ()
+    sop_instance_uids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    """One matched instance: what it is and where its file is."""
+
+    pk: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    study_uid: str
+    patient_id: str
+
+
+def _level_list(keys: RetrieveKeys) -> tuple[ColumnElement[Any] | None, tuple[str, ...]]:
+    """The column and values of the list at the retrieve level (PATIENT has no list)."""
+    if keys.level == "STUDY":
+        return studies.c.study_uid, keys.study_uids
+    if keys.level == "SERIES":
+        return series.c.series_uid, keys.series_uids
+    if keys.level == "IMAGE":
+        return instances.c.sop_instance_uid, keys.sop_instance_uids
+    return None, ()
+
+
+def _chunks(values: Sequence[str]) -> list[tuple[str, ...]]:
+    unique = tuple(dict.fromkeys(values))
+    return [unique[i : i + CHUNK] for i in range(0, len(unique), CHUNK)]
+
+
+def find_instances(
+    conn: Connection, keys: RetrieveKeys, limit: int | None = None
+) -> list[InstanceLocation]:
+    """The instances ``keys`` name, in study/series/instance order.
+
+    With ``limit``, at most ``limit + 1`` rows are read, so a caller can tell "too many" without
+    loading an archive's worth of rows.
+    """
+    level_column, level_values = _level_list(keys)
+    if keys.level == "PATIENT" and not keys.patient_id:
+        raise QueryError("PATIENT level retrieve without a Patient ID")
+    if level_column is not None and not level_values:
+        raise QueryError(f"{keys.level} level retrieve without its unique key")
+
+    where: list[ColumnElement[bool]] = []
+    if keys.patient_id:
+        where.append(patients.c.patient_id == keys.patient_id)
+    if keys.issuer_of_patient_id:
+        where.append(patients.c.issuer_of_patient_id == keys.issuer_of_patient_id)
+    for column, values, level in (
+        (studies.c.study_uid, keys.study_uids, "STUDY"),
+        (series.c.series_uid, keys.series_uids, "SERIES"),
+        (instances.c.sop_instance_uid, keys.sop_instance_uids, "IMAGE"),
+    ):
+        if values and level != keys.level:
+            where.append(column.in_(tuple(dict.fromkeys(values))))
+
+    base = (
+        select(
+            instances.c.pk,
+            instances.c.sop_class_uid,
+            instances.c.sop_instance_uid,
+            instances.c.transfer_syntax_uid,
+            instances.c.blob_key,
+            instances.c.size,
+            instances.c.instance_number,
+            series.c.pk.label("series_pk"),
+            series.c.series_number,
+            studies.c.pk.label("study_pk"),
+            studies.c.study_uid,
+            studies.c.study_date,
+            patients.c.patient_id,
+        )
+        .select_from(instances.join(series).join(studies).join(patients))
+        .where(*where)
+    )
+    statements = (
+        [base.where(level_column.in_(chunk)) for chunk in _chunks(level_values)]
+        if level_column is not None
+        else [base]
+    )
+    rows: list[Any] = []
+    for stmt in statements:
+        if limit is not None:
+            stmt = stmt.limit(limit + 1 - len(rows))
+        rows.extend(conn.execute(stmt).all())
+        if limit is not None and len(rows) > limit:
+            break
+    rows.sort(
+        key=lambda r: (
+            r.study_date,
+            r.study_pk,
+            r.series_number is None,
+            r.series_number or 0,
+            r.series_pk,
+            r.instance_number is None,
+            r.instance_number or 0,
+            r.pk,
+        )
+    )
+    return [
+        InstanceLocation(
+            pk=int(r.pk),
+            sop_class_uid=r.sop_class_uid,
+            sop_instance_uid=r.sop_instance_uid,
+            transfer_syntax_uid=r.transfer_syntax_uid,
+            blob_key=r.blob_key,
+            size=int(r.size),
+            study_uid=r.study_uid,
+            patient_id=r.patient_id,
+        )
+        for r in rows
+    ]

@@ -1,0 +1,207 @@
+"""Retrieve: which stored instances a C-MOVE or C-GET sends, and where their files are.
+
+The identifier of a retrieve holds unique keys only (PS3.4 C.4.2.2.1, C.4.3.2.1): the
+Query/Retrieve Level, Patient ID at PATIENT level, a list of Study, Series or SOP Instance UIDs
+at the level retrieved, and optionally the unique keys of the levels above, which narrow the
+match. Missing higher-level keys are tolerated (UIDs are unique on their own) and keys below the
+level are ignored, as most archives do. The protocol adapter sends the files; this service
+resolves, hands out file paths and writes the audit record (PS3.15 A.5.3.3/A.5.3.4 in spirit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydicom.dataset import Dataset
+
+from vesalius.dicom import values
+from vesalius.dicom.uids import is_valid_uid
+from vesalius.errors import DataSetMismatchError, QueryError
+from vesalius.identity import Identity
+from vesalius.index.catalog import Catalog
+from vesalius.index.lookup import InstanceLocation, Level, RetrieveKeys, find_instances
+from vesalius.services.audit import audit
+from vesalius.storage import BlobStorage
+
+__all__ = [
+    "MAX_SUBOPERATIONS",
+    "InstanceLocation",
+    "Model",
+    "RetrieveKeys",
+    "RetrievePlan",
+    "RetrieveService",
+    "RetrieveTally",
+    "keys_from_identifier",
+]
+
+#: Sub-operation counts are US (PS3.7 9.3.3.2, 9.3.4.2), so one retrieve moves at most this many.
+MAX_SUBOPERATIONS = 65535
+
+Model = Literal["PATIENT", "STUDY"]
+_ORDER: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+_LEVELS: dict[Model, tuple[Level, ...]] = {"PATIENT": _ORDER, "STUDY": _ORDER[1:]}
+_LEVEL_KEY: dict[Level, str] = {
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
+def _uid_list(identifier: Dataset, keyword: str) -> tuple[str, ...]:
+    """The UIDs of a (possibly multi-valued) UI key; an empty value gives ``()``."""
+    raw = identifier.get(keyword)
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, list | tuple) or type(raw).__name__ == "MultiValue" else [raw]
+    uids = tuple(u for u in (str(v).strip("\0 ") for v in items) if u)
+    for uid in uids:
+        if not is_valid_uid(uid):
+            raise DataSetMismatchError(f"{keyword} holds an invalid UID")
+    return uids
+
+
+def _level(identifier: Dataset, model: Model) -> Level:
+    text = values.text(identifier.get("QueryRetrieveLevel")).upper()
+    if not text:
+        raise DataSetMismatchError("QueryRetrieveLevel is missing")
+    for level in _LEVELS[model]:
+        if level == text:
+            return level
+    raise DataSetMismatchError(f"QueryRetrieveLevel {text[:16]} not in {model} Root")
+
+
+def keys_from_identifier(identifier: Dataset, model: Model) -> RetrieveKeys:
+    """Read the unique keys of a C-MOVE/C-GET identifier for the Patient or Study Root model.
+
+    Raises :class:`DataSetMismatchError` (0xA900) when the level is missing or not in the
+    model, or the key of the level is missing or malformed.
+    """
+    level = _level(identifier, model)
+    depth = _ORDER.index(level)
+    patient_root = model == "PATIENT"
+    patient_id = values.text(identifier.get("PatientID")) if patient_root else ""
+    issuer = values.text(identifier.get("IssuerOfPatientID")) if patient_root else ""
+    uids = {
+        lvl: _uid_list(identifier, key) if _ORDER.index(lvl) <= depth else ()
+        for lvl, key in _LEVEL_KEY.items()
+    }
+    if level == "PATIENT" and not patient_id:
+        raise DataSetMismatchError("PatientID is required at PATIENT level")
+    if level != "PATIENT" and not uids[level]:
+        raise DataSetMismatchError(f"{_LEVEL_KEY[level]} is required at {level} level")
+    return RetrieveKeys(
+        level=level,
+        patient_id=patient_id or None,
+        issuer_of_patient_id=issuer or None,
+        study_uids=uids["STUDY"],
+        series_uids=uids["SERIES"],
+        sop_instance_uids=uids["IMAGE"],
+    )
+
+
+@dataclass
+class RetrievePlan:
+    """A resolved retrieve: who asked, for what, and the instances to send in order."""
+
+    operation: str
+    who: Identity
+    keys: RetrieveKeys
+    instances: list[InstanceLocation]
+    destination: str = ""
+
+
+@dataclass
+class RetrieveTally:
+    """What became of the sub-operations (PS3.4 C.4.2.1.4, C.4.3.1.3)."""
+
+    completed: int = 0
+    warning: int = 0
+    failed: int = 0
+    cancelled: bool = False
+
+    def record(self, status: int | None) -> None:
+        """Count one C-STORE sub-operation by its response status (None: no response)."""
+        if status == 0x0000:
+            self.completed += 1
+        elif status is not None and (0xB000 <= status <= 0xBFFF or status in (0x0001, 0x0107)):
+            self.warning += 1
+        else:
+            self.failed += 1
+
+
+class RetrieveService:
+    """Resolves retrieve keys to stored instances and lends out their files."""
+
+    def __init__(
+        self, catalog: Catalog, storage: BlobStorage, *, max_matches: int = MAX_SUBOPERATIONS
+    ) -> None:
+        self.catalog = catalog
+        self.storage = storage
+        self.max_matches = max_matches
+
+    def plan(
+        self, keys: RetrieveKeys, who: Identity, operation: str, destination: str = ""
+    ) -> RetrievePlan:
+        """The instances ``keys`` name, in order; :class:`QueryError` (0xC000) when more match
+        than one retrieve can count (``max_matches``, 65535 by default)."""
+        with self.catalog.read() as conn:
+            found = find_instances(conn, keys, limit=self.max_matches)
+        if len(found) > self.max_matches:
+            raise QueryError(f"over {self.max_matches} instances match: retrieve fewer at once")
+        return RetrievePlan(operation, who, keys, found, destination)
+
+    @contextmanager
+    def local_path(self, instance: InstanceLocation) -> Iterator[Path]:
+        """The stored file of ``instance``, readable for as long as the context lasts."""
+        with self.storage.local_path(instance.blob_key) as path:
+            yield path
+
+    def finish(self, plan: RetrievePlan, tally: RetrieveTally, remaining: int = 0) -> None:
+        """Audit a retrieve that ran: fully, partly, cancelled, or cut short (``remaining``
+        instances never attempted, e.g. the association ended)."""
+        if tally.cancelled:
+            outcome = "cancelled"
+        elif remaining:
+            outcome = "incomplete"
+        elif tally.failed and not (tally.completed or tally.warning):
+            outcome = "failure"
+        elif tally.failed or tally.warning:
+            outcome = "partial"
+        else:
+            outcome = "success"
+        audit(
+            "instances-transferred",
+            plan.who,
+            outcome=outcome,
+            **self._details(plan.operation, plan.destination, plan.keys),
+            patient_ids=sorted({i.patient_id for i in plan.instances}),
+            study_uids=sorted({i.study_uid for i in plan.instances}),
+            matched=len(plan.instances),
+            completed=tally.completed,
+            warning=tally.warning,
+            failed=tally.failed,
+            remaining=remaining,
+        )
+
+    def refuse(self, who: Identity, operation: str, reason: str, destination: str = "") -> None:
+        """Audit a retrieve refused before any sub-operation."""
+        audit(
+            "instances-transferred",
+            who,
+            outcome="failure",
+            reason=reason,
+            **self._details(operation, destination, None),
+        )
+
+    @staticmethod
+    def _details(operation: str, destination: str, keys: RetrieveKeys | None) -> dict[str, Any]:
+        details: dict[str, Any] = {"operation": operation}
+        if destination:
+            details["destination"] = destination
+        if keys is not None:
+            details["level"] = keys.level
+        return details
