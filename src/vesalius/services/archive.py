@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from vesalius.index.catalog import Catalog
 from vesalius.services.ingest import IngestService
+from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.settings import Settings
 from vesalius.storage import FolderStorage
@@ -20,6 +21,7 @@ class Archive:
     storage: FolderStorage
     ingest: IngestService
     retrieve: RetrieveService
+    query: QueryService
 
     @classmethod
     def open(cls, settings: Settings) -> Archive:
@@ -35,7 +37,13 @@ class Archive:
             min_free_bytes=settings["storage.min_free_mb"] * 1024 * 1024,
         )
         retrieve = RetrieveService(catalog, storage)
-        return cls(settings, catalog, storage, ingest, retrieve=retrieve)
+        query = QueryService(
+            catalog,
+            ae_title=settings["dicom.ae_title"],
+            case_insensitive_pn=settings["query.case_insensitive_pn"],
+            max_results=settings["query.max_results"],
+        )
+        return cls(settings, catalog, storage, ingest, retrieve=retrieve, query=query)
 
     def close(self) -> None:
         self.catalog.close()

@@ -1,0 +1,107 @@
+"""C-FIND identifiers: reading request keys as Unicode text, building responses (PS3.4 C.4.1.1.3).
+
+A request key becomes ``keyword -> raw value``: the value as the SCU wrote it, decoded with its
+Specific Character Set, multiple values joined by backslashes (so ``CT\\MR``, a UID list or a
+range such as ``20240101-20240131`` reach the matching rules untouched). A sequence key becomes
+the key dict of its single item (PS3.4 C.2.2.2.6). Elements without a keyword (private or
+unknown) are named by their tag, ``GGGGEEEE``, as in DICOMweb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
+from vesalius.dicom import charset as _charset
+
+FilterValue = str | dict[str, str]
+
+
+def key_of(element: DataElement) -> str:
+    """The name of a key: its keyword, or ``GGGGEEEE`` for private and unknown tags."""
+    return str(element.keyword) or f"{int(element.tag):08X}"
+
+
+def raw_text(value: Any) -> str:
+    """A decoded element value as one string; multiple values are joined by backslashes."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip("\0 ")
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(raw_text(v) for v in value)
+    return str(value).strip("\0 ")
+
+
+def read_keys(identifier: Dataset) -> dict[str, FilterValue]:
+    """Every key of ``identifier`` except Specific Character Set, as raw Unicode values."""
+    keys: dict[str, FilterValue] = {}
+    for element in identifier:
+        if element.tag == 0x00080005 or element.tag.element == 0x0000:
+            continue
+        if element.VR == "SQ":
+            items = element.value or []
+            first = items[0] if len(items) else Dataset()
+            keys[key_of(element)] = {
+                key_of(sub): raw_text(sub.value) for sub in first if sub.VR != "SQ"
+            }
+        else:
+            keys[key_of(element)] = raw_text(element.value)
+    return keys
+
+
+def requested_charset(identifier: Dataset) -> list[str]:
+    """The request's Specific Character Set terms (``[]`` for the default repertoire)."""
+    element = identifier.get("SpecificCharacterSet")
+    return _charset.terms(element) if element is not None else []
+
+
+def _texts(values: Mapping[str, Any]) -> Iterator[str]:
+    for value in values.values():
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, str):
+                    yield item
+                elif isinstance(item, Mapping):
+                    yield from _texts(item)
+
+
+def _fill(ds: Dataset, values: Mapping[str, Any]) -> None:
+    for keyword, value in values.items():
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            continue  # private or unknown: nothing to say about it
+        vr = dictionary_VR(tag).split(" or ")[0]  # e.g. "US or SS": either fits no value
+        if vr == "SQ":
+            items = []
+            for entry in value or []:
+                item = Dataset()
+                _fill(item, entry)
+                items.append(item)
+            ds.add_new(tag, vr, items)
+        elif value is None or value == "":
+            ds.add_new(tag, vr, None)
+        elif isinstance(value, list | tuple):
+            ds.add_new(tag, vr, [str(v) if vr not in ("US", "UL") else v for v in value])
+        elif vr in ("US", "UL", "SS", "SL"):
+            ds.add_new(tag, vr, int(value))
+        else:
+            ds.add_new(tag, vr, str(value))
+
+
+def build_response(values: Mapping[str, Any], requested: Sequence[str]) -> Dataset:
+    """A response identifier holding ``values`` (keyword -> value; None or '' gives a
+    zero-length element, a list of dicts a sequence), in the request's character set when it
+    can hold every value, else in UTF-8 (see :mod:`vesalius.dicom.charset`)."""
+    ds = Dataset()
+    chosen = _charset.response_charset(requested, _texts(values))
+    if chosen:
+        ds.SpecificCharacterSet = chosen[0] if len(chosen) == 1 else chosen
+    _fill(ds, values)
+    return ds
