@@ -8,6 +8,7 @@ turns the skip into a failure.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ PG_ADMIN_URL = os.environ.get(
 REQUIRE_PG = os.environ.get("VESALIUS_REQUIRE_POSTGRES") == "1"
 
 
+@functools.cache
 def _pg_available() -> str | None:
     try:
         engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -43,18 +46,14 @@ def _pg_available() -> str | None:
         return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
 
 
-@pytest.fixture(scope="session")
-def pg_unavailable_reason() -> str | None:
-    return _pg_available()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty index database URL for each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+@contextmanager
+def scratch_database(backend: str, folder: Path) -> Iterator[str]:
+    """An empty index database URL on ``backend`` ("sqlite" or "postgresql"), dropped after;
+    skips where no PostgreSQL answers unless VESALIUS_REQUIRE_POSTGRES=1."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'index.sqlite'}"
         return
-    reason = request.getfixturevalue("pg_unavailable_reason")
+    reason = _pg_available()
     if reason:
         if REQUIRE_PG:
             pytest.fail(reason)
@@ -63,13 +62,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}"
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty index database URL for each backend."""
+    with scratch_database(request.param, tmp_path) as url:
+        yield url
 
 
 @dataclass

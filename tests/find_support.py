@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from sqlalchemy import create_engine, text
 
-from conftest import PG_ADMIN_URL, REQUIRE_PG, RunningServer, _pg_available
+from conftest import RunningServer
 from synth import MR_IMAGE_STORAGE, SECONDARY_CAPTURE_STORAGE, make_instance
 
 ROOT = "1.2.826.0.1.3680043.10.1138"
@@ -184,30 +182,6 @@ def write_corpus(folder: Path) -> list[Path]:
         make_instance(path, **attrs)
         paths.append(path)
     return paths
-
-
-@contextmanager
-def scratch_database(backend: str, folder: Path) -> Iterator[str]:
-    """An empty index database URL on ``backend`` (like conftest's per-test one, for fixtures
-    that outlive one test); skips where no PostgreSQL answers unless it is required."""
-    if backend == "sqlite":
-        yield f"sqlite:///{folder / 'index.sqlite'}"
-        return
-    reason = _pg_available()
-    if reason:
-        if REQUIRE_PG:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"vesalius_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run_tool(tool: str, *args: str, timeout: float = 120) -> tuple[int, str]:
