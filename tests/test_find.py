@@ -21,14 +21,13 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from conftest import RunningServer, make_server
+from conftest import RunningServer, make_server, scratch_database
 from find_support import (
     ALL_STUDIES,
     CT,
     EXPLICIT_VR_LE,
     FindOutcome,
     findscu,
-    scratch_database,
     series_uid,
     sop_uid,
     store,

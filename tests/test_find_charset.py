@@ -17,8 +17,8 @@ from pydicom import dcmread
 from pydicom.data import get_charset_files
 from pydicom.dataset import Dataset
 
-from conftest import RunningServer, make_server
-from find_support import FindOutcome, findscu, query_file, scratch_database, store
+from conftest import RunningServer, make_server, scratch_database
+from find_support import FindOutcome, findscu, query_file, store
 
 FILES = (
     "chrFren.dcm",

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conftest import scratch_database
 from find_support import (
     ALL_STUDIES,
     CHINESE,
@@ -19,7 +20,6 @@ from find_support import (
     EXPLICIT_VR_LE,
     JAPANESE,
     LATIN1,
-    scratch_database,
     series_uid,
     sop_uid,
     study_uid,
