@@ -125,6 +125,62 @@ def _add_to_list(current: str, value: str) -> str | None:
     return "\\".join(sorted([*items, value]))
 
 
+def _known_series(conn: Connection, series_uid: str) -> Any:
+    """The series with its study and patient keys, or None when the series is new."""
+    return conn.execute(
+        select(
+            series.c.pk,
+            studies.c.pk.label("study_pk"),
+            studies.c.patient_pk,
+            studies.c.modalities_in_study,
+            studies.c.sop_classes_in_study,
+        )
+        .select_from(series.join(studies))
+        .where(series.c.series_uid == series_uid)
+        .with_for_update(of=studies)  # PostgreSQL: serialise edits of the study's lists
+    ).first()
+
+
+def _ensure_parents(
+    conn: Connection, h: InstanceHeader, now: datetime, *, update_patient: bool
+) -> tuple[int, Any, int, bool, bool]:
+    """Create (or find) patient, study and series; returns their keys and what was created."""
+    patient_key = {"patient_id": h.patient_id, "issuer_of_patient_id": h.issuer_of_patient_id}
+    _insert_ignore(conn, patients, {**patient_key, **_patient_values(h)}, list(patient_key))
+    patient_pk = _pk(conn, patients, **patient_key)
+    if update_patient:
+        conn.execute(update(patients).where(patients.c.pk == patient_pk).values(_patient_values(h)))
+    study_created = _insert_ignore(
+        conn,
+        studies,
+        {
+            "study_uid": h.study_uid,
+            "patient_pk": patient_pk,
+            "created_at": now,
+            "updated_at": now,
+            **_study_values(h),
+        },
+        ["study_uid"],
+    )
+    study = conn.execute(
+        select(
+            studies.c.pk.label("study_pk"),
+            studies.c.modalities_in_study,
+            studies.c.sop_classes_in_study,
+        )
+        .where(studies.c.study_uid == h.study_uid)
+        .with_for_update()
+    ).one()
+    series_created = _insert_ignore(
+        conn,
+        series,
+        {"series_uid": h.series_uid, "study_pk": study.study_pk, **_series_values(h)},
+        ["series_uid"],
+    )
+    series_pk = _pk(conn, series, series_uid=h.series_uid)
+    return patient_pk, study, series_pk, study_created, series_created
+
+
 def record_instance(
     conn: Connection,
     h: InstanceHeader,
@@ -147,36 +203,15 @@ def record_instance(
         delete_instance_row(conn, existing.pk)
 
     now = datetime.now(UTC)
-    patient_key = {"patient_id": h.patient_id, "issuer_of_patient_id": h.issuer_of_patient_id}
-    _insert_ignore(conn, patients, {**patient_key, **_patient_values(h)}, list(patient_key))
-    patient_pk = _pk(conn, patients, **patient_key)
-    if existing is not None:
-        conn.execute(update(patients).where(patients.c.pk == patient_pk).values(_patient_values(h)))
-
-    study_created = _insert_ignore(
-        conn,
-        studies,
-        {
-            "study_uid": h.study_uid,
-            "patient_pk": patient_pk,
-            "created_at": now,
-            "updated_at": now,
-            **_study_values(h),
-        },
-        ["study_uid"],
-    )
-    study = conn.execute(
-        select(studies.c.pk, studies.c.modalities_in_study, studies.c.sop_classes_in_study).where(
-            studies.c.study_uid == h.study_uid
+    known = None if existing is not None else _known_series(conn, h.series_uid)
+    if known is not None:
+        # The common case, every instance of a series after its first: the parents exist.
+        patient_pk, study, series_pk = known.patient_pk, known, known.pk
+        study_created = series_created = False
+    else:
+        patient_pk, study, series_pk, study_created, series_created = _ensure_parents(
+            conn, h, now, update_patient=existing is not None
         )
-    ).one()
-    series_created = _insert_ignore(
-        conn,
-        series,
-        {"series_uid": h.series_uid, "study_pk": study.pk, **_series_values(h)},
-        ["series_uid"],
-    )
-    series_pk = _pk(conn, series, series_uid=h.series_uid)
     conn.execute(
         instances.insert().values(
             series_pk=series_pk,
@@ -204,7 +239,7 @@ def record_instance(
     sop_classes = _add_to_list(study.sop_classes_in_study, h.sop_class_uid)
     if sop_classes is not None:
         study_changes["sop_classes_in_study"] = sop_classes
-    conn.execute(update(studies).where(studies.c.pk == study.pk).values(study_changes))
+    conn.execute(update(studies).where(studies.c.pk == study.study_pk).values(study_changes))
     conn.execute(
         update(patients)
         .where(patients.c.pk == patient_pk)
