@@ -80,8 +80,9 @@ def test_serve_stores_and_stops_cleanly(
         str(dicom_port),
         get_testdata_file("CT_small.dcm"),
     )
-    proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=30)
+    with socket.create_connection(("127.0.0.1", dicom_port)):  # a probe that never negotiates
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "stopped" in out
     assert (data / "index.sqlite").is_file()

@@ -174,6 +174,13 @@ class DimseServer:
         server, self._server = self._server, None
         active = list(server.active_associations)
         server.shutdown()
+        negotiating = [a for a in active if not a.is_established]  # e.g. a bare port probe
+        for assoc in negotiating:
+            log.info("closing an unnegotiated connection at shutdown")
+            assoc.abort()
+            # Its thread waits on the A-ASSOCIATE-RQ for up to the ACSE timeout; wake it.
+            assoc.dul.to_user_queue.put(None)
+        active = [a for a in active if a not in negotiating]
         deadline = time.monotonic() + grace
         for assoc in active:
             assoc.join(timeout=max(0.0, deadline - time.monotonic()))
