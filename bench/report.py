@@ -186,6 +186,10 @@ def _meta_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: Hand-written notes on what limits each gap (from profiles), appended to every report.
+ANALYSIS = Path(__file__).with_name("analysis.md")
+
+
 def write_report(results: dict[str, Any], report: Path) -> list[Path]:
     """Write the markdown page and its plots (in a folder named after the page); the plots."""
     rows = rows_from(results)
@@ -217,6 +221,8 @@ def write_report(results: dict[str, Any], report: Path) -> list[Path]:
     if pending:
         out += ["", "## Scenarios not measured in this run", ""]
         out += [f"- {s['number']}. {s['title']}: {s.get('note', s['status'])}" for s in pending]
+    if ANALYSIS.is_file():
+        out += ["", ANALYSIS.read_text().rstrip()]
     errors = results.get("errors", [])
     if errors:
         out += ["", "## Errors", ""]
