@@ -24,7 +24,7 @@ Malformed values raise :class:`QueryError` (0xC000, unable to process).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -195,40 +195,39 @@ def _range(column: ColumnElement[Any], low: str | None, high: str | None) -> Col
     return and_(*conditions)
 
 
-def _date(column: ColumnElement[Any], items: list[str], keyword: str) -> ColumnElement[bool]:
+def _ranged(
+    column: ColumnElement[Any],
+    items: list[str],
+    keyword: str,
+    parse: Callable[[str, str, bool], str],
+) -> ColumnElement[bool]:
+    """Single values and ranges (PS3.4 C.2.2.2.5) over a normalised date or time column;
+    ``parse(text, keyword, upper)`` normalises one bound."""
     conditions = []
     for value in items:
         bounds = _split_range(value, keyword)
         if bounds is None:
-            conditions.append(column == date_value(value, keyword))
+            conditions.append(column == parse(value, keyword, False))
             continue
         low, high = bounds
         conditions.append(
             _range(
                 column,
-                date_value(low, keyword) if low else None,
-                date_value(high, keyword) if high else None,
+                parse(low, keyword, False) if low else None,
+                parse(high, keyword, True) if high else None,
             )
         )
     return _any(conditions)
+
+
+def _date(column: ColumnElement[Any], items: list[str], keyword: str) -> ColumnElement[bool]:
+    return _ranged(column, items, keyword, lambda text, kw, _upper: date_value(text, kw))
 
 
 def _time(column: ColumnElement[Any], items: list[str], keyword: str) -> ColumnElement[bool]:
-    conditions = []
-    for value in items:
-        bounds = _split_range(value, keyword)
-        if bounds is None:
-            conditions.append(column == time_value(value, keyword))
-            continue
-        low, high = bounds
-        conditions.append(
-            _range(
-                column,
-                time_value(low, keyword) if low else None,
-                time_value(high, keyword, upper=True) if high else None,
-            )
-        )
-    return _any(conditions)
+    return _ranged(
+        column, items, keyword, lambda text, kw, upper: time_value(text, kw, upper=upper)
+    )
 
 
 def condition(
