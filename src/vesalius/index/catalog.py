@@ -16,7 +16,6 @@ from vesalius.index.records import (
     BlobInfo,
     DuplicatePolicy,
     RecordResult,
-    delete_instance_row,
     record_instance,
 )
 from vesalius.index.schema import instances
@@ -67,16 +66,6 @@ class Catalog:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
-
-    def delete_instance(self, sop_instance_uid: str) -> str | None:
-        """Remove an instance from the index; returns its blob key (None when unknown)."""
-        with self.write() as conn:
-            pk = conn.execute(
-                select(instances.c.pk).where(instances.c.sop_instance_uid == sop_instance_uid)
-            ).scalar()
-            if pk is None:
-                return None
-            return delete_instance_row(conn, int(pk))
 
     def count_instances(self) -> int:
         with self.read() as conn:
