@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 from sqlalchemy import create_engine, text
 
 from vesalius.dimse.server import DimseServer
 from vesalius.services.archive import Archive
 from vesalius.settings import Modality, load_settings
+from vesalius.web.app import create_app
 
 PG_ADMIN_URL = os.environ.get(
     "VESALIUS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -133,6 +135,47 @@ def server(tmp_path: Path, database_url: str) -> Iterator[RunningServer]:
     finally:
         running.dimse.stop(grace=2)
         running.archive.close()
+
+
+@dataclass
+class WebServer:
+    """A running archive with both its DIMSE server and its HTTP server (``url``, no slash)."""
+
+    dimse: RunningServer
+    url: str
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + "/dicom-web"
+
+    @property
+    def archive(self) -> Archive:
+        return self.dimse.archive
+
+
+@contextmanager
+def running_http(archive: Archive) -> Iterator[str]:
+    """Serve ``create_app(archive)`` with uvicorn on an ephemeral port; yield its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(archive), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    http = uvicorn.Server(config)
+    thread = threading.Thread(target=http.run, name="test-http", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: http.started, what="HTTP server start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        http.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def web(server: RunningServer) -> Iterator[WebServer]:
+    """A fresh archive serving DIMSE and HTTP, on each index backend."""
+    with running_http(server.archive) as url:
+        yield WebServer(server, url)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:

@@ -46,12 +46,14 @@ def make_instance(
     transfer_syntax: str = ExplicitVRLittleEndian,
     rows: int = 4,
     columns: int = 4,
+    pixel_data: bytes | None = None,
     **attrs: Any,
 ) -> Dataset:
     """Write a small valid Part 10 file to ``path`` and return its data set (with file meta).
 
     Defaults can be overridden by keyword, e.g. ``StudyInstanceUID=study_uid,
-    Modality="MR", PatientName="Doe^Jane", StudyDate="20240131"``.
+    Modality="MR", PatientName="Doe^Jane", StudyDate="20240131"``; ``pixel_data`` replaces
+    the all-zero pixels (it must match rows, columns and BitsAllocated).
     """
     ds = Dataset()
     defaults: dict[str, Any] = {
@@ -83,7 +85,7 @@ def make_instance(
     }
     for keyword, value in {**defaults, **attrs}.items():
         _set(ds, keyword, value)
-    ds.PixelData = bytes(2 * rows * columns)
+    ds.PixelData = bytes(2 * rows * columns) if pixel_data is None else pixel_data
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

@@ -10,6 +10,7 @@ from vesalius import __version__
 from vesalius.commands import config_option, settings_from
 from vesalius.commands import importer as importer_commands
 from vesalius.commands import scu as scu_commands
+from vesalius.commands import viewer as viewer_commands
 from vesalius.errors import VesaliusError
 
 
@@ -45,6 +46,7 @@ main.add_command(scu_commands.find)
 main.add_command(scu_commands.move)
 main.add_command(scu_commands.get)
 main.add_command(importer_commands.import_command)
+main.add_command(viewer_commands.viewer)
 
 
 if __name__ == "__main__":  # pragma: no cover

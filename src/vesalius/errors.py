@@ -10,6 +10,8 @@ exceptions into answers in one place and never guess::
     │   ├── InvalidUIDError            0xC000 / 400  a UID breaks PS3.5 9.1
     │   └── DataSetMismatchError       0xA900 / 400  data set does not match SOP class / command
     ├── UnsupportedError               0xC000 / 415  SOP class or syntax not supported here
+    ├── NotAcceptableError             0xC000 / 406  no representation the client accepts
+    ├── TooLargeError                  0xA700 / 413  request body over the configured limit
     ├── DuplicateInstanceError         0x0111 / 409  policy "reject" and the instance exists
     ├── OutOfResourcesError            0xA700 / 507  disk full, storage unwritable
     ├── NotFoundError                  0xC000 / 404
@@ -64,6 +66,21 @@ class UnsupportedError(VesaliusError):
 
     dimse_status = 0xC000
     http_status = 415
+
+
+class NotAcceptableError(VesaliusError):
+    """None of the media types or transfer syntaxes the client accepts can be produced
+    (PS3.18 8.7.3, HTTP 406)."""
+
+    dimse_status = 0xC000
+    http_status = 406
+
+
+class TooLargeError(VesaliusError):
+    """A request body, or what it expands to, is over the configured limit (HTTP 413)."""
+
+    dimse_status = 0xA700
+    http_status = 413
 
 
 class DuplicateInstanceError(VesaliusError):

@@ -24,6 +24,11 @@ class Identity:
         return cls("ae", ae_title.strip(), host)
 
     @classmethod
+    def http(cls, host: str, user: str = "anonymous") -> Identity:
+        """An HTTP client; ``anonymous`` until authentication lands."""
+        return cls("user", user, host)
+
+    @classmethod
     def system(cls, name: str = "vesalius") -> Identity:
         return cls("system", name, "localhost")
 

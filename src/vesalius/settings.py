@@ -88,6 +88,41 @@ SETTINGS: tuple[Setting, ...] = (
         "Match person names case-insensitively (PS3.4 C.2.2.2.4 allows it).",
     ),
     Setting("query.max_results", int, 0, "Most C-FIND matches returned (0 = no limit)."),
+    Setting(
+        "http.cors_origins",
+        str,
+        "",
+        "Origins allowed to call the HTTP APIs from a browser (comma-separated, * for any; "
+        "empty: same origin only).",
+    ),
+    Setting(
+        "http.max_upload_mb",
+        int,
+        4096,
+        "Largest STOW-RS request body, after decompression (MiB); larger gets 413.",
+    ),
+    Setting(
+        "viewer.enabled",
+        bool,
+        True,
+        "Serve the OHIF viewer at / (e.g. /viewer?StudyInstanceUIDs=…).",
+    ),
+    Setting(
+        "viewer.version", str, "3.13.2", "OHIF version (@ohif/app on npm) to install and serve."
+    ),
+    Setting(
+        "viewer.dir",
+        str,
+        "",
+        "Folder of installed OHIF versions (<dir>/<version>), or one OHIF build (has index.html). "
+        "Empty: <sys.prefix>/share/vesalius/ohif.",
+    ),
+    Setting(
+        "viewer.npm_registry",
+        str,
+        "https://registry.npmjs.org",
+        "npm registry that `vesalius viewer install` downloads @ohif/app from.",
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

@@ -122,6 +122,12 @@ def read_header(path: Path) -> InstanceHeader:
     Raises :class:`InvalidDataError` when the file is not DICOM, is truncated before the pixel
     data, has no transfer syntax, or lacks a required UID.
     """
+    return read_instance(path)[0]
+
+
+def read_instance(path: Path) -> tuple[InstanceHeader, Dataset]:
+    """:func:`read_header`, also returning the parsed data set (values over 4 KiB deferred,
+    read from the file on access; no pixel data)."""
     try:
         ds = dcmread(path, stop_before_pixels=True, defer_size=4096)
         meta = getattr(ds, "file_meta", None)
@@ -139,4 +145,4 @@ def read_header(path: Path) -> InstanceHeader:
         raise InvalidDataError(f"cannot parse data set: {type(exc).__name__}") from exc
     if meta_sop and meta_sop != header.sop_instance_uid:
         raise DataSetMismatchError("file meta SOP Instance UID differs from the data set's")
-    return header
+    return header, ds

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,10 +37,28 @@ _LONG_VRS = {
     b"UV",
 }
 MAX_DEPTH = 64
+#: Float Pixel Data, Double Float Pixel Data, Pixel Data (PS3.6).
+PIXEL_DATA_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+
+
+@dataclass(frozen=True)
+class PixelDataElement:
+    """The top-level pixel data element seen by the walk: tag, VR ('' when implicit), length
+    (``UNDEFINED`` for encapsulated pixel data, PS3.5 A.4) and the file offset of its value."""
+
+    tag: int
+    vr: str
+    length: int
+    offset: int
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.length == UNDEFINED
 
 
 class _Walker:
     def __init__(self, fh: BinaryIO, size: int, implicit: bool, little: bool) -> None:
+        self.pixel_data: PixelDataElement | None = None
         self.fh = fh
         self.size = size
         self.implicit = implicit
@@ -92,6 +111,10 @@ class _Walker:
                     (length,) = struct.unpack(self.end + "I", self._read(4))
                 else:
                     (length,) = struct.unpack(self.end + "H", self._read(2))
+            if depth == 0 and tag in PIXEL_DATA_TAGS:
+                self.pixel_data = PixelDataElement(
+                    tag, vr.decode("ascii", "replace"), length, self.fh.tell()
+                )
             if length == UNDEFINED:
                 self.items(depth + 1)
             else:
@@ -136,8 +159,19 @@ def dataset_offset(path: Path) -> int:
             fh.seek(length, 1)
 
 
-def check_structure(path: Path, transfer_syntax: str, dataset_offset: int) -> None:
-    """Raise :class:`InvalidDataError` unless the data set from ``dataset_offset`` is whole."""
+def find_pixel_data(path: Path, transfer_syntax: str) -> PixelDataElement | None:
+    """The top-level pixel data element of a Part 10 file (walks the structure once)."""
+    return check_structure(path, transfer_syntax, dataset_offset(path))
+
+
+def check_structure(
+    path: Path, transfer_syntax: str, dataset_offset: int
+) -> PixelDataElement | None:
+    """Raise :class:`InvalidDataError` unless the data set from ``dataset_offset`` is whole.
+
+    Returns the top-level pixel data element, if any (``None`` also for deflated data sets,
+    whose structure is only checked for a complete deflate stream).
+    """
     with open(path, "rb") as fh:
         if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
             fh.seek(dataset_offset)
@@ -151,7 +185,7 @@ def check_structure(path: Path, transfer_syntax: str, dataset_offset: int) -> No
                     raise InvalidDataError(f"deflated data set is corrupt: {exc}") from exc
             if not inflater.eof:
                 raise InvalidDataError("deflated data set is truncated")
-            return
+            return None
         size = fh.seek(0, 2)
         fh.seek(dataset_offset)
         walker = _Walker(
@@ -161,3 +195,4 @@ def check_structure(path: Path, transfer_syntax: str, dataset_offset: int) -> No
             little=transfer_syntax != EXPLICIT_VR_BE,
         )
         walker.elements(None, 0)
+        return walker.pixel_data

@@ -87,3 +87,22 @@ def check_uid(value: object, keyword: str) -> str:
 def is_uncompressed(transfer_syntax: str) -> bool:
     """Whether pixel data in this transfer syntax is native, so it can be re-encoded losslessly."""
     return transfer_syntax in UNCOMPRESSED_SYNTAXES
+
+
+#: Transfer syntaxes whose pixel data is lossy (or may be): never decompressed to a default
+#: syntax on retrieval, since that would hide the loss (PS3.18 8.7.3.5.2).
+LOSSY_SYNTAXES: frozenset[str] = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+        "1.2.840.10008.1.2.4.51",  # JPEG Extended
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+        "1.2.840.10008.1.2.4.93",  # JPEG 2000 Part 2
+        "1.2.840.10008.1.2.4.94",  # JPIP Referenced
+        "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
+        *(f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)),  # MPEG-2, MPEG-4, HEVC
+        "1.2.840.10008.1.2.4.111",  # JPEG XL JPEG Recompression
+        "1.2.840.10008.1.2.4.112",  # JPEG XL
+        "1.2.840.10008.1.2.4.203",  # HTJ2K
+    }
+)

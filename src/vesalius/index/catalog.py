@@ -54,12 +54,24 @@ class Catalog:
             yield conn
 
     def record(
-        self, header: InstanceHeader, blob: BlobInfo, policy: DuplicatePolicy, source_ae: str
+        self,
+        header: InstanceHeader,
+        blob: BlobInfo,
+        policy: DuplicatePolicy,
+        source_ae: str,
+        metadata_json: bytes = b"",
     ) -> RecordResult:
         for attempt in range(3):
             try:
                 with self.write() as conn:
-                    return record_instance(conn, header, blob, policy=policy, source_ae=source_ae)
+                    return record_instance(
+                        conn,
+                        header,
+                        blob,
+                        policy=policy,
+                        source_ae=source_ae,
+                        metadata_json=metadata_json,
+                    )
             except IntegrityError:
                 # Two associations stored the same new SOP instance at once (PostgreSQL):
                 # the loser retries and now sees the winner's row.

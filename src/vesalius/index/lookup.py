@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.engine import Connection
 
 from vesalius.errors import QueryError
-from vesalius.index.schema import instances, patients, series, studies
+from vesalius.index.schema import instance_metadata, instances, patients, series, studies
 
 Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
 
@@ -49,6 +49,7 @@ class InstanceLocation:
     size: int
     study_uid: str
     patient_id: str
+    series_uid: str = ""
 
 
 def _level_list(keys: RetrieveKeys) -> tuple[ColumnElement[Any] | None, tuple[str, ...]]:
@@ -104,6 +105,7 @@ def find_instances(
             instances.c.size,
             instances.c.instance_number,
             series.c.pk.label("series_pk"),
+            series.c.series_uid,
             series.c.series_number,
             studies.c.pk.label("study_pk"),
             studies.c.study_uid,
@@ -147,6 +149,22 @@ def find_instances(
             size=int(r.size),
             study_uid=r.study_uid,
             patient_id=r.patient_id,
+            series_uid=r.series_uid,
         )
         for r in rows
     ]
+
+
+def load_metadata(conn: Connection, instance_pks: Sequence[int]) -> dict[int, bytes]:
+    """The stored WADO-RS metadata of the given instances (those computed so far)."""
+    found: dict[int, bytes] = {}
+    unique = list(dict.fromkeys(instance_pks))
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        rows = conn.execute(
+            select(instance_metadata.c.instance_pk, instance_metadata.c.json).where(
+                instance_metadata.c.instance_pk.in_(chunk)
+            )
+        )
+        found.update((int(pk), bytes(blob)) for pk, blob in rows)
+    return found

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from vesalius.dicom.header import InstanceHeader
 from vesalius.dicom.values import fold
 from vesalius.errors import DuplicateInstanceError
-from vesalius.index.schema import instances, patients, series, studies
+from vesalius.index.schema import instance_metadata, instances, patients, series, studies
 
 DuplicatePolicy = Literal["replace", "keep", "reject"]
 
@@ -50,7 +50,7 @@ def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any], key: 
         dialect.insert(table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=key)
-        .returning(table.c.pk)
+        .returning(*table.primary_key.columns)
     )
     return conn.execute(stmt).first() is not None
 
@@ -188,8 +188,10 @@ def record_instance(
     *,
     policy: DuplicatePolicy,
     source_ae: str = "",
+    metadata_json: bytes = b"",
 ) -> RecordResult:
-    """Index one stored instance; the caller owns the (write) transaction."""
+    """Index one stored instance and its WADO-RS metadata (``metadata_json``, compressed DICOM
+    JSON; empty: computed on first request); the caller owns the (write) transaction."""
     existing = conn.execute(
         select(instances.c.pk, instances.c.series_pk, instances.c.blob_key).where(
             instances.c.sop_instance_uid == h.sop_instance_uid
@@ -212,13 +214,20 @@ def record_instance(
         patient_pk, study, series_pk, study_created, series_created = _ensure_parents(
             conn, h, now, update_patient=existing is not None
         )
-    conn.execute(
+    inserted = conn.execute(
         instances.insert().values(
             series_pk=series_pk,
             sop_instance_uid=h.sop_instance_uid,
             **_instance_values(h, blob, source_ae),
         )
     )
+    if metadata_json:
+        conn.execute(
+            instance_metadata.insert().values(
+                instance_pk=inserted.inserted_primary_key[0],  # type: ignore[index]
+                json=metadata_json,
+            )
+        )
 
     conn.execute(
         update(series)
@@ -289,6 +298,7 @@ def delete_instance_row(conn: Connection, instance_pk: int) -> str:
         .select_from(instances.join(series).join(studies))
         .where(instances.c.pk == instance_pk)
     ).one()
+    conn.execute(instance_metadata.delete().where(instance_metadata.c.instance_pk == instance_pk))
     conn.execute(instances.delete().where(instances.c.pk == instance_pk))
     series_gone = row.series_n <= 1
     study_gone = series_gone and row.study_series_n <= 1
@@ -325,3 +335,14 @@ def delete_instance_row(conn: Connection, instance_pk: int) -> str:
         patients.delete().where(patients.c.pk == row.patient_pk, patients.c.num_studies <= 0)
     )
     return str(row.blob_key)
+
+
+def store_metadata(conn: Connection, instance_pk: int, metadata_json: bytes) -> None:
+    """Keep an instance's WADO-RS metadata computed after ingest (e.g. data from before it
+    existed); a concurrent writer's copy wins."""
+    _insert_ignore(
+        conn,
+        instance_metadata,
+        {"instance_pk": instance_pk, "json": metadata_json},
+        ["instance_pk"],
+    )

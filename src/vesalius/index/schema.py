@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -134,4 +135,13 @@ instances = Table(
     Index(None, "sop_instance_uid", unique=True),
     Index(None, "series_pk", "instance_number"),
     Index(None, "sop_class_uid"),
+)
+
+#: WADO-RS metadata (PS3.18 10.4.1.2): each instance's DICOM JSON, zlib-compressed, computed at
+#: ingest (``dicom/metadata.py``). A table of its own keeps ``instances`` narrow for queries.
+instance_metadata = Table(
+    "instance_metadata",
+    metadata,
+    Column("instance_pk", PK, ForeignKey("instances.pk"), primary_key=True),
+    Column("json", LargeBinary, nullable=False),
 )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from vesalius.index.catalog import Catalog
 from vesalius.services.ingest import IngestService
+from vesalius.services.metadata import MetadataService
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.settings import Settings
@@ -22,6 +23,7 @@ class Archive:
     ingest: IngestService
     retrieve: RetrieveService
     query: QueryService
+    metadata: MetadataService
 
     @classmethod
     def open(cls, settings: Settings) -> Archive:
@@ -43,7 +45,8 @@ class Archive:
             case_insensitive_pn=settings["query.case_insensitive_pn"],
             max_results=settings["query.max_results"],
         )
-        return cls(settings, catalog, storage, ingest, retrieve=retrieve, query=query)
+        metadata = MetadataService(catalog, storage)
+        return cls(settings, catalog, storage, ingest, retrieve, query, metadata)
 
     def close(self) -> None:
         self.catalog.close()

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vesalius.dicom.header import InstanceHeader, read_header
+from vesalius.dicom.header import InstanceHeader, read_instance
 from vesalius.dicom.structure import check_structure, dataset_offset
 from vesalius.errors import DataSetMismatchError, OutOfResourcesError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.records import BlobInfo, DuplicatePolicy
 from vesalius.services.audit import audit
+from vesalius.services.metadata import metadata_json
 from vesalius.storage import BlobStorage, new_blob_key
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,9 @@ class IngestService:
         """Ingest a Part 10 file already in staging; it is moved into storage or removed."""
         try:
             self.check_space()
-            header = read_header(path)
-            check_structure(path, header.transfer_syntax_uid, dataset_offset(path))
+            header, dataset = read_instance(path)
+            pixel = check_structure(path, header.transfer_syntax_uid, dataset_offset(path))
+            metadata = metadata_json(header, dataset, pixel)
             if expected_sop_instance and expected_sop_instance != header.sop_instance_uid:
                 raise DataSetMismatchError("SOP Instance UID differs from the command's")
             if expected_sop_class and expected_sop_class != header.sop_class_uid:
@@ -100,6 +102,7 @@ class IngestService:
                 BlobInfo(key, size, sha256),
                 self.duplicate_policy,
                 who.name if who.kind == "ae" else "",
+                metadata,
             )
         except BaseException:
             self.storage.delete(key)

@@ -30,6 +30,7 @@ from vesalius.storage import BlobStorage
 __all__ = [
     "MAX_SUBOPERATIONS",
     "InstanceLocation",
+    "Level",
     "Model",
     "RetrieveKeys",
     "RetrievePlan",

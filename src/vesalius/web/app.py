@@ -1,14 +1,79 @@
-"""The Starlette application: ``/health`` for now (DICOMweb arrives under ``/dicom-web``)."""
+"""The Starlette application: ``/health``, DICOMweb under ``/dicom-web`` (and WADO-URI at
+``/wado``), and the OHIF viewer at the root (its build uses absolute ``/assets/…`` paths).
+
+Errors from the services become JSON answers here, in one place; JSON and text responses are
+gzip-compressed for clients that accept it, DICOM and image payloads are not (they are compressed
+already or too large to be worth the CPU). CORS is off unless ``http.cors_origins`` is set.
+"""
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
+from vesalius.dicomweb.requests import error_response
+from vesalius.dicomweb.routes import dicomweb_routes
+from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
 from vesalius.services.health import health
+from vesalius.web.viewer import viewer_routes
+
+#: Never gzip these: already compressed, or bulk DICOM where the CPU cost outweighs the gain.
+NO_GZIP = (
+    "multipart/related",
+    "application/dicom",
+    "application/octet-stream",
+    "application/zip",
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/jls",
+    "image/jp2",
+    "image/jpx",
+    "image/jphc",
+    "image/jxl",
+    "video/mpeg",
+    "video/mp4",
+    "text/event-stream",
+)
+
+
+def _middleware(archive: Archive) -> list[Middleware]:
+    middleware = [Middleware(GZipMiddleware, minimum_size=1024, exclude_content_types=NO_GZIP)]
+    origins = [o.strip() for o in archive.settings["http.cors_origins"].split(",") if o.strip()]
+    if origins:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "OPTIONS", "DELETE", "PUT"],
+                allow_headers=["*"],
+                expose_headers=["Warning", "Content-Location", "Content-Range"],
+            ),
+        )
+    return middleware
+
+
+async def _vesalius_error(_request: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(("/dicom-web", "/wado", "/api", "/health")):
+        return JSONResponse(
+            {"status": exc.status_code, "error": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+    return Response(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
 def create_app(archive: Archive) -> Starlette:
@@ -18,4 +83,17 @@ def create_app(archive: Archive) -> Starlette:
         report = health(archive)
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
-    return Starlette(routes=[Route("/health", health_endpoint)])
+    routes: list[BaseRoute] = [
+        Route("/health", health_endpoint),
+        *dicomweb_routes(archive),
+        *viewer_routes(archive.settings),  # last: it answers the viewer's SPA paths
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=_middleware(archive),
+        exception_handlers={
+            VesaliusError: _vesalius_error,
+            HTTPException: _http_error,
+            Exception: _vesalius_error,
+        },
+    )

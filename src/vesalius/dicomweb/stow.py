@@ -1,0 +1,474 @@
+"""STOW-RS: the Store transaction (PS3.18 10.5), answered with a Store Instances Response
+Module (PS3.18 Annex I) in DICOM JSON (F.2) or XML (PS3.19 A.1).
+
+The request is ``multipart/related; type="application/dicom"`` (one instance per part, 8.6.1.2),
+or, as an extension, a single ``application/dicom`` body. The body streams part by part into
+staging files; only once its close delimiter has arrived is each part ingested, in order, by the
+same service as C-STORE. So a request that is malformed or truncated (400), over
+``http.max_upload_mb`` (413) or cut off stores nothing; per-instance problems (not DICOM,
+another study, duplicate refused, disk full) fail that instance only (Table I.2-2) and the
+status says how many got in (10.5.3.1): 200 all, 202 some, 409 none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import anyio.to_thread
+from pydicom import dcmread
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from vesalius.dicom.uids import is_valid_uid
+from vesalius.dicomweb.media import parse_accept, parse_media_type
+from vesalius.dicomweb.requests import DICOM_JSON, dicom_json, path_uid, root_url, who
+from vesalius.dicomweb.upload import (
+    MultipartReader,
+    PartData,
+    PartEnd,
+    PartStart,
+    check_boundary,
+    decoded_body,
+    decoders_for,
+)
+from vesalius.dicomweb.xml import native_model
+from vesalius.errors import (
+    DataSetMismatchError,
+    InvalidDataError,
+    NotAcceptableError,
+    TooLargeError,
+    UnsupportedError,
+    VesaliusError,
+)
+from vesalius.identity import Identity
+from vesalius.services.archive import Archive
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+DICOM_XML = "application/dicom+xml"
+#: Part bytes gathered before one write to the staging file (in a worker thread).
+FLUSH = 1 << 20
+#: Request bytes still read (and dropped) after an error, so the client sees the answer
+#: rather than a reset connection; past this the connection is simply closed.
+DRAIN = 16 << 20
+#: Failure Reason (0008,1197) values (PS3.18 Table I.2-2).
+PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+_PEEK = {
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+    0x00080016: "SOPClassUID",
+    0x00080018: "SOPInstanceUID",
+}
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An instance now in the archive (Referenced SOP Sequence item)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A part that was not stored; UIDs are empty when the part could not be read."""
+
+    reason: int
+    message: str
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+
+
+# ---------------------------------------------------------------------- request checks
+
+
+def _response_type(request: Request) -> str:
+    """The response media type the client accepts (PS3.18 10.5.4); 406 before any upload."""
+    for accepted in parse_accept(request.headers.getlist("accept")):
+        if accepted.media_type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+            return DICOM_JSON
+        if accepted.media_type in (DICOM_XML, "application/xml"):
+            return DICOM_XML
+    raise NotAcceptableError(f"the store response can be returned as {DICOM_JSON} or {DICOM_XML}")
+
+
+def _boundary(content_type: str | None) -> bytes | None:
+    """The multipart boundary, or None for a single-part ``application/dicom`` body.
+
+    415 for any other media type, including the Metadata and Bulkdata forms of STOW
+    (``type="application/dicom+json"`` or ``+xml``), which this archive does not accept.
+    """
+    if not content_type:
+        raise UnsupportedError(f'no Content-Type: send multipart/related; type="{DICOM}"')
+    media = parse_media_type(content_type)
+    if media.media_type == DICOM:
+        return None
+    if media.media_type != "multipart/related":
+        raise UnsupportedError(
+            f"Content-Type {media.media_type} is not supported: "
+            f'send multipart/related; type="{DICOM}"'
+        )
+    if media.part_type not in (None, DICOM):
+        raise UnsupportedError("only application/dicom parts are supported")
+    return check_boundary(media.params.get("boundary"))
+
+
+def _part_problem(headers: dict[str, str]) -> str:
+    """Why a part cannot be an instance (empty when it can): PS3.18 8.6.1.2, one per part.
+
+    A part without a Content-Type is taken as ``application/dicom`` (the request's type).
+    """
+    content_type = headers.get("content-type")
+    if content_type and parse_media_type(content_type).media_type != DICOM:
+        return f"part of type {parse_media_type(content_type).media_type[:40]} is not {DICOM}"
+    encoding = headers.get("content-transfer-encoding", "binary").lower()
+    if encoding not in ("binary", "8bit", "7bit"):
+        return f"part Content-Transfer-Encoding {encoding[:20]} is not supported"
+    return ""
+
+
+# ---------------------------------------------------------------------- receiving
+
+
+class _Staging:
+    """The parts of one request, in order: staging files, and parts refused on sight.
+
+    A part's bytes gather in memory up to :data:`FLUSH` and go to its file in a worker thread,
+    which opens the file on the first write and closes it on the last: one thread hop for a
+    small part.
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.entries: list[Path | Failed] = []
+        self._path: Path | None = None  # the part being received, unless it is skipped
+        self._file: IO[bytes] | None = None
+        self._pending = bytearray()
+
+    def start(self, headers: dict[str, str]) -> None:
+        problem = _part_problem(headers)
+        if problem:
+            self.entries.append(Failed(CANNOT_UNDERSTAND, problem))
+            return
+        self._path = self.archive.ingest.staging_path()
+        self.entries.append(self._path)
+
+    async def write(self, data: bytes) -> None:
+        if self._path is not None:
+            self._pending += data
+            if len(self._pending) >= FLUSH:
+                await self._flush(last=False)
+
+    async def end(self) -> None:
+        if self._path is not None:
+            await self._flush(last=True)
+        self._path = None
+
+    async def _flush(self, *, last: bool) -> None:
+        chunk, self._pending = self._pending, bytearray()
+        try:
+            await anyio.to_thread.run_sync(self._write_out, chunk, last)
+        except OSError as exc:
+            self._fail_current(exc)
+
+    def _write_out(self, chunk: bytearray, last: bool) -> None:
+        assert self._path is not None
+        if self._file is None:
+            self._file = self._path.open("wb")
+        self._file.write(chunk)
+        if last:
+            file, self._file = self._file, None
+            file.close()
+
+    def _fail_current(self, exc: OSError) -> None:
+        """Writing the staging file failed (disk full?): the part fails with 0xA700."""
+        log.warning("STOW-RS: cannot write a staging file: %s", exc)
+        if self._file is not None:
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):
+                file.close()
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+        self.entries[-1] = Failed(OUT_OF_RESOURCES, "cannot write the part to staging")
+        self._pending = bytearray()
+
+    def discard(self) -> None:
+        """Remove every staging file not yet handed to ingest."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        self._path = None
+        for entry in self.entries:
+            if isinstance(entry, Path):
+                entry.unlink(missing_ok=True)
+        self.entries.clear()
+
+
+async def _receive(body: AsyncIterator[bytes], boundary: bytes | None, staging: _Staging) -> None:
+    """Stream the decoded body into staging; raise for a malformed or truncated body."""
+    if boundary is None:
+        staging.start({})
+        async for piece in body:
+            await staging.write(piece)
+        await staging.end()
+        return
+    reader = MultipartReader(boundary)
+    async for piece in body:
+        for event in reader.feed(piece):
+            if isinstance(event, PartStart):
+                staging.start(event.headers)
+            elif isinstance(event, PartData):
+                await staging.write(event.data)
+            elif isinstance(event, PartEnd):
+                await staging.end()
+        if reader.complete:
+            break  # the epilogue is not read (what is left is drained)
+    reader.close()
+
+
+async def _drain(raw: AsyncIterator[bytes]) -> None:
+    """Read and drop what the client still sends, up to :data:`DRAIN` bytes."""
+    left = DRAIN
+    try:
+        async for chunk in raw:
+            left -= len(chunk)
+            if left < 0:
+                return
+    except (ClientDisconnect, OSError, RuntimeError):
+        return
+
+
+# ---------------------------------------------------------------------- ingesting
+
+
+def _peek(path: Path) -> dict[str, str]:
+    """The UIDs of a staged part that can be read (valid ones only), for the response.
+
+    Raw elements only (``get_item``): no value conversion, so this costs a fraction of a
+    header parse.
+    """
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=list(_PEEK))
+        raw = {keyword: ds.get_item(tag) for tag, keyword in _PEEK.items()}
+    except Exception:  # anything unreadable is reported by ingest; here it only lacks UIDs
+        return {}
+    found: dict[str, str] = {}
+    for keyword, element in raw.items():
+        value = getattr(element, "value", None)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        text = str(value or "").strip("\0 ")
+        if is_valid_uid(text):
+            found[keyword] = text
+    return found
+
+
+def _ingest(archive: Archive, path: Path, identity: Identity, study: str | None) -> Stored | Failed:
+    """Ingest one staged part (blocking); a study in the path must match (Table I.2-2, A9xx).
+
+    Ingest removes a file it refuses, so a second name (a hard link) keeps it readable for the
+    UIDs of the Failed SOP Sequence item; the UIDs are read only when something failed.
+    """
+    uids: dict[str, str] = {}
+    if study is not None:
+        uids = _peek(path)
+        if uids.get("StudyInstanceUID") != study:
+            path.unlink(missing_ok=True)
+            exc = DataSetMismatchError(f"instance is not in study {study}")
+            return _failed(exc, uids)
+    spare = path.with_suffix(".failed")
+    try:
+        os.link(path, spare)
+    except OSError:  # no hard links here: read the UIDs now instead
+        uids = uids or _peek(path)
+    try:
+        result = archive.ingest.ingest_staged(path, identity)
+    except VesaliusError as exc:
+        return _failed(exc, uids or _peek(spare))
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        log.exception("STOW-RS: ingest failed unexpectedly")
+        return _failed(exc, uids or _peek(spare))
+    finally:
+        spare.unlink(missing_ok=True)
+    header = result.header
+    return Stored(
+        header.sop_class_uid,
+        header.sop_instance_uid,
+        header.study_uid,
+        header.series_uid,
+        result.outcome,
+    )
+
+
+def _failed(exc: Exception, uids: dict[str, str]) -> Failed:
+    if isinstance(exc, VesaliusError):
+        reason, message = exc.dimse_status, exc.message
+    else:
+        reason, message = PROCESSING_FAILURE, "processing failure"
+    return Failed(reason, message, uids.get("SOPClassUID", ""), uids.get("SOPInstanceUID", ""))
+
+
+async def _ingest_all(
+    archive: Archive, staging: _Staging, identity: Identity, study: str | None
+) -> list[Stored | Failed]:
+    results: list[Stored | Failed] = []
+    try:
+        while staging.entries:
+            entry = staging.entries.pop(0)
+            if isinstance(entry, Failed):
+                results.append(entry)
+                continue
+            try:
+                results.append(
+                    await anyio.to_thread.run_sync(_ingest, archive, entry, identity, study)
+                )
+            finally:
+                entry.unlink(missing_ok=True)  # ingest moved or removed it; this is a backstop
+    finally:
+        staging.discard()
+    return results
+
+
+# ---------------------------------------------------------------------- answering
+
+
+def _sequence(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    return {"vr": "SQ", "Value": list(items)}
+
+
+def _uid(value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]}
+
+
+def _reference(sop_class: str, sop_instance: str) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if sop_class:
+        item["00081150"] = _uid(sop_class)
+    if sop_instance:
+        item["00081155"] = _uid(sop_instance)
+    return item
+
+
+def response_module(results: list[Stored | Failed], root: str, study: str | None) -> dict[str, Any]:
+    """The Store Instances Response Module (PS3.18 Table I.1-1) as DICOM JSON.
+
+    Stored instances go in Referenced SOP Sequence with their Retrieve URL; failures whose SOP
+    Instance UID could be read go in Failed SOP Sequence, others (a part that is not DICOM at
+    all) in Other Failures Sequence, each with its Failure Reason. The top Retrieve URL (type 2)
+    is the study's when every stored instance is in one study (as with a study in the path),
+    else empty.
+    """
+    stored = [r for r in results if isinstance(r, Stored)]
+    failed = [r for r in results if isinstance(r, Failed) and r.sop_instance_uid]
+    others = [r for r in results if isinstance(r, Failed) and not r.sop_instance_uid]
+    studies = {r.study_uid for r in stored}
+    target = (study or studies.pop()) if len(studies) == 1 else None
+    module: dict[str, Any] = {
+        "00081190": {"vr": "UR", "Value": [f"{root}/studies/{target}"]} if target else {"vr": "UR"}
+    }
+    if failed:
+        module["00081198"] = _sequence(
+            {
+                **_reference(r.sop_class_uid, r.sop_instance_uid),
+                "00081197": {"vr": "US", "Value": [r.reason]},
+            }
+            for r in failed
+        )
+    if stored:
+        module["00081199"] = _sequence(
+            {
+                **_reference(r.sop_class_uid, r.sop_instance_uid),
+                "00081190": {
+                    "vr": "UR",
+                    "Value": [
+                        f"{root}/studies/{r.study_uid}/series/{r.series_uid}"
+                        f"/instances/{r.sop_instance_uid}"
+                    ],
+                },
+            }
+            for r in stored
+        )
+    if others:
+        module["0008119A"] = _sequence(
+            {"00081197": {"vr": "US", "Value": [r.reason]}} for r in others
+        )
+    return module
+
+
+def status_code(results: list[Stored | Failed]) -> int:
+    """PS3.18 Table 10.5.3-1: 200 all stored, 202 some, 409 none."""
+    stored = sum(isinstance(r, Stored) for r in results)
+    if stored == len(results):
+        return 200
+    return 202 if stored else 409
+
+
+def _warning(results: list[Stored | Failed]) -> dict[str, str] | None:
+    """A Warning header naming the first failure (PS3.18 10.5.3.2 recommends one)."""
+    for r in results:
+        if isinstance(r, Failed):
+            text = r.message.replace('"', "'").encode("ascii", "replace").decode()[:200]
+            return {"Warning": f'299 vesalius "{r.reason:04X}: {text}"'}
+    return None
+
+
+def _answer(
+    module: dict[str, Any], status: int, media_type: str, headers: dict[str, str] | None
+) -> Response:
+    if media_type == DICOM_XML:
+        return Response(native_model(module), status, headers, media_type=DICOM_XML)
+    return dicom_json(module, status, headers)
+
+
+# ---------------------------------------------------------------------- the transaction
+
+
+async def store(archive: Archive, request: Request) -> Response:
+    """``POST /studies`` and ``POST /studies/{study}`` (PS3.18 10.5)."""
+    raw = request.stream()
+    staging = _Staging(archive)
+    # A client waiting for "100 Continue" has sent nothing yet: refuse it without reading.
+    waiting = request.headers.get("expect", "").lower() == "100-continue"
+    try:
+        media_type = _response_type(request)
+        study = path_uid(request, "study") if "study" in request.path_params else None
+        boundary = _boundary(request.headers.get("content-type"))
+        encoding = request.headers.get("content-encoding", "")
+        decoders_for(encoding)  # 415 for an unknown coding, before anything is read
+        limit = archive.settings["http.max_upload_mb"] << 20
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise TooLargeError(f"request body is over the {limit >> 20} MiB limit")
+        await anyio.to_thread.run_sync(archive.ingest.check_space)
+        waiting = False
+        await _receive(decoded_body(raw, encoding, limit), boundary, staging)
+    except VesaliusError:
+        staging.discard()
+        if not waiting:
+            await _drain(raw)  # so the client reads the answer, not a reset connection
+        raise
+    except ClientDisconnect as exc:
+        staging.discard()
+        raise InvalidDataError("the client disconnected before the request body ended") from exc
+    except BaseException:
+        staging.discard()
+        raise
+    await _drain(raw)  # an epilogue, if any
+    results = await _ingest_all(archive, staging, who(request), study)
+    module = response_module(results, root_url(request), study)
+    return _answer(module, status_code(results), media_type, _warning(results))

@@ -1,0 +1,91 @@
+"""WADO-RS metadata (PS3.18 10.4.1.2): the DICOM JSON of instances, served from the index.
+
+The JSON is computed at ingest (:func:`metadata_json`, called by ``services/ingest.py``) and kept
+in the index, so a study's metadata is one query and no file is opened. Instances stored before
+the table existed get theirs computed from the file on first request, and kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from vesalius.dicom.header import InstanceHeader, read_instance
+from vesalius.dicom.metadata import decode, encode, instance_json, instance_path
+from vesalius.dicom.structure import PixelDataElement, find_pixel_data
+from vesalius.errors import NotFoundError
+from vesalius.identity import Identity
+from vesalius.index.catalog import Catalog
+from vesalius.index.lookup import InstanceLocation, RetrieveKeys, find_instances, load_metadata
+from vesalius.index.records import store_metadata
+from vesalius.services.audit import audit
+from vesalius.storage import BlobStorage
+
+log = logging.getLogger(__name__)
+
+
+def metadata_json(
+    header: InstanceHeader, dataset: Dataset, pixel: PixelDataElement | None
+) -> bytes:
+    """The stored (compressed) WADO-RS metadata of one instance, from its parsed header."""
+    if pixel is not None:
+        pixel_ref: tuple[int, str] | None = (pixel.tag, pixel.vr)
+    elif header.rows is not None:  # deflated data sets: the structure walk sees no elements
+        pixel_ref = (0x7FE00010, "OW")
+    else:
+        pixel_ref = None
+    document = instance_json(
+        dataset,
+        instance_path(header.study_uid, header.series_uid, header.sop_instance_uid),
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        pixel_data=pixel_ref,
+    )
+    return encode(document)
+
+
+def metadata_from_file(path: Path) -> bytes:
+    """:func:`metadata_json` for a stored file."""
+    header, dataset = read_instance(path)
+    return metadata_json(header, dataset, find_pixel_data(path, header.transfer_syntax_uid))
+
+
+class MetadataService:
+    """Serves the DICOM JSON of studies, series and instances."""
+
+    def __init__(self, catalog: Catalog, storage: BlobStorage) -> None:
+        self.catalog = catalog
+        self.storage = storage
+
+    def documents(self, keys: RetrieveKeys, who: Identity) -> list[str]:
+        """The JSON text of every instance ``keys`` name, in study/series/instance order
+        (BulkDataURIs still hold the root placeholder, see ``dicom/metadata.with_root``).
+        :class:`NotFoundError` when nothing matches."""
+        with self.catalog.read() as conn:
+            found = find_instances(conn, keys)
+            stored = load_metadata(conn, [i.pk for i in found]) if found else {}
+        if not found:
+            raise NotFoundError(f"no {keys.level.lower()} found for the given UIDs")
+        for instance in found:
+            if instance.pk not in stored:
+                stored[instance.pk] = self._backfill(instance)
+        audit(
+            "metadata-read",
+            who,
+            level=keys.level,
+            patient_ids=sorted({i.patient_id for i in found}),
+            study_uids=sorted({i.study_uid for i in found}),
+            instances=len(found),
+        )
+        return [decode(stored[i.pk]) for i in found]
+
+    def _backfill(self, instance: InstanceLocation) -> bytes:
+        with self.storage.local_path(instance.blob_key) as path:
+            computed = metadata_from_file(path)
+        with self.catalog.write() as conn:
+            store_metadata(conn, instance.pk, computed)
+        log.info(
+            "metadata computed for %s (stored before metadata existed)", instance.sop_instance_uid
+        )
+        return computed

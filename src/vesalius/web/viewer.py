@@ -1,0 +1,262 @@
+"""The OHIF viewer, served from the root of the HTTP server.
+
+OHIF's production build (``@ohif/app``'s ``dist/``, installed by ``vesalius viewer install``)
+uses absolute paths (``/app.bundle.….js``, ``/assets/…``), so it owns the root of the URL space
+and everything else lives under reserved prefixes (``/dicom-web``, ``/wado``, ``/api``, ``/ui``,
+``/health``). :func:`viewer_routes` returns one catch-all route, to be placed last:
+
+- the files of the build, looked up in a table made once at start-up (only regular files found
+  there are ever served, so no request path can reach outside the folder); content-hashed files
+  are cached for a year, everything else is revalidated (ETag);
+- ``/app-config.js``, written here: one DICOMweb data source at this server's ``/dicom-web``
+  (PS3.18 10.6 QIDO-RS, 10.4 WADO-RS), resolved against the page's origin in the browser, so it
+  works behind any host name, port or TLS-terminating proxy;
+- ``index.html`` for the viewer's own routes (``/``, ``/viewer?StudyInstanceUIDs=…``,
+  ``/local``, …): a single-page application routes in the browser.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from vesalius.settings import Settings
+
+#: Path prefixes the viewer never answers for (other front doors own them).
+RESERVED = ("dicom-web", "wado", "api", "ui", "health")
+#: ``1602.bundle.94f12cceab7c2762.js``, ``0ddf166f7a343eda.wasm``: content-hashed names.
+_HASHED = re.compile(r"(^|\.)[0-9a-f]{16,}\.[A-Za-z0-9]+$")
+#: A file extension (``.js``, ``.png``), as opposed to the last part of a UID (``.1234``).
+_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
+_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".svg": "image/svg+xml",
+    ".woff2": "font/woff2",
+    ".woff": "font/woff",
+    ".ico": "image/x-icon",
+    ".png": "image/png",
+    ".webapp": "application/x-web-app-manifest+json",
+    ".xml": "application/xml",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+
+def viewer_dir(settings: Settings) -> Path:
+    """The OHIF build to serve: ``viewer.dir`` itself if it holds an ``index.html`` (a custom
+    build), else ``<viewer.dir>/<viewer.version>``; ``viewer.dir`` defaults to
+    ``<sys.prefix>/share/vesalius/ohif`` (inside the virtualenv, apart from data_dir)."""
+    base = viewer_base_dir(settings)
+    if (base / "index.html").is_file():
+        return base
+    return base / str(settings["viewer.version"])
+
+
+def viewer_base_dir(settings: Settings) -> Path:
+    """The folder holding installed OHIF versions, one sub-folder each."""
+    configured = str(settings["viewer.dir"])
+    if configured:
+        return Path(configured).expanduser()
+    return Path(sys.prefix) / "share" / "vesalius" / "ohif"
+
+
+def is_installed(folder: Path) -> bool:
+    """Whether ``folder`` holds an OHIF build (its ``index.html``)."""
+    return (folder / "index.html").is_file()
+
+
+def app_config(settings: Settings) -> str:
+    """``app-config.js``: the shipped defaults that fit, and one DICOMweb data source here."""
+    config: dict[str, Any] = {
+        "name": "vesalius",
+        "routerBasename": None,
+        "extensions": [],
+        "modes": [],
+        "customizationService": {},
+        "showStudyList": True,
+        "maxNumberOfWebWorkers": 3,
+        "showWarningMessageForCrossOrigin": False,
+        "showCPUFallbackMessage": True,
+        "showLoadingIndicator": True,
+        "experimentalStudyBrowserSort": False,
+        "strictZSpacingForVolumeViewport": True,
+        "groupEnabledModesFirst": True,
+        "allowMultiSelectExport": False,
+        "maxNumRequests": {"interaction": 100, "thumbnail": 5, "prefetch": 25},
+        "showErrorDetails": "always",
+        "defaultDataSourceName": "dicomweb",
+        "dataSources": [
+            {
+                "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
+                "sourceName": "dicomweb",
+                "configuration": {
+                    "friendlyName": f"Vesalius {settings['dicom.ae_title']}",
+                    "name": "vesalius",
+                    "qidoRoot": "/dicom-web",
+                    "wadoRoot": "/dicom-web",
+                    "wadoUriRoot": "/wado",
+                    "qidoSupportsIncludeField": True,
+                    "imageRendering": "wadors",
+                    "thumbnailRendering": "wadors",
+                    "enableStudyLazyLoad": True,
+                    "supportsFuzzyMatching": True,
+                    "supportsWildcard": True,
+                    "staticWado": False,
+                    "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
+                    "omitQuotationForMultipartRequest": True,
+                },
+            }
+        ],
+    }
+    body = json.dumps(config, indent=2)
+    return (
+        "/* OHIF configuration written by Vesalius (vesalius.web.viewer). The DICOMweb roots are\n"
+        "   made absolute against this page's origin, so any host name or port works. */\n"
+        f"window.config = {body};\n"
+        "(function (origin) {\n"
+        "  window.config.dataSources.forEach(function (source) {\n"
+        "    var c = source.configuration;\n"
+        "    ['qidoRoot', 'wadoRoot', 'wadoUriRoot'].forEach(function (key) {\n"
+        "      if (c[key] && c[key].charAt(0) === '/') c[key] = origin + c[key];\n"
+        "    });\n"
+        "  });\n"
+        "})(window.location.origin);\n"
+    )
+
+
+@dataclass(frozen=True)
+class _File:
+    path: str
+    stat: os.stat_result
+    media_type: str
+    cache_control: str
+
+
+def _scan(root: Path) -> tuple[dict[str, _File], frozenset[str]]:
+    """Every regular file under ``root`` by its URL path (``assets/x.png``), and the top-level
+    folders. Symbolic links and dot-files are left out."""
+    files: dict[str, _File] = {}
+    folders: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if rel_dir == ".":
+            folders.update(dirnames)
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if name.startswith(".") or not stat.S_ISREG(st.st_mode):
+                continue
+            url_path = name if rel_dir == "." else f"{rel_dir}/{name}"
+            suffix = os.path.splitext(name)[1].lower()
+            media_type = _TYPES.get(suffix) or mimetypes.guess_type(name)[0]
+            cache = IMMUTABLE if _HASHED.search(name) else REVALIDATE
+            files[url_path] = _File(full, st, media_type or "application/octet-stream", cache)
+    return files, frozenset(folders)
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    """RFC 9110 13.1.2 If-None-Match (weak comparison)."""
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return etag in [tag.strip().removeprefix("W/") for tag in header.split(",")]
+
+
+class ViewerFiles:
+    """The catch-all endpoint: build files, ``/app-config.js``, and ``index.html`` fallback."""
+
+    def __init__(self, root: Path, config_js: str) -> None:
+        self.files, self.folders = _scan(root)
+        self.config_js = config_js.encode()
+
+    def _file(self, request: Request, entry: _File) -> Response:
+        response = FileResponse(entry.path, stat_result=entry.stat, media_type=entry.media_type)
+        response.headers["cache-control"] = entry.cache_control
+        response.headers["x-content-type-options"] = "nosniff"
+        if _not_modified(request, response.headers["etag"]):
+            keep = ("cache-control", "etag", "x-content-type-options")
+            return Response(status_code=304, headers={k: response.headers[k] for k in keep})
+        return response
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path_params["path"]
+        parts = path.split("/")
+        if parts[0] in RESERVED:
+            return PlainTextResponse("Not Found", status_code=404)
+        if request.method not in ("GET", "HEAD"):
+            return PlainTextResponse(
+                "Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD"}
+            )
+        if path == "app-config.js":
+            return Response(
+                self.config_js,
+                media_type="text/javascript; charset=utf-8",
+                headers={"cache-control": REVALIDATE, "x-content-type-options": "nosniff"},
+            )
+        entry = self.files.get(path)
+        if entry is not None:
+            return self._file(request, entry)
+        if self._is_page(request, parts):
+            return self._file(request, self.files["index.html"])
+        return PlainTextResponse("Not Found", status_code=404)
+
+    def _is_page(self, request: Request, parts: list[str]) -> bool:
+        """A viewer route (answered with ``index.html``) rather than a missing file."""
+        if any(p in ("..", ".") or "\\" in p or "\x00" in p for p in parts):
+            return False
+        if len(parts) > 1 and parts[0] in self.folders:
+            return False  # a missing /assets/… file is a 404, never the page
+        if not _EXTENSION.search(parts[-1]):
+            return True
+        return "text/html" in request.headers.get("accept", "")
+
+
+def _not_installed(folder: Path) -> Route:
+    message = (
+        f"The OHIF viewer is not installed (looked in {folder}).\n"
+        "Install it with `vesalius viewer install` (./scripts/serve does this for you),\n"
+        "then restart `vesalius serve`.\n"
+    )
+
+    async def endpoint(request: Request) -> Response:
+        if "text/html" in request.headers.get("accept", ""):
+            page = (
+                "<!doctype html><meta charset=utf-8><title>Viewer not installed</title>"
+                f"<pre>{message.replace('&', '&amp;').replace('<', '&lt;')}</pre>"
+            )
+            return HTMLResponse(page, status_code=503)
+        return PlainTextResponse(message, status_code=503)
+
+    return Route("/viewer{rest:path}", endpoint, methods=["GET", "HEAD"])
+
+
+def viewer_routes(settings: Settings) -> list[BaseRoute]:
+    """The viewer's routes, to go last in the application: nothing when ``viewer.enabled`` is
+    off; one ``/viewer`` route explaining how to install it when it is not installed."""
+    if not settings["viewer.enabled"]:
+        return []
+    folder = viewer_dir(settings)
+    if not is_installed(folder):
+        return [_not_installed(folder)]
+    files = ViewerFiles(folder, app_config(settings))
+    return [Route("/{path:path}", files.handle)]
