@@ -292,3 +292,12 @@ def test_unknown_transfer_syntax_serves_stored_frames(tmp_path: Path) -> None:
     assert frames.read_frame(path, 4) == stored[3]
     with pytest.raises(UnsupportedError, match=r"1\.2\.840\.10008\.1\.2\.4\.110"):
         frames.decode_frame(path, 4)
+
+
+def test_open_frames_reads_several_with_one_parse(ct_frames: tuple[Path, np.ndarray]) -> None:
+    path, pixels = ct_frames
+    with frames.open_frames(path) as reader:
+        assert reader.count == 5
+        assert [reader.read(n) for n in (5, 1, 3)] == [pixels[n - 1].tobytes() for n in (5, 1, 3)]
+        assert np.array_equal(reader.decode(2).pixels, pixels[1])
+        assert reader.native(4).data == pixels[3].tobytes()
