@@ -367,6 +367,14 @@ def test_rendered_and_thumbnails(web: WebServer, study: dict) -> None:
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 128
     frame = httpx.get(f"{url}/frames/1/rendered")
     assert Image.open(io.BytesIO(frame.content)).size == (16, 16)
+    by_client = client(web).retrieve_instance_rendered(
+        study["study"], study["ct"], original.SOPInstanceUID, media_types=("image/png",)
+    )
+    assert Image.open(io.BytesIO(by_client)).format == "PNG"
+    frames_by_client = client(web).retrieve_instance_frames_rendered(
+        study["study"], study["ct"], original.SOPInstanceUID, frame_numbers=[1]
+    )
+    assert Image.open(io.BytesIO(frames_by_client)).format == "JPEG"
 
 
 def test_wado_uri(web: WebServer, study: dict) -> None:
@@ -453,3 +461,26 @@ def test_lossy_data_comes_as_stored_by_default(web: WebServer, tmp_path: Path) -
     ((content_type, body),) = multipart_parts(response)
     assert ds.file_meta.TransferSyntaxUID in content_type  # lossy: never silently decoded
     assert sha(body) == sha(copy.read_bytes())
+
+
+def test_public_url_names_the_server_in_urls(tmp_path: Path, database_url: str) -> None:
+    """Behind a reverse proxy, RetrieveURLs and BulkDataURIs use ``http.public_url``."""
+    running = make_server(
+        tmp_path / "data", database_url, **{"http.public_url": "https://pacs.example.org/"}
+    )
+    try:
+        path = tmp_path / "one.dcm"
+        ds = make_instance(path)
+        running.archive.ingest.ingest_copy(path, Identity.system("test"))
+        with running_http(running.archive) as url:
+            found = httpx.get(f"{url}/dicom-web/studies").json()
+            assert found[0]["00081190"]["Value"] == [
+                f"https://pacs.example.org/dicom-web/studies/{ds.StudyInstanceUID}"
+            ]
+            metadata = httpx.get(f"{url}/dicom-web/studies/{ds.StudyInstanceUID}/metadata").json()
+            assert metadata[0]["7FE00010"]["BulkDataURI"].startswith(
+                "https://pacs.example.org/dicom-web/studies/"
+            )
+    finally:
+        running.dimse.stop(grace=2)
+        running.archive.close()

@@ -170,3 +170,13 @@ def test_refusals_are_not_acceptable(source: str, target: str) -> None:
     out = io.BytesIO()
     with pytest.raises(NotAcceptableError):
         transcode(bundled(source), target, out)
+
+
+def test_big_endian_other_word_values_are_swapped(tmp_path: Path) -> None:
+    """OW values other than Pixel Data (here Overlay Data) are re-encoded too (PS3.5 7.3)."""
+    ds = dcmread(bundled("MR_small_bigendian.dcm"))
+    ds.add_new(0x60003000, "OW", np.arange(1, 9, dtype=">u2").tobytes())
+    source = tmp_path / "overlay_be.dcm"
+    ds.save_as(source)
+    out = dcmread(converted(source, ELE, tmp_path))
+    assert list(np.frombuffer(out[0x60003000].value, "<u2")) == list(range(1, 9))

@@ -96,10 +96,17 @@ SETTINGS: tuple[Setting, ...] = (
         "empty: same origin only).",
     ),
     Setting(
+        "http.public_url",
+        str,
+        "",
+        "URL clients reach this server at (e.g. https://pacs.example.org behind a proxy), used "
+        "in RetrieveURLs and BulkDataURIs. Empty: taken from each request's Host header.",
+    ),
+    Setting(
         "http.max_upload_mb",
         int,
         4096,
-        "Largest STOW-RS request body, after decompression (MiB); larger gets 413.",
+        "Largest STOW-RS request body, after decompression (MiB; 0 = no limit); larger gets 413.",
     ),
     Setting(
         "viewer.enabled",

@@ -205,10 +205,10 @@ def _first(value: Any) -> float | None:
 def _modality(pixels: Pixels, ds: Dataset, number: int) -> Pixels:
     """Modality LUT or Rescale Slope/Intercept (PS3.3 C.11.1), per frame when enhanced."""
     if ds.get("ModalityLUTSequence"):
-        return apply_modality_lut(pixels, ds).astype(np.float64)
+        return apply_modality_lut(pixels, ds).astype(np.float32)
     slope = _first(_value(ds, number, "PixelValueTransformationSequence", "RescaleSlope"))
     intercept = _first(_value(ds, number, "PixelValueTransformationSequence", "RescaleIntercept"))
-    values = pixels.astype(np.float64)
+    values = pixels.astype(np.float32)  # float32: a frame's working copies stay small
     if slope is not None and slope != 0:
         values *= slope
     if intercept is not None:
@@ -219,19 +219,20 @@ def _modality(pixels: Pixels, ds: Dataset, number: int) -> Pixels:
 def _window(values: Pixels, center: float, width: float, function: str) -> Pixels:
     """Window to [0, 1] (PS3.3 C.11.2.1.2 linear, C.11.2.1.3.1 linear-exact, .2 sigmoid)."""
     if function == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     if function == "linear-exact":
         return np.clip((values - center) / width + 0.5, 0.0, 1.0)
     if width <= 1:
-        return (values > center - 0.5).astype(np.float64)
+        return (values > center - 0.5).astype(np.float32)
     return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
 
 
 def _lut_data(item: Dataset, little_endian: bool) -> Pixels:
     data = item.LUTData
     if isinstance(data, bytes | bytearray):
-        return np.frombuffer(data, dtype="<u2" if little_endian else ">u2").astype(np.float64)
-    return np.atleast_1d(np.asarray(data, dtype=np.float64))
+        return np.frombuffer(data, dtype="<u2" if little_endian else ">u2").astype(np.float32)
+    return np.atleast_1d(np.asarray(data, dtype=np.float32))
 
 
 def _voi(values: Pixels, frame: DecodedFrame, params: RenderParams, number: int) -> Pixels:
@@ -292,7 +293,7 @@ def _colour(frame: DecodedFrame) -> Pixels:
     top = float(2**bits - 1) if bits > 0 else 255.0
     if bits == 8 and pixels.dtype == np.uint8:
         return pixels
-    return _to_8bit(np.clip(pixels.astype(np.float64) / top, 0.0, 1.0))
+    return _to_8bit(np.clip(pixels.astype(np.float32) / top, 0.0, 1.0))
 
 
 def _apply_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:

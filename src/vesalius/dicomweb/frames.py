@@ -99,17 +99,21 @@ def frames(archive: Archive, request: Request) -> Response:
     if not form.multipart and len(numbers) != 1:
         raise NotAcceptableError("several frames can only be returned as multipart/related")
     tally = RetrieveTally()
-    read = pixel_frames.native_frame if form.decode else pixel_frames.read_frame
+
+    def read(reader: pixel_frames.FrameReader, number: int) -> bytes:
+        return reader.native(number).data if form.decode else reader.read(number)
+
     # Check the numbers and read the first frame before answering, so a bad frame number or a
     # missing decoder is a clean 404/406 rather than a broken stream; the rest are read one at
-    # a time while streaming (memory stays at one frame, whatever the list).
+    # a time while streaming (memory stays at one frame, whatever the list). One header parse
+    # per pass over the file.
     with archive.retrieve.local_path(instance) as path:
         try:
-            count = pixel_frames.frame_count(path)
-            beyond = [n for n in numbers if n > count]
-            if beyond:
-                raise NotFoundError(f"frame {beyond[0]} asked, the instance has {count}")
-            first = read(path, numbers[0])
+            with pixel_frames.open_frames(path) as reader:
+                beyond = [n for n in numbers if n > reader.count]
+                if beyond:
+                    raise NotFoundError(f"frame {beyond[0]} asked, the instance has {reader.count}")
+                first = read(reader, numbers[0])
         except UnsupportedError as exc:
             tally.failed = 1
             archive.retrieve.finish(plan, tally)
@@ -127,9 +131,13 @@ def frames(archive: Archive, request: Request) -> Response:
     def parts() -> Iterator[multipart.Part]:
         try:
             yield multipart.Part(form.part_content_type, [first])
-            with archive.retrieve.local_path(instance) as path:
-                for number in numbers[1:]:
-                    yield multipart.Part(form.part_content_type, [read(path, number)])
+            if len(numbers) > 1:
+                with (
+                    archive.retrieve.local_path(instance) as path,
+                    pixel_frames.open_frames(path) as reader,
+                ):
+                    for number in numbers[1:]:
+                        yield multipart.Part(form.part_content_type, [read(reader, number)])
             tally.completed = 1
         finally:
             tally.failed = 1 - tally.completed

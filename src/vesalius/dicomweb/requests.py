@@ -30,7 +30,11 @@ def who(request: Request) -> Identity:
 
 
 def root_url(request: Request) -> str:
-    """This server's DICOMweb root as the client reached it, without a trailing slash."""
+    """This server's DICOMweb root without a trailing slash: ``http.public_url`` when set,
+    else as the client reached it (its Host header)."""
+    public = str(getattr(request.app.state, "public_url", "") or "")
+    if public:
+        return public.rstrip("/") + ROOT
     url = request.url
     return f"{url.scheme}://{url.netloc}{ROOT}"
 

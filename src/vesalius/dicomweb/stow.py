@@ -438,6 +438,10 @@ def _answer(
 # ---------------------------------------------------------------------- the transaction
 
 
+#: ``http.max_upload_mb = 0``: no limit on the body size.
+UNLIMITED = 1 << 62
+
+
 async def store(archive: Archive, request: Request) -> Response:
     """``POST /studies`` and ``POST /studies/{study}`` (PS3.18 10.5)."""
     raw = request.stream()
@@ -450,7 +454,7 @@ async def store(archive: Archive, request: Request) -> Response:
         boundary = _boundary(request.headers.get("content-type"))
         encoding = request.headers.get("content-encoding", "")
         decoders_for(encoding)  # 415 for an unknown coding, before anything is read
-        limit = archive.settings["http.max_upload_mb"] << 20
+        limit = (archive.settings["http.max_upload_mb"] << 20) or UNLIMITED
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise TooLargeError(f"request body is over the {limit >> 20} MiB limit")

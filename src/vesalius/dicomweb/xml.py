@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from vesalius.dicomweb import multipart
 
+NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
 _PN_PARTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
 
 
@@ -52,7 +53,7 @@ def _attributes(parent: ET.Element, dataset: Mapping[str, Any]) -> None:
 
 def native_model(dataset: Mapping[str, Any]) -> bytes:
     """One data set (DICOM JSON) as a Native DICOM Model XML document."""
-    root = ET.Element("NativeDicomModel", {"xml:space": "preserve"})
+    root = ET.Element("NativeDicomModel", {"xmlns": NAMESPACE, "xml:space": "preserve"})
     _attributes(root, dataset)
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 

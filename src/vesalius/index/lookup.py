@@ -155,16 +155,50 @@ def find_instances(
     ]
 
 
-def load_metadata(conn: Connection, instance_pks: Sequence[int]) -> dict[int, bytes]:
-    """The stored WADO-RS metadata of the given instances (those computed so far)."""
-    found: dict[int, bytes] = {}
-    unique = list(dict.fromkeys(instance_pks))
-    for start in range(0, len(unique), CHUNK):
-        chunk = unique[start : start + CHUNK]
-        rows = conn.execute(
-            select(instance_metadata.c.instance_pk, instance_metadata.c.json).where(
-                instance_metadata.c.instance_pk.in_(chunk)
-            )
+@dataclass(frozen=True)
+class MetadataRow:
+    """One instance's stored metadata (``None``: not computed yet) and what auditing needs."""
+
+    pk: int
+    blob_key: str
+    sop_instance_uid: str
+    patient_id: str
+    study_uid: str
+    metadata: bytes | None
+
+
+def find_metadata(conn: Connection, keys: RetrieveKeys) -> list[MetadataRow]:
+    """The stored metadata of the instances of a study, series or instance, in series and
+    instance order: one statement (WADO-RS metadata is on the viewer's first-image path)."""
+    where: list[ColumnElement[bool]] = [studies.c.study_uid.in_(keys.study_uids)]
+    if keys.series_uids:
+        where.append(series.c.series_uid.in_(keys.series_uids))
+    if keys.sop_instance_uids:
+        where.append(instances.c.sop_instance_uid.in_(keys.sop_instance_uids))
+    stmt = (
+        select(
+            instances.c.pk,
+            instances.c.blob_key,
+            instances.c.sop_instance_uid,
+            patients.c.patient_id,
+            studies.c.study_uid,
+            instance_metadata.c.json,
         )
-        found.update((int(pk), bytes(blob)) for pk, blob in rows)
-    return found
+        .select_from(
+            instances.join(series)
+            .join(studies)
+            .join(patients)
+            .outerjoin(instance_metadata, instance_metadata.c.instance_pk == instances.c.pk)
+        )
+        .where(*where)
+        .order_by(
+            series.c.series_number,
+            series.c.pk,
+            instances.c.instance_number,
+            instances.c.pk,
+        )
+    )
+    return [
+        MetadataRow(int(r[0]), r[1], r[2], r[3], r[4], None if r[5] is None else bytes(r[5]))
+        for r in conn.execute(stmt)
+    ]

@@ -18,7 +18,7 @@ from vesalius.dicom.structure import PixelDataElement, find_pixel_data
 from vesalius.errors import NotFoundError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
-from vesalius.index.lookup import InstanceLocation, RetrieveKeys, find_instances, load_metadata
+from vesalius.index.lookup import MetadataRow, RetrieveKeys, find_metadata
 from vesalius.index.records import store_metadata
 from vesalius.services.audit import audit
 from vesalius.storage import BlobStorage
@@ -59,33 +59,27 @@ class MetadataService:
         self.storage = storage
 
     def documents(self, keys: RetrieveKeys, who: Identity) -> list[str]:
-        """The JSON text of every instance ``keys`` name, in study/series/instance order
-        (BulkDataURIs still hold the root placeholder, see ``dicom/metadata.with_root``).
-        :class:`NotFoundError` when nothing matches."""
+        """The JSON text of every instance ``keys`` name (a study, series or instance UID),
+        in series and instance order (BulkDataURIs still hold the root placeholder, see
+        ``dicom/metadata.with_root``). :class:`NotFoundError` when nothing matches."""
         with self.catalog.read() as conn:
-            found = find_instances(conn, keys)
-            stored = load_metadata(conn, [i.pk for i in found]) if found else {}
+            found = find_metadata(conn, keys)
         if not found:
             raise NotFoundError(f"no {keys.level.lower()} found for the given UIDs")
-        for instance in found:
-            if instance.pk not in stored:
-                stored[instance.pk] = self._backfill(instance)
         audit(
             "metadata-read",
             who,
             level=keys.level,
-            patient_ids=sorted({i.patient_id for i in found}),
-            study_uids=sorted({i.study_uid for i in found}),
+            patient_ids=sorted({row.patient_id for row in found}),
+            study_uids=sorted({row.study_uid for row in found}),
             instances=len(found),
         )
-        return [decode(stored[i.pk]) for i in found]
+        return [decode(row.metadata or self._backfill(row)) for row in found]
 
-    def _backfill(self, instance: InstanceLocation) -> bytes:
-        with self.storage.local_path(instance.blob_key) as path:
+    def _backfill(self, row: MetadataRow) -> bytes:
+        with self.storage.local_path(row.blob_key) as path:
             computed = metadata_from_file(path)
         with self.catalog.write() as conn:
-            store_metadata(conn, instance.pk, computed)
-        log.info(
-            "metadata computed for %s (stored before metadata existed)", instance.sop_instance_uid
-        )
+            store_metadata(conn, row.pk, computed)
+        log.info("metadata computed for %s (stored before metadata existed)", row.sop_instance_uid)
         return computed

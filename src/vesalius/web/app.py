@@ -88,7 +88,7 @@ def create_app(archive: Archive) -> Starlette:
         *dicomweb_routes(archive),
         *viewer_routes(archive.settings),  # last: it answers the viewer's SPA paths
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=_middleware(archive),
         exception_handlers={
@@ -97,3 +97,5 @@ def create_app(archive: Archive) -> Starlette:
             Exception: _vesalius_error,
         },
     )
+    app.state.public_url = archive.settings["http.public_url"]
+    return app
