@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import anyio.to_thread
 from pydicom import dcmread
@@ -27,7 +26,19 @@ from starlette.responses import Response
 
 from vesalius.dicom.uids import is_valid_uid
 from vesalius.dicomweb.media import parse_accept, parse_media_type
-from vesalius.dicomweb.requests import DICOM_JSON, dicom_json, path_uid, root_url, who
+from vesalius.dicomweb.requests import DICOM_JSON, path_uid, root_url, who
+from vesalius.dicomweb.store_response import (
+    CANNOT_UNDERSTAND,
+    DICOM_XML,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    Failed,
+    Stored,
+    answer,
+    response_module,
+    status_code,
+    warning_header,
+)
 from vesalius.dicomweb.upload import (
     MultipartReader,
     PartData,
@@ -37,7 +48,6 @@ from vesalius.dicomweb.upload import (
     decoded_body,
     decoders_for,
 )
-from vesalius.dicomweb.xml import native_model
 from vesalius.errors import (
     DataSetMismatchError,
     InvalidDataError,
@@ -52,43 +62,17 @@ from vesalius.services.archive import Archive
 log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
-DICOM_XML = "application/dicom+xml"
 #: Part bytes gathered before one write to the staging file (in a worker thread).
 FLUSH = 1 << 20
 #: Request bytes still read (and dropped) after an error, so the client sees the answer
 #: rather than a reset connection; past this the connection is simply closed.
 DRAIN = 16 << 20
-#: Failure Reason (0008,1197) values (PS3.18 Table I.2-2).
-PROCESSING_FAILURE = 0x0110
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
 _PEEK = {
     0x0020000D: "StudyInstanceUID",
     0x0020000E: "SeriesInstanceUID",
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
 }
-
-
-@dataclass(frozen=True)
-class Stored:
-    """An instance now in the archive (Referenced SOP Sequence item)."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    study_uid: str
-    series_uid: str
-    outcome: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A part that was not stored; UIDs are empty when the part could not be read."""
-
-    reason: int
-    message: str
-    sop_class_uid: str = ""
-    sop_instance_uid: str = ""
 
 
 # ---------------------------------------------------------------------- request checks
@@ -344,97 +328,6 @@ async def _ingest_all(
     return results
 
 
-# ---------------------------------------------------------------------- answering
-
-
-def _sequence(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    return {"vr": "SQ", "Value": list(items)}
-
-
-def _uid(value: str) -> dict[str, Any]:
-    return {"vr": "UI", "Value": [value]}
-
-
-def _reference(sop_class: str, sop_instance: str) -> dict[str, Any]:
-    item: dict[str, Any] = {}
-    if sop_class:
-        item["00081150"] = _uid(sop_class)
-    if sop_instance:
-        item["00081155"] = _uid(sop_instance)
-    return item
-
-
-def response_module(results: list[Stored | Failed], root: str, study: str | None) -> dict[str, Any]:
-    """The Store Instances Response Module (PS3.18 Table I.1-1) as DICOM JSON.
-
-    Stored instances go in Referenced SOP Sequence with their Retrieve URL; failures whose SOP
-    Instance UID could be read go in Failed SOP Sequence, others (a part that is not DICOM at
-    all) in Other Failures Sequence, each with its Failure Reason. The top Retrieve URL (type 2)
-    is the study's when every stored instance is in one study (as with a study in the path),
-    else empty.
-    """
-    stored = [r for r in results if isinstance(r, Stored)]
-    failed = [r for r in results if isinstance(r, Failed) and r.sop_instance_uid]
-    others = [r for r in results if isinstance(r, Failed) and not r.sop_instance_uid]
-    studies = {r.study_uid for r in stored}
-    target = (study or studies.pop()) if len(studies) == 1 else None
-    module: dict[str, Any] = {
-        "00081190": {"vr": "UR", "Value": [f"{root}/studies/{target}"]} if target else {"vr": "UR"}
-    }
-    if failed:
-        module["00081198"] = _sequence(
-            {
-                **_reference(r.sop_class_uid, r.sop_instance_uid),
-                "00081197": {"vr": "US", "Value": [r.reason]},
-            }
-            for r in failed
-        )
-    if stored:
-        module["00081199"] = _sequence(
-            {
-                **_reference(r.sop_class_uid, r.sop_instance_uid),
-                "00081190": {
-                    "vr": "UR",
-                    "Value": [
-                        f"{root}/studies/{r.study_uid}/series/{r.series_uid}"
-                        f"/instances/{r.sop_instance_uid}"
-                    ],
-                },
-            }
-            for r in stored
-        )
-    if others:
-        module["0008119A"] = _sequence(
-            {"00081197": {"vr": "US", "Value": [r.reason]}} for r in others
-        )
-    return module
-
-
-def status_code(results: list[Stored | Failed]) -> int:
-    """PS3.18 Table 10.5.3-1: 200 all stored, 202 some, 409 none."""
-    stored = sum(isinstance(r, Stored) for r in results)
-    if stored == len(results):
-        return 200
-    return 202 if stored else 409
-
-
-def _warning(results: list[Stored | Failed]) -> dict[str, str] | None:
-    """A Warning header naming the first failure (PS3.18 10.5.3.2 recommends one)."""
-    for r in results:
-        if isinstance(r, Failed):
-            text = r.message.replace('"', "'").encode("ascii", "replace").decode()[:200]
-            return {"Warning": f'299 vesalius "{r.reason:04X}: {text}"'}
-    return None
-
-
-def _answer(
-    module: dict[str, Any], status: int, media_type: str, headers: dict[str, str] | None
-) -> Response:
-    if media_type == DICOM_XML:
-        return Response(native_model(module), status, headers, media_type=DICOM_XML)
-    return dicom_json(module, status, headers)
-
-
 # ---------------------------------------------------------------------- the transaction
 
 
@@ -475,4 +368,4 @@ async def store(archive: Archive, request: Request) -> Response:
     await _drain(raw)  # an epilogue, if any
     results = await _ingest_all(archive, staging, who(request), study)
     module = response_module(results, root_url(request), study)
-    return _answer(module, status_code(results), media_type, _warning(results))
+    return answer(module, status_code(results), media_type, warning_header(results))
