@@ -398,3 +398,28 @@ def test_viewer_path_prints_the_folder(tmp_path: Path) -> None:
     found = runner.invoke(main, ["viewer", "path"], env=env)
     assert found.exit_code == 0
     assert found.stdout.strip() == str(tmp_path / "3.13.2")
+
+
+def test_precompressed_assets_are_served_to_gzip_clients(tmp_path: Path) -> None:
+    """Big text assets are gzip-compressed once at install and sent as stored (RFC 9110 8.4)."""
+    from vesalius.commands.viewer import precompress
+
+    dist = fake_dist(tmp_path / "ohif")
+    big = "console.log('ohif');\n" * 2000
+    (dist / BUNDLE).write_text(big)
+    assert precompress(dist) == 1  # only the bundle is over 1 KiB
+    assert (dist / (BUNDLE + ".gz")).is_file()
+    with (
+        serving(tmp_path, **{"viewer.dir": str(dist)}) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        raw = client.get("/" + BUNDLE, headers={"Accept-Encoding": "gzip"})
+        assert raw.headers["content-encoding"] == "gzip"
+        assert raw.headers["vary"] == "Accept-Encoding"
+        assert int(raw.headers["content-length"]) < len(big) // 10
+        assert raw.text == big  # httpx decodes it
+        plain = client.get("/" + BUNDLE, headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.text == big
+        assert plain.headers["etag"] != raw.headers["etag"]
+        assert client.get("/" + BUNDLE + ".gz").status_code == 404

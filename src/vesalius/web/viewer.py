@@ -23,7 +23,7 @@ import os
 import re
 import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ class _File:
     stat: os.stat_result
     media_type: str
     cache_control: str
+    gzipped: tuple[str, os.stat_result] | None = None  # the ``.gz`` written at install
 
 
 def _scan(root: Path) -> tuple[dict[str, _File], frozenset[str]]:
@@ -169,7 +170,25 @@ def _scan(root: Path) -> tuple[dict[str, _File], frozenset[str]]:
             media_type = _TYPES.get(suffix) or mimetypes.guess_type(name)[0]
             cache = IMMUTABLE if _HASHED.search(name) else REVALIDATE
             files[url_path] = _File(full, st, media_type or "application/octet-stream", cache)
+    for url_path in [p for p in files if p.endswith(".gz")]:
+        plain = files.get(url_path[:-3])
+        if plain is not None:  # a pre-compressed twin: served in its place, never on its own
+            twin = files.pop(url_path)
+            files[url_path[:-3]] = replace(plain, gzipped=(twin.path, twin.stat))
     return files, frozenset(folders)
+
+
+def _accepts_gzip(request: Request) -> bool:
+    """Whether Accept-Encoding allows gzip (RFC 9110 12.5.3; ``gzip;q=0`` refuses it)."""
+    for item in request.headers.get("accept-encoding", "").split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().removeprefix("q=").strip()
+            try:
+                return not q or float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def _not_modified(request: Request, etag: str) -> bool:
@@ -190,7 +209,14 @@ class ViewerFiles:
         self.config_js = config_js.encode()
 
     def _file(self, request: Request, entry: _File) -> Response:
-        response = FileResponse(entry.path, stat_result=entry.stat, media_type=entry.media_type)
+        if entry.gzipped is not None and _accepts_gzip(request):
+            path, stat_result = entry.gzipped
+            response = FileResponse(path, stat_result=stat_result, media_type=entry.media_type)
+            response.headers["content-encoding"] = "gzip"
+        else:
+            response = FileResponse(entry.path, stat_result=entry.stat, media_type=entry.media_type)
+        if entry.gzipped is not None:
+            response.headers["vary"] = "Accept-Encoding"
         response.headers["cache-control"] = entry.cache_control
         response.headers["x-content-type-options"] = "nosniff"
         if _not_modified(request, response.headers["etag"]):
