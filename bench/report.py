@@ -21,6 +21,7 @@ SECTIONS = (
     ("ingest", "Ingest (scenarios 1-4)"),
     ("query", "Query latency (scenario 5)"),
     ("retrieve", "Retrieve (scenario 8)"),
+    ("viewer", "Viewer (scenario 9)"),
     ("large", "Large object (scenario 10)"),
     ("memory", "Server memory (scenario 10)"),
 )
