@@ -13,7 +13,6 @@ canvas shows image pixels.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import threading
 import time
@@ -51,44 +50,12 @@ def viewer_build() -> Path | None:
     return folder if is_installed(folder) else None
 
 
-def _config(dicomweb_root: str) -> bytes:
-    source: dict[str, Any] = {
-        "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
-        "sourceName": "dicomweb",
-        "configuration": {
-            "friendlyName": "bench",
-            "name": "bench",
-            "qidoRoot": dicomweb_root,
-            "wadoRoot": dicomweb_root,
-            "wadoUriRoot": dicomweb_root,
-            "qidoSupportsIncludeField": True,
-            "imageRendering": "wadors",
-            "thumbnailRendering": "wadors",
-            "enableStudyLazyLoad": True,
-            "supportsFuzzyMatching": True,
-            "supportsWildcard": True,
-            "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
-            "omitQuotationForMultipartRequest": True,
-        },
-    }
-    config = {
-        "routerBasename": None,
-        "extensions": [],
-        "modes": [],
-        "showStudyList": True,
-        "maxNumberOfWebWorkers": 3,
-        "showWarningMessageForCrossOrigin": False,
-        "showLoadingIndicator": True,
-        "defaultDataSourceName": "dicomweb",
-        "dataSources": [source],
-    }
-    return f"window.config = {json.dumps(config)};\n".encode()
-
-
 @contextlib.contextmanager
 def static_ohif(build: Path, dicomweb_root: str) -> Iterator[str]:
     """Serve ``build`` with an ``app-config.js`` for ``dicomweb_root``; yield its base URL."""
-    config = _config(dicomweb_root)
+    from vesalius.web.viewer import config_script
+
+    config = config_script("bench", dicomweb_root, dicomweb_root).encode()
 
     class Handler(SimpleHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:

@@ -29,7 +29,7 @@ def _params(request: Request, thumbnail: bool) -> RenderParams:
     return parse_render_params(dict(request.query_params), accept, thumbnail=thumbnail)
 
 
-def _render(
+def render_instance(
     archive: Archive, instance: InstanceLocation, frame: int, params: RenderParams
 ) -> bytes:
     with archive.retrieve.local_path(instance) as path:
@@ -50,7 +50,7 @@ def _one(
 ) -> Response:
     tally = RetrieveTally()
     try:
-        image = _render(archive, instance, frame, params)
+        image = render_instance(archive, instance, frame, params)
         tally.completed = 1
     finally:
         tally.failed = 1 - tally.completed
@@ -73,7 +73,7 @@ def rendered(archive: Archive, request: Request) -> Response:
         else [(i, 1) for i in plan.instances]
     )
     # Render the first before answering, so an unrenderable request is a clean 406.
-    first = _render(archive, jobs[0][0], jobs[0][1], params)
+    first = render_instance(archive, jobs[0][0], jobs[0][1], params)
     tally = RetrieveTally(completed=1)
     boundary = multipart.new_boundary()
 
@@ -82,7 +82,7 @@ def rendered(archive: Archive, request: Request) -> Response:
             yield multipart.Part(params.media_type, [first])
             for instance, frame in jobs[1:]:
                 try:
-                    image = _render(archive, instance, frame, params)
+                    image = render_instance(archive, instance, frame, params)
                 except NotAcceptableError:
                     tally.failed += 1  # e.g. a structured report inside a series: skipped
                     continue

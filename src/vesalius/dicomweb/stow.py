@@ -49,7 +49,6 @@ from vesalius.dicomweb.upload import (
     decoders_for,
 )
 from vesalius.errors import (
-    DataSetMismatchError,
     InvalidDataError,
     NotAcceptableError,
     TooLargeError,
@@ -68,8 +67,6 @@ FLUSH = 1 << 20
 #: rather than a reset connection; past this the connection is simply closed.
 DRAIN = 16 << 20
 _PEEK = {
-    0x0020000D: "StudyInstanceUID",
-    0x0020000E: "SeriesInstanceUID",
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
 }
@@ -268,19 +265,13 @@ def _ingest(archive: Archive, path: Path, identity: Identity, study: str | None)
     UIDs of the Failed SOP Sequence item; the UIDs are read only when something failed.
     """
     uids: dict[str, str] = {}
-    if study is not None:
-        uids = _peek(path)
-        if uids.get("StudyInstanceUID") != study:
-            path.unlink(missing_ok=True)
-            exc = DataSetMismatchError(f"instance is not in study {study}")
-            return _failed(exc, uids)
     spare = path.with_suffix(".failed")
     try:
         os.link(path, spare)
     except OSError:  # no hard links here: read the UIDs now instead
         uids = uids or _peek(path)
     try:
-        result = archive.ingest.ingest_staged(path, identity)
+        result = archive.ingest.ingest_staged(path, identity, expected_study=study)
     except VesaliusError as exc:
         return _failed(exc, uids or _peek(spare))
     except Exception as exc:

@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from vesalius.dicom.render import parse_render_params
 from vesalius.dicom.uids import check_uid
-from vesalius.dicomweb.rendered import _render
+from vesalius.dicomweb.rendered import render_instance
 from vesalius.dicomweb.requests import who
 from vesalius.dicomweb.retrieve import instance_chunks, target_syntax
 from vesalius.errors import NotAcceptableError, NotFoundError, QueryError
@@ -105,7 +105,7 @@ def wado(archive: Archive, request: Request) -> Response:
         raise QueryError("frameNumber must be a positive integer")
     render = parse_render_params(render_query, content_type)
     try:
-        image = _render(archive, instance, int(frame_text), render)
+        image = render_instance(archive, instance, int(frame_text), render)
         tally.completed = 1
     finally:
         tally.failed = 1 - tally.completed

@@ -79,6 +79,7 @@ class IngestService:
         *,
         expected_sop_class: str | None = None,
         expected_sop_instance: str | None = None,
+        expected_study: str | None = None,
     ) -> IngestResult:
         """Ingest a Part 10 file already in staging; it is moved into storage or removed."""
         try:
@@ -90,6 +91,8 @@ class IngestService:
                 raise DataSetMismatchError("SOP Instance UID differs from the command's")
             if expected_sop_class and expected_sop_class != header.sop_class_uid:
                 raise DataSetMismatchError("SOP Class UID differs from the command's")
+            if expected_study and expected_study != header.study_uid:
+                raise DataSetMismatchError(f"instance is not in study {expected_study}")
             size, sha256 = _digest(path)
             key = new_blob_key()
             self.storage.put_file(key, path)

@@ -84,6 +84,12 @@ def is_installed(folder: Path) -> bool:
 
 def app_config(settings: Settings) -> str:
     """``app-config.js``: the shipped defaults that fit, and one DICOMweb data source here."""
+    return config_script(f"Vesalius {settings['dicom.ae_title']}", "/dicom-web", "/wado")
+
+
+def config_script(friendly_name: str, dicomweb_root: str, wado_uri_root: str) -> str:
+    """OHIF's ``app-config.js`` with one DICOMweb data source at ``dicomweb_root`` (roots
+    starting with ``/`` are made absolute against the page's origin in the browser)."""
     config: dict[str, Any] = {
         "name": "vesalius",
         "routerBasename": None,
@@ -107,11 +113,11 @@ def app_config(settings: Settings) -> str:
                 "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
                 "sourceName": "dicomweb",
                 "configuration": {
-                    "friendlyName": f"Vesalius {settings['dicom.ae_title']}",
+                    "friendlyName": friendly_name,
                     "name": "vesalius",
-                    "qidoRoot": "/dicom-web",
-                    "wadoRoot": "/dicom-web",
-                    "wadoUriRoot": "/wado",
+                    "qidoRoot": dicomweb_root,
+                    "wadoRoot": dicomweb_root,
+                    "wadoUriRoot": wado_uri_root,
                     "qidoSupportsIncludeField": True,
                     "imageRendering": "wadors",
                     "thumbnailRendering": "wadors",
