@@ -28,6 +28,7 @@ from bench.corpus import Corpora, Sizes
 from bench.report import write_report
 from bench.scenarios import REGISTRY, Context, Row, Scenario, by_name
 from bench.servers import SERVER_TYPES, Pool
+from bench.tools import dcmtk_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_PACKAGES = ("orthanc", "orthanc-dicomweb", "dcmtk")
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not args.no_install:
         install_packages(log)
-    if shutil.which("storescu") is None:
+    if dcmtk_tool("storescu") is None:
         print("DCMTK's storescu is needed as the client: install Debian's dcmtk", file=sys.stderr)
         return 2
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from bench.tools import dcmtk_tool
 from sqlalchemy import create_engine, text
 
 from vesalius.dimse.server import DimseServer
@@ -209,7 +209,7 @@ def dcmtk(
     tool: str, *args: str, timeout: float = 120, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK command-line tool with TCP_NODELAY=1 (DCMTK otherwise waits on delayed ACKs)."""
-    exe = shutil.which(tool)
+    exe = dcmtk_tool(tool)
     if exe is None:
         pytest.fail(f"{tool} not found: install Debian's dcmtk package")
     env = {**os.environ, "TCP_NODELAY": "1"}

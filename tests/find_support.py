@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.tools import dcmtk_tool
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -187,7 +187,7 @@ def write_corpus(folder: Path) -> list[Path]:
 def run_tool(tool: str, *args: str, timeout: float = 120) -> tuple[int, str]:
     """Run a DCMTK tool with TCP_NODELAY=1; output decoded leniently (responses in Latin-1 or
     ISO 2022 are printed as raw bytes)."""
-    exe = shutil.which(tool)
+    exe = dcmtk_tool(tool)
     if exe is None:
         pytest.fail(f"{tool} not found: install Debian's dcmtk package")
     proc = subprocess.run(

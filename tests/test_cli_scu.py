@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bench.tools import dcmtk_tool
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -79,7 +80,7 @@ def uid_of(path: Path) -> str:
 
 
 def start(*command: str, log: Path) -> subprocess.Popen[bytes]:
-    exe = shutil.which(command[0])
+    exe = dcmtk_tool(command[0])
     assert exe, f"{command[0]} not found: install Debian's dcmtk package"
     with open(log, "wb") as out:
         return subprocess.Popen(
