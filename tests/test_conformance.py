@@ -22,7 +22,7 @@ def _uids(section: str) -> set[str]:
 
 
 def test_tables_match_what_the_server_accepts(server: RunningServer) -> None:
-    contexts = server.dimse.ae.supported_contexts
+    contexts = server.dimse.contexts
     accepted_sops = {str(cx.abstract_syntax) for cx in contexts}
     storage = _uids(_section("#### Storage SOP Classes"))
     others = _uids(_section("#### Verification and Query/Retrieve SOP Classes"))
@@ -34,4 +34,4 @@ def test_tables_match_what_the_server_accepts(server: RunningServer) -> None:
 
 
 def test_implementation_version_is_the_one_sent(server: RunningServer) -> None:
-    assert f"`{server.dimse.ae.implementation_version_name}`" in _section("### 3.1")
+    assert f"`{server.dimse.implementation_version_name}`" in _section("### 3.1")

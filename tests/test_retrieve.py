@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
+import select
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.tools import dcmtk_tool
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -33,6 +34,7 @@ from pynetdicom.sop_class import (
 
 from conftest import RunningServer, dcmtk, free_port, make_server, wait_for_port, wait_until
 from vesalius.dicom.structure import dataset_offset
+from vesalius.dimse.scu import configure_streaming
 from vesalius.errors import QueryError
 from vesalius.identity import Identity
 from vesalius.services.retrieve import RetrieveService, keys_from_identifier
@@ -101,7 +103,7 @@ def stored_by_uid(server: RunningServer) -> dict[str, Path]:
 def start_storescp(ae_title: str, port: int, folder: Path, *options: str) -> subprocess.Popen[str]:
     """DCMTK's storescp writing what it receives, bit-preserved, into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    exe = shutil.which("storescp")
+    exe = dcmtk_tool("storescp")
     assert exe, "storescp not found: install Debian's dcmtk package"
     proc = subprocess.Popen(
         [exe, "-aet", ae_title, "+B", "-od", str(folder), *options, str(port)],
@@ -148,6 +150,7 @@ def pynetdicom_get(
     pair, with the SCP role unless ``scp_role`` is False; returns the responses' statuses and
     the data sets received."""
     received: dict[str, bytes] = {}
+    configure_streaming(server.data_dir / "scu-rx")  # received data sets land in files
 
     def on_store(event: Any) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
@@ -616,9 +619,10 @@ def test_cancel_move(qr: RunningServer, corpus: Corpus, ports: dict[str, int]) -
     state: dict[str, Any] = {"stored": []}
 
     def server_got_cancel() -> bool:
-        # Observed, not changed: pynetdicom files a received C-CANCEL under dimse.cancel_req
-        # of the server's association until the C-MOVE checks for it.
-        return any(a.dimse.cancel_req for a in qr.dimse._server.active_associations)
+        # Observed, not changed: the C-CANCEL waits, unread, on the socket of the server's
+        # association with the C-MOVE requestor until the C-MOVE checks for it.
+        sockets = [c.sock for c in qr.dimse.active() if c.association is not None]
+        return any(select.select([s], [], [], 0)[0] for s in sockets if s.fileno() >= 0)
 
     def on_store(event: Any) -> int:
         if not state["stored"]:

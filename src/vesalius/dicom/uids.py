@@ -106,3 +106,8 @@ LOSSY_SYNTAXES: frozenset[str] = frozenset(
         "1.2.840.10008.1.2.4.203",  # HTJ2K
     }
 )
+
+#: Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID (PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = "2.25.46465073508809206256044372835308152928"
+#: Implementation Version Name sent with it (at most 16 characters).
+IMPLEMENTATION_VERSION = "VESALIUS_020"

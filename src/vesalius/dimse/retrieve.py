@@ -1,48 +1,33 @@
 """C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): stored files go out as stored, streamed.
 
-pynetdicom runs the sub-operations and their statuses (pending counts, 0xB000 with the Failed
-SOP Instance UID List, 0xA702 when all fail, 0xFE00 on C-CANCEL, 0xA801 when the destination is
-unknown or refuses the association). The handlers here are generators that yield the
-destination (C-MOVE), the number of sub-operations, then ``(0xFF00, data set)`` per instance.
-
-**Streaming.** pynetdicom 3.0 takes only a pydicom ``Dataset`` per sub-operation (a yielded path
-is counted as a failed sub-operation) and lists failed instances by
-``hasattr(ds, "SOPInstanceUID")``. So each instance is yielded as a :class:`StoredFile`, a
-two-element Dataset (SOP Class and Instance UID) that also knows its file, and the sending
-association's ``send_c_store`` is wrapped (:func:`stream_stored_files`) to hand pynetdicom the
-file *path* instead. With ``STORE_SEND_CHUNKED_DATASET`` pynetdicom then streams the stored
-data set bytes in PDU-sized chunks: bit-exact and memory-flat.
+Each matched instance is one C-STORE sub-operation: over a new association to the move
+destination (C-MOVE), or back over the requesting association on the storage contexts the
+requestor accepted with the SCP role (C-GET, PS3.4 C.4.3.1.3). The data set is sent straight
+from its stored file, PDU by PDU, bit-exact and memory-flat. A Pending response with the
+sub-operation counts follows each one; the final response carries Success, 0xB000 (some failed
+or warned) or 0xA702 (all failed) with the Failed SOP Instance UID List, or 0xFE00 after a
+C-CANCEL-RQ (checked between sub-operations). An unknown or unreachable destination is 0xA801;
+a refused identifier gets its failure status and Error Comment (0xA900, 0xC000).
 
 **Transfer syntax.** An instance goes in its stored transfer syntax when the peer accepted that
-syntax for its SOP class (C-MOVE proposes exactly those pairs; C-GET uses the storage contexts
-the requestor accepted with the SCP role, PS3.4 C.4.3.1.3). Otherwise an instance stored
+syntax for its SOP class (C-MOVE proposes exactly those pairs). Otherwise an instance stored
 uncompressed little endian is decoded and re-encoded in Explicit or Implicit VR Little Endian,
 which is lossless; anything else is a failed sub-operation (no transcoding yet).
-
-**Refusals.** pynetdicom sends a handler's own status and Error Comment only from the
-``(status, data set)`` phase, so a retrieve refused for its identifier announces one
-sub-operation and yields the failure status (0xA900, 0xC000) first; for C-MOVE that costs a
-short association with the (known) destination.
-
-**C-MOVE sub-associations** also propose Verification, so a destination that takes none of
-the storage contexts still associates and the sub-operations fail visibly (0xA702), and get a
-:class:`ReactorCheckpoint` against a race in pynetdicom's reactor pause.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
-from pynetdicom import build_context, evt
+from pynetdicom import build_context
 from pynetdicom.presentation import PresentationContext
 
+from vesalius.dicom.structure import dataset_offset
 from vesalius.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LE,
     EXPLICIT_VR_LE,
@@ -53,11 +38,19 @@ from vesalius.dicom.uids import (
     STUDY_ROOT_MOVE,
     VERIFICATION,
 )
-from vesalius.dimse.status import CANCEL, PENDING, failure
+from vesalius.dimse import commands
+from vesalius.dimse.association import (
+    Aborted,
+    Association,
+    Message,
+    Released,
+    decode_data_set,
+    encode_data_set,
+)
+from vesalius.dimse.requestor import connect
+from vesalius.dimse.status import CANCEL, PENDING, SUCCESS, failure_status
 from vesalius.dimse.store import peer_identity
-from vesalius.dimse.transport import bound_send_queue, set_nodelay
-from vesalius.errors import QueryError, VesaliusError
-from vesalius.identity import Identity
+from vesalius.errors import PeerError, QueryError, VesaliusError
 from vesalius.services.archive import Archive
 from vesalius.services.retrieve import (
     InstanceLocation,
@@ -69,7 +62,7 @@ from vesalius.services.retrieve import (
 
 log = logging.getLogger(__name__)
 
-_MODELS: dict[str, Model] = {
+MODELS: dict[str, Model] = {
     PATIENT_ROOT_MOVE: "PATIENT",
     PATIENT_ROOT_GET: "PATIENT",
     STUDY_ROOT_MOVE: "STUDY",
@@ -77,161 +70,15 @@ _MODELS: dict[str, Model] = {
 }
 #: What an uncompressed instance may be re-encoded in when its own syntax was not accepted.
 FALLBACK_SYNTAXES = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
-#: Stored syntaxes that re-encode losslessly into those: little endian with native pixel data
-#: (big endian pixel data would need byte swapping, which pydicom does not do on write).
+#: Stored syntaxes that re-encode losslessly into those: little endian with native pixel data.
 REENCODABLE = (IMPLICIT_VR_LE, EXPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE)
 #: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2);
 #: one goes to Verification, so a destination that takes none of the storage contexts still
-#: associates and each sub-operation fails visibly (0xA702, Failed SOP Instance UID List)
-#: instead of the whole C-MOVE ending as "destination unknown" (0xA801).
+#: associates and each sub-operation fails visibly (0xA702 with the Failed SOP Instance UID List).
 MAX_CONTEXTS = 127
-#: Offered when a C-MOVE is refused before any sub-operation: contexts (Implicit VR LE, which
-#: every SCP supports) that a storage SCP is likely to accept, so the refusal can be sent.
-_REFUSAL_CONTEXTS = (
-    VERIFICATION,
-    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
-    "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
-    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
-)
-
-
-class StoredFile(Dataset):
-    """A stored instance to send from its file (see the module docstring for why a Dataset).
-
-    It holds only (0008,0016) and (0008,0018), so pynetdicom can name it in the Failed SOP
-    Instance UID List, plus plain attributes the wrapped ``send_c_store`` reads.
-    """
-
-    def __init__(self, path: Path, instance: InstanceLocation, tally: RetrieveTally) -> None:
-        super().__init__()
-        self.SOPClassUID = instance.sop_class_uid
-        self.SOPInstanceUID = instance.sop_instance_uid
-        self.stored_path = path
-        self.stored_syntax = instance.transfer_syntax_uid
-        self.tally = tally
-
-
-class ReactorCheckpoint:
-    """A drop-in for pynetdicom's ``Association._reactor_checkpoint`` that knows when the
-    association's reactor thread is parked.
-
-    pynetdicom 3.0 pauses a requestor's reactor before a ``send_*`` by clearing a
-    ``threading.Event`` and polling a flag the reactor raises just *before* it waits. A reactor
-    that has just passed the still-set event shows the flag too, then takes the C-STORE
-    response off the queue ("Received unexpected C-STORE service message"), and the sender
-    waits out the DIMSE timeout; every later sub-operation of that C-MOVE then fails. Seen
-    here about once in 6,000 sub-operations to a fast storescp. :meth:`pause` returns only
-    once the reactor is blocked in :meth:`wait`, so the response goes to the sender.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._flag = True
-        self._parked = 0
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def set(self) -> None:
-        with self._cond:
-            self._flag = True
-            self._cond.notify_all()
-
-    def clear(self) -> None:
-        with self._cond:
-            self._flag = False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        with self._cond:
-            if self._flag:
-                return True
-            self._parked += 1
-            self._cond.notify_all()
-            try:
-                return self._cond.wait_for(lambda: self._flag, timeout)
-            finally:
-                self._parked -= 1
-
-    def pause(self, running: Callable[[], bool]) -> None:
-        """Clear, then wait until the reactor is parked (or its thread has ended)."""
-        with self._cond:
-            self._flag = False
-            while not self._parked and running():
-                self._cond.wait(0.05)  # woken by wait(); the timeout only rechecks running()
-
-
-def _reencoded(path: Path, transfer_syntax: str) -> Dataset:
-    """The instance decoded, ready for pynetdicom to encode in ``transfer_syntax``.
-
-    A fresh Dataset over the same elements has no "original encoding", so pydicom converts
-    every element on write instead of copying raw bytes in the stored encoding.
-    """
-    ds = Dataset(dcmread(path))
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
-    return ds
-
-
-def _payload(assoc: Any, item: StoredFile) -> str | Dataset | None:
-    """What to give pynetdicom for ``item`` on ``assoc``: its path, a data set to re-encode,
-    or None when the peer accepted no usable presentation context."""
-    accepted = [
-        str(cx.transfer_syntax[0])
-        for cx in assoc.accepted_contexts
-        if cx.abstract_syntax == item.SOPClassUID and cx.as_scu
-    ]
-    if item.stored_syntax in accepted:
-        return str(item.stored_path)
-    if item.stored_syntax in REENCODABLE:
-        for syntax in FALLBACK_SYNTAXES:
-            if syntax in accepted:
-                return _reencoded(item.stored_path, syntax)
-    return None
-
-
-def stream_stored_files(assoc: Any) -> None:
-    """Wrap ``assoc.send_c_store`` so it sends a :class:`StoredFile` from its file and counts
-    the outcome in the retrieve's tally. Other data sets pass through; calling twice is a no-op.
-    """
-    if getattr(assoc, "_vesalius_streams_files", False):
-        return
-    original = assoc.send_c_store
-
-    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(dataset, StoredFile):
-            return original(dataset, *args, **kwargs)
-        try:
-            payload = _payload(assoc, dataset)
-            if payload is None:
-                raise ValueError(
-                    f"peer accepted no context for {dataset.SOPClassUID} in "
-                    f"{dataset.stored_syntax} (instance {dataset.SOPInstanceUID}); "
-                    "transcoding is not supported"
-                )
-            checkpoint = getattr(assoc, "_reactor_checkpoint", None)
-            if isinstance(checkpoint, ReactorCheckpoint):
-                checkpoint.pause(assoc.is_alive)
-            rsp = original(payload, *args, **kwargs)
-        except Exception:
-            dataset.tally.record(None)
-            raise
-        status = rsp.get("Status")
-        dataset.tally.record(None if status is None else int(status))
-        return rsp
-
-    assoc.send_c_store = send_c_store
-    assoc._vesalius_streams_files = True
-
-
-def _on_established(event: Any) -> None:
-    """EVT_ESTABLISHED of a C-MOVE's sub-association, before its reactor thread starts: send
-    stored files from their files, pausing the reactor reliably (:class:`ReactorCheckpoint`).
-
-    (A C-GET needs no such care: its sub-operations run in the reactor thread itself.)
-    """
-    event.assoc._reactor_checkpoint = ReactorCheckpoint()
-    stream_stored_files(event.assoc)
-    bound_send_queue(event.assoc)
+MOVE_DESTINATION_UNKNOWN = 0xA801
+ALL_FAILED = 0xA702
+SOME_FAILED = 0xB000
 
 
 def move_contexts(instances: list[InstanceLocation]) -> list[PresentationContext]:
@@ -257,91 +104,293 @@ def move_contexts(instances: list[InstanceLocation]) -> list[PresentationContext
     return [verification, *(build_context(sop, syntaxes) for sop, syntaxes in grouped)]
 
 
+def _reencoded(path: Path, syntax: str) -> bytes:
+    """The instance decoded and re-encoded in ``syntax`` (a fresh Dataset has no "original
+    encoding", so pydicom converts every element instead of copying raw bytes)."""
+    ds = Dataset(dcmread(path))
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    return encode_data_set(ds, syntax)
+
+
+class SubOperations:
+    """Sends C-STORE sub-operations over ``link`` and tallies them (PS3.4 C.4.2.1.4)."""
+
+    def __init__(
+        self,
+        link: Association,
+        tally: RetrieveTally,
+        *,
+        originator: tuple[str, int] | None = None,
+        cancel_id: int | None = None,
+    ) -> None:
+        self.link = link
+        self.tally = tally
+        self.originator = originator
+        #: For C-GET: the request's Message ID, whose C-CANCEL may arrive between responses.
+        self.cancel_id = cancel_id
+        self.cancelled = False
+        self.failed_uids: list[str] = []
+
+    def _context(self, instance: InstanceLocation) -> tuple[int, str] | None:
+        accepted = [
+            (cx.id, cx.transfer_syntax)
+            for cx in self.link.contexts.values()
+            if cx.abstract_syntax == instance.sop_class_uid and cx.as_scu
+        ]
+        for cx_id, syntax in accepted:
+            if syntax == instance.transfer_syntax_uid:
+                return cx_id, syntax
+        if instance.transfer_syntax_uid in REENCODABLE:
+            for fallback in FALLBACK_SYNTAXES:
+                for cx_id, syntax in accepted:
+                    if syntax == fallback:
+                        return cx_id, syntax
+        return None
+
+    def send(self, instance: InstanceLocation, path: Path) -> None:
+        """One sub-operation; its outcome goes into the tally (a failure is not raised, except
+        that the association ending stops the retrieve)."""
+        status: int | None = None
+        try:
+            status = self._store(instance, path)
+        except (Aborted, Released):
+            self._failed(instance)
+            raise
+        except Exception as exc:
+            log.info("sub-operation for %s failed: %s", instance.sop_instance_uid, exc)
+        self.tally.record(status)
+        if status is None or not (status == 0 or 0xB000 <= status <= 0xBFFF or status == 0x0107):
+            self.failed_uids.append(instance.sop_instance_uid)
+
+    def _failed(self, instance: InstanceLocation) -> None:
+        self.tally.record(None)
+        self.failed_uids.append(instance.sop_instance_uid)
+
+    def _store(self, instance: InstanceLocation, path: Path) -> int | None:
+        chosen = self._context(instance)
+        if chosen is None:
+            raise ValueError(
+                f"peer accepted no context for {instance.sop_class_uid} in "
+                f"{instance.transfer_syntax_uid}; transcoding is not supported"
+            )
+        cx_id, syntax = chosen
+        message_id = self.link.next_message_id()
+        elements: list[tuple[int, commands.Value]] = [
+            (commands.COMMAND_FIELD, commands.C_STORE_RQ),
+            (commands.MESSAGE_ID, message_id),
+            (commands.PRIORITY, 0),
+            (commands.DATA_SET_TYPE, commands.DATA_SET),
+            (commands.AFFECTED_SOP_CLASS, instance.sop_class_uid),
+            (commands.AFFECTED_SOP_INSTANCE, instance.sop_instance_uid),
+        ]
+        if self.originator is not None:
+            elements += [
+                (commands.MOVE_ORIGINATOR_AE, self.originator[0]),
+                (commands.MOVE_ORIGINATOR_ID, self.originator[1]),
+            ]
+        command = commands.encode(elements)
+        if syntax == instance.transfer_syntax_uid:
+            offset = dataset_offset(path)
+            with open(path, "rb", buffering=0) as handle:
+                size = handle.seek(0, 2) - offset
+                handle.seek(offset)
+                self.link.send(cx_id, command, file=(handle, size))
+        else:
+            self.link.send(cx_id, command, _reencoded(path, syntax))
+        return self._response(message_id)
+
+    def _response(self, message_id: int) -> int | None:
+        while True:
+            message = self.link.receive(timeout=self.link.dimse_timeout)
+            field = message.command.field
+            responded = message.command.us(commands.RESPONDED_TO)
+            if field == commands.C_STORE_RSP and responded == message_id:
+                return message.command.us(commands.STATUS)
+            if field == commands.C_CANCEL_RQ and responded == self.cancel_id:
+                self.cancelled = True
+                continue
+            raise PeerError(f"unexpected {message.command.name} instead of the C-STORE-RSP")
+
+    def check_cancel(self, assoc: Association, message_id: int) -> bool:
+        if not self.cancelled:
+            self.cancelled = assoc.cancel_requested(message_id)
+        return self.cancelled
+
+
+def _final_status(tally: RetrieveTally) -> int:
+    if tally.cancelled:
+        return CANCEL
+    if not tally.failed and not tally.warning:
+        return SUCCESS
+    if not tally.completed and not tally.warning:
+        return ALL_FAILED
+    return SOME_FAILED
+
+
+class _Responder:
+    """Sends the C-MOVE-RSP / C-GET-RSP messages of one request."""
+
+    def __init__(self, assoc: Association, message: Message, field: int) -> None:
+        self.assoc = assoc
+        self.message = message
+        self.field = field
+
+    def send(
+        self,
+        status: int,
+        tally: RetrieveTally | None = None,
+        remaining: int | None = None,
+        comment: str = "",
+        failed: list[str] | None = None,
+    ) -> None:
+        extra: list[tuple[int, commands.Value]] = [(commands.ERROR_COMMENT, comment or None)]
+        if tally is not None:
+            extra += [
+                (commands.REMAINING, remaining),
+                (commands.COMPLETED, tally.completed),
+                (commands.FAILED, tally.failed),
+                (commands.WARNING, tally.warning),
+            ]
+        data = None
+        if failed:
+            ds = Dataset()
+            ds.FailedSOPInstanceUIDList = failed
+            data = encode_data_set(ds, self.message.context.transfer_syntax)
+        rsp = commands.response(
+            self.message.command, self.field, status, data_set=data is not None, extra=extra
+        )
+        self.assoc.send(self.message.context.id, rsp, data)
+
+    def refuse(self, exc: Exception, what: str) -> None:
+        status, comment = failure_status(exc, what)
+        self.send(status, comment=comment)
+
+
 def _plan(
-    event: Any, archive: Archive, who: Identity, operation: str, destination: str = ""
+    archive: Archive, assoc: Association, message: Message, operation: str, destination: str = ""
 ) -> RetrievePlan:
     """Resolve the request's identifier; every failure becomes a :class:`VesaliusError`."""
-    model = _MODELS[str(event.request.AffectedSOPClassUID)]
+    sop_class = message.context.abstract_syntax
+    model = MODELS.get(sop_class)
+    if model is None:
+        raise QueryError(f"{operation} is not supported for {sop_class}")
     try:
-        keys = keys_from_identifier(event.identifier, model)
+        identifier = decode_data_set(message.data or b"", message.context.transfer_syntax)
+        keys = keys_from_identifier(identifier, model)
     except VesaliusError:
         raise
-    except Exception as exc:  # pydicom decodes the identifier lazily and may fail anywhere
+    except Exception as exc:
         raise QueryError(f"cannot decode the identifier: {type(exc).__name__}") from exc
-    return archive.retrieve.plan(keys, who, operation, destination)
+    return archive.retrieve.plan(keys, peer_identity(assoc), operation, destination)
 
 
-def _reason(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, VesaliusError) else type(exc).__name__
-
-
-def _sub_operations(event: Any, archive: Archive, plan: RetrievePlan) -> Iterator[Any]:
-    """Yield the number of sub-operations, then ``(0xFF00, StoredFile)`` per instance, or
-    ``(0xFE00, None)`` on C-CANCEL. The audit record is written when the generator ends,
-    however it ends (pynetdicom drops it when the association or destination goes away)."""
-    tally = RetrieveTally()
+def _run(
+    archive: Archive,
+    plan: RetrievePlan,
+    subops: SubOperations,
+    responder: _Responder,
+    cancelled: Callable[[], bool],
+) -> None:
+    """The sub-operations with a Pending response after each, then the final response."""
+    tally = subops.tally
     attempted = 0
+    total = len(plan.instances)
     try:
-        yield len(plan.instances)
         for instance in plan.instances:
-            if event.is_cancelled:
+            if cancelled():
                 tally.cancelled = True
-                yield CANCEL, None
-                return
-            with archive.retrieve.local_path(instance) as path:
-                yield PENDING, StoredFile(path, instance, tally)
+                break
+            try:
+                with archive.retrieve.local_path(instance) as path:
+                    subops.send(instance, path)
+            except (Aborted, Released) as exc:
+                if subops.link is responder.assoc:
+                    raise  # the requesting association itself ended
+                log.info("C-MOVE destination association ended: %s", exc)
+                attempted += 1
+                for rest in plan.instances[attempted:]:
+                    subops.tally.record(None)
+                    subops.failed_uids.append(rest.sop_instance_uid)
+                attempted = total
+                break
             attempted += 1
+            responder.send(PENDING, tally, remaining=total - attempted)
+        if subops.cancelled:
+            tally.cancelled = True
+        status = _final_status(tally)
+        remaining = total - attempted if tally.cancelled else None
+        failed = subops.failed_uids if status != SUCCESS else None
+        responder.send(status, tally, remaining=remaining, failed=failed)
     finally:
-        archive.retrieve.finish(plan, tally, remaining=len(plan.instances) - attempted)
+        archive.retrieve.finish(plan, tally, remaining=total - attempted)
 
 
-def handle_move(event: Any, archive: Archive) -> Iterator[Any]:
-    """EVT_C_MOVE: send the matched instances to a configured AE (PS3.4 C.4.2.1)."""
-    who = peer_identity(event)
-    destination = str(event.move_destination or "").strip()
+def handle_move(archive: Archive, assoc: Association, message: Message) -> None:
+    """C-MOVE-RQ: send the matched instances to a configured AE (PS3.4 C.4.2.1)."""
+    responder = _Responder(assoc, message, commands.C_MOVE_RSP)
+    who = peer_identity(assoc)
+    destination = message.command.text(commands.MOVE_DESTINATION)
     modality = archive.settings.modality_by_ae(destination)
     if modality is None:
         log.info("C-MOVE from %s to unknown destination %r", who, destination)
         archive.retrieve.refuse(who, "C-MOVE", "unknown destination", destination)
-        yield None, None
+        responder.send(MOVE_DESTINATION_UNKNOWN, comment=f"unknown destination {destination!r}")
         return
-    handlers = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_ESTABLISHED, _on_established)]
     try:
-        plan = _plan(event, archive, who, "C-MOVE", destination)
+        plan = _plan(archive, assoc, message, "C-MOVE", destination)
     except Exception as exc:
         archive.retrieve.refuse(who, "C-MOVE", _reason(exc), destination)
-        contexts = [build_context(uid, [IMPLICIT_VR_LE]) for uid in _REFUSAL_CONTEXTS]
-        refusal = {"contexts": contexts, "evt_handlers": handlers[:1]}
-        yield modality.host, modality.port, refusal
-        yield 1
-        yield failure(exc, "C-MOVE"), None
+        responder.refuse(exc, "C-MOVE")
         return
-    contexts = move_contexts(plan.instances)
-    yield modality.host, modality.port, {"contexts": contexts, "evt_handlers": handlers}
     if not plan.instances:
         archive.retrieve.finish(plan, RetrieveTally())
-        yield 0
+        responder.send(SUCCESS, RetrieveTally())
         return
-    yield from _sub_operations(event, archive, plan)
-
-
-def handle_get(event: Any, archive: Archive) -> Iterator[Any]:
-    """EVT_C_GET: send the matched instances back on the same association (PS3.4 C.4.3.1)."""
-    who = peer_identity(event)
-    stream_stored_files(event.assoc)
-    bound_send_queue(event.assoc)
+    s = archive.settings
     try:
-        plan = _plan(event, archive, who, "C-GET")
+        link = connect(
+            modality.host,
+            modality.port,
+            calling_ae=s["dicom.ae_title"],
+            called_ae=modality.ae_title,
+            contexts=move_contexts(plan.instances),
+            max_pdu=s["dicom.max_pdu"],
+            acse_timeout=s["dicom.acse_timeout"],
+            network_timeout=s["dicom.network_timeout"],
+            dimse_timeout=s["dicom.dimse_timeout"],
+        )
+    except PeerError as exc:
+        log.info("C-MOVE destination %s: %s", destination, exc.message)
+        archive.retrieve.finish(plan, RetrieveTally(), remaining=len(plan.instances))
+        responder.send(MOVE_DESTINATION_UNKNOWN, comment=exc.message)
+        return
+    message_id = message.command.message_id
+    subops = SubOperations(link, RetrieveTally(), originator=(assoc.calling_ae, message_id))
+    try:
+        _run(archive, plan, subops, responder, lambda: subops.check_cancel(assoc, message_id))
+    finally:
+        link.release()
+
+
+def handle_get(archive: Archive, assoc: Association, message: Message) -> None:
+    """C-GET-RQ: send the matched instances back on the same association (PS3.4 C.4.3.1)."""
+    responder = _Responder(assoc, message, commands.C_GET_RSP)
+    who = peer_identity(assoc)
+    try:
+        plan = _plan(archive, assoc, message, "C-GET")
     except Exception as exc:
         archive.retrieve.refuse(who, "C-GET", _reason(exc))
-        yield 1
-        yield failure(exc, "C-GET"), None
+        responder.refuse(exc, "C-GET")
         return
     if not plan.instances:
         archive.retrieve.finish(plan, RetrieveTally())
-        yield 0
+        responder.send(SUCCESS, RetrieveTally())
         return
-    yield from _sub_operations(event, archive, plan)
+    message_id = message.command.message_id
+    subops = SubOperations(assoc, RetrieveTally(), cancel_id=message_id)
+    _run(archive, plan, subops, responder, lambda: subops.check_cancel(assoc, message_id))
 
 
-HANDLERS = [(evt.EVT_C_MOVE, handle_move), (evt.EVT_C_GET, handle_get)]
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, VesaliusError) else type(exc).__name__

@@ -43,7 +43,7 @@ from vesalius.dicom.uids import (
     VERIFICATION,
     is_valid_uid,
 )
-from vesalius.dimse.server import (
+from vesalius.dimse.pynetdicom_tuning import (
     IMPLEMENTATION_VERSION,
     configure_library,
     drop_partial,

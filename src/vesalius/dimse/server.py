@@ -1,128 +1,100 @@
-"""The DIMSE server: one pynetdicom Application Entity wired to the archive (PS3.8).
+"""The DIMSE server (PS3.7, PS3.8): our own association layer wired to the archive.
 
 It accepts every storage SOP class in every transfer syntax the standard defines (stored as
-received), Verification, and Query/Retrieve (Patient and Study Root: FIND, MOVE, GET). The
-handlers live in ``store``, ``find`` and ``retrieve``; this module only wires them and tunes
-the library:
+received), Verification, and Query/Retrieve (Patient and Study Root: FIND, MOVE, GET).
 
-* received data sets are written straight to our staging folder, not decoded;
-* sent data sets stream from their files (``STORE_SEND_CHUNKED_DATASET``);
-* every socket gets ``TCP_NODELAY`` (small responses otherwise wait on delayed ACKs);
-* a data set left half-received when a connection drops is removed at once.
+Each connection gets one thread that negotiates the association and then reads, handles and
+answers one message at a time with blocking socket I/O (:mod:`vesalius.dimse.association`):
+no reactor threads, no queues, no polling, so a request is handled as soon as its last PDU is
+in. Data sets are written to staging files as they arrive and sent from stored files in
+PDU-sized pieces. Every socket has ``TCP_NODELAY`` (small responses otherwise wait on delayed
+ACKs). The handlers live in ``store``, ``find`` and ``retrieve``.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
-import tempfile
+import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
-from pynetdicom import AE, _config, evt
-from pynetdicom import acse as _acse
-from pynetdicom import dimse_messages as _dimse_messages
+from pynetdicom import build_context
+from pynetdicom.presentation import PresentationContext
 
 from vesalius.dicom.uids import (
     ALL_TRANSFER_SYNTAXES,
+    IMPLEMENTATION_VERSION,
+    PATIENT_ROOT_FIND,
     QR_SOP_CLASSES,
     STORAGE_SOP_CLASSES,
+    STUDY_ROOT_FIND,
     VERIFICATION,
 )
-from vesalius.dimse import find, retrieve, store
-from vesalius.dimse.transport import set_nodelay
+from vesalius.dimse import commands, find, negotiation, pdu, retrieve, store
+from vesalius.dimse.association import Aborted, Association, Message, Released
+from vesalius.dimse.negotiation import AcceptorPolicy, Rejected
+from vesalius.errors import PeerError
 from vesalius.services.archive import Archive
 
 log = logging.getLogger(__name__)
 
-IMPLEMENTATION_VERSION = "VESALIUS_010"
+#: Seconds between checks of the stop flag while waiting for connections.
+ACCEPT_POLL = 0.25
+
+__all__ = ["IMPLEMENTATION_VERSION", "DimseServer", "supported_contexts"]
+
+Handler = Callable[[Archive, Association, Message], None]
+HANDLERS: dict[int, Handler] = {
+    commands.C_ECHO_RQ: store.handle_echo,
+    commands.C_STORE_RQ: store.handle_store,
+    commands.C_FIND_RQ: find.handle_find,
+    commands.C_MOVE_RQ: retrieve.handle_move,
+    commands.C_GET_RQ: retrieve.handle_get,
+}
+#: The SOP classes each command is defined for, checked against the message's context.
+COMMAND_SOP_CLASSES: dict[int, frozenset[str]] = {
+    commands.C_ECHO_RQ: frozenset({VERIFICATION}),
+    commands.C_STORE_RQ: frozenset(uid for _, uid in STORAGE_SOP_CLASSES),
+    commands.C_FIND_RQ: frozenset(find.MODELS),
+    commands.C_MOVE_RQ: frozenset(k for k in retrieve.MODELS if k.endswith(".2")),
+    commands.C_GET_RQ: frozenset(k for k in retrieve.MODELS if k.endswith(".3")),
+}
+#: Status for a command sent on a context of another SOP class (PS3.7 C.5.x "SOP class not
+#: supported" 0x0122 for C-STORE; 0x0211 "unrecognized operation" otherwise).
+WRONG_CONTEXT = {commands.C_STORE_RQ: 0x0122}
+RESPONSE_FIELD = {
+    commands.C_ECHO_RQ: commands.C_ECHO_RSP,
+    commands.C_STORE_RQ: commands.C_STORE_RSP,
+    commands.C_FIND_RQ: commands.C_FIND_RSP,
+    commands.C_MOVE_RQ: commands.C_MOVE_RSP,
+    commands.C_GET_RQ: commands.C_GET_RSP,
+}
 
 
-def configure_library(staging_dir: str) -> None:
-    """Process-wide pynetdicom settings for raw, streamed data sets (see module docstring)."""
-    _config.STORE_RECV_CHUNKED_DATASET = True
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    _config.LOG_HANDLER_LEVEL = "none"
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    # pynetdicom creates the received file with NamedTemporaryFile() and no folder; give it
-    # ours, so the finished file moves into storage with a rename instead of a copy.
-    negotiate = _acse.negotiate_as_acceptor  # type: ignore[attr-defined]
-    if not hasattr(negotiate, "__wrapped__"):
-        _acse.negotiate_as_acceptor = _prefer_requestor_order(negotiate)  # type: ignore[attr-defined]
-    _dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[assignment,attr-defined]
-        tempfile.NamedTemporaryFile, dir=staging_dir, prefix="rx-"
-    )
-
-
-def _prefer_requestor_order(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap pynetdicom's acceptor negotiation so that, of the transfer syntaxes a requestor
-    proposes in one presentation context, the first one we support wins (pynetdicom picks by
-    the acceptor's list). A modality offering JPEG first then sends JPEG, stored as it is,
-    instead of decompressing for us (PS3.8 9.3.2.2: the acceptor chooses; the requestor's order
-    is its preference)."""
-
-    def negotiate(rq_contexts: Any, ac_contexts: Any, roles: Any = None) -> Any:
-        result, ac_roles = original(rq_contexts, ac_contexts, roles)
-        supported = {cx.abstract_syntax: set(cx.transfer_syntax) for cx in ac_contexts}
-        proposed = {cx.context_id: cx for cx in rq_contexts}
-        for cx in result:
-            request = proposed.get(cx.context_id)
-            if cx.result != 0x00 or request is None:
-                continue
-            ours = supported.get(cx.abstract_syntax, set())
-            for syntax in request.transfer_syntax:
-                if syntax in ours:
-                    cx.transfer_syntax = [syntax]
-                    break
-        return result, ac_roles
-
-    negotiate.__wrapped__ = original  # type: ignore[attr-defined]
-    return negotiate
-
-
-def drop_partial(event: Any) -> None:
-    """EVT_CONN_CLOSE / EVT_ABORTED: remove a data set file left half-received."""
-    message = getattr(event.assoc.dimse, "message", None)
-    handle = getattr(message, "_data_set_file", None)
-    if handle is None:
-        return
-    try:
-        handle.close()
-        path = getattr(message, "_data_set_path", None)
-        if path is not None:
-            path.unlink(missing_ok=True)
-            log.info("removed half-received data set from %s", event.assoc.requestor.ae_title)
-    except OSError:
-        pass
-
-
-def build_ae(archive: Archive) -> AE:
-    """The Application Entity with every context and limit from the settings."""
-    s = archive.settings
-    ae = AE(ae_title=s["dicom.ae_title"])
-    ae.implementation_version_name = IMPLEMENTATION_VERSION
-    ae.maximum_associations = s["dicom.max_associations"]
-    ae.maximum_pdu_size = s["dicom.max_pdu"]
-    ae.acse_timeout = s["dicom.acse_timeout"]
-    ae.dimse_timeout = s["dicom.dimse_timeout"]
-    ae.network_timeout = s["dicom.network_timeout"]
-    ae.require_called_aet = s["dicom.require_called_ae"]
-    if s["dicom.known_callers_only"]:
-        ae.require_calling_aet = [m.ae_title for m in s.modalities.values()]
+def supported_contexts() -> list[PresentationContext]:
+    """What we accept: Verification, every storage class (with the SCP role offered to C-GET
+    requestors, PS3.7 D.3.3.4), and the Query/Retrieve classes, in every transfer syntax."""
     syntaxes = list(ALL_TRANSFER_SYNTAXES)
-    ae.add_supported_context(VERIFICATION, syntaxes)
+    contexts = [build_context(VERIFICATION, syntaxes)]
     for _, uid in STORAGE_SOP_CLASSES:
-        # scp_role=True lets a C-GET requestor take the Storage SCP role (PS3.7 D.3.3.4).
-        ae.add_supported_context(uid, syntaxes, scu_role=False, scp_role=True)
-    for uid in QR_SOP_CLASSES:
-        ae.add_supported_context(uid, syntaxes)
-    return ae
+        cx = build_context(uid, syntaxes)
+        cx.scu_role = False
+        cx.scp_role = True
+        contexts.append(cx)
+    contexts.extend(build_context(uid, syntaxes) for uid in QR_SOP_CLASSES)
+    return contexts
 
 
-def _bind(handler: Callable[..., Any], archive: Archive) -> Callable[..., Any]:
-    return functools.partial(handler, archive=archive)
+@dataclass
+class _Connection:
+    sock: socket.socket
+    address: str
+    thread: threading.Thread
+    association: Association | None = None
+    negotiating: bool = True
 
 
 class DimseServer:
@@ -130,64 +102,229 @@ class DimseServer:
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
-        configure_library(str(archive.storage.staging_dir()))
-        self.ae = build_ae(archive)
-        self._server: Any = None
+        s = archive.settings
+        self.ae_title: str = s["dicom.ae_title"]
+        self.max_pdu: int = s["dicom.max_pdu"]
+        self.contexts = supported_contexts()
+        self.implementation_version_name = IMPLEMENTATION_VERSION
+        calling = (
+            frozenset(m.ae_title for m in s.modalities.values())
+            if s["dicom.known_callers_only"]
+            else None
+        )
+        self.policy = AcceptorPolicy(
+            ae_title=self.ae_title,
+            max_pdu=self.max_pdu,
+            supported=self.contexts,
+            require_called_ae=s["dicom.require_called_ae"],
+            calling_aes=calling,
+            extended={uid: find.extended_answer for uid in (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)},
+        )
+        self._listener: socket.socket | None = None
+        self._accepting: threading.Thread | None = None
+        self._connections: dict[int, _Connection] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
-    def handlers(self) -> list[Any]:
-        bound = [
-            (event, _bind(handler, self.archive))
-            for module in (store, find, retrieve)
-            for event, handler in module.HANDLERS
-        ]
-        return [
-            (evt.EVT_CONN_OPEN, set_nodelay),
-            (evt.EVT_CONN_CLOSE, drop_partial),
-            (evt.EVT_ABORTED, drop_partial),
-            *bound,
-        ]
+    # -- lifecycle -----------------------------------------------------------------------
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        assert self._listener is not None
+        return int(self._listener.getsockname()[1])
 
-    def start(self) -> None:
+    def start(self, listener: socket.socket | None = None) -> None:
+        """Accept associations on ``listener`` (shared with worker processes), or on a new
+        socket bound to the configured address."""
         s = self.archive.settings
-        self._server = self.ae.start_server(
-            (s["dicom.host"], s["dicom.port"]), block=False, evt_handlers=self.handlers()
-        )
-        log.info("DIMSE %s listening on %s:%d", s["dicom.ae_title"], s["dicom.host"], self.port)
+        if listener is None:
+            listener = listen(s["dicom.host"], s["dicom.port"])
+        listener.settimeout(ACCEPT_POLL)  # the accept loop notices stop() within this
+        self._listener = listener
+        self._stopping.clear()
+        self._accepting = threading.Thread(target=self._accept_loop, name="dimse-accept")
+        self._accepting.daemon = True
+        self._accepting.start()
+        log.info("DIMSE %s listening on %s:%d", self.ae_title, s["dicom.host"], self.port)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, peer = self._listener.accept()
+            except (TimeoutError, BlockingIOError, InterruptedError):
+                continue  # nothing yet, or another worker process took it
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.01)  # e.g. EMFILE: do not spin
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            thread = threading.Thread(target=self._serve, args=(sock, peer[0]), daemon=True)
+            with self._lock:
+                self._connections[id(sock)] = _Connection(sock, peer[0], thread)
+            thread.name = f"dimse-{peer[0]}:{peer[1]}"
+            thread.start()
+
+    def active(self) -> list[_Connection]:
+        with self._lock:
+            return list(self._connections.values())
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every running association has ended; False on timeout."""
-        if self._server is None:
-            return True
         deadline = time.monotonic() + timeout
-        for assoc in list(self._server.active_associations):
-            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
-        return not self._server.active_associations
+        for conn in self.active():
+            conn.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not self.active()
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let running associations finish for ``grace`` seconds, then abort."""
-        if self._server is None:
+        if self._listener is None:
             return
-        server, self._server = self._server, None
-        active = list(server.active_associations)
-        server.shutdown()
-        negotiating = [a for a in active if not a.is_established]  # e.g. a bare port probe
-        for assoc in negotiating:
-            log.info("closing an unnegotiated connection at shutdown")
-            assoc.abort()
-            # Its thread waits on the A-ASSOCIATE-RQ for up to the ACSE timeout; wake it.
-            assoc.dul.to_user_queue.put(None)
-        active = [a for a in active if a not in negotiating]
-        deadline = time.monotonic() + grace
-        for assoc in active:
-            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
-        for assoc in active:
-            if assoc.is_alive():
-                log.warning("aborting association with %s at shutdown", assoc.requestor.ae_title)
-                assoc.abort()
-        for thread in threading.enumerate():
-            if thread in active:
-                thread.join(timeout=2)
+        self._stopping.set()
+        listener, self._listener = self._listener, None
+        if self._accepting is not None:
+            self._accepting.join(timeout=2 + ACCEPT_POLL)
+        listener.close()  # no shutdown(): worker processes may share this socket
+        for conn in self.active():
+            if conn.negotiating:  # e.g. a bare port probe waiting on its A-ASSOCIATE-RQ
+                log.info("closing an unnegotiated connection at shutdown")
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+        self.wait_idle(grace)
+        for conn in self.active():
+            if conn.association is not None:
+                log.warning("aborting association with %s at shutdown", conn.association.calling_ae)
+                conn.association.abort()
+            else:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+        self.wait_idle(2)
+
+    # -- one connection ------------------------------------------------------------------
+
+    def _serve(self, sock: socket.socket, address: str) -> None:
+        try:
+            assoc = self._negotiate(sock, address)
+            if assoc is not None:
+                self._run(assoc)
+        except Exception:
+            log.exception("association with %s failed", address)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+            with self._lock:
+                self._connections.pop(id(sock), None)
+
+    def _negotiate(self, sock: socket.socket, address: str) -> Association | None:
+        """Read the A-ASSOCIATE-RQ within the ACSE timeout (the ARTIM timer, PS3.8 9.1.4) and
+        accept or reject it."""
+        s = self.archive.settings
+        sock.settimeout(s["dicom.acse_timeout"])
+        try:
+            request = pdu.read_pdu(sock, self.max_pdu)
+        except (OSError, PeerError) as exc:
+            log.info("connection from %s ended before association: %s", address, exc)
+            return None
+        if request.kind != pdu.ASSOCIATE_RQ:
+            with contextlib.suppress(OSError):
+                sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_UNEXPECTED_PDU))
+            return None
+        with self._lock:
+            established = sum(1 for c in self._connections.values() if not c.negotiating)
+        over = established >= s["dicom.max_associations"]
+        try:
+            answer, agreed = negotiation.accept(request.body, self.policy, over)
+        except Rejected as exc:
+            log.info("rejecting association from %s: %s", address, exc)
+            with contextlib.suppress(OSError):
+                sock.sendall(pdu.associate_rj(*exc.reason))
+                _linger(sock)
+            return None
+        except PeerError as exc:
+            log.info("bad association request from %s: %s", address, exc)
+            with contextlib.suppress(OSError):
+                sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_INVALID_PARAMETER))
+            return None
+        sock.sendall(answer)
+        assoc = Association(
+            sock,
+            agreed,
+            max_pdu=self.max_pdu,
+            network_timeout=s["dicom.network_timeout"],
+            dimse_timeout=s["dicom.dimse_timeout"],
+            staging_dir=self.archive.storage.staging_dir(),
+            peer_address=address,
+        )
+        with self._lock:
+            conn = self._connections.get(id(sock))
+            if conn is not None:
+                conn.association = assoc
+                conn.negotiating = False
+        log.info(
+            "association from %s (%s): %d contexts accepted",
+            agreed.calling_ae,
+            address,
+            len(agreed.contexts),
+        )
+        return assoc
+
+    def _run(self, assoc: Association) -> None:
+        """Handle messages until the peer releases or the association ends."""
+        try:
+            while True:
+                message = assoc.receive()
+                field = message.command.field
+                if field == commands.C_CANCEL_RQ:
+                    continue  # for an operation that has already ended
+                handler = HANDLERS.get(field)
+                if handler is None:
+                    log.info("%s from %s: not supported", message.command.name, assoc.calling_ae)
+                    assoc.abort(pdu.REASON_UNRECOGNIZED_PARAMETER)
+                    return
+                if message.context.abstract_syntax not in COMMAND_SOP_CLASSES[field]:
+                    self._wrong_context(assoc, message)
+                    continue
+                handler(self.archive, assoc, message)
+        except Released:
+            log.info("association with %s released", assoc.calling_ae)
+        except (Aborted, PeerError) as exc:
+            log.info("association with %s ended: %s", assoc.calling_ae, exc)
+        finally:
+            assoc.close()
+
+    @staticmethod
+    def _wrong_context(assoc: Association, message: Message) -> None:
+        field = message.command.field
+        if message.path is not None:
+            message.path.unlink(missing_ok=True)
+        status = WRONG_CONTEXT.get(field, 0x0211)
+        comment = f"{message.command.name} on a {message.context.abstract_syntax} context"
+        rsp = commands.response(
+            message.command,
+            RESPONSE_FIELD[field],
+            status,
+            extra=[(commands.ERROR_COMMENT, comment[:64])],
+        )
+        assoc.send(message.context.id, rsp)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def _linger(sock: socket.socket, timeout: float = 2.0) -> None:
+    """After an A-ASSOCIATE-RJ, give the peer a moment to read it and close (PS3.8 9.1.4)."""
+    sock.settimeout(timeout)
+    with contextlib.suppress(OSError):
+        while sock.recv(4096):
+            pass

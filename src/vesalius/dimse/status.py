@@ -33,3 +33,9 @@ def failure(exc: BaseException, what: str) -> Dataset:
         return status_dataset(exc.dimse_status, exc.error_comment)
     log.exception("%s failed unexpectedly", what)
     return status_dataset(UNABLE_TO_PROCESS, f"internal error: {type(exc).__name__}")
+
+
+def failure_status(exc: BaseException, what: str) -> tuple[int, str]:
+    """Like :func:`failure`, as ``(status, error comment)`` for a response command set."""
+    ds = failure(exc, what)
+    return int(ds.Status), str(ds.get("ErrorComment", ""))

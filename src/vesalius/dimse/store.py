@@ -1,43 +1,47 @@
-"""C-STORE SCP (PS3.4 B.2): received data sets go to the ingest service as files.
+"""Verification and C-STORE SCP (PS3.4 A, B.2): received data sets go to ingest as files.
 
-pynetdicom writes each incoming data set straight to a file in our staging folder
-(``STORE_RECV_CHUNKED_DATASET``, see ``dimse.server``), so no data set is ever decoded or held
-in memory here; the ingest service moves that file into storage by rename.
+The association writes each incoming data set straight to a file in our staging folder
+(:meth:`vesalius.dimse.association.Association.receive`), so no data set is decoded or held in
+memory here; the ingest service moves that file into storage by rename, and the success status
+is sent only after the index row is committed.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from pydicom.dataset import Dataset
-from pynetdicom import evt
-
-from vesalius.dimse.status import SUCCESS, failure
+from vesalius.dimse import commands
+from vesalius.dimse.association import Association, Message
+from vesalius.dimse.status import SUCCESS, failure_status
 from vesalius.identity import Identity
 from vesalius.services.archive import Archive
 
 
-def peer_identity(event: Any) -> Identity:
-    """The calling AE and address of the association behind ``event``."""
-    requestor = event.assoc.requestor
-    return Identity.ae(str(requestor.ae_title), str(requestor.address))
+def peer_identity(assoc: Association) -> Identity:
+    """The calling AE and address behind ``assoc``."""
+    return Identity.ae(assoc.calling_ae, assoc.peer_address)
 
 
-def handle_store(event: Any, archive: Archive) -> int | Dataset:
-    """EVT_C_STORE: ingest the received file and answer with its status (PS3.4 B.2.3)."""
-    request = event.request
-    try:
-        path = Path(event.dataset_path)
-        archive.ingest.ingest_staged(
-            path,
-            peer_identity(event),
-            expected_sop_class=str(request.AffectedSOPClassUID),
-            expected_sop_instance=str(request.AffectedSOPInstanceUID),
-        )
-    except Exception as exc:
-        return failure(exc, "C-STORE")
-    return SUCCESS
+def handle_echo(archive: Archive, assoc: Association, message: Message) -> None:
+    """C-ECHO-RQ: answer Success (PS3.7 9.1.5)."""
+    rsp = commands.response(message.command, commands.C_ECHO_RSP, SUCCESS)
+    assoc.send(message.context.id, rsp)
 
 
-HANDLERS = [(evt.EVT_C_STORE, handle_store)]
+def handle_store(archive: Archive, assoc: Association, message: Message) -> None:
+    """C-STORE-RQ: ingest the received file and answer with its status (PS3.4 B.2.3)."""
+    request = message.command
+    status, comment = SUCCESS, ""
+    if message.path is None:
+        status, comment = 0xA900, "C-STORE-RQ without a data set"
+    else:
+        try:
+            archive.ingest.ingest_staged(
+                message.path,
+                peer_identity(assoc),
+                expected_sop_class=request.text(commands.AFFECTED_SOP_CLASS),
+                expected_sop_instance=request.text(commands.AFFECTED_SOP_INSTANCE),
+            )
+        except Exception as exc:
+            status, comment = failure_status(exc, "C-STORE")
+    extra = [(commands.ERROR_COMMENT, comment or None)]
+    rsp = commands.response(request, commands.C_STORE_RSP, status, extra=extra)
+    assoc.send(message.context.id, rsp)

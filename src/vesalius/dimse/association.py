@@ -1,0 +1,397 @@
+"""An established association: DIMSE messages over P-DATA-TF on a blocking socket
+(PS3.8 9.3.5, Annex E; PS3.7 6.3.1).
+
+One thread owns an association and does all its I/O, so there is no reactor, no queue and no
+polling: a read blocks on the socket (with the network or DIMSE timeout) and a write goes
+straight out. Data set fragments of a C-STORE-RQ are written to a staging file as they arrive
+(with a Part 10 header, PS3.10 7.1), so a received instance is never held in memory; a file
+sent from storage is read into one reusable PDU-sized buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import struct
+import tempfile
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, NoReturn, cast
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+
+from vesalius.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LE,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    IMPLICIT_VR_LE,
+)
+from vesalius.dimse import commands, pdu
+from vesalius.dimse.commands import Command
+from vesalius.dimse.negotiation import Context, Negotiated
+from vesalius.dimse.pdu import ConnectionClosed, ProtocolError
+from vesalius.errors import PeerError
+
+log = logging.getLogger(__name__)
+
+#: Identifiers and other in-memory data sets larger than this end the association.
+MAX_MEMORY_DATA_SET = 16 << 20
+#: Fragment size used when the peer announced no maximum PDU length.
+UNLIMITED_FRAGMENT = 1 << 20
+#: Fragments are written to the staging file through a buffer of this size.
+WRITE_BUFFER = 1 << 20
+
+
+class Released(PeerError):
+    """The peer released the association (A-RELEASE-RQ answered)."""
+
+
+class Aborted(PeerError):
+    """The association ended abnormally: A-ABORT received, connection lost, or a timeout."""
+
+
+@dataclass(slots=True)
+class Message:
+    """A received DIMSE message: command, its presentation context, and its data set as bytes
+    (identifiers) or as a staged Part 10 file (C-STORE-RQ)."""
+
+    command: Command
+    context: Context
+    data: bytes | None = None
+    path: Path | None = None
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    if vr == b"OB":
+        return struct.pack("<HH2sHL", tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def part10_header(sop_class: str, sop_instance: str, syntax: str, source_ae: str) -> bytes:
+    """Preamble, ``DICM`` and File Meta Information for a received data set (PS3.10 7.1)."""
+    body = b"".join(
+        (
+            _element(0x00020001, b"OB", b"\x00\x01"),
+            _element(0x00020002, b"UI", sop_class.encode()),
+            _element(0x00020003, b"UI", sop_instance.encode()),
+            _element(0x00020010, b"UI", syntax.encode()),
+            _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode()),
+            _element(0x00020013, b"SH", IMPLEMENTATION_VERSION.encode()),
+            _element(0x00020016, b"AE", source_ae.encode("ascii", "replace")[:16]),
+        )
+    )
+    group = _element(0x00020000, b"UL", struct.pack("<L", len(body)))
+    return b"\0" * 128 + b"DICM" + group + body
+
+
+def encode_data_set(ds: Dataset, syntax: str) -> bytes:
+    """``ds`` encoded in the context's transfer syntax (identifiers, status data sets)."""
+    implicit = syntax == IMPLICIT_VR_LE
+    little = syntax != "1.2.840.10008.1.2.2"
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = little
+    buffer.is_implicit_VR = implicit
+    write_dataset(buffer, ds)
+    data = buffer.getvalue()
+    if syntax == DEFLATED_EXPLICIT_VR_LE:
+        packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = packer.compress(data) + packer.flush()
+    return bytes(data)
+
+
+def decode_data_set(data: bytes, syntax: str) -> Dataset:
+    """Decode an identifier received in ``syntax``."""
+    if syntax == DEFLATED_EXPLICIT_VR_LE:
+        data = zlib.decompress(data, -zlib.MAX_WBITS)
+    implicit = syntax == IMPLICIT_VR_LE
+    little = syntax != "1.2.840.10008.1.2.2"
+    ds = read_dataset(cast(BinaryIO, DicomBytesIO(data)), implicit, little)
+    ds.set_original_encoding(implicit, little, None)
+    return ds
+
+
+class Association:
+    """One established association; every method is called from its owning thread, except
+    :meth:`abort`, which may come from another (shutdown)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        agreed: Negotiated,
+        *,
+        max_pdu: int,
+        network_timeout: float | None,
+        dimse_timeout: float | None,
+        staging_dir: Path | None = None,
+        peer_address: str = "",
+    ) -> None:
+        self.sock = sock
+        self.agreed = agreed
+        self.max_pdu = max_pdu
+        self.network_timeout = network_timeout
+        self.dimse_timeout = dimse_timeout
+        self.staging_dir = staging_dir
+        self.peer_address = peer_address
+        self.ended = False
+        self._pending: deque[tuple[int, int, memoryview]] = deque()
+        self._message_id = 0
+        fragment = agreed.peer_max_pdu - 6 if agreed.peer_max_pdu > 6 else UNLIMITED_FRAGMENT
+        self._fragment = fragment
+        self._buffer = bytearray(fragment)
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def calling_ae(self) -> str:
+        return self.agreed.calling_ae
+
+    @property
+    def contexts(self) -> dict[int, Context]:
+        return self.agreed.contexts
+
+    def next_message_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _next_pdv(self, timeout: float | None) -> tuple[int, int, memoryview]:
+        """The next PDV of a P-DATA-TF; release and abort end the association here."""
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            self.sock.settimeout(timeout)
+            try:
+                received = pdu.read_pdu(self.sock, self.max_pdu)
+            except TimeoutError as exc:
+                self.abort()
+                raise Aborted("no data from the peer within the timeout") from exc
+            except ConnectionClosed as exc:
+                self.ended = True
+                raise Aborted("connection closed by the peer") from exc
+            except OSError as exc:
+                self.ended = True
+                raise Aborted(f"connection lost: {exc}") from exc
+            except ProtocolError as exc:
+                self.abort(exc.reason)
+                raise
+            if received.kind == pdu.P_DATA_TF:
+                try:
+                    self._pending.extend(pdu.pdvs(received.body))
+                except ProtocolError as exc:
+                    self.abort(exc.reason)
+                    raise
+                continue
+            if received.kind == pdu.RELEASE_RQ:
+                self._send_raw(pdu.release_rp())
+                self.close()
+                raise Released("released by the peer")
+            if received.kind == pdu.ABORT:
+                self.close()
+                raise Aborted("aborted by the peer")
+            self.abort(pdu.REASON_UNEXPECTED_PDU)
+            raise ProtocolError(f"unexpected PDU type 0x{received.kind:02X}")
+
+    def receive(self, timeout: float | None = None) -> Message:
+        """The next complete DIMSE message (blocking up to ``timeout`` per PDU; the network
+        timeout when None). Raises :class:`Released` or :class:`Aborted` when it ends."""
+        wait = timeout if timeout is not None else self.network_timeout
+        command_bytes = bytearray()
+        context_id, control = 0, 0
+        while not control & 0x02:
+            context_id, control, fragment = self._next_pdv(wait)
+            if not control & 0x01:
+                self._protocol_error("data set fragment where a command was expected")
+            command_bytes += fragment
+        context = self.contexts.get(context_id)
+        if context is None:
+            self._protocol_error(f"message on presentation context {context_id}, not accepted")
+        try:
+            command = commands.decode(command_bytes)
+        except ProtocolError as exc:
+            self.abort(exc.reason)
+            raise
+        message = Message(command, context)
+        if not command.has_data_set:
+            return message
+        if command.field == commands.C_STORE_RQ and self.staging_dir is not None:
+            message.path = self._receive_to_file(command, context, wait)
+        else:
+            message.data = self._receive_to_memory(context_id, wait)
+        return message
+
+    def _data_fragments(self, context_id: int, wait: float | None) -> Iterator[memoryview]:
+        control = 0
+        while not control & 0x02:
+            cid, control, fragment = self._next_pdv(wait)
+            if control & 0x01 or cid != context_id:
+                self._protocol_error("data set fragment expected on the message's context")
+            yield fragment
+
+    def _receive_to_memory(self, context_id: int, wait: float | None) -> bytes:
+        data = bytearray()
+        for fragment in self._data_fragments(context_id, wait):
+            data += fragment
+            if len(data) > MAX_MEMORY_DATA_SET:
+                self.abort(pdu.REASON_INVALID_PARAMETER)
+                raise Aborted("identifier data set too large")
+        return bytes(data)
+
+    def _receive_to_file(self, command: Command, context: Context, wait: float | None) -> Path:
+        """Write the data set behind a Part 10 header into the staging folder; on any failure
+        the partial file is removed before the exception propagates."""
+        assert self.staging_dir is not None
+        handle: BinaryIO
+        fd, name = tempfile.mkstemp(prefix="rx-", suffix=".dcm", dir=self.staging_dir)
+        path = Path(name)
+        try:
+            with open(fd, "wb", buffering=WRITE_BUFFER) as handle:
+                handle.write(
+                    part10_header(
+                        command.text(commands.AFFECTED_SOP_CLASS),
+                        command.text(commands.AFFECTED_SOP_INSTANCE),
+                        context.transfer_syntax,
+                        self.calling_ae,
+                    )
+                )
+                for fragment in self._data_fragments(context.id, wait):
+                    handle.write(fragment)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def cancel_requested(self, message_id: int) -> bool:
+        """Whether a C-CANCEL-RQ for ``message_id`` is waiting on the socket (PS3.7 9.3.2.3).
+        Reads only what has already arrived; any other message then is a protocol error."""
+        while self._pending or self._readable():
+            message = self.receive()
+            if message.command.field != commands.C_CANCEL_RQ:
+                self._protocol_error(f"{message.command.name} while an operation is running")
+            if message.command.us(commands.RESPONDED_TO) == message_id:
+                return True
+        return False
+
+    def _readable(self) -> bool:
+        try:
+            ready, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True  # let the read report it
+        return bool(ready)
+
+    def _protocol_error(self, message: str) -> NoReturn:
+        self.abort(pdu.REASON_UNEXPECTED_PDU)
+        raise ProtocolError(message)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _send_raw(self, *parts: bytes | memoryview) -> None:
+        try:
+            self.sock.settimeout(self.network_timeout)
+            if len(parts) == 1:
+                self.sock.sendall(parts[0])
+                return
+            total = sum(len(p) for p in parts)
+            sent = self.sock.sendmsg(parts)
+            if sent < total:  # rare: finish what the kernel did not take at once
+                joined = b"".join(bytes(p) for p in parts)
+                self.sock.sendall(joined[sent:])
+        except OSError as exc:
+            self.ended = True
+            raise Aborted(f"cannot send to the peer: {exc}") from exc
+
+    def send_command(self, context_id: int, command: bytes) -> None:
+        for start in range(0, len(command), self._fragment):
+            chunk = command[start : start + self._fragment]
+            last = start + self._fragment >= len(command)
+            self._send_raw(pdu.pdata_header(context_id, 0x03 if last else 0x01, len(chunk)), chunk)
+
+    def send_data(self, context_id: int, data: bytes) -> None:
+        if not data:
+            self._send_raw(pdu.pdata_header(context_id, 0x02, 0))
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), self._fragment):
+            chunk = view[start : start + self._fragment]
+            last = start + self._fragment >= len(data)
+            self._send_raw(pdu.pdata_header(context_id, 0x02 if last else 0x00, len(chunk)), chunk)
+
+    def send_file(self, context_id: int, handle: BinaryIO, size: int) -> None:
+        """Send ``size`` bytes from ``handle``'s position as the message's data set."""
+        view = memoryview(self._buffer)
+        left = size
+        while True:
+            n = handle.readinto(view[: min(self._fragment, left)]) if left else 0  # type: ignore[attr-defined]
+            if n is None or (n == 0 and left):
+                raise OSError("stored file is shorter than expected")
+            left -= n
+            control = 0x00 if left else 0x02
+            self._send_raw(pdu.pdata_header(context_id, control, n), view[:n])
+            if not left:
+                return
+
+    def send(
+        self,
+        context_id: int,
+        command: bytes,
+        data: bytes | None = None,
+        file: tuple[BinaryIO, int] | None = None,
+    ) -> None:
+        """One DIMSE message: the command, then the data set from bytes or an open file."""
+        self.send_command(context_id, command)
+        if data is not None:
+            self.send_data(context_id, data)
+        elif file is not None:
+            self.send_file(context_id, *file)
+
+    # -- ending --------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Release as requestor (PS3.8 7.2): A-RELEASE-RQ, wait for the RP (or anything)."""
+        if self.ended:
+            return
+        try:
+            self._send_raw(pdu.release_rq())
+            self.sock.settimeout(self.network_timeout)
+            while True:
+                received = pdu.read_pdu(self.sock, 0)
+                if received.kind in (pdu.RELEASE_RP, pdu.ABORT):
+                    break
+                if received.kind == pdu.RELEASE_RQ:  # release collision (PS3.8 7.2.1)
+                    self._send_raw(pdu.release_rp())
+                    break
+        except (PeerError, OSError):
+            pass
+        self.close()
+
+    def abort(self, reason: int | None = None) -> None:
+        """Send an A-ABORT (provider source with ``reason``, else user source) and close."""
+        if self.ended:
+            return
+        source = pdu.SOURCE_USER if reason is None else pdu.SOURCE_PROVIDER
+        with contextlib.suppress(OSError):
+            self.sock.settimeout(2)
+            self.sock.sendall(pdu.abort(source, reason or 0))
+        self.close()
+
+    def close(self) -> None:
+        self.ended = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def file_size(handle: BinaryIO) -> int:
+    return os.fstat(handle.fileno()).st_size
