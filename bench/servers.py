@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 
 import httpx
 
+from bench.tools import dcmtk_tool, require_dcmtk
+
 LOOPBACK = "127.0.0.1"
 DEST_AE = "BENCHDEST"
 
@@ -74,6 +76,18 @@ def _status_kib(pid: int, key: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``/proc/PID/task/TID/children``)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return found
 
 
 def plugin_path(package: str = "orthanc-dicomweb") -> Path | None:
@@ -207,19 +221,26 @@ class Server(ABC):
     # -- memory -------------------------------------------------------------------------------
 
     def reset_peak(self) -> None:
-        """Reset the peak RSS (VmHWM) to the current RSS (``clear_refs`` value 5)."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        """Reset the peak RSS (VmHWM) of the server and its child processes to their current
+        RSS (``clear_refs`` value 5)."""
+        for pid in process_tree(self.pid):
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def peak_mib(self) -> float | None:
-        """Peak RSS since the last reset, MiB; None when forked children did the work."""
+        """Peak RSS since the last reset, MiB, summed over the server's processes (Vesalius's
+        DIMSE worker processes; an upper bound of their simultaneous peak); None when forked
+        per-association children did the work."""
         if not self.measurable:
             return None
-        kib = _status_kib(self.pid, "VmHWM")
-        return None if kib is None else kib / 1024
+        peaks = [_status_kib(pid, "VmHWM") for pid in process_tree(self.pid)]
+        found = [kib for kib in peaks if kib is not None]
+        return sum(found) / 1024 if found else None
 
     def rss_mib(self) -> float | None:
-        kib = _status_kib(self.pid, "VmRSS")
-        return None if kib is None else kib / 1024
+        found = [_status_kib(pid, "VmRSS") for pid in process_tree(self.pid)]
+        kib = [k for k in found if k is not None]
+        return sum(kib) / 1024 if kib else None
 
 
 class Vesalius(Server):
@@ -371,7 +392,7 @@ class StoreScp(Server):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        if shutil.which("storescp") is None:
+        if dcmtk_tool("storescp") is None:
             return "DCMTK is not installed (Debian package dcmtk)"
         return None
 
@@ -385,7 +406,12 @@ class StoreScp(Server):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         self.output_dir.mkdir()
-        argv = ["storescp", "--bit-preserving", "-aet", str(self.options.get("ae", self.ae_title))]
+        argv = [
+            require_dcmtk("storescp"),
+            "--bit-preserving",
+            "-aet",
+            str(self.options.get("ae", self.ae_title)),
+        ]
         if self.options.get("fork"):
             argv.append("--fork")
         argv += ["-od", str(self.output_dir), str(self.dicom_port)]

@@ -8,7 +8,8 @@ from types import FrameType
 
 import uvicorn
 
-from vesalius.dimse.server import DimseServer
+from vesalius.dimse.server import DimseServer, listen
+from vesalius.dimse.workers import WorkerPool, worker_count
 from vesalius.errors import ConfigError
 from vesalius.services.archive import Archive
 from vesalius.settings import Settings
@@ -42,12 +43,15 @@ def serve(settings: Settings) -> None:
     configure_logging(settings["log_level"])
     archive = Archive.open(settings)
     dimse = DimseServer(archive)
+    host, port = settings["dicom.host"], settings["dicom.port"]
     try:
-        dimse.start()
+        listener = listen(host, port)
     except OSError as exc:
         archive.close()
-        host, port = settings["dicom.host"], settings["dicom.port"]
         raise ConfigError(f"cannot listen for DIMSE on {host}:{port}: {exc.strerror}") from exc
+    dimse.start(listener)
+    workers = WorkerPool(settings, listener, worker_count(settings) - 1)
+    workers.start()
     config = uvicorn.Config(
         create_app(archive),
         host=settings["http.host"],
@@ -68,6 +72,7 @@ def serve(settings: Settings) -> None:
         http.run()  # returns on SIGINT/SIGTERM (uvicorn installs the handlers)
     finally:
         log.info("shutting down: draining associations")
+        workers.stop()
         dimse.stop()
         archive.close()
         log.info("stopped")

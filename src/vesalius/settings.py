@@ -45,6 +45,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom.host", str, "0.0.0.0", "Address the DIMSE server listens on."),
     Setting("dicom.port", int, 11112, "TCP port of the DIMSE server."),
     Setting("dicom.max_associations", int, 32, "Most concurrent associations accepted."),
+    Setting(
+        "dicom.workers",
+        int,
+        0,
+        "Processes accepting DIMSE associations on the port (0 = one per CPU core, at most 4).",
+    ),
     Setting("dicom.max_pdu", int, 262144, "Maximum PDU length we receive (bytes, 0 = any)."),
     Setting("dicom.acse_timeout", float, 30.0, "Seconds to wait for association messages."),
     Setting("dicom.dimse_timeout", float, 60.0, "Seconds to wait for DIMSE messages."),
