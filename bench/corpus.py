@@ -139,11 +139,19 @@ class Sizes:
     small_per_study: int = 10
     small_matrix: int = 64
     big_frames: int = 1024  # frames of 1024x1024 8-bit: 1 MiB each
+    index_instances: int = 1_000_000  # scenario 6: rows in the index, no files
     seed: int = 20240601
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(ct_patients=2, ct_slices=4, small_studies=12, small_per_study=2, big_frames=4)
+        return cls(
+            ct_patients=2,
+            ct_slices=4,
+            small_studies=12,
+            small_per_study=2,
+            big_frames=4,
+            index_instances=20_000,
+        )
 
 
 def _uid(*parts: object) -> str:

@@ -20,14 +20,28 @@ from bench.scenarios import REGISTRY, Row
 SECTIONS = (
     ("ingest", "Ingest (scenarios 1-4)"),
     ("query", "Query latency (scenario 5)"),
+    ("index", "Query latency on a large index (scenario 6)"),
+    ("wado", "WADO-RS (scenario 7)"),
     ("retrieve", "Retrieve (scenario 8)"),
     ("viewer", "Viewer (scenario 9)"),
     ("large", "Large object (scenario 10)"),
     ("memory", "Server memory (scenario 10)"),
 )
-SERVER_ORDER = ("vesalius", "orthanc", "storescp")
-LABELS = {"vesalius": "Vesalius", "orthanc": "Orthanc", "storescp": "DCMTK storescp"}
-COLORS = {"vesalius": "#c0392b", "orthanc": "#2e86c1", "storescp": "#7f8c8d"}
+SERVER_ORDER = ("vesalius", "orthanc", "storescp", "vesalius-sqlite", "vesalius-postgresql")
+LABELS = {
+    "vesalius": "Vesalius",
+    "orthanc": "Orthanc",
+    "storescp": "DCMTK storescp",
+    "vesalius-sqlite": "Vesalius, SQLite",  # scenario 6: the index backends side by side
+    "vesalius-postgresql": "Vesalius, PostgreSQL",
+}
+COLORS = {
+    "vesalius": "#c0392b",
+    "orthanc": "#2e86c1",
+    "storescp": "#7f8c8d",
+    "vesalius-sqlite": "#c0392b",
+    "vesalius-postgresql": "#8e44ad",
+}
 NUMBERS = {s.name: s.number for s in REGISTRY}
 
 
