@@ -33,6 +33,7 @@ from test_retrieve import (
     storescu_config,
     suboperation_counts,
 )
+from vesalius.dimse.scu import configure_streaming
 from vesalius.settings import Modality
 
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -131,6 +132,7 @@ def pynetdicom_store(server: RunningServer, sources: list[Source]) -> dict[str, 
     """Send files storescu could not read, streamed from their path, over one association.
     Returns path -> "Success", "Failure 0xNNNN: comment" or "unsendable: reason"."""
     outcomes: dict[str, str] = {}
+    configure_streaming(server.data_dir / "scu-rx")  # send each file as it is, from its path
     ae = AE(ae_title="PYSTORESCU")
     for sop, ts in sorted({(s.sop_class, s.transfer_syntax) for s in sources}):
         if sop and ts:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -125,20 +125,49 @@ def _add_to_list(current: str, value: str) -> str | None:
     return "\\".join(sorted([*items, value]))
 
 
+# The statements every instance runs, built once with bind parameters: SQLAlchemy then finds
+# their compiled form in its cache instead of building and hashing a new statement per call.
+_EXISTING = select(instances.c.pk, instances.c.series_pk, instances.c.blob_key).where(
+    instances.c.sop_instance_uid == bindparam("uid")
+)
+_KNOWN_SERIES = (
+    select(
+        series.c.pk,
+        studies.c.pk.label("study_pk"),
+        studies.c.patient_pk,
+        studies.c.modalities_in_study,
+        studies.c.sop_classes_in_study,
+    )
+    .select_from(series.join(studies))
+    .where(series.c.series_uid == bindparam("uid"))
+    .with_for_update(of=studies)  # PostgreSQL: serialise edits of the study's lists
+)
+_COUNT_SERIES = (
+    update(series)
+    .where(series.c.pk == bindparam("key"))
+    .values(num_instances=series.c.num_instances + 1)
+)
+_COUNT_STUDY = (
+    update(studies)
+    .where(studies.c.pk == bindparam("key"))
+    .values(num_instances=studies.c.num_instances + 1, updated_at=bindparam("now"))
+)
+_COUNT_PATIENT = (
+    update(patients)
+    .where(patients.c.pk == bindparam("key"))
+    .values(
+        num_instances=patients.c.num_instances + 1,
+        num_series=patients.c.num_series + bindparam("new_series"),
+        num_studies=patients.c.num_studies + bindparam("new_studies"),
+    )
+)
+_INSERT_INSTANCE = instances.insert()
+_INSERT_METADATA = instance_metadata.insert()
+
+
 def _known_series(conn: Connection, series_uid: str) -> Any:
     """The series with its study and patient keys, or None when the series is new."""
-    return conn.execute(
-        select(
-            series.c.pk,
-            studies.c.pk.label("study_pk"),
-            studies.c.patient_pk,
-            studies.c.modalities_in_study,
-            studies.c.sop_classes_in_study,
-        )
-        .select_from(series.join(studies))
-        .where(series.c.series_uid == series_uid)
-        .with_for_update(of=studies)  # PostgreSQL: serialise edits of the study's lists
-    ).first()
+    return conn.execute(_KNOWN_SERIES, {"uid": series_uid}).first()
 
 
 def _ensure_parents(
@@ -192,11 +221,7 @@ def record_instance(
 ) -> RecordResult:
     """Index one stored instance and its WADO-RS metadata (``metadata_json``, compressed DICOM
     JSON; empty: computed on first request); the caller owns the (write) transaction."""
-    existing = conn.execute(
-        select(instances.c.pk, instances.c.series_pk, instances.c.blob_key).where(
-            instances.c.sop_instance_uid == h.sop_instance_uid
-        )
-    ).first()
+    existing = conn.execute(_EXISTING, {"uid": h.sop_instance_uid}).first()
     if existing is not None:
         if policy == "keep":
             return RecordResult("kept")
@@ -215,29 +240,21 @@ def record_instance(
             conn, h, now, update_patient=existing is not None
         )
     inserted = conn.execute(
-        instances.insert().values(
-            series_pk=series_pk,
-            sop_instance_uid=h.sop_instance_uid,
+        _INSERT_INSTANCE,
+        {
+            "series_pk": series_pk,
+            "sop_instance_uid": h.sop_instance_uid,
             **_instance_values(h, blob, source_ae),
-        )
+        },
     )
     if metadata_json:
         conn.execute(
-            instance_metadata.insert().values(
-                instance_pk=inserted.inserted_primary_key[0],  # type: ignore[index]
-                json=metadata_json,
-            )
+            _INSERT_METADATA,
+            {"instance_pk": inserted.inserted_primary_key[0], "json": metadata_json},  # type: ignore[index]
         )
 
-    conn.execute(
-        update(series)
-        .where(series.c.pk == series_pk)
-        .values(num_instances=series.c.num_instances + 1)
-    )
-    study_changes: dict[str, Any] = {
-        "num_instances": studies.c.num_instances + 1,
-        "updated_at": now,
-    }
+    conn.execute(_COUNT_SERIES, {"key": series_pk})
+    study_changes: dict[str, Any] = {}
     if existing is not None:
         study_changes.update(_study_values(h))
     if series_created:
@@ -248,15 +265,12 @@ def record_instance(
     sop_classes = _add_to_list(study.sop_classes_in_study, h.sop_class_uid)
     if sop_classes is not None:
         study_changes["sop_classes_in_study"] = sop_classes
-    conn.execute(update(studies).where(studies.c.pk == study.study_pk).values(study_changes))
+    conn.execute(_COUNT_STUDY, {"key": study.study_pk, "now": now})
+    if study_changes:  # a replaced instance, a new series, a new modality or SOP class
+        conn.execute(update(studies).where(studies.c.pk == study.study_pk).values(study_changes))
     conn.execute(
-        update(patients)
-        .where(patients.c.pk == patient_pk)
-        .values(
-            num_instances=patients.c.num_instances + 1,
-            num_series=patients.c.num_series + int(series_created),
-            num_studies=patients.c.num_studies + int(study_created),
-        )
+        _COUNT_PATIENT,
+        {"key": patient_pk, "new_series": int(series_created), "new_studies": int(study_created)},
     )
     if existing is not None:
         return RecordResult("replaced", existing.blob_key)
