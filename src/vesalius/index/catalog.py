@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from vesalius.dicom.header import InstanceHeader
 from vesalius.errors import OutOfResourcesError
-from vesalius.index.database import migrate, open_engine
+from vesalius.index.database import WriterGate, migrate, open_engine, writer_gate
 from vesalius.index.records import (
     BlobInfo,
     DuplicatePolicy,
@@ -24,25 +24,31 @@ from vesalius.index.schema import instances
 class Catalog:
     """The SQL index of what is stored. One per process; thread-safe through the engine pool."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, gate: WriterGate | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.gate = gate
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> Catalog:
         engine = open_engine(url)
         if run_migrations:
             migrate(engine)
-        return cls(engine)
+        return cls(engine, writer_gate(url))
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.gate is not None:
+            self.gate.close()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
         try:
-            with self.engine.execution_options(write=True).begin() as conn:
+            with (
+                self.gate.hold() if self.gate is not None else nullcontext(),
+                self.engine.execution_options(write=True).begin() as conn,
+            ):
                 yield conn
         except OperationalError as exc:
             raise OutOfResourcesError(f"index unavailable: {exc.orig}") from exc
