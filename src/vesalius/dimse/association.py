@@ -11,6 +11,7 @@ sent from storage is read into one reusable PDU-sized buffer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import select
@@ -68,6 +69,8 @@ class Message:
     context: Context
     data: bytes | None = None
     path: Path | None = None
+    #: (size, SHA-256 hex) of the staged file, computed while it was written.
+    digest: tuple[int, str] | None = None
 
 
 def _element(tag: int, vr: bytes, value: bytes) -> bytes:
@@ -226,7 +229,7 @@ class Association:
         if not command.has_data_set:
             return message
         if command.field == commands.C_STORE_RQ and self.staging_dir is not None:
-            message.path = self._receive_to_file(command, context, wait)
+            message.path, message.digest = self._receive_to_file(command, context, wait)
         else:
             message.data = self._receive_to_memory(context_id, wait)
         return message
@@ -248,29 +251,35 @@ class Association:
                 raise Aborted("identifier data set too large")
         return bytes(data)
 
-    def _receive_to_file(self, command: Command, context: Context, wait: float | None) -> Path:
-        """Write the data set behind a Part 10 header into the staging folder; on any failure
-        the partial file is removed before the exception propagates."""
+    def _receive_to_file(
+        self, command: Command, context: Context, wait: float | None
+    ) -> tuple[Path, tuple[int, str]]:
+        """Write the data set behind a Part 10 header into the staging folder, hashing it on
+        the way (SHA-256, as the archive records it); on any failure the partial file is
+        removed before the exception propagates."""
         assert self.staging_dir is not None
         handle: BinaryIO
         fd, name = tempfile.mkstemp(prefix="rx-", suffix=".dcm", dir=self.staging_dir)
         path = Path(name)
         try:
             with open(fd, "wb", buffering=WRITE_BUFFER) as handle:
-                handle.write(
-                    part10_header(
-                        command.text(commands.AFFECTED_SOP_CLASS),
-                        command.text(commands.AFFECTED_SOP_INSTANCE),
-                        context.transfer_syntax,
-                        self.calling_ae,
-                    )
+                header = part10_header(
+                    command.text(commands.AFFECTED_SOP_CLASS),
+                    command.text(commands.AFFECTED_SOP_INSTANCE),
+                    context.transfer_syntax,
+                    self.calling_ae,
                 )
+                sha = hashlib.sha256(header)
+                size = len(header)
+                handle.write(header)
                 for fragment in self._data_fragments(context.id, wait):
                     handle.write(fragment)
+                    sha.update(fragment)
+                    size += len(fragment)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return path
+        return path, (size, sha.hexdigest())
 
     def cancel_requested(self, message_id: int) -> bool:
         """Whether a C-CANCEL-RQ for ``message_id`` is waiting on the socket (PS3.7 9.3.2.3).

@@ -39,6 +39,7 @@ def handle_store(archive: Archive, assoc: Association, message: Message) -> None
                 peer_identity(assoc),
                 expected_sop_class=request.text(commands.AFFECTED_SOP_CLASS),
                 expected_sop_instance=request.text(commands.AFFECTED_SOP_INSTANCE),
+                digest=message.digest,
             )
         except Exception as exc:
             status, comment = failure_status(exc, "C-STORE")

@@ -80,8 +80,12 @@ class IngestService:
         expected_sop_class: str | None = None,
         expected_sop_instance: str | None = None,
         expected_study: str | None = None,
+        digest: tuple[int, str] | None = None,
     ) -> IngestResult:
-        """Ingest a Part 10 file already in staging; it is moved into storage or removed."""
+        """Ingest a Part 10 file already in staging; it is moved into storage or removed.
+
+        ``digest`` is the file's (size, SHA-256 hex) when the receiver computed it while
+        writing the file, which saves reading it again."""
         try:
             self.check_space()
             header, dataset = read_instance(path)
@@ -93,7 +97,7 @@ class IngestService:
                 raise DataSetMismatchError("SOP Class UID differs from the command's")
             if expected_study and expected_study != header.study_uid:
                 raise DataSetMismatchError(f"instance is not in study {expected_study}")
-            size, sha256 = _digest(path)
+            size, sha256 = digest if digest is not None else _digest(path)
             key = new_blob_key()
             self.storage.put_file(key, path)
         except Exception:
