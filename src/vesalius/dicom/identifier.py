@@ -9,6 +9,7 @@ unknown) are named by their tag, ``GGGGEEEE``, as in DICOMweb.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -105,3 +106,84 @@ def build_response(values: Mapping[str, Any], requested: Sequence[str]) -> Datas
         ds.SpecificCharacterSet = chosen[0] if len(chosen) == 1 else chosen
     _fill(ds, values)
     return ds
+
+
+# -- fast response encoding ----------------------------------------------------------------------
+
+#: Python codecs for the single-byte and UTF-8 character sets the fast encoder handles; any
+#: other response character set (ISO 2022 code extensions…) goes through pydicom.
+_FAST_CODECS = {
+    (): "ascii",
+    ("ISO_IR 6",): "ascii",
+    ("ISO_IR 100",): "latin_1",
+    ("ISO_IR 192",): "utf-8",
+}
+#: VRs whose text is in the Specific Character Set (PS3.5 6.1.2.3); the others are ASCII.
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
+_BINARY = {"US": "<H", "UL": "<L", "SS": "<h", "SL": "<l"}
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI"}
+    | {"UR", "UT"}
+)
+_LONG_HEADER_VRS = frozenset({"UC", "UR", "UT"})
+_IMPLICIT, _EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+
+
+def _element_bytes(tag: int, vr: str, value: Any, codec: str, implicit: bool) -> bytes | None:
+    if value is None or value == "":
+        data = b""
+    elif vr in _BINARY:
+        items = value if isinstance(value, list | tuple) else [value]
+        data = b"".join(struct.pack(_BINARY[vr], int(v)) for v in items)
+    elif vr in _TEXT_VRS:
+        text = "\\".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        data = text.encode(codec if vr in _CHARSET_VRS else "ascii")
+        if len(data) % 2:
+            data += b"\0" if vr == "UI" else b" "
+    else:
+        return None
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if implicit:
+        return head + struct.pack("<L", len(data)) + data
+    if vr in _LONG_HEADER_VRS:
+        return head + vr.encode() + b"\0\0" + struct.pack("<L", len(data)) + data
+    if len(data) > 0xFFFF:
+        return None
+    return head + vr.encode() + struct.pack("<H", len(data)) + data
+
+
+def encode_response(
+    values: Mapping[str, Any], requested: Sequence[str], transfer_syntax: str
+) -> bytes | None:
+    """:func:`build_response` already encoded in Implicit or Explicit VR Little Endian, written
+    directly from the values (no pydicom data set): the per-match cost of C-FIND. None when the
+    response needs what only pydicom does here: sequences, ISO 2022 character sets, other VRs
+    or transfer syntaxes; the caller then encodes :func:`build_response`."""
+    if transfer_syntax not in (_IMPLICIT, _EXPLICIT):
+        return None
+    chosen = _charset.response_charset(requested, _texts(values))
+    codec = _FAST_CODECS.get(tuple(chosen))
+    if codec is None:
+        return None
+    implicit = transfer_syntax == _IMPLICIT
+    elements: list[tuple[int, str, Any]] = []
+    if chosen:
+        elements.append((0x00080005, "CS", chosen[0] if len(chosen) == 1 else chosen))
+    for keyword, value in values.items():
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            continue
+        vr = dictionary_VR(tag).split(" or ")[0]
+        if vr == "SQ":
+            return None
+        elements.append((tag, vr, value))
+    out = bytearray()
+    try:
+        for tag, vr, value in sorted(elements, key=lambda e: e[0]):
+            data = _element_bytes(tag, vr, value, codec, implicit)
+            if data is None:
+                return None
+            out += data
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return None
+    return bytes(out)

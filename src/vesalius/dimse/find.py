@@ -16,7 +16,7 @@ matching and fuzzy semantic matching of person names are accepted when asked for
 
 from __future__ import annotations
 
-from vesalius.dicom.identifier import build_response, requested_charset
+from vesalius.dicom.identifier import build_response, encode_response, requested_charset
 from vesalius.dicom.uids import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message, decode_data_set, encode_data_set
@@ -82,8 +82,12 @@ def handle_find(archive: Archive, assoc: Association, message: Message) -> None:
             query, peer_identity(assoc), cancelled=lambda: assoc.cancel_requested(message_id)
         )
         status = PENDING_WARNING if result.unsupported else PENDING
+        syntax = context.transfer_syntax
         for record in result:
-            send(status, encode_data_set(build_response(record, charset), context.transfer_syntax))
+            data = encode_response(record, charset, syntax)
+            if data is None:  # sequences, ISO 2022, other syntaxes: through pydicom
+                data = encode_data_set(build_response(record, charset), syntax)
+            send(status, data)
     except CancelledError:
         send(CANCEL)
         return
