@@ -183,6 +183,15 @@ def _meta_lines(results: dict[str, Any]) -> list[str]:
         f"{meta.get('samples', '?')} timed samples per query per run, "
         f"{'quick (tiny corpora)' if meta.get('quick') else 'full corpora'}, "
         f"took {meta.get('duration_s', 0) / 60:.1f} min.",
+        *(
+            [
+                f"- Scenarios {', '.join(meta['rerun']['scenarios'])} re-run on "
+                f"{meta['rerun']['date']}, commit `{meta['rerun']['commit']}` (merged with "
+                "`python -m bench.report`)."
+            ]
+            if meta.get("rerun")
+            else []
+        ),
         f"- Machine: {host.get('cpus', '?')} cores, {host.get('memory_gib', '?')} GiB, "
         f"{host.get('system', '?')}. It is shared with other engineers running test suites, "
         "so absolute figures are noisy; runs alternate between servers so that the noise "

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_PACKAGES = ("orthanc", "orthanc-dicomweb", "dcmtk")
 SETUP = {
     "vesalius": "`python -m vesalius.cli serve` on its defaults (SQLite index in its data "
-    "folder, max PDU 256 KiB, no fsync), log level warning.",
+    "folder, max PDU 256 KiB, no fsync, DIMSE in one worker process per core: two here), "
+    "log level warning.",
     "orthanc": "Debian's package with its DICOMweb plugin, on Orthanc's defaults (SQLite index, "
     "max PDU 16 KiB, StorageAccessOnFind Always) except SyncStorageArea false (no fsync, as "
     "Vesalius), no authentication, Find/Move/Get allowed for any AE; TCP_NODELAY=1.",
@@ -43,8 +44,9 @@ SETUP = {
 }
 CLIENTS = (
     "Clients: DCMTK storescu/movescu/getscu (TCP_NODELAY=1; times are their wall time, "
-    "including their start and file checks), C-FIND through one persistent pynetdicom "
-    "association per server, QIDO-RS through one keep-alive httpx client per server."
+    "including their start and file checks), C-FIND through one persistent association per "
+    "server on Vesalius's own association layer (no polling; responses counted, not decoded), "
+    "QIDO-RS and WADO-RS through one keep-alive httpx client per server."
 )
 
 

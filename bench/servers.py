@@ -286,9 +286,7 @@ class Vesalius(Server):
             answer = httpx.get(f"http://{LOOPBACK}:{self.http_port}/health", timeout=1)
         except httpx.TransportError:
             return False
-        # No TCP probe of the DIMSE port: serve() listens for DIMSE before HTTP, and a bare
-        # connect-and-close keeps a pynetdicom association thread waiting (ACSE timeout),
-        # which holds up shutdown by the drain grace period.
+        # No TCP probe of the DIMSE port: serve() listens for DIMSE before HTTP.
         return answer.status_code == 200
 
     def instance_count(self) -> int:
