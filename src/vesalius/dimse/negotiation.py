@@ -111,6 +111,17 @@ def _items(primitive: A_ASSOCIATE, kind: type) -> list[object]:
     return [item for item in primitive.user_information if isinstance(item, kind)]
 
 
+def _own_user_info(max_pdu: int) -> list[object]:
+    """Our Maximum Length, Implementation Class UID and Version Name items (PS3.7 D.3.3.1-2)."""
+    length = MaximumLengthNotification()
+    length.maximum_length_received = max_pdu
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION
+    return [length, implementation, version]
+
+
 def accept(
     body: bytes | bytearray, policy: AcceptorPolicy, over_limit: bool
 ) -> tuple[bytes, Negotiated]:
@@ -174,16 +185,7 @@ def accept(
     ac.result = 0x00
     ac.result_source = 0x01
     ac.presentation_context_definition_results_list = results
-    info: list[object] = []
-    length = MaximumLengthNotification()
-    length.maximum_length_received = policy.max_pdu
-    info.append(length)
-    implementation = ImplementationClassUIDNotification()
-    implementation.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
-    info.append(implementation)
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = IMPLEMENTATION_VERSION
-    info.append(version)
+    info = _own_user_info(policy.max_pdu)
     if _items(rq, AsynchronousOperationsWindowNegotiation):
         window = AsynchronousOperationsWindowNegotiation()  # we perform one at a time
         window.maximum_number_operations_invoked = 1
@@ -249,16 +251,7 @@ def request(
     for number, cx in enumerate(contexts):
         cx.context_id = 2 * number + 1
     rq.presentation_context_definition_list = list(contexts)
-    info: list[object] = []
-    length = MaximumLengthNotification()
-    length.maximum_length_received = max_pdu
-    info.append(length)
-    implementation = ImplementationClassUIDNotification()
-    implementation.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
-    info.append(implementation)
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = IMPLEMENTATION_VERSION
-    info.append(version)
+    info = _own_user_info(max_pdu)
     for sop, scu, scp in roles:
         role = SCP_SCU_RoleSelectionNegotiation()
         role.sop_class_uid = UID(sop)
