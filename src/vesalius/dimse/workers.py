@@ -17,7 +17,9 @@ import os
 import signal
 import socket
 import threading
+import time
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from vesalius.settings import Settings
 
@@ -35,7 +37,7 @@ def worker_count(settings: Settings) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
-def _worker_main(settings: Settings, listener: socket.socket, grace: float) -> None:
+def _worker_main(settings: Settings, listener: socket.socket, grace: float, ready: Any) -> None:
     """Entry point of a worker process."""
     from vesalius.dimse.server import DimseServer
     from vesalius.services.archive import Archive
@@ -51,6 +53,7 @@ def _worker_main(settings: Settings, listener: socket.socket, grace: float) -> N
     archive = Archive.open(settings)
     dimse = DimseServer(archive)
     dimse.start(listener)
+    ready.set()
     try:
         done.wait()
     finally:
@@ -67,18 +70,30 @@ class WorkerPool:
         self.count = count
         self.processes: list[BaseProcess] = []
 
-    def start(self, grace: float = 10.0) -> None:
+    def start(self, grace: float = 10.0, timeout: float = 120.0) -> None:
+        """Start the workers and return once each accepts associations (so a server that says
+        it is ready spreads associations from the first one on); a worker that fails to start
+        is logged and the others carry on."""
         context = multiprocessing.get_context("spawn")  # no inherited threads or connections
+        started = []
         for number in range(self.count):
+            ready = context.Event()
             process = context.Process(
                 target=_worker_main,
-                args=(self.settings, self.listener, grace),
+                args=(self.settings, self.listener, grace, ready),
                 name=f"vesalius-dimse-{number + 1}",
                 daemon=True,
             )
             process.start()
             self.processes.append(process)
-        log.info("%d DIMSE worker processes started", self.count)
+            started.append((process, ready))
+        deadline = time.monotonic() + timeout
+        for process, ready in started:
+            while not ready.wait(0.2):
+                if not process.is_alive() or time.monotonic() > deadline:
+                    log.error("DIMSE worker %s did not start", process.name)
+                    break
+        log.info("%d DIMSE worker processes accepting", self.count)
 
     def stop(self, timeout: float = 15.0) -> None:
         for process in self.processes:
