@@ -64,7 +64,17 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=8, max_overflow=24, pool_pre_ping=True)
+    # Query results are streamed through server-side cursors (yield_per) and read to the end;
+    # by default PostgreSQL plans a cursor for its first 10% of rows, which for a sorted,
+    # filtered join picks an ordered scan of every study (150 ms instead of 1 ms for a
+    # wildcard name at a million instances). Plan cursors for reading them whole.
+    return create_engine(
+        url,
+        pool_size=8,
+        max_overflow=24,
+        pool_pre_ping=True,
+        connect_args={"options": "-c cursor_tuple_fraction=1.0"},
+    )
 
 
 class WriterGate:
