@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import select
 import socket
 import struct
@@ -400,7 +399,3 @@ class Association:
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def file_size(handle: BinaryIO) -> int:
-    return os.fstat(handle.fileno()).st_size

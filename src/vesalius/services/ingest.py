@@ -89,14 +89,14 @@ class IngestService:
         try:
             self.check_space()
             header, dataset = read_instance(path)
-            pixel = check_structure(path, header.transfer_syntax_uid, dataset_offset(path))
-            metadata = metadata_json(header, dataset, pixel)
             if expected_sop_instance and expected_sop_instance != header.sop_instance_uid:
                 raise DataSetMismatchError("SOP Instance UID differs from the command's")
             if expected_sop_class and expected_sop_class != header.sop_class_uid:
                 raise DataSetMismatchError("SOP Class UID differs from the command's")
             if expected_study and expected_study != header.study_uid:
                 raise DataSetMismatchError(f"instance is not in study {expected_study}")
+            pixel = check_structure(path, header.transfer_syntax_uid, dataset_offset(path))
+            metadata = metadata_json(header, dataset, pixel)
             size, sha256 = digest if digest is not None else _digest(path)
             key = new_blob_key()
             self.storage.put_file(key, path)
