@@ -100,7 +100,19 @@ def instance_json(
     clients the stored syntax, as PS3.18 10.4.1.2 allows.
     """
     bulk_base = "{root}/" + resource
-    out = _dataset_json(ds, bulk_base, "")
+    return finish_instance_json(
+        _dataset_json(ds, bulk_base, ""), bulk_base, transfer_syntax_uid, pixel_data
+    )
+
+
+def finish_instance_json(
+    out: dict[str, Any],
+    bulk_base: str,
+    transfer_syntax_uid: str,
+    pixel_data: tuple[int, str] | None,
+) -> dict[str, Any]:
+    """Add Available Transfer Syntax UID and the pixel data reference to a data set's JSON
+    (read up to its pixel data) and put its members in tag order."""
     out[AVAILABLE_TRANSFER_SYNTAX_UID] = {"vr": "UI", "Value": [transfer_syntax_uid]}
     if pixel_data is not None:
         tag, vr = pixel_data

@@ -1,8 +1,9 @@
 """Ingest: every way an instance arrives (C-STORE, import, later STOW-RS) ends here.
 
 The file is checked (Part 10 header, required UIDs, complete structure) without decoding pixel
-data, hashed, moved into storage by rename under a generated key, and indexed; the index commit
-is the last step, so a success means the instance is on disk and findable (PS3.4 B.2.3).
+data, in one pass that also yields the index values and the WADO-RS metadata; hashed, moved
+into storage by rename under a generated key, and indexed; the index commit is the last step,
+so a success means the instance is on disk and findable (PS3.4 B.2.3).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from vesalius.dicom.header import InstanceHeader, read_instance
+from vesalius.dicom.metadata import encode
+from vesalius.dicom.scan import scan_instance
 from vesalius.dicom.structure import check_structure, dataset_offset
 from vesalius.errors import DataSetMismatchError, OutOfResourcesError
 from vesalius.identity import Identity
@@ -35,6 +38,18 @@ class IngestResult:
     header: InstanceHeader
     outcome: Literal["created", "replaced", "kept"]
     size: int
+
+
+def _read(path: Path) -> tuple[InstanceHeader, bytes]:
+    """The indexed attributes and the stored WADO-RS metadata of a staged file, after proving
+    the file whole: one pass of our own (``dicom/scan.py``), or pydicom's reader for what that
+    leaves (other encodings, malformed files: it raises the precise error)."""
+    scan = scan_instance(path)
+    if scan is not None:
+        return scan.header, encode(scan.document)
+    header, dataset = read_instance(path)
+    pixel = check_structure(path, header.transfer_syntax_uid, dataset_offset(path))
+    return header, metadata_json(header, dataset, pixel)
 
 
 def _digest(path: Path) -> tuple[int, str]:
@@ -88,15 +103,13 @@ class IngestService:
         writing the file, which saves reading it again."""
         try:
             self.check_space()
-            header, dataset = read_instance(path)
+            header, metadata = _read(path)
             if expected_sop_instance and expected_sop_instance != header.sop_instance_uid:
                 raise DataSetMismatchError("SOP Instance UID differs from the command's")
             if expected_sop_class and expected_sop_class != header.sop_class_uid:
                 raise DataSetMismatchError("SOP Class UID differs from the command's")
             if expected_study and expected_study != header.study_uid:
                 raise DataSetMismatchError(f"instance is not in study {expected_study}")
-            pixel = check_structure(path, header.transfer_syntax_uid, dataset_offset(path))
-            metadata = metadata_json(header, dataset, pixel)
             size, sha256 = digest if digest is not None else _digest(path)
             key = new_blob_key()
             self.storage.put_file(key, path)

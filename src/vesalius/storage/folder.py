@@ -43,11 +43,18 @@ class FolderStorage:
     def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
             if self.fsync:
                 with open(source, "rb+") as fh:
                     os.fsync(fh.fileno())
-            os.replace(source, target)
+            try:
+                os.replace(source, target)
+            except FileNotFoundError:
+                if not source.exists():
+                    raise
+                # First blob under this prefix: create the folders (cheaper than a mkdir call
+                # on every put once the 65,536 prefix folders exist).
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
             if self.fsync:
                 dir_fd = os.open(target.parent, os.O_RDONLY)
                 try:
@@ -56,6 +63,7 @@ class FolderStorage:
                     os.close(dir_fd)
         except OSError as exc:
             if exc.errno == 18:  # EXDEV: staging on another filesystem, copy then rename
+                target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_suffix(".part")
                 shutil.copyfile(source, tmp)
                 os.replace(tmp, target)
