@@ -28,6 +28,7 @@ class Catalog:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.gate = gate
+        self._writer = engine.execution_options(write=True)
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> Catalog:
@@ -47,7 +48,7 @@ class Catalog:
         try:
             with (
                 self.gate.hold() if self.gate is not None else nullcontext(),
-                self.engine.execution_options(write=True).begin() as conn,
+                self._writer.begin() as conn,
             ):
                 yield conn
         except OperationalError as exc:

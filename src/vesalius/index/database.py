@@ -48,7 +48,11 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Connection) -> None:
     mode = "IMMEDIATE" if conn.get_execution_options().get("write") else "DEFERRED"
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    cursor = conn.connection.cursor()  # the driver's own: no statement machinery for BEGIN
+    try:
+        cursor.execute(f"BEGIN {mode}")
+    finally:
+        cursor.close()
 
 
 def open_engine(url: str) -> Engine:

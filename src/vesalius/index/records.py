@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from vesalius.dicom.header import InstanceHeader
 from vesalius.dicom.values import fold
 from vesalius.errors import DuplicateInstanceError
+from vesalius.index.prepared import Prepared
 from vesalius.index.schema import instance_metadata, instances, patients, series, studies
 
 DuplicatePolicy = Literal["replace", "keep", "reject"]
@@ -125,12 +126,14 @@ def _add_to_list(current: str, value: str) -> str | None:
     return "\\".join(sorted([*items, value]))
 
 
-# The statements every instance runs, built once with bind parameters: SQLAlchemy then finds
-# their compiled form in its cache instead of building and hashing a new statement per call.
-_EXISTING = select(instances.c.pk, instances.c.series_pk, instances.c.blob_key).where(
-    instances.c.sop_instance_uid == bindparam("uid")
+# The statements every instance runs: compiled once and run on the driver's cursor
+# (index/prepared.py). Their results are integers and text, which need no type processing.
+_EXISTING = Prepared(
+    select(instances.c.pk, instances.c.series_pk, instances.c.blob_key).where(
+        instances.c.sop_instance_uid == bindparam("uid")
+    )
 )
-_KNOWN_SERIES = (
+_KNOWN_SERIES = Prepared(
     select(
         series.c.pk,
         studies.c.pk.label("study_pk"),
@@ -142,17 +145,17 @@ _KNOWN_SERIES = (
     .where(series.c.series_uid == bindparam("uid"))
     .with_for_update(of=studies)  # PostgreSQL: serialise edits of the study's lists
 )
-_COUNT_SERIES = (
+_COUNT_SERIES = Prepared(
     update(series)
     .where(series.c.pk == bindparam("key"))
     .values(num_instances=series.c.num_instances + 1)
 )
-_COUNT_STUDY = (
+_COUNT_STUDY = Prepared(
     update(studies)
     .where(studies.c.pk == bindparam("key"))
     .values(num_instances=studies.c.num_instances + 1, updated_at=bindparam("now"))
 )
-_COUNT_PATIENT = (
+_COUNT_PATIENT = Prepared(
     update(patients)
     .where(patients.c.pk == bindparam("key"))
     .values(
@@ -161,18 +164,52 @@ _COUNT_PATIENT = (
         num_studies=patients.c.num_studies + bindparam("new_studies"),
     )
 )
-_INSERT_INSTANCE = instances.insert()
-_INSERT_METADATA = instance_metadata.insert()
+_INSTANCE_COLUMNS = (
+    "series_pk",
+    "sop_instance_uid",
+    "sop_class_uid",
+    "instance_number",
+    "content_date",
+    "content_time",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "transfer_syntax_uid",
+    "specific_character_set",
+    "blob_key",
+    "size",
+    "sha256",
+    "source_ae",
+    "received_at",
+)
+_INSERT_INSTANCE = Prepared(
+    instances.insert()
+    .values({name: bindparam(name) for name in _INSTANCE_COLUMNS})
+    .returning(instances.c.pk)
+)
+_INSERT_METADATA = Prepared(
+    instance_metadata.insert().values(instance_pk=bindparam("pk"), json=bindparam("json"))
+)
 
 
-def _known_series(conn: Connection, series_uid: str) -> Any:
-    """The series with its study and patient keys, or None when the series is new."""
-    return conn.execute(_KNOWN_SERIES, {"uid": series_uid}).first()
+class _Study(NamedTuple):
+    study_pk: int
+    modalities_in_study: str
+    sop_classes_in_study: str
+
+
+def _known_series(conn: Connection, series_uid: str) -> tuple[int, _Study, int] | None:
+    """(patient key, study, series key) of a known series, or None when the series is new."""
+    rows = _KNOWN_SERIES.run(conn, {"uid": series_uid})
+    if not rows:
+        return None
+    series_pk, study_pk, patient_pk, modalities, sop_classes = rows[0]
+    return patient_pk, _Study(study_pk, modalities, sop_classes), series_pk
 
 
 def _ensure_parents(
     conn: Connection, h: InstanceHeader, now: datetime, *, update_patient: bool
-) -> tuple[int, Any, int, bool, bool]:
+) -> tuple[int, _Study, int, bool, bool]:
     """Create (or find) patient, study and series; returns their keys and what was created."""
     patient_key = {"patient_id": h.patient_id, "issuer_of_patient_id": h.issuer_of_patient_id}
     _insert_ignore(conn, patients, {**patient_key, **_patient_values(h)}, list(patient_key))
@@ -191,15 +228,13 @@ def _ensure_parents(
         },
         ["study_uid"],
     )
-    study = conn.execute(
-        select(
-            studies.c.pk.label("study_pk"),
-            studies.c.modalities_in_study,
-            studies.c.sop_classes_in_study,
-        )
-        .where(studies.c.study_uid == h.study_uid)
-        .with_for_update()
-    ).one()
+    study = _Study(
+        *conn.execute(
+            select(studies.c.pk, studies.c.modalities_in_study, studies.c.sop_classes_in_study)
+            .where(studies.c.study_uid == h.study_uid)
+            .with_for_update()
+        ).one()
+    )
     series_created = _insert_ignore(
         conn,
         series,
@@ -221,26 +256,27 @@ def record_instance(
 ) -> RecordResult:
     """Index one stored instance and its WADO-RS metadata (``metadata_json``, compressed DICOM
     JSON; empty: computed on first request); the caller owns the (write) transaction."""
-    existing = conn.execute(_EXISTING, {"uid": h.sop_instance_uid}).first()
+    found = _EXISTING.run(conn, {"uid": h.sop_instance_uid})
+    existing = found[0] if found else None
     if existing is not None:
         if policy == "keep":
             return RecordResult("kept")
         if policy == "reject":
             raise DuplicateInstanceError(f"SOP instance {h.sop_instance_uid} already stored")
-        delete_instance_row(conn, existing.pk)
+        delete_instance_row(conn, existing[0])
 
     now = datetime.now(UTC)
     known = None if existing is not None else _known_series(conn, h.series_uid)
     if known is not None:
         # The common case, every instance of a series after its first: the parents exist.
-        patient_pk, study, series_pk = known.patient_pk, known, known.pk
+        patient_pk, study, series_pk = known
         study_created = series_created = False
     else:
         patient_pk, study, series_pk, study_created, series_created = _ensure_parents(
             conn, h, now, update_patient=existing is not None
         )
-    inserted = conn.execute(
-        _INSERT_INSTANCE,
+    inserted = _INSERT_INSTANCE.run(
+        conn,
         {
             "series_pk": series_pk,
             "sop_instance_uid": h.sop_instance_uid,
@@ -248,12 +284,9 @@ def record_instance(
         },
     )
     if metadata_json:
-        conn.execute(
-            _INSERT_METADATA,
-            {"instance_pk": inserted.inserted_primary_key[0], "json": metadata_json},  # type: ignore[index]
-        )
+        _INSERT_METADATA.run(conn, {"pk": inserted[0][0], "json": metadata_json})
 
-    conn.execute(_COUNT_SERIES, {"key": series_pk})
+    _COUNT_SERIES.run(conn, {"key": series_pk})
     study_changes: dict[str, Any] = {}
     if existing is not None:
         study_changes.update(_study_values(h))
@@ -265,15 +298,15 @@ def record_instance(
     sop_classes = _add_to_list(study.sop_classes_in_study, h.sop_class_uid)
     if sop_classes is not None:
         study_changes["sop_classes_in_study"] = sop_classes
-    conn.execute(_COUNT_STUDY, {"key": study.study_pk, "now": now})
+    _COUNT_STUDY.run(conn, {"key": study.study_pk, "now": now})
     if study_changes:  # a replaced instance, a new series, a new modality or SOP class
         conn.execute(update(studies).where(studies.c.pk == study.study_pk).values(study_changes))
-    conn.execute(
-        _COUNT_PATIENT,
+    _COUNT_PATIENT.run(
+        conn,
         {"key": patient_pk, "new_series": int(series_created), "new_studies": int(study_created)},
     )
     if existing is not None:
-        return RecordResult("replaced", existing.blob_key)
+        return RecordResult("replaced", existing[2])
     return RecordResult("created")
 
 
