@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,7 +14,11 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from conftest import RunningServer, dcmtk
+from vesalius.dimse.server import DimseServer, listen
+from vesalius.dimse.workers import LoadBoard
 from vesalius.index.schema import patients, series, studies
+from vesalius.services.archive import Archive
+from vesalius.settings import load_settings
 
 
 def _make_study(folder: Path, n_series: int, per_series: int) -> str:
@@ -53,3 +59,35 @@ def test_parallel_associations_same_study(server: RunningServer, tmp_path: Path)
         patient = conn.execute(select(patients)).one()
         assert (patient.num_studies, patient.num_series, patient.num_instances) == (1, 4, 24)
     assert len(server.stored_files()) == 24
+
+
+def test_accepting_processes_share_connections_evenly(tmp_path: Path) -> None:
+    """Servers accepting on one socket (as the worker processes do) take turns by load: each
+    holds two of four connections, where the kernel alone may give one server all four."""
+    settings = load_settings(
+        environ={},
+        overrides={"data_dir": str(tmp_path / "data"), "storage.min_free_mb": 0},
+    )
+    archive = Archive.open(settings)
+    listener = listen("127.0.0.1", 0)
+    board = LoadBoard(2)
+    servers = [DimseServer(archive, load=board.slot(n)) for n in range(2)]
+    for dimse in servers:
+        dimse.start(listener)
+    clients = []
+    try:
+        for _ in range(4):
+            clients.append(socket.create_connection(("127.0.0.1", servers[0].port)))
+            deadline = time.monotonic() + 5
+            while sum(len(s.active()) for s in servers) < len(clients):
+                assert time.monotonic() < deadline, "connection not accepted"
+                time.sleep(0.005)
+        assert [len(s.active()) for s in servers] == [2, 2]
+        assert list(board.counts) == [2, 2]
+    finally:
+        for client in clients:
+            client.close()
+        for dimse in servers:
+            dimse.stop(grace=2)
+        archive.close()
+    assert list(board.counts) == [LoadBoard.GONE, LoadBoard.GONE]

@@ -9,7 +9,7 @@ from types import FrameType
 import uvicorn
 
 from vesalius.dimse.server import DimseServer, listen
-from vesalius.dimse.workers import WorkerPool, worker_count
+from vesalius.dimse.workers import LoadBoard, WorkerPool, worker_count
 from vesalius.errors import ConfigError
 from vesalius.services.archive import Archive
 from vesalius.settings import Settings
@@ -42,7 +42,9 @@ def serve(settings: Settings) -> None:
     """Run the PACS until SIGINT/SIGTERM, then shut down cleanly."""
     configure_logging(settings["log_level"])
     archive = Archive.open(settings)
-    dimse = DimseServer(archive)
+    processes = worker_count(settings)
+    board = LoadBoard(processes)
+    dimse = DimseServer(archive, load=board.slot(0))
     host, port = settings["dicom.host"], settings["dicom.port"]
     try:
         listener = listen(host, port)
@@ -50,7 +52,7 @@ def serve(settings: Settings) -> None:
         archive.close()
         raise ConfigError(f"cannot listen for DIMSE on {host}:{port}: {exc.strerror}") from exc
     dimse.start(listener)
-    workers = WorkerPool(settings, listener, worker_count(settings) - 1)
+    workers = WorkerPool(settings, listener, processes - 1, board)
     workers.start()
     config = uvicorn.Config(
         create_app(archive),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 import time
@@ -36,6 +37,7 @@ from vesalius.dicom.uids import (
 from vesalius.dimse import commands, find, negotiation, pdu, retrieve, store
 from vesalius.dimse.association import Aborted, Association, Message, Released
 from vesalius.dimse.negotiation import AcceptorPolicy, Rejected
+from vesalius.dimse.workers import LoadSlot
 from vesalius.errors import PeerError
 from vesalius.services.archive import Archive
 
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between checks of the stop flag while waiting for connections.
 ACCEPT_POLL = 0.25
+#: How long a process busier than another leaves a waiting connection to the less busy one
+#: (which the kernel woke too; its accept thread may first need the GIL, switched every 5 ms).
+BALANCE_DEFER = 0.01
 
 __all__ = ["IMPLEMENTATION_VERSION", "DimseServer", "supported_contexts"]
 
@@ -100,8 +105,11 @@ class _Connection:
 class DimseServer:
     """The listening DIMSE server; ``start`` returns at once, ``stop`` drains then aborts."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, load: LoadSlot | None = None) -> None:
+        """``load``: this process's slot on the board shared with the other processes that
+        accept on the same socket (``dimse/workers.py``); None when it accepts alone."""
         self.archive = archive
+        self.load = load
         s = archive.settings
         self.ae_title: str = s["dicom.ae_title"]
         self.max_pdu: int = s["dicom.max_pdu"]
@@ -139,8 +147,10 @@ class DimseServer:
         s = self.archive.settings
         if listener is None:
             listener = listen(s["dicom.host"], s["dicom.port"])
-        listener.settimeout(ACCEPT_POLL)  # the accept loop notices stop() within this
+        listener.setblocking(False)  # the accept loop polls, noticing stop() within ACCEPT_POLL
         self._listener = listener
+        if self.load is not None:
+            self.load.publish(0)
         self._stopping.clear()
         self._accepting = threading.Thread(target=self._accept_loop, name="dimse-accept")
         self._accepting.daemon = True
@@ -148,12 +158,21 @@ class DimseServer:
         log.info("DIMSE %s listening on %s:%d", self.ae_title, s["dicom.host"], self.port)
 
     def _accept_loop(self) -> None:
-        assert self._listener is not None
+        listener = self._listener  # stop() clears the attribute, closes the socket after us
+        assert listener is not None
+        waiting = select.poll()
+        waiting.register(listener, select.POLLIN)
         while not self._stopping.is_set():
+            if not waiting.poll(ACCEPT_POLL * 1000):
+                continue
+            if self.load is not None and self.load.busier_than_another():
+                time.sleep(BALANCE_DEFER)
+                if not waiting.poll(0):
+                    continue  # a less busy process took it
             try:
-                sock, peer = self._listener.accept()
+                sock, peer = listener.accept()
             except (TimeoutError, BlockingIOError, InterruptedError):
-                continue  # nothing yet, or another worker process took it
+                continue  # another worker process took it
             except OSError:
                 if self._stopping.is_set():
                     return
@@ -163,6 +182,7 @@ class DimseServer:
             thread = threading.Thread(target=self._serve, args=(sock, peer[0]), daemon=True)
             with self._lock:
                 self._connections[id(sock)] = _Connection(sock, peer[0], thread)
+                self._publish_load()
             thread.name = f"dimse-{peer[0]}:{peer[1]}"
             thread.start()
 
@@ -182,6 +202,8 @@ class DimseServer:
         if self._listener is None:
             return
         self._stopping.set()
+        if self.load is not None:
+            self.load.leave()
         listener, self._listener = self._listener, None
         if self._accepting is not None:
             self._accepting.join(timeout=2 + ACCEPT_POLL)
@@ -215,6 +237,12 @@ class DimseServer:
                 sock.close()
             with self._lock:
                 self._connections.pop(id(sock), None)
+                self._publish_load()
+
+    def _publish_load(self) -> None:
+        """Tell the other accepting processes how busy this one is (call holding the lock)."""
+        if self.load is not None and not self._stopping.is_set():
+            self.load.publish(len(self._connections))
 
     def _negotiate(self, sock: socket.socket, address: str) -> Association | None:
         """Read the A-ASSOCIATE-RQ within the ACSE timeout (the ARTIM timer, PS3.8 9.1.4) and

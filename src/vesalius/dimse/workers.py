@@ -3,7 +3,11 @@ associations use more than one core (the GIL keeps one process's handlers on one
 
 The main process binds the listening socket and hands it to each worker (multiprocessing
 duplicates the descriptor); every process accepts on it and the kernel gives each connection
-to one of them. Each worker opens its own :class:`~vesalius.services.archive.Archive` on the
+to one of them. Which one is the kernel's choice, and with a few associations arriving together
+it often picks one process for most of them while the others idle; a :class:`LoadBoard` in
+shared memory holds each process's count of associations, and a process busier than another
+leaves a waiting connection a moment for the less busy one (``DimseServer._accept_loop``).
+Each worker opens its own :class:`~vesalius.services.archive.Archive` on the
 same database and storage, so nothing is shared in memory: an instance stored by any process is
 visible to all as soon as its index row is committed. SIGTERM makes a worker stop accepting,
 finish its associations (``grace`` seconds) and exit.
@@ -29,6 +33,39 @@ log = logging.getLogger(__name__)
 MAX_AUTO_WORKERS = 4
 
 
+class LoadSlot:
+    """One process's entry on a :class:`LoadBoard`."""
+
+    def __init__(self, counts: Any, index: int) -> None:
+        self.counts = counts
+        self.index = index
+
+    def publish(self, active: int) -> None:
+        """Record this process's number of associations."""
+        self.counts[self.index] = active
+
+    def leave(self) -> None:
+        """This process stops accepting: never count it as the least busy."""
+        self.counts[self.index] = LoadBoard.GONE
+
+    def busier_than_another(self) -> bool:
+        mine = self.counts[self.index]
+        return any(other < mine for other in self.counts)
+
+
+class LoadBoard:
+    """Association counts of the processes accepting on one socket, in shared memory."""
+
+    GONE = 1 << 30
+
+    def __init__(self, processes: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.counts = context.RawArray("i", [self.GONE] * processes)
+
+    def slot(self, index: int) -> LoadSlot:
+        return LoadSlot(self.counts, index)
+
+
 def worker_count(settings: Settings) -> int:
     """Processes to accept associations in, the main one included."""
     configured = int(settings["dicom.workers"])
@@ -37,7 +74,9 @@ def worker_count(settings: Settings) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
-def _worker_main(settings: Settings, listener: socket.socket, grace: float, ready: Any) -> None:
+def _worker_main(
+    settings: Settings, listener: socket.socket, grace: float, ready: Any, load: LoadSlot
+) -> None:
     """Entry point of a worker process."""
     from vesalius.dimse.server import DimseServer
     from vesalius.services.archive import Archive
@@ -51,7 +90,7 @@ def _worker_main(settings: Settings, listener: socket.socket, grace: float, read
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     archive = Archive.open(settings)
-    dimse = DimseServer(archive)
+    dimse = DimseServer(archive, load=load)
     dimse.start(listener)
     ready.set()
     try:
@@ -62,12 +101,16 @@ def _worker_main(settings: Settings, listener: socket.socket, grace: float, read
 
 
 class WorkerPool:
-    """``count`` extra processes accepting on ``listener``."""
+    """``count`` extra processes accepting on ``listener``, on slots 1 to ``count`` of
+    ``board`` (slot 0 is the main process's)."""
 
-    def __init__(self, settings: Settings, listener: socket.socket, count: int) -> None:
+    def __init__(
+        self, settings: Settings, listener: socket.socket, count: int, board: LoadBoard
+    ) -> None:
         self.settings = settings
         self.listener = listener
         self.count = count
+        self.board = board
         self.processes: list[BaseProcess] = []
 
     def start(self, grace: float = 10.0, timeout: float = 120.0) -> None:
@@ -80,7 +123,7 @@ class WorkerPool:
             ready = context.Event()
             process = context.Process(
                 target=_worker_main,
-                args=(self.settings, self.listener, grace, ready),
+                args=(self.settings, self.listener, grace, ready, self.board.slot(number + 1)),
                 name=f"vesalius-dimse-{number + 1}",
                 daemon=True,
             )

