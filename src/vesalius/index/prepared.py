@@ -33,14 +33,21 @@ class _Compiled:
 class Prepared:
     """A Core statement run on the DBAPI cursor; see the module docstring."""
 
-    def __init__(self, statement: ClauseElement) -> None:
+    def __init__(self, statement: ClauseElement | Callable[[str], ClauseElement]) -> None:
+        """``statement``, or a function of the dialect name that builds it (for dialect
+        constructs such as ``INSERT … ON CONFLICT``)."""
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
     def _for(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:
-            compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
+            statement = (
+                self.statement
+                if isinstance(self.statement, ClauseElement)
+                else self.statement(dialect.name)
+            )
+            compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
             processors = {}
             defaults = {}
             for bind, name in compiled.bind_names.items():

@@ -41,24 +41,74 @@ class RecordResult:
     old_blob_key: str | None = None
 
 
-def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any], key: list[str]) -> bool:
-    """Insert unless a row with the same unique ``key`` exists; True when inserted.
+def _insert_ignoring(table: Table, columns: tuple[str, ...], key: list[str]) -> Prepared:
+    """An insert that does nothing when a row with the same unique ``key`` exists; its
+    ``RETURNING`` row tells whether the row went in (``rowcount`` does not on psycopg)."""
 
-    ``RETURNING`` tells reliably whether the row went in (``rowcount`` does not on psycopg).
-    """
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=key)
-        .returning(*table.primary_key.columns)
+    def build(dialect_name: str) -> Any:
+        dialect = postgresql if dialect_name == "postgresql" else sqlite
+        return (
+            dialect.insert(table)
+            .values({name: bindparam(name) for name in columns})
+            .on_conflict_do_nothing(index_elements=key)
+            .returning(*table.primary_key.columns)
+        )
+
+    return Prepared(build)
+
+
+_PATIENT_KEY = ("patient_id", "issuer_of_patient_id")
+_PATIENT_VALUES = (
+    "patient_name",
+    "patient_name_folded",
+    "patient_birth_date",
+    "patient_sex",
+)
+_STUDY_VALUES = (
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_id",
+    "study_description",
+    "referring_physician_name",
+    "referring_physician_name_folded",
+)
+_SERIES_VALUES = (
+    "modality",
+    "series_number",
+    "series_description",
+    "series_date",
+    "series_time",
+    "body_part_examined",
+    "station_name",
+    "institution_name",
+    "performed_procedure_step_start_date",
+    "performed_procedure_step_start_time",
+    "requested_procedure_id",
+    "scheduled_procedure_step_id",
+)
+_INSERT_PATIENT = _insert_ignoring(patients, _PATIENT_KEY + _PATIENT_VALUES, list(_PATIENT_KEY))
+_INSERT_STUDY = _insert_ignoring(
+    studies,
+    ("study_uid", "patient_pk", "created_at", "updated_at", *_STUDY_VALUES),
+    ["study_uid"],
+)
+_INSERT_SERIES = _insert_ignoring(
+    series, ("series_uid", "study_pk", *_SERIES_VALUES), ["series_uid"]
+)
+_STORE_METADATA = _insert_ignoring(instance_metadata, ("instance_pk", "json"), ["instance_pk"])
+_PATIENT_PK = Prepared(
+    select(patients.c.pk).where(
+        patients.c.patient_id == bindparam("patient_id"),
+        patients.c.issuer_of_patient_id == bindparam("issuer_of_patient_id"),
     )
-    return conn.execute(stmt).first() is not None
-
-
-def _pk(conn: Connection, table: Table, **where: Any) -> int:
-    clauses = [table.c[name] == value for name, value in where.items()]
-    return int(conn.execute(select(table.c.pk).where(*clauses)).scalar_one())
+)
+_STUDY_ROW = Prepared(
+    select(studies.c.pk, studies.c.modalities_in_study, studies.c.sop_classes_in_study)
+    .where(studies.c.study_uid == bindparam("uid"))
+    .with_for_update()
+)
+_SERIES_PK = Prepared(select(series.c.pk).where(series.c.series_uid == bindparam("uid")))
 
 
 def _patient_values(h: InstanceHeader) -> dict[str, Any]:
@@ -212,36 +262,29 @@ def _ensure_parents(
 ) -> tuple[int, _Study, int, bool, bool]:
     """Create (or find) patient, study and series; returns their keys and what was created."""
     patient_key = {"patient_id": h.patient_id, "issuer_of_patient_id": h.issuer_of_patient_id}
-    _insert_ignore(conn, patients, {**patient_key, **_patient_values(h)}, list(patient_key))
-    patient_pk = _pk(conn, patients, **patient_key)
+    _INSERT_PATIENT.run(conn, {**patient_key, **_patient_values(h)})
+    patient_pk = int(_PATIENT_PK.run(conn, patient_key)[0][0])
     if update_patient:
         conn.execute(update(patients).where(patients.c.pk == patient_pk).values(_patient_values(h)))
-    study_created = _insert_ignore(
-        conn,
-        studies,
-        {
-            "study_uid": h.study_uid,
-            "patient_pk": patient_pk,
-            "created_at": now,
-            "updated_at": now,
-            **_study_values(h),
-        },
-        ["study_uid"],
+    study_created = bool(
+        _INSERT_STUDY.run(
+            conn,
+            {
+                "study_uid": h.study_uid,
+                "patient_pk": patient_pk,
+                "created_at": now,
+                "updated_at": now,
+                **_study_values(h),
+            },
+        )
     )
-    study = _Study(
-        *conn.execute(
-            select(studies.c.pk, studies.c.modalities_in_study, studies.c.sop_classes_in_study)
-            .where(studies.c.study_uid == h.study_uid)
-            .with_for_update()
-        ).one()
+    study = _Study(*_STUDY_ROW.run(conn, {"uid": h.study_uid})[0])
+    series_created = bool(
+        _INSERT_SERIES.run(
+            conn, {"series_uid": h.series_uid, "study_pk": study.study_pk, **_series_values(h)}
+        )
     )
-    series_created = _insert_ignore(
-        conn,
-        series,
-        {"series_uid": h.series_uid, "study_pk": study.study_pk, **_series_values(h)},
-        ["series_uid"],
-    )
-    series_pk = _pk(conn, series, series_uid=h.series_uid)
+    series_pk = int(_SERIES_PK.run(conn, {"uid": h.series_uid})[0][0])
     return patient_pk, study, series_pk, study_created, series_created
 
 
@@ -387,9 +430,4 @@ def delete_instance_row(conn: Connection, instance_pk: int) -> str:
 def store_metadata(conn: Connection, instance_pk: int, metadata_json: bytes) -> None:
     """Keep an instance's WADO-RS metadata computed after ingest (e.g. data from before it
     existed); a concurrent writer's copy wins."""
-    _insert_ignore(
-        conn,
-        instance_metadata,
-        {"instance_pk": instance_pk, "json": metadata_json},
-        ["instance_pk"],
-    )
+    _STORE_METADATA.run(conn, {"instance_pk": instance_pk, "json": metadata_json})
