@@ -127,6 +127,13 @@ def frames(archive: Archive, request: Request) -> Response:
         archive.retrieve.finish(plan, tally)
         return Response(first, media_type=form.part_content_type)
     boundary = multipart.new_boundary()
+    if len(numbers) == 1:  # what viewers ask, frame by frame: no stream to set up
+        tally.completed = 1
+        archive.retrieve.finish(plan, tally)
+        body = b"".join(
+            multipart.stream([multipart.Part(form.part_content_type, [first])], boundary)
+        )
+        return Response(body, media_type=multipart.content_type(form.part_type, boundary))
 
     def parts() -> Iterator[multipart.Part]:
         try:
@@ -144,6 +151,6 @@ def frames(archive: Archive, request: Request) -> Response:
             archive.retrieve.finish(plan, tally)
 
     return StreamingResponse(
-        multipart.stream(parts(), boundary),
+        multipart.batched(multipart.stream(parts(), boundary)),
         media_type=multipart.content_type(form.part_type, boundary),
     )

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+
+import anyio.to_thread
+
+#: Bytes read per trip to a worker thread by :func:`batched`.
+BATCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -36,3 +41,32 @@ def stream(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
         yield from part.chunks
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode()
+
+
+async def batched(chunks: Iterator[bytes], budget: int = BATCH_BYTES) -> AsyncIterator[bytes]:
+    """Stream a blocking iterator (file reads) from worker threads, ``budget`` bytes per trip.
+
+    Starlette runs a plain iterator one ``next()`` per worker-thread trip; for a study of
+    half-megabyte instances the trips cost a fifth of the time. Here each trip reads up to
+    ``budget`` bytes (memory stays bounded by it). Closing the stream (a client that goes
+    away) closes ``chunks``, so its ``finally`` blocks (audit, open files) run.
+    """
+
+    def take() -> list[bytes]:
+        batch: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= budget:
+                break
+        return batch
+
+    try:
+        while batch := await anyio.to_thread.run_sync(take):
+            for chunk in batch:
+                yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

@@ -155,7 +155,9 @@ def retrieve(archive: Archive, request: Request) -> Response:
         headers = {"Content-Length": str(instance.size)} if syntax is None else None
         media = f"application/dicom; transfer-syntax={syntax or instance.transfer_syntax_uid}"
         return StreamingResponse(
-            _audited(archive, plan, single(), tally), media_type=media, headers=headers
+            multipart.batched(_audited(archive, plan, single(), tally)),
+            media_type=media,
+            headers=headers,
         )
 
     boundary = multipart.new_boundary()
@@ -175,6 +177,6 @@ def retrieve(archive: Archive, request: Request) -> Response:
 
     body = multipart.stream(parts(), boundary)
     return StreamingResponse(
-        _audited(archive, plan, body, tally),
+        multipart.batched(_audited(archive, plan, body, tally)),
         media_type=multipart.content_type("application/dicom", boundary),
     )
