@@ -1,32 +1,23 @@
-"""Wiring: settings → archive → DIMSE and HTTP servers. Nothing imports this module."""
+"""Wiring: settings → archive → DIMSE and HTTP servers, in the main process and in each worker
+process (:func:`worker_main`). Nothing imports this module but ``cli`` and the workers' spawn."""
 
 from __future__ import annotations
 
 import logging
 import signal
-from types import FrameType
-
-import uvicorn
+import socket
+import threading
+from typing import Any
 
 from vesalius.dimse.server import DimseServer, listen
-from vesalius.dimse.workers import LoadBoard, WorkerPool, worker_count
+from vesalius.dimse.workers import LoadBoard, LoadSlot, WorkerPool, worker_count
 from vesalius.errors import ConfigError
 from vesalius.services.archive import Archive
 from vesalius.settings import Settings
 from vesalius.web.app import create_app
+from vesalius.web.serving import bind_http, http_server
 
 log = logging.getLogger(__name__)
-
-
-class _HttpServer(uvicorn.Server):
-    """uvicorn re-raises SIGTERM/SIGINT after its own shutdown, which would kill the process
-    before the DIMSE side drains; here a signal only asks the server to exit."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
 
 
 def configure_logging(level: str) -> None:
@@ -36,6 +27,49 @@ def configure_logging(level: str) -> None:
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def worker_main(
+    settings: Settings,
+    listener: socket.socket,
+    grace: float,
+    ready: Any,
+    load: LoadSlot,
+    http_socket: socket.socket | None,
+) -> None:
+    """Entry point of a worker process (``dimse/workers.py``): DIMSE on ``listener``, HTTP on
+    ``http_socket``, until SIGTERM; then it drains its associations for ``grace`` seconds."""
+    logging.basicConfig(
+        level=str(settings["log_level"]).upper(),
+        format="%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s",
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    done = threading.Event()
+    http = None
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+
+    def on_sigterm(*_: Any) -> None:
+        done.set()
+        if http is not None:
+            http.should_exit = True  # uvicorn checks this between its ticks
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    archive = Archive.open(settings)
+    dimse = DimseServer(archive, load=load)
+    dimse.start(listener)
+    try:
+        if http_socket is not None:
+            # uvicorn takes SIGTERM over while it runs (HttpServer: it only asks to exit).
+            http = http_server(create_app(archive), ignore_sigint=True)
+            ready.set()
+            if not done.is_set():
+                http.run(sockets=[http_socket])
+        else:
+            ready.set()
+            done.wait()
+    finally:
+        dimse.stop(grace)
+        archive.close()
 
 
 def serve(settings: Settings) -> None:
@@ -51,17 +85,19 @@ def serve(settings: Settings) -> None:
     except OSError as exc:
         archive.close()
         raise ConfigError(f"cannot listen for DIMSE on {host}:{port}: {exc.strerror}") from exc
+    http_host, http_port = settings["http.host"], settings["http.port"]
+    try:
+        http_socket = bind_http(http_host, http_port)
+    except OSError as exc:
+        listener.close()
+        archive.close()
+        raise ConfigError(
+            f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
+        ) from exc
     dimse.start(listener)
-    workers = WorkerPool(settings, listener, processes - 1, board)
+    workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
     workers.start()
-    config = uvicorn.Config(
-        create_app(archive),
-        host=settings["http.host"],
-        port=settings["http.port"],
-        log_level="warning",
-        lifespan="off",
-    )
-    http = _HttpServer(config)
+    http = http_server(create_app(archive))
     log.info(
         "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
         settings["dicom.ae_title"],
@@ -71,7 +107,7 @@ def serve(settings: Settings) -> None:
         settings.data_dir.resolve(),
     )
     try:
-        http.run()  # returns on SIGINT/SIGTERM (uvicorn installs the handlers)
+        http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
     finally:
         log.info("shutting down: draining associations")
         workers.stop()

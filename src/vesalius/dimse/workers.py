@@ -1,5 +1,6 @@
-"""Worker processes that accept DIMSE associations on the server's port, so concurrent
-associations use more than one core (the GIL keeps one process's handlers on one).
+"""Worker processes that accept DIMSE associations on the server's port, and HTTP requests on
+its HTTP port, so concurrent associations and HTTP clients use more than one core (the GIL
+keeps one process's handlers on one).
 
 The main process binds the listening socket and hands it to each worker (multiprocessing
 duplicates the descriptor); every process accepts on it and the kernel gives each connection
@@ -20,8 +21,8 @@ import multiprocessing
 import os
 import signal
 import socket
-import threading
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -74,43 +75,27 @@ def worker_count(settings: Settings) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
-def _worker_main(
-    settings: Settings, listener: socket.socket, grace: float, ready: Any, load: LoadSlot
-) -> None:
-    """Entry point of a worker process."""
-    from vesalius.dimse.server import DimseServer
-    from vesalius.services.archive import Archive
-
-    logging.basicConfig(
-        level=str(settings["log_level"]).upper(),
-        format="%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s",
-    )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    archive = Archive.open(settings)
-    dimse = DimseServer(archive, load=load)
-    dimse.start(listener)
-    ready.set()
-    try:
-        done.wait()
-    finally:
-        dimse.stop(grace)
-        archive.close()
-
-
 class WorkerPool:
     """``count`` extra processes accepting on ``listener``, on slots 1 to ``count`` of
-    ``board`` (slot 0 is the main process's)."""
+    ``board`` (slot 0 is the main process's). Each runs ``entry`` (a module-level function,
+    ``vesalius.server.worker_main``) with ``(settings, listener, grace, ready, slot,
+    http_socket)``; it sets ``ready`` once it accepts and returns after SIGTERM."""
 
     def __init__(
-        self, settings: Settings, listener: socket.socket, count: int, board: LoadBoard
+        self,
+        entry: Callable[..., None],
+        settings: Settings,
+        listener: socket.socket,
+        count: int,
+        board: LoadBoard,
+        http_socket: socket.socket | None = None,
     ) -> None:
+        self.entry = entry
         self.settings = settings
         self.listener = listener
         self.count = count
         self.board = board
+        self.http_socket = http_socket
         self.processes: list[BaseProcess] = []
 
     def start(self, grace: float = 10.0, timeout: float = 120.0) -> None:
@@ -122,8 +107,15 @@ class WorkerPool:
         for number in range(self.count):
             ready = context.Event()
             process = context.Process(
-                target=_worker_main,
-                args=(self.settings, self.listener, grace, ready, self.board.slot(number + 1)),
+                target=self.entry,
+                args=(
+                    self.settings,
+                    self.listener,
+                    grace,
+                    ready,
+                    self.board.slot(number + 1),
+                    self.http_socket,
+                ),
                 name=f"vesalius-dimse-{number + 1}",
                 daemon=True,
             )
