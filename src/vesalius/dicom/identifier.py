@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -129,6 +130,33 @@ _LONG_HEADER_VRS = frozenset({"UC", "UR", "UT"})
 _IMPLICIT, _EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
 
 
+@lru_cache(maxsize=256)
+def _plan(keywords: tuple[str, ...]) -> tuple[tuple[str, int, str], ...] | None:
+    """(keyword, tag, VR) of a response's attributes in tag order, or None when one is a
+    sequence; the same for every match of a query, so worked out once."""
+    found = []
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            continue
+        vr = dictionary_VR(tag).split(" or ")[0]
+        if vr == "SQ":
+            return None
+        found.append((keyword, tag, vr))
+    return tuple(sorted(found, key=lambda e: e[1]))
+
+
+@lru_cache(maxsize=1024)
+def _head(tag: int, vr: str, implicit: bool) -> tuple[bytes, bool]:
+    """An element header without its length, and whether the length takes 32 bits."""
+    tag_bytes = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if implicit:
+        return tag_bytes, True
+    if vr in _LONG_HEADER_VRS:
+        return tag_bytes + vr.encode() + b"\0\0", True
+    return tag_bytes + vr.encode(), False
+
+
 def _element_bytes(tag: int, vr: str, value: Any, codec: str, implicit: bool) -> bytes | None:
     if value is None or value == "":
         data = b""
@@ -142,14 +170,12 @@ def _element_bytes(tag: int, vr: str, value: Any, codec: str, implicit: bool) ->
             data += b"\0" if vr == "UI" else b" "
     else:
         return None
-    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-    if implicit:
+    head, long_length = _head(tag, vr, implicit)
+    if long_length:
         return head + struct.pack("<L", len(data)) + data
-    if vr in _LONG_HEADER_VRS:
-        return head + vr.encode() + b"\0\0" + struct.pack("<L", len(data)) + data
     if len(data) > 0xFFFF:
         return None
-    return head + vr.encode() + struct.pack("<H", len(data)) + data
+    return head + struct.pack("<H", len(data)) + data
 
 
 def encode_response(
@@ -165,25 +191,30 @@ def encode_response(
     codec = _FAST_CODECS.get(tuple(chosen))
     if codec is None:
         return None
+    plan = _plan(tuple(values))
+    if plan is None:
+        return None
     implicit = transfer_syntax == _IMPLICIT
-    elements: list[tuple[int, str, Any]] = []
-    if chosen:
-        elements.append((0x00080005, "CS", chosen[0] if len(chosen) == 1 else chosen))
-    for keyword, value in values.items():
-        tag = tag_for_keyword(keyword)
-        if tag is None:
-            continue
-        vr = dictionary_VR(tag).split(" or ")[0]
-        if vr == "SQ":
-            return None
-        elements.append((tag, vr, value))
     out = bytearray()
+    charset_pending = bool(chosen)
     try:
-        for tag, vr, value in sorted(elements, key=lambda e: e[0]):
-            data = _element_bytes(tag, vr, value, codec, implicit)
+        for keyword, tag, vr in plan:
+            if charset_pending and tag > 0x00080005:
+                out += _charset_element(chosen, codec, implicit)
+                charset_pending = False
+            data = _element_bytes(tag, vr, values[keyword], codec, implicit)
             if data is None:
                 return None
             out += data
+        if charset_pending:
+            out += _charset_element(chosen, codec, implicit)
     except (UnicodeEncodeError, ValueError, TypeError):
         return None
     return bytes(out)
+
+
+def _charset_element(chosen: Sequence[str], codec: str, implicit: bool) -> bytes:
+    value = chosen[0] if len(chosen) == 1 else list(chosen)
+    data = _element_bytes(0x00080005, "CS", value, codec, implicit)
+    assert data is not None
+    return data
