@@ -49,7 +49,8 @@ SETTINGS: tuple[Setting, ...] = (
         "dicom.workers",
         int,
         0,
-        "Processes accepting DIMSE associations on the port (0 = one per CPU core, at most 4).",
+        "Processes serving the DIMSE and HTTP ports, the main one included (0 = one per CPU"
+        " core, at most 4); each has its own handle on the shared index and storage.",
     ),
     Setting("dicom.max_pdu", int, 262144, "Maximum PDU length we receive (bytes, 0 = any)."),
     Setting("dicom.acse_timeout", float, 30.0, "Seconds to wait for association messages."),
