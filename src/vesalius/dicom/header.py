@@ -63,57 +63,96 @@ class InstanceHeader:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _first_item(ds: Dataset, keyword: str) -> Dataset:
-    seq = ds.get(keyword)
-    if seq:
+#: How each field of :class:`InstanceHeader` is read: (field, tag, kind). Kinds: ``text``,
+#: ``name`` (PN, trailing ``=`` dropped), ``date``, ``time``, ``int`` and ``uid`` (required).
+#: Both readers use it: pydicom's (:func:`header_from_dataset`) and ``dicom/scan.py``.
+FIELDS: tuple[tuple[str, int, str], ...] = (
+    ("patient_id", 0x00100020, "text"),
+    ("issuer_of_patient_id", 0x00100021, "text"),
+    ("patient_name", 0x00100010, "name"),
+    ("patient_birth_date", 0x00100030, "date"),
+    ("patient_sex", 0x00100040, "text"),
+    ("study_uid", 0x0020000D, "uid"),
+    ("study_date", 0x00080020, "date"),
+    ("study_time", 0x00080030, "time"),
+    ("accession_number", 0x00080050, "text"),
+    ("study_id", 0x00200010, "text"),
+    ("study_description", 0x00081030, "text"),
+    ("referring_physician_name", 0x00080090, "name"),
+    ("series_uid", 0x0020000E, "uid"),
+    ("modality", 0x00080060, "text"),
+    ("series_number", 0x00200011, "int"),
+    ("series_description", 0x0008103E, "text"),
+    ("series_date", 0x00080021, "date"),
+    ("series_time", 0x00080031, "time"),
+    ("body_part_examined", 0x00180015, "text"),
+    ("station_name", 0x00081010, "text"),
+    ("institution_name", 0x00080080, "text"),
+    ("performed_procedure_step_start_date", 0x00400244, "date"),
+    ("performed_procedure_step_start_time", 0x00400245, "time"),
+    ("sop_class_uid", 0x00080016, "uid"),
+    ("sop_instance_uid", 0x00080018, "uid"),
+    ("instance_number", 0x00200013, "int"),
+    ("content_date", 0x00080023, "date"),
+    ("content_time", 0x00080033, "time"),
+    ("rows", 0x00280010, "int"),
+    ("columns", 0x00280011, "int"),
+    ("number_of_frames", 0x00280008, "int"),
+    ("specific_character_set", 0x00080005, "text"),
+)
+#: Request Attributes Sequence (0040,0275): its first item's fields.
+REQUEST_ATTRIBUTES = 0x00400275
+REQUEST_FIELDS = (
+    ("requested_procedure_id", 0x00401001),
+    ("scheduled_procedure_step_id", 0x00400009),
+)
+
+
+def normalise(kind: str, value: Any, field: str) -> Any:
+    """A field's value as the index keeps it (``dicom/values.py``); raises for a bad UID."""
+    if kind == "text":
+        return values.text(value)
+    if kind == "name":
+        return values.person_name(value)
+    if kind == "date":
+        return values.date(value)
+    if kind == "time":
+        return values.time(value)
+    if kind == "int":
+        return values.integer(value)
+    return check_uid(value, _KEYWORDS.get(field, field))
+
+
+_KEYWORDS = {
+    "study_uid": "StudyInstanceUID",
+    "series_uid": "SeriesInstanceUID",
+    "sop_class_uid": "SOPClassUID",
+    "sop_instance_uid": "SOPInstanceUID",
+}
+
+
+def _first_item(ds: Dataset, tag: int) -> Dataset:
+    seq = ds.get(tag)
+    if seq is not None and seq.value:
         try:
-            return seq[0]  # type: ignore[no-any-return]
+            return seq.value[0]  # type: ignore[no-any-return]
         except (IndexError, TypeError):
             pass
     return Dataset()
 
 
+def _value(ds: Dataset, tag: int) -> Any:
+    element = ds.get(tag)
+    return None if element is None else element.value
+
+
 def header_from_dataset(ds: Dataset, transfer_syntax_uid: str) -> InstanceHeader:
     """Extract the indexed attributes; raise when a required UID is missing or malformed."""
-    g = ds.get
-    request = _first_item(ds, "RequestAttributesSequence")
-    return InstanceHeader(
-        patient_id=values.text(g("PatientID")),
-        issuer_of_patient_id=values.text(g("IssuerOfPatientID")),
-        patient_name=values.person_name(g("PatientName")),
-        patient_birth_date=values.date(g("PatientBirthDate")),
-        patient_sex=values.text(g("PatientSex")),
-        study_uid=check_uid(g("StudyInstanceUID"), "StudyInstanceUID"),
-        study_date=values.date(g("StudyDate")),
-        study_time=values.time(g("StudyTime")),
-        accession_number=values.text(g("AccessionNumber")),
-        study_id=values.text(g("StudyID")),
-        study_description=values.text(g("StudyDescription")),
-        referring_physician_name=values.person_name(g("ReferringPhysicianName")),
-        series_uid=check_uid(g("SeriesInstanceUID"), "SeriesInstanceUID"),
-        modality=values.text(g("Modality")),
-        series_number=values.integer(g("SeriesNumber")),
-        series_description=values.text(g("SeriesDescription")),
-        series_date=values.date(g("SeriesDate")),
-        series_time=values.time(g("SeriesTime")),
-        body_part_examined=values.text(g("BodyPartExamined")),
-        station_name=values.text(g("StationName")),
-        institution_name=values.text(g("InstitutionName")),
-        performed_procedure_step_start_date=values.date(g("PerformedProcedureStepStartDate")),
-        performed_procedure_step_start_time=values.time(g("PerformedProcedureStepStartTime")),
-        requested_procedure_id=values.text(request.get("RequestedProcedureID")),
-        scheduled_procedure_step_id=values.text(request.get("ScheduledProcedureStepID")),
-        sop_class_uid=check_uid(g("SOPClassUID"), "SOPClassUID"),
-        sop_instance_uid=check_uid(g("SOPInstanceUID"), "SOPInstanceUID"),
-        instance_number=values.integer(g("InstanceNumber")),
-        content_date=values.date(g("ContentDate")),
-        content_time=values.time(g("ContentTime")),
-        rows=values.integer(g("Rows")),
-        columns=values.integer(g("Columns")),
-        number_of_frames=values.integer(g("NumberOfFrames")),
-        transfer_syntax_uid=transfer_syntax_uid,
-        specific_character_set=values.text(g("SpecificCharacterSet")),
-    )
+    found = {field: normalise(kind, _value(ds, tag), field) for field, tag, kind in FIELDS}
+    request = _first_item(ds, REQUEST_ATTRIBUTES)
+    for field, tag in REQUEST_FIELDS:
+        found[field] = values.text(_value(request, tag))
+    return InstanceHeader(transfer_syntax_uid=transfer_syntax_uid, **found)
 
 
 def read_header(path: Path) -> InstanceHeader:

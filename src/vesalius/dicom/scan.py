@@ -29,7 +29,13 @@ from pydicom import charset as _charset
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
 
 from vesalius.dicom import values
-from vesalius.dicom.header import InstanceHeader
+from vesalius.dicom.header import (
+    FIELDS,
+    REQUEST_ATTRIBUTES,
+    REQUEST_FIELDS,
+    InstanceHeader,
+    normalise,
+)
 from vesalius.dicom.metadata import BULK_THRESHOLD, finish_instance_json, instance_path
 from vesalius.dicom.structure import MAX_DEPTH, PIXEL_DATA_TAGS, PixelDataElement
 from vesalius.dicom.uids import (
@@ -421,50 +427,19 @@ def _header(
             return int(numbers[0]) if len(numbers) == 1 else None
         return values.integer(text(tag))
 
-    request = document.get("00400275", {}).get("Value") or [{}]
+    def read(field: str, tag: int, kind: str) -> Any:
+        if kind == "int":
+            return integer(tag)
+        if kind == "uid":
+            return _uid(top, tag)
+        return normalise(kind, text(tag), field)
 
-    def requested(key: str) -> str:
-        member = request[0].get(key, {})
-        found = member.get("Value")
-        return "\\".join(str(v).strip("\0 ") for v in found) if found else ""
-
-    return InstanceHeader(
-        patient_id=text(0x00100020),
-        issuer_of_patient_id=text(0x00100021),
-        patient_name=text(0x00100010).rstrip("="),
-        patient_birth_date=values.date(text(0x00100030)),
-        patient_sex=text(0x00100040),
-        study_uid=_uid(top, 0x0020000D),
-        study_date=values.date(text(0x00080020)),
-        study_time=values.time(text(0x00080030)),
-        accession_number=text(0x00080050),
-        study_id=text(0x00200010),
-        study_description=text(0x00081030),
-        referring_physician_name=text(0x00080090).rstrip("="),
-        series_uid=_uid(top, 0x0020000E),
-        modality=text(0x00080060),
-        series_number=integer(0x00200011),
-        series_description=text(0x0008103E),
-        series_date=values.date(text(0x00080021)),
-        series_time=values.time(text(0x00080031)),
-        body_part_examined=text(0x00180015),
-        station_name=text(0x00081010),
-        institution_name=text(0x00080080),
-        performed_procedure_step_start_date=values.date(text(0x00400244)),
-        performed_procedure_step_start_time=values.time(text(0x00400245)),
-        requested_procedure_id=requested("00401001"),
-        scheduled_procedure_step_id=requested("00400009"),
-        sop_class_uid=_uid(top, 0x00080016),
-        sop_instance_uid=_uid(top, 0x00080018),
-        instance_number=integer(0x00200013),
-        content_date=values.date(text(0x00080023)),
-        content_time=values.time(text(0x00080033)),
-        rows=integer(0x00280010),
-        columns=integer(0x00280011),
-        number_of_frames=integer(0x00280008),
-        transfer_syntax_uid=transfer_syntax,
-        specific_character_set=text(SPECIFIC_CHARACTER_SET),
-    )
+    found = {field: read(field, tag, kind) for field, tag, kind in FIELDS}
+    request = document.get(f"{REQUEST_ATTRIBUTES:08X}", {}).get("Value") or [{}]
+    for field, tag in REQUEST_FIELDS:
+        member = request[0].get(f"{tag:08X}", {}).get("Value")
+        found[field] = "\\".join(str(v).strip("\0 ") for v in member) if member else ""
+    return InstanceHeader(transfer_syntax_uid=transfer_syntax, **found)
 
 
 def scan_instance(path: Path) -> Scan | None:
