@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_PACKAGES = ("orthanc", "orthanc-dicomweb", "dcmtk")
 SETUP = {
     "vesalius": "`python -m vesalius.cli serve` on its defaults (SQLite index in its data "
-    "folder, max PDU 256 KiB, no fsync, DIMSE in one worker process per core: two here), "
+    "folder, max PDU 256 KiB, no fsync, DIMSE and HTTP in one process per core: two here), "
     "log level warning.",
     "orthanc": "Debian's package with its DICOMweb plugin, on Orthanc's defaults (SQLite index, "
     "max PDU 16 KiB, StorageAccessOnFind Always) except SyncStorageArea false (no fsync, as "
