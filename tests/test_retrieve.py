@@ -132,10 +132,12 @@ def suboperation_counts(output: str) -> dict[str, int]:
 def discard(event: Any) -> int:
     """EVT_C_STORE of a test peer: accept and drop the data set.
 
-    The server in this process set STORE_RECV_CHUNKED_DATASET, so the data set arrives as a
-    file (in the server's staging folder); a requestor's C-STORE SCP must remove it itself.
+    When pynetdicom is configured as the ``vesalius`` SCU commands configure it
+    (STORE_RECV_CHUNKED_DATASET, set by other tests in this process), the data set arrives as a
+    file, which the handler must remove; otherwise it arrives in memory.
     """
-    Path(event.dataset_path).unlink()
+    if event.dataset_path is not None:
+        Path(event.dataset_path).unlink()
     return 0x0000
 
 

@@ -83,11 +83,13 @@ def handle_find(archive: Archive, assoc: Association, message: Message) -> None:
         )
         status = PENDING_WARNING if result.unsupported else PENDING
         syntax = context.transfer_syntax
+        # Every Pending response carries the same command set: encoded once.
+        pending = commands.response(request, commands.C_FIND_RSP, status, data_set=True)
         for record in result:
             data = encode_response(record, charset, syntax)
             if data is None:  # sequences, ISO 2022, other syntaxes: through pydicom
                 data = encode_data_set(build_response(record, charset), syntax)
-            send(status, data)
+            assoc.send(cx, pending, data)
     except CancelledError:
         send(CANCEL)
         return
