@@ -130,6 +130,10 @@ _LONG_HEADER_VRS = frozenset({"UC", "UR", "UT"})
 _IMPLICIT, _EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
 
 
+#: The plan's name for the response's own Specific Character Set element.
+_CHARSET = "SpecificCharacterSet"
+
+
 @lru_cache(maxsize=256)
 def _plan(keywords: tuple[str, ...]) -> tuple[tuple[str, int, str], ...] | None:
     """(keyword, tag, VR) of a response's attributes in tag order, or None when one is a
@@ -191,30 +195,19 @@ def encode_response(
     codec = _FAST_CODECS.get(tuple(chosen))
     if codec is None:
         return None
-    plan = _plan(tuple(values))
+    plan = _plan((*values, _CHARSET) if chosen else tuple(values))
     if plan is None:
         return None
+    charset = chosen[0] if len(chosen) == 1 else list(chosen)
     implicit = transfer_syntax == _IMPLICIT
     out = bytearray()
-    charset_pending = bool(chosen)
     try:
         for keyword, tag, vr in plan:
-            if charset_pending and tag > 0x00080005:
-                out += _charset_element(chosen, codec, implicit)
-                charset_pending = False
-            data = _element_bytes(tag, vr, values[keyword], codec, implicit)
+            value = charset if keyword == _CHARSET else values[keyword]
+            data = _element_bytes(tag, vr, value, codec, implicit)
             if data is None:
                 return None
             out += data
-        if charset_pending:
-            out += _charset_element(chosen, codec, implicit)
     except (UnicodeEncodeError, ValueError, TypeError):
         return None
     return bytes(out)
-
-
-def _charset_element(chosen: Sequence[str], codec: str, implicit: bool) -> bytes:
-    value = chosen[0] if len(chosen) == 1 else list(chosen)
-    data = _element_bytes(0x00080005, "CS", value, codec, implicit)
-    assert data is not None
-    return data

@@ -122,14 +122,12 @@ def frames(archive: Archive, request: Request) -> Response:
             tally.failed = 1
             archive.retrieve.finish(plan, tally)
             raise
-    if not form.multipart:
-        tally.completed = 1
-        archive.retrieve.finish(plan, tally)
-        return Response(first, media_type=form.part_content_type)
     boundary = multipart.new_boundary()
-    if len(numbers) == 1:  # what viewers ask, frame by frame: no stream to set up
+    if len(numbers) == 1:  # what viewers ask, frame by frame: answered whole, no stream
         tally.completed = 1
         archive.retrieve.finish(plan, tally)
+        if not form.multipart:
+            return Response(first, media_type=form.part_content_type)
         body = b"".join(
             multipart.stream([multipart.Part(form.part_content_type, [first])], boundary)
         )

@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vesalius.dicom.header import InstanceHeader, read_instance
-from vesalius.dicom.metadata import encode
-from vesalius.dicom.scan import scan_instance
-from vesalius.dicom.structure import check_structure, dataset_offset
+from vesalius.dicom.header import InstanceHeader
 from vesalius.errors import DataSetMismatchError, OutOfResourcesError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.records import BlobInfo, DuplicatePolicy
 from vesalius.services.audit import audit
-from vesalius.services.metadata import metadata_json
+from vesalius.services.metadata import read_with_metadata
 from vesalius.storage import BlobStorage, new_blob_key
 
 log = logging.getLogger(__name__)
@@ -38,18 +35,6 @@ class IngestResult:
     header: InstanceHeader
     outcome: Literal["created", "replaced", "kept"]
     size: int
-
-
-def _read(path: Path) -> tuple[InstanceHeader, bytes]:
-    """The indexed attributes and the stored WADO-RS metadata of a staged file, after proving
-    the file whole: one pass of our own (``dicom/scan.py``), or pydicom's reader for what that
-    leaves (other encodings, malformed files: it raises the precise error)."""
-    scan = scan_instance(path)
-    if scan is not None:
-        return scan.header, encode(scan.document)
-    header, dataset = read_instance(path)
-    pixel = check_structure(path, header.transfer_syntax_uid, dataset_offset(path))
-    return header, metadata_json(header, dataset, pixel)
 
 
 def _digest(path: Path) -> tuple[int, str]:
@@ -103,13 +88,16 @@ class IngestService:
         writing the file, which saves reading it again."""
         try:
             self.check_space()
-            header, metadata = _read(path)
-            if expected_sop_instance and expected_sop_instance != header.sop_instance_uid:
-                raise DataSetMismatchError("SOP Instance UID differs from the command's")
-            if expected_sop_class and expected_sop_class != header.sop_class_uid:
-                raise DataSetMismatchError("SOP Class UID differs from the command's")
-            if expected_study and expected_study != header.study_uid:
-                raise DataSetMismatchError(f"instance is not in study {expected_study}")
+
+            def check(header: InstanceHeader) -> None:
+                if expected_sop_instance and expected_sop_instance != header.sop_instance_uid:
+                    raise DataSetMismatchError("SOP Instance UID differs from the command's")
+                if expected_sop_class and expected_sop_class != header.sop_class_uid:
+                    raise DataSetMismatchError("SOP Class UID differs from the command's")
+                if expected_study and expected_study != header.study_uid:
+                    raise DataSetMismatchError(f"instance is not in study {expected_study}")
+
+            header, metadata = read_with_metadata(path, check)
             size, sha256 = digest if digest is not None else _digest(path)
             key = new_blob_key()
             self.storage.put_file(key, path)

@@ -8,12 +8,14 @@ the table existed get theirs computed from the file on first request, and kept.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from vesalius.dicom.header import InstanceHeader, read_instance
 from vesalius.dicom.metadata import decode, encode, instance_json, instance_path
+from vesalius.dicom.scan import scan_instance
 from vesalius.dicom.structure import PixelDataElement, find_pixel_data
 from vesalius.errors import NotFoundError
 from vesalius.identity import Identity
@@ -45,10 +47,27 @@ def metadata_json(
     return encode(document)
 
 
-def metadata_from_file(path: Path) -> bytes:
-    """:func:`metadata_json` for a stored file."""
+def read_with_metadata(
+    path: Path, check: Callable[[InstanceHeader], None] | None = None
+) -> tuple[InstanceHeader, bytes]:
+    """The indexed attributes and the stored WADO-RS metadata of a Part 10 file, after proving
+    it whole: one pass of our own (``dicom/scan.py``), or pydicom's reader for what that
+    declines (other encodings, malformed files: it raises the precise error). ``check`` sees
+    the header before the metadata is built (ingest refuses a mismatch there)."""
+    scan = scan_instance(path)
+    if scan is not None:
+        if check is not None:
+            check(scan.header)
+        return scan.header, encode(scan.document)
     header, dataset = read_instance(path)
-    return metadata_json(header, dataset, find_pixel_data(path, header.transfer_syntax_uid))
+    if check is not None:
+        check(header)
+    return header, metadata_json(header, dataset, find_pixel_data(path, header.transfer_syntax_uid))
+
+
+def metadata_from_file(path: Path) -> bytes:
+    """:func:`read_with_metadata`'s metadata, for a stored file."""
+    return read_with_metadata(path)[1]
 
 
 class MetadataService:
