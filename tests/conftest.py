@@ -98,7 +98,10 @@ class RunningServer:
         return sorted((self.data_dir / "storage" / "blobs").rglob("*.dcm"))
 
     def staging_files(self) -> list[Path]:
-        return sorted(p for p in (self.data_dir / "storage" / "staging").iterdir() if p.is_file())
+        """Files in staging, other than the empty ones made ahead of need."""
+        spare = self.archive.storage.spare_staging_files()
+        folder = self.data_dir / "storage" / "staging"
+        return sorted(p for p in folder.iterdir() if p.is_file() and p not in spare)
 
 
 def make_server(

@@ -190,3 +190,38 @@ def test_duplicate_policies(tmp_path: Path, database_url: str, policy: str, expe
     finally:
         running.dimse.stop(grace=1)
         running.archive.close()
+
+
+def test_no_staging_file_is_0xA700_and_the_association_goes_on(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staging file that cannot be created (the disk is full: injected, this machine's disk
+    cannot be filled in a test) fails that C-STORE with Out of Resources after its data set
+    has been read, and the next C-STORE on the same association succeeds."""
+    storage = server.archive.storage
+    real = storage.staging_file
+    calls = 0
+
+    def full_once() -> tuple[int, Path]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(28, "No space left on device")
+        return real()
+
+    monkeypatch.setattr(storage, "staging_file", full_once)
+    # The association captured the bound method when it was made: patch before associating.
+    second = _variant(tmp_path, "b.dcm")
+    ae = AE(ae_title="FULLSCU")
+    ae.add_requested_context(CT_CLASS, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title)
+    assert assoc.is_established
+    try:
+        first = assoc.send_c_store(CT)
+        assert first.Status == 0xA700
+        assert "staging" in str(first.get("ErrorComment", ""))
+        assert assoc.send_c_store(str(second)).Status == 0x0000
+    finally:
+        assoc.release()
+    assert server.archive.catalog.count_instances() == 1
+    assert server.staging_files() == []

@@ -16,10 +16,9 @@ import logging
 import select
 import socket
 import struct
-import tempfile
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NoReturn, cast
@@ -70,6 +69,8 @@ class Message:
     path: Path | None = None
     #: (size, SHA-256 hex) of the staged file, computed while it was written.
     digest: tuple[int, str] | None = None
+    #: Why a C-STORE-RQ's data set could not be staged (it was read and dropped), if so.
+    staging_error: str | None = None
 
 
 def _element(tag: int, vr: bytes, value: bytes) -> bytes:
@@ -135,7 +136,7 @@ class Association:
         max_pdu: int,
         network_timeout: float | None,
         dimse_timeout: float | None,
-        staging_dir: Path | None = None,
+        staging: Callable[[], tuple[int, Path]] | None = None,
         peer_address: str = "",
     ) -> None:
         self.sock = sock
@@ -143,7 +144,7 @@ class Association:
         self.max_pdu = max_pdu
         self.network_timeout = network_timeout
         self.dimse_timeout = dimse_timeout
-        self.staging_dir = staging_dir
+        self.staging = staging
         self.peer_address = peer_address
         self.ended = False
         self._pending: deque[tuple[int, int, memoryview]] = deque()
@@ -227,8 +228,15 @@ class Association:
         message = Message(command, context)
         if not command.has_data_set:
             return message
-        if command.field == commands.C_STORE_RQ and self.staging_dir is not None:
-            message.path, message.digest = self._receive_to_file(command, context, wait)
+        if command.field == commands.C_STORE_RQ and self.staging is not None:
+            try:
+                fd, path = self.staging()
+            except OSError as exc:
+                for _ in self._data_fragments(context.id, wait):
+                    pass
+                message.staging_error = f"cannot create a staging file: {exc.strerror}"
+                return message
+            message.path, message.digest = self._receive_to_file(fd, path, command, context, wait)
         else:
             message.data = self._receive_to_memory(context_id, wait)
         return message
@@ -251,15 +259,12 @@ class Association:
         return bytes(data)
 
     def _receive_to_file(
-        self, command: Command, context: Context, wait: float | None
+        self, fd: int, path: Path, command: Command, context: Context, wait: float | None
     ) -> tuple[Path, tuple[int, str]]:
-        """Write the data set behind a Part 10 header into the staging folder, hashing it on
-        the way (SHA-256, as the archive records it); on any failure the partial file is
-        removed before the exception propagates."""
-        assert self.staging_dir is not None
+        """Write the data set behind a Part 10 header into the staging file ``fd`` (at
+        ``path``), hashing it on the way (SHA-256, as the archive records it); on any failure
+        the partial file is removed before the exception propagates."""
         handle: BinaryIO
-        fd, name = tempfile.mkstemp(prefix="rx-", suffix=".dcm", dir=self.staging_dir)
-        path = Path(name)
         try:
             with open(fd, "wb", buffering=WRITE_BUFFER) as handle:
                 header = part10_header(

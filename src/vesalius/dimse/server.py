@@ -281,7 +281,7 @@ class DimseServer:
             max_pdu=self.max_pdu,
             network_timeout=s["dicom.network_timeout"],
             dimse_timeout=s["dicom.dimse_timeout"],
-            staging_dir=self.archive.storage.staging_dir(),
+            staging=self.archive.storage.staging_file,
             peer_address=address,
         )
         with self._lock:

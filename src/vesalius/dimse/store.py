@@ -11,6 +11,7 @@ from __future__ import annotations
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message
 from vesalius.dimse.status import SUCCESS, failure_status
+from vesalius.errors import OutOfResourcesError
 from vesalius.identity import Identity
 from vesalius.services.archive import Archive
 
@@ -30,7 +31,9 @@ def handle_store(archive: Archive, assoc: Association, message: Message) -> None
     """C-STORE-RQ: ingest the received file and answer with its status (PS3.4 B.2.3)."""
     request = message.command
     status, comment = SUCCESS, ""
-    if message.path is None:
+    if message.staging_error is not None:
+        status, comment = failure_status(OutOfResourcesError(message.staging_error), "C-STORE")
+    elif message.path is None:
         status, comment = 0xA900, "C-STORE-RQ without a data set"
     else:
         try:

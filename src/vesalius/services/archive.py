@@ -49,4 +49,5 @@ class Archive:
         return cls(settings, catalog, storage, ingest, retrieve, query, metadata)
 
     def close(self) -> None:
+        self.storage.close()
         self.catalog.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,12 @@ class IngestService:
             raise OutOfResourcesError("storage is full")
 
     def staging_path(self) -> Path:
-        """A fresh path in the storage's staging folder."""
-        return self.storage.staging_dir() / f"{new_blob_key()}.part"
+        """A new empty file in the storage's staging folder (made ahead of need, see
+        :mod:`vesalius.storage.staging`), for the caller to fill and hand to
+        :meth:`ingest_staged`, or to remove."""
+        fd, path = self.storage.staging_file()
+        os.close(fd)
+        return path
 
     def ingest_staged(
         self,

@@ -38,6 +38,15 @@ class BlobStorage(Protocol):
         where possible, so :meth:`put_file` can be a rename."""
         ...
 
+    def staging_file(self) -> tuple[int, Path]:
+        """A new empty file in :meth:`staging_dir`, open for reading and writing: its
+        descriptor, which the caller closes, and its path."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (threads, connections, files made ahead)."""
+        ...
+
     def put_file(self, key: str, source: Path) -> None:
         """Move ``source`` into the store under ``key``, atomically: the blob is either
         complete or absent."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vesalius.errors import OutOfResourcesError
+from vesalius.storage.staging import StagingFiles
 
 CHUNK = 1 << 20
 _KEY_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -31,6 +32,7 @@ class FolderStorage:
         self._staging = root / "staging"
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._staging.mkdir(parents=True, exist_ok=True)
+        self._ready = StagingFiles(self._staging)
 
     def _path(self, key: str) -> Path:
         if not _KEY_RE.match(key):
@@ -39,6 +41,16 @@ class FolderStorage:
 
     def staging_dir(self) -> Path:
         return self._staging
+
+    def staging_file(self) -> tuple[int, Path]:
+        return self._ready.take()
+
+    def spare_staging_files(self) -> set[Path]:
+        """The empty staging files made ahead of need and not yet taken."""
+        return self._ready.ready()
+
+    def close(self) -> None:
+        self._ready.close()
 
     def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)
