@@ -13,7 +13,6 @@ of their own, imported lazily (they import this one).
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -535,7 +534,7 @@ def _time_queries(
         try:
             got = client.find(q)  # warm-up, and the correctness check
         except NotSupported as exc:
-            if isinstance(client, FindClient) and not client.assoc.is_established:
+            if isinstance(client, FindClient) and client.link.ended:
                 raise
             broken.add((kind, protocol, q.name))
             p50.notes[kind] = p95.notes[kind] = str(exc)
@@ -556,7 +555,9 @@ def _time_queries(
 # -- retrieve (scenario 8) and the large object (scenario 10) --------------------------------
 
 
-def _move(server: Server, dest: StoreScp, study: dict[str, Any], level: str = "STUDY") -> float:
+def _move(
+    server: Server, dest: StoreScp, study: dict[str, Any], pool: Pool, level: str = "STUDY"
+) -> float:
     """C-MOVE one study to the storescp destination; wall seconds of movescu."""
     dest.clear()
     argv = [
@@ -579,14 +580,14 @@ def _move(server: Server, dest: StoreScp, study: dict[str, Any], level: str = "S
     got = dest.instance_count()
     if proc.returncode != 0 or got != study["instances"]:
         raise NotSupported(f"C-MOVE delivered {got}/{study['instances']}: {_tail(proc)}")
-    dest.clear()
+    dest.clear(pool.discard)
     return elapsed
 
 
-def _get(server: Server, study: dict[str, Any], folder: Path) -> float:
-    """C-GET one study with getscu into ``folder``; wall seconds of getscu."""
-    if folder.exists():
-        shutil.rmtree(folder)
+def _get(server: Server, study: dict[str, Any], pool: Pool) -> float:
+    """C-GET one study with getscu into a new folder; wall seconds of getscu."""
+    folder = pool.workdir / "getscu"
+    pool.discard(folder)
     folder.mkdir(parents=True)
     argv = [
         require_dcmtk("getscu"),
@@ -606,7 +607,7 @@ def _get(server: Server, study: dict[str, Any], folder: Path) -> float:
     proc = run_tool(argv)
     elapsed = time.perf_counter() - start
     got = sum(1 for p in folder.iterdir() if p.is_file())
-    shutil.rmtree(folder)
+    pool.discard(folder)
     if proc.returncode != 0 or got != study["instances"]:
         raise NotSupported(f"C-GET delivered {got}/{study['instances']}: {_tail(proc)}")
     return elapsed
@@ -650,9 +651,9 @@ def retrieve(ctx: Context, kinds: list[str]) -> list[Row]:
                     server.reset_peak()
                     try:
                         if op == "C-MOVE":
-                            elapsed = _move(server, dest, study)
+                            elapsed = _move(server, dest, study, ctx.pool)
                         else:
-                            elapsed = _get(server, study, ctx.pool.workdir / "getscu")
+                            elapsed = _get(server, study, ctx.pool)
                     except NotSupported as exc:
                         note(str(exc), kind, time_row, rate_row, memory)
                         continue
@@ -714,7 +715,7 @@ def _big_round(
         return
     server.reset_peak()
     try:
-        elapsed = _move(server, dest, study)
+        elapsed = _move(server, dest, study, ctx.pool)
     except NotSupported as exc:
         note(str(exc), kind, rows["out"], rows["out-mem"])
         return
