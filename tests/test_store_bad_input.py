@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from pydicom.data import get_testdata_file
 from pynetdicom import AE, _config, evt
 from pynetdicom.pdu import P_DATA_TF
 
-from conftest import RunningServer, dcmtk, make_server
+from conftest import RunningServer, dcmtk, make_server, wait_until
 
 CT = get_testdata_file("CT_small.dcm")
 CT_CLASS = "1.2.840.10008.5.1.4.1.1.2"
@@ -225,3 +226,54 @@ def test_no_staging_file_is_0xA700_and_the_association_goes_on(
         assoc.release()
     assert server.archive.catalog.count_instances() == 1
     assert server.staging_files() == []
+
+
+def test_a_peer_that_stalls_mid_data_set_is_aborted(tmp_path: Path, database_url: str) -> None:
+    """A peer silent for longer than dicom.network_timeout in the middle of a data set gets an
+    A-ABORT; its partial file is removed and the server goes on serving (PS3.8 9.1.5: ARTIM
+    and network timers are the provider's to choose)."""
+    from pynetdicom.presentation import build_context
+
+    from vesalius.dicom.uids import EXPLICIT_VR_LE
+    from vesalius.dimse import commands, pdu
+    from vesalius.dimse.requestor import connect
+
+    running = make_server(tmp_path / "data", database_url, **{"dicom.network_timeout": 1.0})
+    try:
+        link = connect(
+            "127.0.0.1",
+            running.port,
+            calling_ae="STALLER",
+            called_ae=running.ae_title,
+            contexts=[build_context(CT_CLASS, [EXPLICIT_VR_LE])],
+            max_pdu=16384,
+            acse_timeout=10,
+            network_timeout=10,
+            dimse_timeout=10,
+        )
+        context = next(iter(link.contexts.values()))
+        command = commands.encode(
+            [
+                (commands.AFFECTED_SOP_CLASS, CT_CLASS),
+                (commands.COMMAND_FIELD, commands.C_STORE_RQ),
+                (commands.MESSAGE_ID, 1),
+                (commands.PRIORITY, 0),
+                (commands.DATA_SET_TYPE, commands.DATA_SET),
+                (commands.AFFECTED_SOP_INSTANCE, "1.2.3.4"),
+            ]
+        )
+        link.send_command(context.id, command)
+        fragment = b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"
+        link.sock.sendall(pdu.pdata_header(context.id, 0x00, len(fragment)) + fragment)
+        link.sock.settimeout(10)
+        started = time.monotonic()
+        answer = pdu.read_pdu(link.sock, 0)  # nothing more is sent: the server gives up
+        assert answer.kind == pdu.ABORT
+        assert time.monotonic() - started < 9
+        link.close()
+        wait_until(lambda: running.staging_files() == [], what="the partial file removed")
+        assert running.archive.catalog.count_instances() == 0
+        dcmtk("echoscu", *running.address)
+    finally:
+        running.dimse.stop(grace=1)
+        running.archive.close()

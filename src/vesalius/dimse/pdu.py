@@ -65,7 +65,8 @@ class Pdu:
 def recv_exact(sock: socket.socket, size: int) -> bytearray:
     """Read exactly ``size`` bytes; :class:`ConnectionClosed` if the peer closes first.
 
-    A timeout set on the socket applies to each wait (``TimeoutError`` propagates).
+    A timeout on the socket applies to each wait: Python's (``TimeoutError`` propagates) or
+    the kernel's ``SO_RCVTIMEO`` on a blocking socket (``BlockingIOError`` propagates).
     """
     buffer = bytearray(size)
     view = memoryview(buffer)
