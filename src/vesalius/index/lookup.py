@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.engine import Connection
 
 from vesalius.errors import QueryError
+from vesalius.index.prepared import Prepared
 from vesalius.index.schema import instance_metadata, instances, patients, series, studies
 
 Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
@@ -68,6 +69,49 @@ def _chunks(values: Sequence[str]) -> list[tuple[str, ...]]:
     return [unique[i : i + CHUNK] for i in range(0, len(unique), CHUNK)]
 
 
+_LOCATION_COLUMNS = (
+    instances.c.pk,
+    instances.c.sop_class_uid,
+    instances.c.sop_instance_uid,
+    instances.c.transfer_syntax_uid,
+    instances.c.blob_key,
+    instances.c.size,
+    studies.c.study_uid,
+    patients.c.patient_id,
+    series.c.series_uid,
+    patients.c.issuer_of_patient_id,
+)
+
+#: One instance by its UID (unique in the index): the frame, rendered, WADO-URI and
+#: single-instance retrieve path, run on the driver's cursor (``index/prepared.py``).
+_ONE_INSTANCE = Prepared(
+    select(*_LOCATION_COLUMNS)
+    .select_from(instances.join(series).join(studies).join(patients))
+    .where(instances.c.sop_instance_uid == bindparam("uid"))
+)
+
+
+def _one_instance(conn: Connection, keys: RetrieveKeys, uid: str) -> list[InstanceLocation]:
+    """:func:`find_instances` for a single SOP Instance UID: the keys of the levels above
+    narrow the one row, as they do in the general query."""
+    found = []
+    for row in _ONE_INSTANCE.run(conn, {"uid": uid}):
+        pk, sop_class, sop_instance, syntax, blob_key, size, study, patient, ser, issuer = row
+        if (
+            (keys.study_uids and study not in keys.study_uids)
+            or (keys.series_uids and ser not in keys.series_uids)
+            or (keys.patient_id and patient != keys.patient_id)
+            or (keys.issuer_of_patient_id and issuer != keys.issuer_of_patient_id)
+        ):
+            continue
+        found.append(
+            InstanceLocation(
+                int(pk), sop_class, sop_instance, syntax, blob_key, int(size), study, patient, ser
+            )
+        )
+    return found
+
+
 def find_instances(
     conn: Connection, keys: RetrieveKeys, limit: int | None = None
 ) -> list[InstanceLocation]:
@@ -76,6 +120,8 @@ def find_instances(
     With ``limit``, at most ``limit + 1`` rows are read, so a caller can tell "too many" without
     loading an archive's worth of rows.
     """
+    if keys.level == "IMAGE" and len(set(keys.sop_instance_uids)) == 1:
+        return _one_instance(conn, keys, keys.sop_instance_uids[0])
     level_column, level_values = _level_list(keys)
     if keys.level == "PATIENT" and not keys.patient_id:
         raise QueryError("PATIENT level retrieve without a Patient ID")
