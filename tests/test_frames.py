@@ -301,3 +301,55 @@ def test_open_frames_reads_several_with_one_parse(ct_frames: tuple[Path, np.ndar
         assert [reader.read(n) for n in (5, 1, 3)] == [pixels[n - 1].tobytes() for n in (5, 1, 3)]
         assert np.array_equal(reader.decode(2).pixels, pixels[1])
         assert reader.native(4).data == pixels[3].tobytes()
+
+
+def _pixel_test_files() -> list[Path]:
+    from pydicom.data import get_testdata_files
+
+    found = []
+    for name in get_testdata_files("*.dcm"):
+        path = Path(name)
+        try:
+            with path.open("rb") as fh:
+                if fh.read(132)[128:] != b"DICM":
+                    continue
+            if "PixelData" in dcmread(path, stop_before_pixels=False, defer_size=64):
+                found.append(path)
+        except Exception:
+            continue
+    return found
+
+
+def test_lean_layout_cuts_the_same_frames_as_pydicom() -> None:
+    """Serving stored frames walks the element headers itself (``lean``); on every pydicom test
+    file with pixel data it gives the layout and the frame bytes of pydicom's header parse,
+    or it declines and pydicom's path runs."""
+    files = _pixel_test_files()
+    assert len(files) > 40
+    lean_used = 0
+    for path in files:
+        try:
+            frames.pixel_layout(path)
+        except InvalidDataError:
+            with pytest.raises(InvalidDataError), frames.open_frames(path, lean=True):
+                pass
+            continue
+        with frames.open_frames(path) as full, frames.open_frames(path, lean=True) as lean:
+            lean_used += lean.layout.lean
+            assert lean.count == full.count, path.name
+            for attribute in ("value_offset", "value_length", "encapsulated", "keyword"):
+                assert getattr(lean.layout, attribute) == getattr(full.layout, attribute), (
+                    path.name,
+                    attribute,
+                )
+            for number in sorted({1, full.count}):
+                try:
+                    expected: bytes | type[Exception] = full.read(number)
+                except (InvalidDataError, UnsupportedError) as exc:
+                    expected = type(exc)
+                if isinstance(expected, bytes):
+                    assert lean.read(number) == expected, (path.name, number)
+                else:
+                    with pytest.raises(expected):
+                        lean.read(number)
+    assert lean_used > len(files) // 2  # the fast path is the common one

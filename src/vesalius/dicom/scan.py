@@ -202,10 +202,13 @@ def _integer_string(text: str) -> int:
 class _Walker:
     """Walks elements over the mapped file; builds JSON for the data set before pixel data."""
 
-    def __init__(self, buf: mmap.mmap, implicit: bool) -> None:
+    def __init__(self, buf: mmap.mmap, implicit: bool, *, values_only: bool = False) -> None:
         self.buf = buf
         self.size = len(buf)
         self.implicit = implicit
+        #: Only record the top-level values before the pixel data (no JSON; sequences are
+        #: walked for their structure and skipped).
+        self.values_only = values_only
         #: Bulk data members and their tag paths; their URIs are filled in once the
         #: instance's UIDs are known (``_scan``).
         self.bulk: list[tuple[dict[str, Any], str]] = []
@@ -308,6 +311,10 @@ class _Walker:
             pos = value + length
             if pos > limit:
                 raise _Unsupported("value past the end")
+            if self.values_only:
+                if depth == 0 and self.pixel is None:
+                    self.top[tag] = (vr, self.buf[value:pos])
+                continue
             if out is None or not tag & 0xFFFF or tag >> 16 == 0x0002:
                 continue
             key = f"{tag:08X}"
@@ -453,6 +460,58 @@ def scan_instance(path: Path) -> Scan | None:
         with buf:
             return _scan(buf)
     except _Unsupported:
+        return None
+
+
+@dataclass(frozen=True)
+class PixelHeader:
+    """Where the pixel data lies and the top-level values before it, raw: what serving a
+    stored frame needs (``dicom/frames.py``), without building any JSON."""
+
+    transfer_syntax: str
+    #: (VR, value bytes) of each top-level element before the pixel data, by tag.
+    values: dict[int, tuple[str, bytes]]
+    pixel: PixelDataElement | None
+
+    def integer(self, tag: int) -> int | None:
+        """A US, UL or IS value as an integer, None when absent or unreadable."""
+        found = self.values.get(tag)
+        if found is None:
+            return None
+        vr, raw = found
+        try:
+            if vr in ("US", "UL"):
+                return _numbers(raw, vr)[0] if raw else None
+            return int(raw.decode(_DEFAULT_CODEC).strip("\0 "))
+        except (ValueError, IndexError, UnicodeDecodeError, struct.error):
+            return None
+
+    def text(self, tag: int) -> str | None:
+        found = self.values.get(tag)
+        return found[1].decode(_DEFAULT_CODEC, "replace").strip("\0 ") if found else None
+
+
+def scan_pixel_header(path: Path) -> PixelHeader | None:
+    """Walk a Part 10 file's element headers up to its pixel data, or ``None`` to leave it to
+    pydicom (the encodings and oddities :func:`scan_instance` declines)."""
+    try:
+        with open(path, "rb") as fh:
+            try:
+                buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:
+                return None
+        with buf:
+            meta, start = _file_meta(buf)
+            transfer_syntax = meta.get(0x0010, "")
+            if not is_valid_uid(transfer_syntax) or transfer_syntax in (
+                EXPLICIT_VR_BE,
+                DEFLATED_EXPLICIT_VR_LE,
+            ):
+                return None
+            walker = _Walker(buf, transfer_syntax == IMPLICIT_VR_LE, values_only=True)
+            walker.data_set(start, None, 0, None, "")
+            return PixelHeader(transfer_syntax, walker.top, walker.pixel)
+    except (_Unsupported, OSError):
         return None
 
 

@@ -109,7 +109,7 @@ def frames(archive: Archive, request: Request) -> Response:
     # per pass over the file.
     with archive.retrieve.local_path(instance) as path:
         try:
-            with pixel_frames.open_frames(path) as reader:
+            with pixel_frames.open_frames(path, lean=not form.decode) as reader:
                 beyond = [n for n in numbers if n > reader.count]
                 if beyond:
                     raise NotFoundError(f"frame {beyond[0]} asked, the instance has {reader.count}")
@@ -139,7 +139,7 @@ def frames(archive: Archive, request: Request) -> Response:
             if len(numbers) > 1:
                 with (
                     archive.retrieve.local_path(instance) as path,
-                    pixel_frames.open_frames(path) as reader,
+                    pixel_frames.open_frames(path, lean=not form.decode) as reader,
                 ):
                     for number in numbers[1:]:
                         yield multipart.Part(form.part_content_type, [read(reader, number)])
