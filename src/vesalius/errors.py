@@ -30,6 +30,10 @@ class VesaliusError(Exception):
     dimse_status: int = 0xC000
     http_status: int = 500
 
+    #: (SOP Class UID, SOP Instance UID) of the instance refused, when known (for the
+    #: Failed SOP Sequence of a STOW-RS response, PS3.18 10.5.3).
+    instance: tuple[str, str] | None = None
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message

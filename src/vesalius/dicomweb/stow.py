@@ -13,9 +13,10 @@ status says how many got in (10.5.3.1): 200 all, 202 some, 409 none.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
-import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -123,18 +124,30 @@ def _part_problem(headers: dict[str, str]) -> str:
 # ---------------------------------------------------------------------- receiving
 
 
+@dataclass
+class _Part:
+    """A part received into a staging file, hashed on the way (SHA-256, as ingest records)."""
+
+    path: Path
+    size: int = 0
+    sha: hashlib._Hash | None = None
+
+    def digest(self) -> tuple[int, str] | None:
+        return (self.size, self.sha.hexdigest()) if self.sha is not None else None
+
+
 class _Staging:
     """The parts of one request, in order: staging files, and parts refused on sight.
 
     A part's bytes gather in memory up to :data:`FLUSH` and go to its file in a worker thread,
-    which opens the file on the first write and closes it on the last: one thread hop for a
-    small part.
+    which opens the file on the first write, hashes what it writes and closes the file on the
+    last: one thread hop for a small part, and ingest does not read the file again to hash it.
     """
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
-        self.entries: list[Path | Failed] = []
-        self._path: Path | None = None  # the part being received, unless it is skipped
+        self.entries: list[_Part | Failed] = []
+        self._part: _Part | None = None  # the part being received, unless it is skipped
         self._file: IO[bytes] | None = None
         self._pending = bytearray()
 
@@ -143,19 +156,19 @@ class _Staging:
         if problem:
             self.entries.append(Failed(CANNOT_UNDERSTAND, problem))
             return
-        self._path = self.archive.ingest.staging_path()
-        self.entries.append(self._path)
+        self._part = _Part(self.archive.ingest.staging_path(), 0, hashlib.sha256())
+        self.entries.append(self._part)
 
     async def write(self, data: bytes) -> None:
-        if self._path is not None:
+        if self._part is not None:
             self._pending += data
             if len(self._pending) >= FLUSH:
                 await self._flush(last=False)
 
     async def end(self) -> None:
-        if self._path is not None:
+        if self._part is not None:
             await self._flush(last=True)
-        self._path = None
+        self._part = None
 
     async def _flush(self, *, last: bool) -> None:
         chunk, self._pending = self._pending, bytearray()
@@ -165,10 +178,13 @@ class _Staging:
             self._fail_current(exc)
 
     def _write_out(self, chunk: bytearray, last: bool) -> None:
-        assert self._path is not None
+        part = self._part
+        assert part is not None and part.sha is not None
         if self._file is None:
-            self._file = self._path.open("wb")
+            self._file = part.path.open("wb")
         self._file.write(chunk)
+        part.sha.update(chunk)
+        part.size += len(chunk)
         if last:
             file, self._file = self._file, None
             file.close()
@@ -180,9 +196,9 @@ class _Staging:
             file, self._file = self._file, None
             with contextlib.suppress(OSError):
                 file.close()
-        if self._path is not None:
-            self._path.unlink(missing_ok=True)
-            self._path = None
+        if self._part is not None:
+            self._part.path.unlink(missing_ok=True)
+            self._part = None
         self.entries[-1] = Failed(OUT_OF_RESOURCES, "cannot write the part to staging")
         self._pending = bytearray()
 
@@ -192,10 +208,10 @@ class _Staging:
             with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None
-        self._path = None
+        self._part = None
         for entry in self.entries:
-            if isinstance(entry, Path):
-                entry.unlink(missing_ok=True)
+            if isinstance(entry, _Part):
+                entry.path.unlink(missing_ok=True)
         self.entries.clear()
 
 
@@ -258,28 +274,29 @@ def _peek(path: Path) -> dict[str, str]:
     return found
 
 
-def _ingest(archive: Archive, path: Path, identity: Identity, study: str | None) -> Stored | Failed:
+def _ingest(
+    archive: Archive, part: _Part, identity: Identity, study: str | None
+) -> Stored | Failed:
     """Ingest one staged part (blocking); a study in the path must match (Table I.2-2, A9xx).
 
-    Ingest removes a file it refuses, so a second name (a hard link) keeps it readable for the
-    UIDs of the Failed SOP Sequence item; the UIDs are read only when something failed.
+    The UIDs of a Failed SOP Sequence item come with the error when ingest had read them, or
+    from the refused file, which ingest leaves in staging (``keep_refused``) for this.
     """
-    uids: dict[str, str] = {}
-    spare = path.with_suffix(".failed")
+    path = part.path
     try:
-        os.link(path, spare)
-    except OSError:  # no hard links here: read the UIDs now instead
-        uids = uids or _peek(path)
-    try:
-        result = archive.ingest.ingest_staged(path, identity, expected_study=study)
+        result = archive.ingest.ingest_staged(
+            path, identity, expected_study=study, digest=part.digest(), keep_refused=True
+        )
     except VesaliusError as exc:
-        return _failed(exc, uids or _peek(spare))
+        if exc.instance is not None:
+            sop_class, sop_instance = exc.instance
+            return _failed(exc, {"SOPClassUID": sop_class, "SOPInstanceUID": sop_instance})
+        return _failed(exc, _peek(path))
     except Exception as exc:
-        path.unlink(missing_ok=True)
         log.exception("STOW-RS: ingest failed unexpectedly")
-        return _failed(exc, uids or _peek(spare))
+        return _failed(exc, _peek(path))
     finally:
-        spare.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # moved into storage, or refused
     header = result.header
     return Stored(
         header.sop_class_uid,
@@ -313,7 +330,7 @@ async def _ingest_all(
                     await anyio.to_thread.run_sync(_ingest, archive, entry, identity, study)
                 )
             finally:
-                entry.unlink(missing_ok=True)  # ingest moved or removed it; this is a backstop
+                entry.path.unlink(missing_ok=True)  # _ingest moved or removed it: a backstop
     finally:
         staging.discard()
     return results

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from vesalius.dicom.header import InstanceHeader
-from vesalius.errors import DataSetMismatchError, OutOfResourcesError
+from vesalius.errors import DataSetMismatchError, OutOfResourcesError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.records import BlobInfo, DuplicatePolicy
@@ -86,8 +86,10 @@ class IngestService:
         expected_sop_instance: str | None = None,
         expected_study: str | None = None,
         digest: tuple[int, str] | None = None,
+        keep_refused: bool = False,
     ) -> IngestResult:
-        """Ingest a Part 10 file already in staging; it is moved into storage or removed.
+        """Ingest a Part 10 file already in staging; it is moved into storage or removed
+        (left in staging for the caller when refused and ``keep_refused``).
 
         ``digest`` is the file's (size, SHA-256 hex) when the receiver computed it while
         writing the file, which saves reading it again."""
@@ -95,19 +97,25 @@ class IngestService:
             self.check_space()
 
             def check(header: InstanceHeader) -> None:
+                problem = ""
                 if expected_sop_instance and expected_sop_instance != header.sop_instance_uid:
-                    raise DataSetMismatchError("SOP Instance UID differs from the command's")
-                if expected_sop_class and expected_sop_class != header.sop_class_uid:
-                    raise DataSetMismatchError("SOP Class UID differs from the command's")
-                if expected_study and expected_study != header.study_uid:
-                    raise DataSetMismatchError(f"instance is not in study {expected_study}")
+                    problem = "SOP Instance UID differs from the command's"
+                elif expected_sop_class and expected_sop_class != header.sop_class_uid:
+                    problem = "SOP Class UID differs from the command's"
+                elif expected_study and expected_study != header.study_uid:
+                    problem = f"instance is not in study {expected_study}"
+                if problem:
+                    error = DataSetMismatchError(problem)
+                    error.instance = (header.sop_class_uid, header.sop_instance_uid)
+                    raise error
 
             header, metadata = read_with_metadata(path, check)
             size, sha256 = digest if digest is not None else _digest(path)
             key = new_blob_key()
             self.storage.put_file(key, path)
         except Exception:
-            path.unlink(missing_ok=True)
+            if not keep_refused:
+                path.unlink(missing_ok=True)
             raise
         try:
             result = self.catalog.record(
@@ -117,8 +125,10 @@ class IngestService:
                 who.name if who.kind == "ae" else "",
                 metadata,
             )
-        except BaseException:
+        except BaseException as exc:
             self.storage.delete(key)
+            if isinstance(exc, VesaliusError):
+                exc.instance = (header.sop_class_uid, header.sop_instance_uid)
             raise
         if result.outcome == "kept":
             self.storage.delete(key)
