@@ -96,7 +96,7 @@ def _one_instance(conn: Connection, keys: RetrieveKeys, uid: str) -> list[Instan
     narrow the one row, as they do in the general query."""
     found = []
     for row in _ONE_INSTANCE.run(conn, {"uid": uid}):
-        pk, sop_class, sop_instance, syntax, blob_key, size, study, patient, ser, issuer = row
+        study, patient, ser, issuer = row[6:10]
         if (
             (keys.study_uids and study not in keys.study_uids)
             or (keys.series_uids and ser not in keys.series_uids)
@@ -104,12 +104,16 @@ def _one_instance(conn: Connection, keys: RetrieveKeys, uid: str) -> list[Instan
             or (keys.issuer_of_patient_id and issuer != keys.issuer_of_patient_id)
         ):
             continue
-        found.append(
-            InstanceLocation(
-                int(pk), sop_class, sop_instance, syntax, blob_key, int(size), study, patient, ser
-            )
-        )
+        found.append(_location(row))
     return found
+
+
+def _location(row: Sequence[Any]) -> InstanceLocation:
+    """An :class:`InstanceLocation` from a row that starts with :data:`_LOCATION_COLUMNS`."""
+    pk, sop_class, sop_instance, syntax, blob_key, size, study, patient, ser = row[:9]
+    return InstanceLocation(
+        int(pk), sop_class, sop_instance, syntax, blob_key, int(size), study, patient, ser
+    )
 
 
 def find_instances(
@@ -143,20 +147,12 @@ def find_instances(
 
     base = (
         select(
-            instances.c.pk,
-            instances.c.sop_class_uid,
-            instances.c.sop_instance_uid,
-            instances.c.transfer_syntax_uid,
-            instances.c.blob_key,
-            instances.c.size,
+            *_LOCATION_COLUMNS,
             instances.c.instance_number,
             series.c.pk.label("series_pk"),
-            series.c.series_uid,
             series.c.series_number,
             studies.c.pk.label("study_pk"),
-            studies.c.study_uid,
             studies.c.study_date,
-            patients.c.patient_id,
         )
         .select_from(instances.join(series).join(studies).join(patients))
         .where(*where)
@@ -185,20 +181,7 @@ def find_instances(
             r.pk,
         )
     )
-    return [
-        InstanceLocation(
-            pk=int(r.pk),
-            sop_class_uid=r.sop_class_uid,
-            sop_instance_uid=r.sop_instance_uid,
-            transfer_syntax_uid=r.transfer_syntax_uid,
-            blob_key=r.blob_key,
-            size=int(r.size),
-            study_uid=r.study_uid,
-            patient_id=r.patient_id,
-            series_uid=r.series_uid,
-        )
-        for r in rows
-    ]
+    return [_location(r) for r in rows]
 
 
 @dataclass(frozen=True)
