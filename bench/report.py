@@ -196,6 +196,16 @@ def _meta_lines(results: dict[str, Any]) -> list[str]:
         f"{host.get('system', '?')}. It is shared with other engineers running test suites, "
         "so absolute figures are noisy; runs alternate between servers so that the noise "
         "falls on all of them alike, and **the ratios are what matter**.",
+        *(
+            [
+                f"- Machine speed when the run began: a fixed pure-Python loop took "
+                f"{meta['calibration']['python_loop_ms']:.0f} ms, creating a small file "
+                f"{meta['calibration']['file_create_us']:.0f} µs (median); compare these "
+                "between runs before comparing absolute figures."
+            ]
+            if meta.get("calibration")
+            else []
+        ),
     ]
     for kind in SERVER_ORDER:
         if kind in meta.get("versions", {}):

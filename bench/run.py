@@ -140,6 +140,30 @@ def host_info() -> dict[str, Any]:
     }
 
 
+def calibrate(folder: Path) -> dict[str, float]:
+    """How fast this machine is right now, for reading absolute figures across runs: a fixed
+    pure-Python loop (ms), and creating and writing a small file (µs, median of 500; a busy
+    or recently purged disk makes this slow, see bench/analysis.md). The files stay until the
+    run's folder is removed at the end: deleting them would slow the first scenario."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(1_000_000):
+        total += i * i % 7
+    python_ms = (time.perf_counter() - start) * 1000
+    folder.mkdir(parents=True, exist_ok=True)
+    timings = []
+    block = bytes(4096)
+    for i in range(500):
+        path = folder / f"calibrate-{i}"
+        begun = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, block)
+        os.close(fd)
+        timings.append(time.perf_counter() - begun)
+    timings.sort()
+    return {"python_loop_ms": round(python_ms, 1), "file_create_us": round(timings[250] * 1e6, 1)}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny corpora, one run (a smoke run)")
@@ -231,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeat": repeat,
             "samples": samples,
             "host": host_info(),
+            "calibration": calibrate(run_dir / "calibrate"),
             "versions": versions(kinds),
             "setup": SETUP,
             "clients": CLIENTS,

@@ -88,6 +88,9 @@ def test_report_and_plots_are_written(bench_run: BenchRun) -> None:
         assert plot.read_bytes()[:8] == PNG_SIGNATURE
         assert f"](benchmarks/{plot.name})" in text
     assert not bench_run.results["errors"]
+    calibration = bench_run.results["meta"]["calibration"]
+    assert calibration["python_loop_ms"] > 0 and calibration["file_create_us"] > 0
+    assert "Machine speed when the run began" in text
 
 
 def test_every_ingest_row_has_numbers_for_vesalius_and_storescp(bench_run: BenchRun) -> None:
