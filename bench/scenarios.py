@@ -559,7 +559,7 @@ def _move(
     server: Server, dest: StoreScp, study: dict[str, Any], pool: Pool, level: str = "STUDY"
 ) -> float:
     """C-MOVE one study to the storescp destination; wall seconds of movescu."""
-    dest.clear()
+    dest.clear(pool.discard)
     argv = [
         require_dcmtk("movescu"),
         "-S",

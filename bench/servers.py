@@ -418,18 +418,11 @@ class StoreScp(Server):
     def instance_count(self) -> int:
         return sum(1 for p in self.output_dir.rglob("*") if p.is_file())
 
-    def clear(self, discard: Callable[[Path], None] | None = None) -> None:
-        """Remove the received files (between runs, while idle), or hand the folder that
-        holds them to ``discard`` (:meth:`Pool.discard`) and start a new one."""
-        if discard is not None:
-            discard(self.output_dir)
-            self.output_dir.mkdir(parents=True)
-            return
-        for path in self.output_dir.iterdir():
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+    def clear(self, discard: Callable[[Path], None]) -> None:
+        """Hand the folder of received files to ``discard`` (:meth:`Pool.discard`) and start
+        an empty one (between runs, while idle)."""
+        discard(self.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def received_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.output_dir.rglob("*") if p.is_file())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from conftest import RunningServer, dcmtk
+from conftest import RunningServer, dcmtk, wait_until
 from vesalius.dimse.server import DimseServer, listen
 from vesalius.dimse.workers import LoadBoard
 from vesalius.index.schema import patients, series, studies
@@ -78,10 +77,11 @@ def test_accepting_processes_share_connections_evenly(tmp_path: Path) -> None:
     try:
         for _ in range(4):
             clients.append(socket.create_connection(("127.0.0.1", servers[0].port)))
-            deadline = time.monotonic() + 5
-            while sum(len(s.active()) for s in servers) < len(clients):
-                assert time.monotonic() < deadline, "connection not accepted"
-                time.sleep(0.005)
+            wait_until(
+                lambda: sum(len(s.active()) for s in servers) >= len(clients),
+                timeout=5,
+                what="connection accepted",
+            )
         assert [len(s.active()) for s in servers] == [2, 2]
         assert list(board.counts) == [2, 2]
     finally:

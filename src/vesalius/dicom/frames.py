@@ -123,9 +123,10 @@ def _lean_layout(path: Path) -> PixelLayout | None:
     found = scan_pixel_header(path)
     if found is None or found.pixel is None:
         return None
+    ts = UID(found.transfer_syntax)
     header = Dataset()
     header.file_meta = FileMetaDataset()
-    header.file_meta.TransferSyntaxUID = UID(found.transfer_syntax)
+    header.file_meta.TransferSyntaxUID = ts
     for tag, vr in _FRAME_ATTRIBUTES.items():
         if vr == "CS":
             value: Any = found.text(tag)
@@ -137,7 +138,6 @@ def _lean_layout(path: Path) -> PixelLayout | None:
         if tag in found.values:
             header.add_new(tag, "OV", bytes(found.values[tag][1]))
     pixel = found.pixel
-    ts = UID(found.transfer_syntax)
     return PixelLayout(
         header,
         ts,

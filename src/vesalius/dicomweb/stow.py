@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -130,10 +130,10 @@ class _Part:
 
     path: Path
     size: int = 0
-    sha: hashlib._Hash | None = None
+    sha: hashlib._Hash = field(default_factory=hashlib.sha256)
 
-    def digest(self) -> tuple[int, str] | None:
-        return (self.size, self.sha.hexdigest()) if self.sha is not None else None
+    def digest(self) -> tuple[int, str]:
+        return self.size, self.sha.hexdigest()
 
 
 class _Staging:
@@ -156,7 +156,7 @@ class _Staging:
         if problem:
             self.entries.append(Failed(CANNOT_UNDERSTAND, problem))
             return
-        self._part = _Part(self.archive.ingest.staging_path(), 0, hashlib.sha256())
+        self._part = _Part(self.archive.ingest.staging_path())
         self.entries.append(self._part)
 
     async def write(self, data: bytes) -> None:
@@ -179,7 +179,7 @@ class _Staging:
 
     def _write_out(self, chunk: bytearray, last: bool) -> None:
         part = self._part
-        assert part is not None and part.sha is not None
+        assert part is not None
         if self._file is None:
             self._file = part.path.open("wb")
         self._file.write(chunk)

@@ -36,11 +36,11 @@ RETRY_AFTER = 1.0
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def create_staging_file(folder: Path, suffix: str = ".part") -> tuple[int, Path]:
+def create_staging_file(folder: Path) -> tuple[int, Path]:
     """A new empty file with a random name in ``folder``: its descriptor (open for reading
     and writing, owner only) and path."""
     while True:
-        path = folder / f"rx-{secrets.token_hex(12)}{suffix}"
+        path = folder / f"rx-{secrets.token_hex(12)}.part"
         try:
             return os.open(path, _FLAGS, 0o600), path
         except FileExistsError:  # 96 random bits: only a stale name could collide
