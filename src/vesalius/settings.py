@@ -44,7 +44,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom.ae_title", str, "VESALIUS", "AE title of the DIMSE server."),
     Setting("dicom.host", str, "0.0.0.0", "Address the DIMSE server listens on."),
     Setting("dicom.port", int, 11112, "TCP port of the DIMSE server."),
-    Setting("dicom.max_associations", int, 32, "Most concurrent associations accepted."),
+    Setting(
+        "dicom.max_associations",
+        int,
+        32,
+        "Most concurrent associations accepted, over all processes (more: A-ASSOCIATE-RJ, "
+        "transient, local limit exceeded).",
+    ),
+    Setting(
+        "dicom.max_associations_per_host",
+        int,
+        8,
+        "Most concurrent connections from one IP address (0 = no limit); more are rejected "
+        "like dicom.max_associations, so one host cannot take every slot.",
+    ),
     Setting(
         "dicom.workers",
         int,
@@ -53,9 +66,34 @@ SETTINGS: tuple[Setting, ...] = (
         " core, at most 4); each has its own handle on the shared index and storage.",
     ),
     Setting("dicom.max_pdu", int, 262144, "Maximum PDU length we receive (bytes, 0 = any)."),
-    Setting("dicom.acse_timeout", float, 30.0, "Seconds to wait for association messages."),
-    Setting("dicom.dimse_timeout", float, 60.0, "Seconds to wait for DIMSE messages."),
-    Setting("dicom.network_timeout", float, 60.0, "Seconds of silence before a connection ends."),
+    Setting(
+        "dicom.acse_timeout",
+        float,
+        30.0,
+        "ARTIM timer (PS3.8 9.1.5): seconds from connection to a complete A-ASSOCIATE-RQ, and "
+        "to wait for association answers.",
+    ),
+    Setting(
+        "dicom.dimse_timeout",
+        float,
+        60.0,
+        "Seconds a whole DIMSE message may take to arrive from its first byte (extended by "
+        "dicom.min_receive_rate), and to wait for a peer's response.",
+    ),
+    Setting(
+        "dicom.network_timeout",
+        float,
+        60.0,
+        "Seconds an association may stay idle between messages, and a whole PDU may take to "
+        "arrive from its first byte (extended by dicom.min_receive_rate).",
+    ),
+    Setting(
+        "dicom.min_receive_rate",
+        int,
+        1024,
+        "Bytes per second a large message must keep up on average: each such many bytes "
+        "received extend the PDU and message deadlines by a second.",
+    ),
     Setting(
         "dicom.require_called_ae",
         bool,
@@ -73,8 +111,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ingest.duplicate_policy",
         str,
-        "replace",
-        "A second copy of a stored SOP Instance UID: replace, keep (ignore) or reject.",
+        "keep",
+        "A second copy of a stored SOP Instance UID: keep (the first copy stays; a copy that "
+        "differs is answered with warning 0xB006 and audited), replace, or reject (0x0111).",
+    ),
+    Setting(
+        "ingest.max_inflated_mb",
+        int,
+        256,
+        "Largest data set a Deflated Explicit VR Little Endian instance may inflate to (MiB; "
+        "0 = no limit); larger is refused (0xA700) and nothing is stored.",
     ),
     Setting(
         "storage.fsync",
@@ -116,6 +162,46 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest STOW-RS request body, after decompression (MiB; 0 = no limit); larger gets 413.",
     ),
     Setting(
+        "http.max_inflation_ratio",
+        int,
+        100,
+        "A gzip or deflate coded request body may decode to at most this many times the bytes "
+        "received (past its first MiB); more is refused with 413 as a decompression bomb.",
+    ),
+    Setting(
+        "http.header_timeout",
+        float,
+        10.0,
+        "Seconds a client has, from connecting or from the first byte of a request, to send "
+        "the request line and headers; then 408 and the connection is closed.",
+    ),
+    Setting(
+        "http.keepalive_timeout",
+        float,
+        5.0,
+        "Seconds an idle keep-alive connection stays open between requests.",
+    ),
+    Setting(
+        "http.body_timeout",
+        float,
+        30.0,
+        "Seconds a request body may go without a byte arriving (while the server is reading); "
+        "then 408 and the connection is closed.",
+    ),
+    Setting(
+        "http.send_timeout",
+        float,
+        60.0,
+        "Seconds a response may wait on a client that reads nothing before the connection is "
+        "closed.",
+    ),
+    Setting(
+        "http.max_connections",
+        int,
+        1000,
+        "Most open HTTP connections per process; more are answered 503 and closed.",
+    ),
+    Setting(
         "viewer.enabled",
         bool,
         True,
@@ -141,6 +227,29 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_KEY = {s.key: s for s in SETTINGS}
 _DUPLICATE_POLICIES = ("replace", "keep", "reject")
+#: Limits and timeouts where 0 means "no limit" or makes sense; negative never does.
+_NON_NEGATIVE = (
+    "dicom.max_associations_per_host",
+    "dicom.max_pdu",
+    "ingest.max_inflated_mb",
+    "http.max_upload_mb",
+    "http.max_inflation_ratio",
+    "storage.min_free_mb",
+    "query.max_results",
+)
+#: Limits and timeouts that must be positive (a zero would refuse everything or wait forever).
+_POSITIVE = (
+    "dicom.max_associations",
+    "dicom.acse_timeout",
+    "dicom.dimse_timeout",
+    "dicom.network_timeout",
+    "dicom.min_receive_rate",
+    "http.header_timeout",
+    "http.keepalive_timeout",
+    "http.body_timeout",
+    "http.send_timeout",
+    "http.max_connections",
+)
 _MODALITY_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[^\]]+\]):(?P<port>\d{1,5})$")
 
 
@@ -288,6 +397,12 @@ def load_settings(
         raise ConfigError(
             f"ingest.duplicate_policy must be one of {', '.join(_DUPLICATE_POLICIES)}"
         )
+    for key in _NON_NEGATIVE:
+        if values[key] < 0:
+            raise ConfigError(f"{key} must not be negative, got {values[key]}")
+    for key in _POSITIVE:
+        if values[key] <= 0:
+            raise ConfigError(f"{key} must be greater than 0, got {values[key]}")
     if not 1 <= len(values["dicom.ae_title"].strip()) <= 16:
         raise ConfigError("dicom.ae_title must be 1 to 16 characters")
     return Settings(values, modalities)
