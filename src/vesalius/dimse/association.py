@@ -42,10 +42,16 @@ from vesalius.errors import PeerError
 
 log = logging.getLogger(__name__)
 
-#: Identifiers and other in-memory data sets larger than this end the association.
-MAX_MEMORY_DATA_SET = 16 << 20
-#: Fragment size used when the peer announced no maximum PDU length.
-UNLIMITED_FRAGMENT = 1 << 20
+#: A command set longer than this ends the association (PS3.7 E.1: a dozen short elements;
+#: the longest real ones, with an Error Comment or an Attribute Identifier List, stay far below).
+MAX_COMMAND_SET = 16 << 10
+#: Identifiers and other data sets received into memory (C-FIND, C-MOVE and C-GET keys, N-*
+#: data sets), after any inflation: larger ends the association. 1 MiB holds a UID list of
+#: over 15,000 UIDs.
+MAX_IDENTIFIER = 1 << 20
+#: Largest fragment we send, whatever the peer announces (0 or 4 GiB would otherwise size our
+#: send buffer); also the fragment size when our own Maximum Length is 0 (any).
+MAX_SEND_FRAGMENT = 1 << 20
 #: Fragments are written to the staging file through a buffer of this size.
 WRITE_BUFFER = 1 << 20
 
@@ -113,10 +119,28 @@ def encode_data_set(ds: Dataset, syntax: str) -> bytes:
     return bytes(data)
 
 
+def inflate_bounded(data: bytes, limit: int) -> bytes:
+    """Raw DEFLATE ``data`` inflated (PS3.5 A.5), or :class:`ProtocolError` when it inflates
+    past ``limit`` bytes or is corrupt: a 1 MiB identifier cannot become a 1 GiB one."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ProtocolError(
+            f"corrupt deflated data set: {exc}", pdu.REASON_INVALID_PARAMETER
+        ) from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ProtocolError(
+            f"deflated data set inflates past {limit >> 10} KiB", pdu.REASON_INVALID_PARAMETER
+        )
+    return out
+
+
 def decode_data_set(data: bytes, syntax: str) -> Dataset:
-    """Decode an identifier received in ``syntax``."""
+    """Decode an identifier received in ``syntax`` (deflated: inflated up to
+    :data:`MAX_IDENTIFIER` bytes)."""
     if syntax == DEFLATED_EXPLICIT_VR_LE:
-        data = zlib.decompress(data, -zlib.MAX_WBITS)
+        data = inflate_bounded(data, MAX_IDENTIFIER)
     implicit = syntax == IMPLICIT_VR_LE
     little = syntax != "1.2.840.10008.1.2.2"
     ds = read_dataset(cast(BinaryIO, DicomBytesIO(data)), implicit, little)
@@ -124,17 +148,32 @@ def decode_data_set(data: bytes, syntax: str) -> Dataset:
     return ds
 
 
-def _set_kernel_timeout(sock: socket.socket, option: int, seconds: float | None) -> None:
-    """``SO_RCVTIMEO`` or ``SO_SNDTIMEO`` (socket(7)); None or 0: wait without limit."""
+def set_send_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """``SO_SNDTIMEO`` (socket(7)): how long one send may wait for the peer to read; None or
+    0: without limit."""
     whole = int(seconds or 0)
     micro = int(((seconds or 0) - whole) * 1_000_000)
     with contextlib.suppress(OSError):  # a socket already closed reports on first use
-        sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("@ll", whole, micro))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("@ll", whole, micro))
+
+
+def send_fragment_size(peer_max_pdu: int, own_max_pdu: int) -> int:
+    """Largest PDV fragment to send (PS3.8 D.1): what the peer's Maximum Length allows (6
+    bytes go to the PDV header), but never more than our own Maximum Length nor
+    :data:`MAX_SEND_FRAGMENT`, so a peer announcing 0xFFFFFFFF does not size our buffers."""
+    cap = min(own_max_pdu - 6, MAX_SEND_FRAGMENT) if own_max_pdu > 6 else MAX_SEND_FRAGMENT
+    return min(peer_max_pdu - 6, cap) if peer_max_pdu > 6 else cap
 
 
 class Association:
     """One established association; every method is called from its owning thread, except
-    :meth:`abort`, which may come from another (shutdown)."""
+    :meth:`abort`, which may come from another (shutdown).
+
+    Receiving runs against deadlines (:class:`~vesalius.dimse.pdu.Receiver`): between
+    messages the association may stay idle ``network_timeout`` seconds; a PDU must arrive
+    whole within ``network_timeout`` of its first byte and a message within ``dimse_timeout``
+    of its first byte, both extended by a second per ``min_rate`` bytes received.
+    """
 
     def __init__(
         self,
@@ -146,6 +185,8 @@ class Association:
         dimse_timeout: float | None,
         staging: Callable[[], tuple[int, Path]] | None = None,
         peer_address: str = "",
+        min_rate: int = 0,
+        receiver: pdu.Receiver | None = None,
     ) -> None:
         self.sock = sock
         self.agreed = agreed
@@ -154,25 +195,28 @@ class Association:
         self.dimse_timeout = dimse_timeout
         self.staging = staging
         self.peer_address = peer_address
+        self.min_rate = min_rate
         self.ended = False
         self._pending: deque[tuple[int, int, memoryview]] = deque()
         self._message_id = 0
-        fragment = agreed.peer_max_pdu - 6 if agreed.peer_max_pdu > 6 else UNLIMITED_FRAGMENT
-        self._fragment = fragment
-        self._buffer = bytearray(fragment)
+        self._fragment = send_fragment_size(agreed.peer_max_pdu, max_pdu)
+        self._buffer: bytearray | None = None  # for send_file, made on first use
         # Blocking socket with kernel timeouts: each recv and send is then one system call,
         # where Python's own socket timeout polls before every call and switches the
         # blocking mode with an ioctl at every settimeout (about 20 system calls per CT image).
-        self._receive_timeout: float | None = None
         sock.settimeout(None)
-        _set_kernel_timeout(sock, socket.SO_SNDTIMEO, network_timeout)
-        _set_kernel_timeout(sock, socket.SO_RCVTIMEO, None)
+        set_send_timeout(sock, network_timeout)
+        self._receiver = receiver or pdu.Receiver(sock)
 
-    def _wait_at_most(self, timeout: float | None) -> None:
-        """Make each receive wait at most ``timeout`` seconds (None: no limit)."""
-        if timeout != self._receive_timeout:
-            _set_kernel_timeout(self.sock, socket.SO_RCVTIMEO, timeout)
-            self._receive_timeout = timeout
+    def _pdu_budget(self) -> pdu.Budget | None:
+        if self.network_timeout is None:
+            return None
+        return pdu.Budget(self.network_timeout, self.min_rate, "PDU")
+
+    def _message_budget(self) -> pdu.Budget | None:
+        if self.dimse_timeout is None:
+            return None
+        return pdu.Budget(self.dimse_timeout, self.min_rate, "DIMSE message")
 
     # -- identity ------------------------------------------------------------------------
 
@@ -190,17 +234,26 @@ class Association:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def _next_pdv(self, timeout: float | None) -> tuple[int, int, memoryview]:
+    def _next_pdv(
+        self, idle: float | None, message: pdu.Budget | None
+    ) -> tuple[int, int, memoryview]:
         """The next PDV of a P-DATA-TF; release and abort end the association here."""
         while True:
             if self._pending:
                 return self._pending.popleft()
-            self._wait_at_most(timeout)
             try:
-                received = pdu.read_pdu(self.sock, self.max_pdu)
-            except (TimeoutError, BlockingIOError) as exc:  # SO_RCVTIMEO expired: EAGAIN
+                received = self._receiver.read(
+                    self.max_pdu,
+                    idle=idle,
+                    pdu=self._pdu_budget(),
+                    message=message,
+                )
+            except pdu.IdleExpired as exc:
                 self.abort()
-                raise Aborted("no data from the peer within the timeout") from exc
+                raise Aborted(f"no data from the peer within the timeout ({exc})") from exc
+            except pdu.DeadlineExpired as exc:
+                self.abort()
+                raise Aborted(f"too slow: {exc}") from exc
             except ConnectionClosed as exc:
                 self.ended = True
                 raise Aborted("connection closed by the peer") from exc
@@ -231,13 +284,17 @@ class Association:
         """The next complete DIMSE message (blocking up to ``timeout`` per PDU; the network
         timeout when None). Raises :class:`Released` or :class:`Aborted` when it ends."""
         wait = timeout if timeout is not None else self.network_timeout
+        budget = self._message_budget()
         command_bytes = bytearray()
         context_id, control = 0, 0
         while not control & 0x02:
-            context_id, control, fragment = self._next_pdv(wait)
+            context_id, control, fragment = self._next_pdv(wait, budget)
             if not control & 0x01:
                 self._protocol_error("data set fragment where a command was expected")
             command_bytes += fragment
+            if len(command_bytes) > MAX_COMMAND_SET:
+                self.abort(pdu.REASON_INVALID_PARAMETER)
+                raise Aborted(f"command set longer than {MAX_COMMAND_SET >> 10} KiB")
         context = self.contexts.get(context_id)
         if context is None:
             self._protocol_error(f"message on presentation context {context_id}, not accepted")
@@ -253,58 +310,91 @@ class Association:
             try:
                 fd, path = self.staging()
             except OSError as exc:
-                for _ in self._data_fragments(context.id, wait):
+                for _ in self._data_fragments(context.id, wait, budget):
                     pass
                 message.staging_error = f"cannot create a staging file: {exc.strerror}"
                 return message
-            message.path, message.digest = self._receive_to_file(fd, path, command, context, wait)
+            self._receive_to_file(message, fd, path, wait, budget)
         else:
-            message.data = self._receive_to_memory(context_id, wait)
+            message.data = self._receive_to_memory(context_id, wait, budget)
         return message
 
-    def _data_fragments(self, context_id: int, wait: float | None) -> Iterator[memoryview]:
+    def _data_fragments(
+        self, context_id: int, wait: float | None, budget: pdu.Budget | None
+    ) -> Iterator[memoryview]:
         control = 0
         while not control & 0x02:
-            cid, control, fragment = self._next_pdv(wait)
+            cid, control, fragment = self._next_pdv(wait, budget)
             if control & 0x01 or cid != context_id:
                 self._protocol_error("data set fragment expected on the message's context")
             yield fragment
 
-    def _receive_to_memory(self, context_id: int, wait: float | None) -> bytes:
+    def _receive_to_memory(
+        self, context_id: int, wait: float | None, budget: pdu.Budget | None
+    ) -> bytes:
         data = bytearray()
-        for fragment in self._data_fragments(context_id, wait):
+        for fragment in self._data_fragments(context_id, wait, budget):
             data += fragment
-            if len(data) > MAX_MEMORY_DATA_SET:
+            if len(data) > MAX_IDENTIFIER:
                 self.abort(pdu.REASON_INVALID_PARAMETER)
-                raise Aborted("identifier data set too large")
+                raise Aborted(f"data set longer than {MAX_IDENTIFIER >> 10} KiB to hold in memory")
         return bytes(data)
 
     def _receive_to_file(
-        self, fd: int, path: Path, command: Command, context: Context, wait: float | None
-    ) -> tuple[Path, tuple[int, str]]:
+        self, message: Message, fd: int, path: Path, wait: float | None, budget: pdu.Budget | None
+    ) -> None:
         """Write the data set behind a Part 10 header into the staging file ``fd`` (at
-        ``path``), hashing it on the way (SHA-256, as the archive records it); on any failure
-        the partial file is removed before the exception propagates."""
-        handle: BinaryIO
+        ``path``), hashing it on the way (SHA-256, as the archive records it), into
+        ``message.path`` and ``message.digest``.
+
+        When the file cannot be written (disk full), the rest of the data set is still read
+        and dropped, the partial file removed, and ``message.staging_error`` says why: the
+        C-STORE fails with 0xA700 and the association goes on (PS3.4 B.2.3). When the
+        association ends mid data set, the partial file is removed before that propagates.
+        """
+        command, context = message.command, message.context
+        handle = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 - closed below
+        failed: OSError | None = None
         try:
-            with open(fd, "wb", buffering=WRITE_BUFFER) as handle:
-                header = part10_header(
-                    command.text(commands.AFFECTED_SOP_CLASS),
-                    command.text(commands.AFFECTED_SOP_INSTANCE),
-                    context.transfer_syntax,
-                    self.calling_ae,
-                )
-                sha = hashlib.sha256(header)
-                size = len(header)
+            header = part10_header(
+                command.text(commands.AFFECTED_SOP_CLASS),
+                command.text(commands.AFFECTED_SOP_INSTANCE),
+                context.transfer_syntax,
+                self.calling_ae,
+            )
+            sha = hashlib.sha256(header)
+            size = len(header)
+            try:
                 handle.write(header)
-                for fragment in self._data_fragments(context.id, wait):
+            except OSError as exc:
+                failed = exc
+            for fragment in self._data_fragments(context.id, wait, budget):
+                if failed is not None:
+                    continue
+                try:
                     handle.write(fragment)
-                    sha.update(fragment)
-                    size += len(fragment)
+                except OSError as exc:
+                    failed = exc
+                    continue
+                sha.update(fragment)
+                size += len(fragment)
+            try:
+                handle.close()
+            except OSError as exc:
+                failed = failed or exc
         except BaseException:
+            with contextlib.suppress(OSError):
+                handle.close()
             path.unlink(missing_ok=True)
             raise
-        return path, (size, sha.hexdigest())
+        if failed is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
+            path.unlink(missing_ok=True)
+            log.warning("cannot write a received data set to staging: %s", failed)
+            message.staging_error = f"cannot write to staging: {failed.strerror or failed}"
+            return
+        message.path, message.digest = path, (size, sha.hexdigest())
 
     def cancel_requested(self, message_id: int) -> bool:
         """Whether a C-CANCEL-RQ for ``message_id`` is waiting on the socket (PS3.7 9.3.2.3).
@@ -362,6 +452,8 @@ class Association:
 
     def send_file(self, context_id: int, handle: BinaryIO, size: int) -> None:
         """Send ``size`` bytes from ``handle``'s position as the message's data set."""
+        if self._buffer is None:
+            self._buffer = bytearray(self._fragment)
         view = memoryview(self._buffer)
         left = size
         while True:
@@ -396,9 +488,12 @@ class Association:
             return
         try:
             self._send_raw(pdu.release_rq())
-            self._wait_at_most(self.network_timeout)
             while True:
-                received = pdu.read_pdu(self.sock, 0)
+                received = self._receiver.read(
+                    self.max_pdu,
+                    idle=self.network_timeout,
+                    pdu=self._pdu_budget(),
+                )
                 if received.kind in (pdu.RELEASE_RP, pdu.ABORT):
                     break
                 if received.kind == pdu.RELEASE_RQ:  # release collision (PS3.8 7.2.1)

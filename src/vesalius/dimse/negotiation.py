@@ -93,6 +93,17 @@ class AcceptorPolicy:
     extended: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)
 
 
+def ae_title_problem(raw: bytes) -> str:
+    """Why ``raw`` (16 bytes of an A-ASSOCIATE-RQ) is not an AE title, or "" when it is one:
+    VR AE allows the default repertoire without backslash or control characters, and not
+    only spaces (PS3.5 6.2; PS3.8 9.3.2)."""
+    if any(byte < 0x20 or byte > 0x7E or byte == 0x5C for byte in raw.rstrip(b"\0")):
+        return "holds characters an AE title may not"
+    if not raw.strip(b" \0"):
+        return "is empty"
+    return ""
+
+
 def full_pdu(kind: int, body: bytes | bytearray) -> bytes:
     return _HEADER.pack(kind, len(body)) + bytes(body)
 
@@ -132,6 +143,17 @@ def accept(
     """
     if len(body) < 2 or not (body[1] & 1):
         raise Rejected(RJ_PROTOCOL_VERSION, "protocol version not supported")
+    if len(body) < 68:
+        raise ProtocolError(
+            "A-ASSOCIATE-RQ shorter than its fixed fields", REASON_INVALID_PARAMETER
+        )
+    for name, raw, reason in (
+        ("called", bytes(body[4:20]), RJ_CALLED_AE),
+        ("calling", bytes(body[20:36]), RJ_CALLING_AE),
+    ):
+        problem = ae_title_problem(raw)
+        if problem:
+            raise Rejected(reason, f"{name} AE title {raw!r} {problem}")
     rq = decode_request(body)
     calling = str(rq.calling_ae_title).strip()
     called = str(rq.called_ae_title).strip()

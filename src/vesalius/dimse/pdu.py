@@ -9,9 +9,11 @@ fragment costs one or two system calls and no intermediate objects.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from vesalius.errors import PeerError
@@ -62,27 +64,44 @@ class Pdu:
     body: bytearray
 
 
+#: First allocation for a PDU body; it doubles as bytes arrive, up to the announced length.
+FIRST_BUFFER = 64 << 10
+#: A kernel receive timeout up to this many seconds longer than the time left is left as it is
+#: (changing it costs a system call): a deadline is kept to within this.
+TIMER_SLACK = 1.0
+
+
 def recv_exact(sock: socket.socket, size: int) -> bytearray:
     """Read exactly ``size`` bytes; :class:`ConnectionClosed` if the peer closes first.
 
-    A timeout on the socket applies to each wait: Python's (``TimeoutError`` propagates) or
-    the kernel's ``SO_RCVTIMEO`` on a blocking socket (``BlockingIOError`` propagates).
+    The buffer starts at :data:`FIRST_BUFFER` bytes and doubles as bytes arrive, so a peer
+    that announces a large PDU and sends nothing costs little. A timeout on the socket applies
+    to each wait: Python's (``TimeoutError`` propagates) or the kernel's ``SO_RCVTIMEO`` on a
+    blocking socket (``BlockingIOError`` propagates).
     """
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got)
+    def receive(into: memoryview) -> int:
+        n = sock.recv_into(into)
         if n == 0:
             raise ConnectionClosed("connection closed by the peer")
-        got += n
+        return n
+
+    return fill(size, receive)
+
+
+def fill(size: int, receive: Callable[[memoryview], int]) -> bytearray:
+    """``size`` bytes from ``receive`` (which fills a view and says how much), in a buffer
+    that starts at :data:`FIRST_BUFFER` bytes and doubles as bytes arrive."""
+    buffer = bytearray(min(size, FIRST_BUFFER))
+    got = 0
+    while got < size:
+        if got == len(buffer):
+            buffer += bytes(min(len(buffer), size - len(buffer)))
+        with memoryview(buffer) as view:
+            got += receive(view[got:size])
     return buffer
 
 
-def read_pdu(sock: socket.socket, max_length: int) -> Pdu:
-    """Read one PDU; a type outside PS3.8 Table 9-1 or a P-DATA-TF longer than ``max_length``
-    (the Maximum Length we announced, 0 = any) is a :class:`ProtocolError`."""
-    kind, length = _HEADER.unpack(recv_exact(sock, 6))
+def _check_header(kind: int, length: int, max_length: int) -> None:
     if kind not in PDU_TYPES:
         raise ProtocolError(f"unknown PDU type 0x{kind:02X}", REASON_UNRECOGNIZED_PDU)
     if kind == P_DATA_TF:
@@ -90,7 +109,151 @@ def read_pdu(sock: socket.socket, max_length: int) -> Pdu:
             raise ProtocolError(f"P-DATA-TF of {length} bytes exceeds our maximum {max_length}")
     elif length > MAX_ASSOCIATE_PDU:
         raise ProtocolError(f"PDU type 0x{kind:02X} of {length} bytes", REASON_INVALID_PARAMETER)
+
+
+def read_pdu(sock: socket.socket, max_length: int) -> Pdu:
+    """Read one PDU with the socket's own timeout per wait; a type outside PS3.8 Table 9-1 or
+    a P-DATA-TF longer than ``max_length`` (the Maximum Length we announced, 0 = any) is a
+    :class:`ProtocolError`. :class:`Receiver` reads with deadlines instead."""
+    kind, length = _HEADER.unpack(recv_exact(sock, 6))
+    _check_header(kind, length, max_length)
     return Pdu(kind, recv_exact(sock, length))
+
+
+class DeadlineExpired(PeerError):
+    """A PDU, a message or the association request did not arrive in the time allowed."""
+
+
+class IdleExpired(DeadlineExpired):
+    """Nothing at all arrived within the idle time: the peer is silent, not slow."""
+
+
+@dataclass(slots=True)
+class Budget:
+    """Time allowed for one exchange: ``timeout`` seconds from its first byte, plus one second
+    for every ``rate`` bytes received (0: no extension), as Apache's mod_reqtimeout does. A
+    slow but steady sender of a large data set keeps going; a trickle is cut off."""
+
+    timeout: float
+    rate: int = 0
+    what: str = "message"
+    #: ``time.monotonic()`` of the first byte; None until it arrives.
+    start: float | None = None
+    received: int = 0
+
+    def expires(self) -> float:
+        assert self.start is not None
+        extra = self.received / self.rate if self.rate else 0.0
+        return self.start + self.timeout + extra
+
+
+def _set_receive_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """``SO_RCVTIMEO`` (socket(7)); None: wait without limit."""
+    value = max(seconds, 0.001) if seconds is not None else 0.0
+    whole = int(value)
+    micro = int((value - whole) * 1_000_000)
+    with contextlib.suppress(OSError):  # a socket already closed reports on first use
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", whole, micro))
+
+
+class Receiver:
+    """Reads whole PDUs off a blocking socket against deadlines, not per-read timeouts.
+
+    Each :meth:`read` waits up to ``idle`` seconds for a PDU's first byte; from then on the
+    whole PDU must arrive within ``pdu`` (a :class:`Budget`), and within the enclosing
+    ``message`` budget when one is given (its clock starts at the message's first byte). The
+    kernel's ``SO_RCVTIMEO`` bounds each wait; it is changed only when the time left falls more
+    than :data:`TIMER_SLACK` below it, so a fast transfer costs no extra system calls.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._timeout: float | None = -1.0  # unknown: the first wait sets it
+
+    def _wait_at_most(self, seconds: float | None) -> None:
+        current = self._timeout
+        if seconds is None:
+            if current is not None:
+                _set_receive_timeout(self.sock, None)
+                self._timeout = None
+            return
+        if current is None or current < 0 or current > seconds + TIMER_SLACK:
+            _set_receive_timeout(self.sock, seconds)
+            self._timeout = seconds
+
+    def _recv_into(self, view: memoryview, deadline: float | None, what: str) -> int:
+        """One ``recv_into`` that returns data before ``deadline`` (monotonic) or raises."""
+        while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeadlineExpired(f"{what} did not arrive in time")
+                current = self._timeout
+                if current is None or current < 0 or current > left + TIMER_SLACK:
+                    self._wait_at_most(left)
+            elif self._timeout is not None:
+                self._wait_at_most(None)
+            try:
+                n = self.sock.recv_into(view)
+            except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO expired (EAGAIN)
+                if deadline is None:
+                    raise DeadlineExpired(f"{what} did not arrive in time") from None
+                continue  # woke early (the timer is coarse): check the deadline again
+            if n == 0:
+                raise ConnectionClosed("connection closed by the peer")
+            return n
+
+    def read(
+        self,
+        max_length: int,
+        *,
+        idle: float | None,
+        pdu: Budget | None,
+        message: Budget | None = None,
+    ) -> Pdu:
+        """The next PDU; :class:`IdleExpired` when nothing arrives within ``idle`` seconds,
+        :class:`DeadlineExpired` when the PDU or message budget runs out,
+        :class:`ConnectionClosed` or :class:`ProtocolError` as :func:`read_pdu`."""
+        header = bytearray(6)
+        view = memoryview(header)
+        started = message is not None and message.start is not None
+        first_wait = None if idle is None else time.monotonic() + idle
+        if started:
+            assert message is not None
+            ends = message.expires()
+            first_wait = ends if first_wait is None else min(first_wait, ends)
+        try:
+            got = self._recv_into(view, first_wait, "data")
+        except DeadlineExpired as exc:
+            if message is not None and started:
+                raise DeadlineExpired(f"{message.what} did not arrive in time") from None
+            raise IdleExpired(f"no data from the peer within {idle:g} s") from exc
+        now = time.monotonic()
+        if pdu is not None:
+            pdu.start, pdu.received = now, got
+        if message is not None:
+            if message.start is None:
+                message.start, message.received = now, 0
+            message.received += got
+        while got < 6:
+            got += self._receive_more(view[got:], pdu, message)
+        kind, length = _HEADER.unpack(header)
+        _check_header(kind, length, max_length)
+        return Pdu(kind, fill(length, lambda into: self._receive_more(into, pdu, message)))
+
+    def _receive_more(self, into: memoryview, pdu: Budget | None, message: Budget | None) -> int:
+        """Receive into ``into`` before the earliest budget runs out; count the bytes."""
+        if pdu is not None and (message is None or pdu.expires() <= message.expires()):
+            n = self._recv_into(into, pdu.expires(), pdu.what)
+        elif message is not None:
+            n = self._recv_into(into, message.expires(), message.what)
+        else:
+            n = self._recv_into(into, None, "data")
+        if pdu is not None:
+            pdu.received += n
+        if message is not None:
+            message.received += n
+        return n
 
 
 def pdvs(body: bytearray) -> Iterator[tuple[int, int, memoryview]]:

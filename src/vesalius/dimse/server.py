@@ -35,9 +35,16 @@ from vesalius.dicom.uids import (
     VERIFICATION,
 )
 from vesalius.dimse import commands, find, negotiation, pdu, retrieve, store
-from vesalius.dimse.association import Aborted, Association, Message, Released
+from vesalius.dimse.association import (
+    Aborted,
+    Association,
+    Message,
+    Released,
+    set_send_timeout,
+)
+from vesalius.dimse.board import LoadBoard, LoadSlot, host_bucket
 from vesalius.dimse.negotiation import AcceptorPolicy, Rejected
-from vesalius.dimse.workers import LoadSlot
+from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.errors import PeerError
 from vesalius.services.archive import Archive
 
@@ -48,6 +55,13 @@ ACCEPT_POLL = 0.25
 #: How long a process busier than another leaves a waiting connection to the less busy one
 #: (which the kernel woke too; its accept thread may first need the GIL, switched every 5 ms).
 BALANCE_DEFER = 0.01
+#: Connections a process holds open beyond ``dicom.max_associations`` (peers negotiating or
+#: being refused); past that a new connection is closed at once.
+EXTRA_CONNECTIONS = 32
+#: Connections over a limit that are answered with an A-ASSOCIATE-RJ at once (each waits up
+#: to :data:`REFUSE_WAIT` seconds for its A-ASSOCIATE-RQ); past that they are closed at once.
+MAX_REFUSING = 16
+REFUSE_WAIT = 2.0
 
 __all__ = ["IMPLEMENTATION_VERSION", "DimseServer", "supported_contexts"]
 
@@ -98,6 +112,9 @@ class _Connection:
     sock: socket.socket
     address: str
     thread: threading.Thread
+    bucket: int
+    #: Why this connection is refused when its A-ASSOCIATE-RQ arrives ("" if it is not).
+    refusal: str = ""
     association: Association | None = None
     negotiating: bool = True
 
@@ -109,8 +126,10 @@ class DimseServer:
         """``load``: this process's slot on the board shared with the other processes that
         accept on the same socket (``dimse/workers.py``); None when it accepts alone."""
         self.archive = archive
-        self.load = load
+        self.load = load if load is not None else LoadBoard(1).slot(0)
         s = archive.settings
+        self.max_associations: int = s["dicom.max_associations"]
+        self.max_per_host: int = s["dicom.max_associations_per_host"]
         self.ae_title: str = s["dicom.ae_title"]
         self.max_pdu: int = s["dicom.max_pdu"]
         self.contexts = supported_contexts()
@@ -149,8 +168,7 @@ class DimseServer:
             listener = listen(s["dicom.host"], s["dicom.port"])
         listener.setblocking(False)  # the accept loop polls, noticing stop() within ACCEPT_POLL
         self._listener = listener
-        if self.load is not None:
-            self.load.publish(0)
+        self.load.publish(0)
         self._stopping.clear()
         self._accepting = threading.Thread(target=self._accept_loop, name="dimse-accept")
         self._accepting.daemon = True
@@ -165,7 +183,7 @@ class DimseServer:
         while not self._stopping.is_set():
             if not waiting.poll(ACCEPT_POLL * 1000):
                 continue
-            if self.load is not None and self.load.busier_than_another():
+            if self.load.busier_than_another():
                 time.sleep(BALANCE_DEFER)
                 if not waiting.poll(0):
                     continue  # a less busy process took it
@@ -178,13 +196,38 @@ class DimseServer:
                     return
                 time.sleep(0.01)  # e.g. EMFILE: do not spin
                 continue
+            self._admit(sock, peer[0], peer[1])
+
+    def _admit(self, sock: socket.socket, address: str, port: int) -> None:
+        """Give a new connection its thread, unless the limits say otherwise: a connection
+        over a limit is answered A-ASSOCIATE-RJ (transient, local limit exceeded) when its
+        request comes within :data:`REFUSE_WAIT` seconds, or closed at once when too many
+        are being refused already."""
+        bucket = host_bucket(address)
+        with self._lock:
+            refusal = ""
+            if len(self._connections) >= self.max_associations + EXTRA_CONNECTIONS:
+                refusal = f"{len(self._connections)} connections open in this process"
+            elif self.max_per_host and self.load.host_total(bucket) >= self.max_per_host:
+                refusal = (
+                    f"{address} has {self.max_per_host} connections open already "
+                    "(dicom.max_associations_per_host)"
+                )
+            if refusal:
+                refusing = sum(1 for c in self._connections.values() if c.refusal)
+                if refusing >= MAX_REFUSING:
+                    log.info("closing a connection from %s at once: %s", address, refusal)
+                    with contextlib.suppress(OSError):
+                        sock.close()
+                    return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            thread = threading.Thread(target=self._serve, args=(sock, peer[0]), daemon=True)
-            with self._lock:
-                self._connections[id(sock)] = _Connection(sock, peer[0], thread)
-                self._publish_load()
-            thread.name = f"dimse-{peer[0]}:{peer[1]}"
-            thread.start()
+            thread = threading.Thread(target=self._serve, args=(sock, address), daemon=True)
+            self._connections[id(sock)] = _Connection(sock, address, thread, bucket, refusal)
+            if not refusal:
+                self.load.add_host(bucket, 1)
+            self._publish_load()
+        thread.name = f"dimse-{address}:{port}"
+        thread.start()
 
     def active(self) -> list[_Connection]:
         with self._lock:
@@ -202,8 +245,7 @@ class DimseServer:
         if self._listener is None:
             return
         self._stopping.set()
-        if self.load is not None:
-            self.load.leave()
+        self.load.leave()
         listener, self._listener = self._listener, None
         if self._accepting is not None:
             self._accepting.join(timeout=2 + ACCEPT_POLL)
@@ -236,21 +278,36 @@ class DimseServer:
             with contextlib.suppress(OSError):
                 sock.close()
             with self._lock:
-                self._connections.pop(id(sock), None)
+                conn = self._connections.pop(id(sock), None)
+                if conn is not None and not conn.refusal:
+                    self.load.add_host(conn.bucket, -1)
                 self._publish_load()
 
     def _publish_load(self) -> None:
         """Tell the other accepting processes how busy this one is (call holding the lock)."""
-        if self.load is not None and not self._stopping.is_set():
+        established = sum(1 for c in self._connections.values() if not c.negotiating)
+        self.load.set_established(established)
+        if not self._stopping.is_set():
             self.load.publish(len(self._connections))
 
     def _negotiate(self, sock: socket.socket, address: str) -> Association | None:
-        """Read the A-ASSOCIATE-RQ within the ACSE timeout (the ARTIM timer, PS3.8 9.1.4) and
-        accept or reject it."""
+        """Read the A-ASSOCIATE-RQ, whole, within the ACSE timeout of the connection (the
+        ARTIM timer, PS3.8 9.1.5), and accept or reject it."""
         s = self.archive.settings
-        sock.settimeout(s["dicom.acse_timeout"])
+        accepted_at = time.monotonic()
+        with self._lock:
+            conn = self._connections.get(id(sock))
+        refusal = conn.refusal if conn is not None else ""
+        artim = REFUSE_WAIT if refusal else s["dicom.acse_timeout"]
+        sock.settimeout(None)  # blocking, with kernel timeouts (pdu.Receiver)
+        set_send_timeout(sock, s["dicom.network_timeout"])
+        receiver = pdu.Receiver(sock)
+        budget = pdu.Budget(artim, 0, "A-ASSOCIATE-RQ", start=accepted_at)
         try:
-            request = pdu.read_pdu(sock, self.max_pdu)
+            request = receiver.read(MAX_ASSOCIATE_PDU, idle=artim, pdu=None, message=budget)
+        except pdu.DeadlineExpired:
+            log.info("no complete A-ASSOCIATE-RQ from %s within %g s: closing", address, artim)
+            return None
         except (OSError, PeerError) as exc:
             log.info("connection from %s ended before association: %s", address, exc)
             return None
@@ -258,13 +315,12 @@ class DimseServer:
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_UNEXPECTED_PDU))
             return None
-        with self._lock:
-            established = sum(1 for c in self._connections.values() if not c.negotiating)
-        over = established >= s["dicom.max_associations"]
+        if not refusal and self.load.established_total() >= self.max_associations:
+            refusal = f"{self.max_associations} associations established (dicom.max_associations)"
         try:
-            answer, agreed = negotiation.accept(request.body, self.policy, over)
+            answer, agreed = negotiation.accept(request.body, self.policy, bool(refusal))
         except Rejected as exc:
-            log.info("rejecting association from %s: %s", address, exc)
+            log.info("rejecting association from %s: %s", address, refusal or exc)
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.associate_rj(*exc.reason))
                 _linger(sock)
@@ -283,12 +339,15 @@ class DimseServer:
             dimse_timeout=s["dicom.dimse_timeout"],
             staging=self.archive.storage.staging_file,
             peer_address=address,
+            min_rate=s["dicom.min_receive_rate"],
+            receiver=receiver,
         )
         with self._lock:
             conn = self._connections.get(id(sock))
             if conn is not None:
                 conn.association = assoc
                 conn.negotiating = False
+                self._publish_load()
         log.info(
             "association from %s (%s): %d contexts accepted",
             agreed.calling_ae,
