@@ -4,18 +4,19 @@ process (:func:`worker_main`). Nothing imports this module but ``cli`` and the w
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
 from typing import Any
 
 from vesalius.dimse.server import DimseServer, listen
-from vesalius.dimse.workers import LoadBoard, LoadSlot, WorkerPool, worker_count
+from vesalius.dimse.workers import LoadBoard, LoadSlot, WorkerPool, die_with_parent, worker_count
 from vesalius.errors import ConfigError
 from vesalius.services.archive import Archive
 from vesalius.settings import Settings
 from vesalius.web.app import create_app
-from vesalius.web.serving import bind_http, http_server
+from vesalius.web.serving import bind_http, http_server, raise_descriptor_limit
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pynetdicom only decodes PDUs for the server; what it would log there (with a traceback)
+    # about a malformed request, the server reports in one line of its own.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -36,14 +39,16 @@ def worker_main(
     ready: Any,
     load: LoadSlot,
     http_socket: socket.socket | None,
+    parent_pid: int,
 ) -> None:
     """Entry point of a worker process (``dimse/workers.py``): DIMSE on ``listener``, HTTP on
-    ``http_socket``, until SIGTERM; then it drains its associations for ``grace`` seconds."""
+    ``http_socket``, until SIGTERM or the main process's death; then it drains its
+    associations for ``grace`` seconds."""
     logging.basicConfig(
         level=str(settings["log_level"]).upper(),
         format="%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s",
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     done = threading.Event()
     http = None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
@@ -54,13 +59,14 @@ def worker_main(
             http.should_exit = True  # uvicorn checks this between its ticks
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    die_with_parent(parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
     archive = Archive.open(settings)
     dimse = DimseServer(archive, load=load)
     dimse.start(listener)
     try:
         if http_socket is not None:
             # uvicorn takes SIGTERM over while it runs (HttpServer: it only asks to exit).
-            http = http_server(create_app(archive), ignore_sigint=True)
+            http = http_server(create_app(archive), settings, ignore_sigint=True)
             ready.set()
             if not done.is_set():
                 http.run(sockets=[http_socket])
@@ -68,6 +74,8 @@ def worker_main(
             ready.set()
             done.wait()
     finally:
+        if os.getppid() != parent_pid:
+            log.warning("the main process %d is gone: stopping this worker", parent_pid)
         dimse.stop(grace)
         archive.close()
 
@@ -75,6 +83,7 @@ def worker_main(
 def serve(settings: Settings) -> None:
     """Run the PACS until SIGINT/SIGTERM, then shut down cleanly."""
     configure_logging(settings["log_level"])
+    raise_descriptor_limit()  # before the workers start: they inherit it
     archive = Archive.open(settings)
     processes = worker_count(settings)
     board = LoadBoard(processes)
@@ -97,7 +106,7 @@ def serve(settings: Settings) -> None:
     dimse.start(listener)
     workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
     workers.start()
-    http = http_server(create_app(archive))
+    http = http_server(create_app(archive), settings)
     log.info(
         "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
         settings["dicom.ae_title"],

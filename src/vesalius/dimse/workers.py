@@ -12,59 +12,47 @@ Each worker opens its own :class:`~vesalius.services.archive.Archive` on the
 same database and storage, so nothing is shared in memory: an instance stored by any process is
 visible to all as soon as its index row is committed. SIGTERM makes a worker stop accepting,
 finish its associations (``grace`` seconds) and exit.
+
+Supervision: a worker stops when the main process dies (:func:`die_with_parent`), so nothing
+keeps serving or holding the ports after a ``kill -9``; the main process replaces a worker
+that dies, and logs it (:class:`WorkerPool`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 
+from vesalius.dimse.board import LoadBoard, LoadSlot
 from vesalius.settings import Settings
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LoadBoard", "LoadSlot", "WorkerPool", "die_with_parent", "worker_count"]
+
 #: Upper bound of the automatic worker count (``dicom.workers = 0``).
 MAX_AUTO_WORKERS = 4
-
-
-class LoadSlot:
-    """One process's entry on a :class:`LoadBoard`."""
-
-    def __init__(self, counts: Any, index: int) -> None:
-        self.counts = counts
-        self.index = index
-
-    def publish(self, active: int) -> None:
-        """Record this process's number of associations."""
-        self.counts[self.index] = active
-
-    def leave(self) -> None:
-        """This process stops accepting: never count it as the least busy."""
-        self.counts[self.index] = LoadBoard.GONE
-
-    def busier_than_another(self) -> bool:
-        mine = self.counts[self.index]
-        return any(other < mine for other in self.counts)
-
-
-class LoadBoard:
-    """Association counts of the processes accepting on one socket, in shared memory."""
-
-    GONE = 1 << 30
-
-    def __init__(self, processes: int) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.counts = context.RawArray("i", [self.GONE] * processes)
-
-    def slot(self, index: int) -> LoadSlot:
-        return LoadSlot(self.counts, index)
+#: prctl(2) option: the signal this process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+#: Seconds between checks that a worker's parent is still there.
+ORPHAN_CHECK = 0.5
+#: Seconds between checks of the stop flag while watching the workers.
+WATCH_INTERVAL = 1.0
+#: Pauses before restarting a worker that died: the first restart is immediate; later ones
+#: within :data:`RESTART_WINDOW` seconds wait longer and longer.
+RESTART_PAUSES = (0.0, 1.0, 5.0, 15.0, 60.0)
+RESTART_WINDOW = 300.0
 
 
 def worker_count(settings: Settings) -> int:
@@ -75,11 +63,65 @@ def worker_count(settings: Settings) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
+class ReadyFlag:
+    """Set by a worker once it accepts, polled by the main process. A flag in shared memory
+    rather than ``multiprocessing.Event``, whose ``set`` waits for the waiter to wake and
+    so hangs forever in a worker whose main process died while waiting."""
+
+    def __init__(self, context: Any) -> None:
+        self._value = context.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is gone"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with status {code}"
+
+
+def die_with_parent(parent_pid: int, on_orphaned: Callable[[], None]) -> None:
+    """Make this worker stop when the process that started it dies, even by ``kill -9``:
+    ``PR_SET_PDEATHSIG`` on Linux sends SIGTERM at once, and a watcher thread that notices the
+    parent changed (everywhere) calls ``on_orphaned``, which should do the same. A worker left
+    behind would keep serving, and hold the ports a restarted server needs."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watcher below suffices
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(ORPHAN_CHECK)
+        on_orphaned()
+
+    if os.getppid() != parent_pid:  # it died before we got here
+        on_orphaned()
+        return
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class WorkerPool:
     """``count`` extra processes accepting on ``listener``, on slots 1 to ``count`` of
     ``board`` (slot 0 is the main process's). Each runs ``entry`` (a module-level function,
     ``vesalius.server.worker_main``) with ``(settings, listener, grace, ready, slot,
-    http_socket)``; it sets ``ready`` once it accepts and returns after SIGTERM."""
+    http_socket, parent_pid)``; it sets ``ready`` once it accepts and returns after SIGTERM.
+
+    A worker that dies while the pool runs is logged and replaced; one that keeps dying is
+    restarted after a growing pause (:data:`RESTART_PAUSES`), so a crash loop does not spin.
+    """
 
     def __init__(
         self,
@@ -97,40 +139,92 @@ class WorkerPool:
         self.board = board
         self.http_socket = http_socket
         self.processes: list[BaseProcess] = []
+        self.grace = 10.0
+        self._context = multiprocessing.get_context("spawn")  # no inherited threads
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._restarts: list[list[float]] = []
+
+    def _spawn(self, number: int) -> tuple[BaseProcess, ReadyFlag]:
+        ready = ReadyFlag(self._context)
+        slot = self.board.slot(number + 1)
+        slot.reset()
+        process = self._context.Process(
+            target=self.entry,
+            args=(
+                self.settings,
+                self.listener,
+                self.grace,
+                ready,
+                slot,
+                self.http_socket,
+                os.getpid(),
+            ),
+            name=f"vesalius-worker-{number + 1}",
+            daemon=True,
+        )
+        process.start()
+        return process, ready
 
     def start(self, grace: float = 10.0, timeout: float = 120.0) -> None:
         """Start the workers and return once each accepts associations (so a server that says
         it is ready spreads associations from the first one on); a worker that fails to start
-        is logged and the others carry on."""
-        context = multiprocessing.get_context("spawn")  # no inherited threads or connections
+        is logged and the others carry on. Then watch them."""
+        self.grace = grace
         started = []
         for number in range(self.count):
-            ready = context.Event()
-            process = context.Process(
-                target=self.entry,
-                args=(
-                    self.settings,
-                    self.listener,
-                    grace,
-                    ready,
-                    self.board.slot(number + 1),
-                    self.http_socket,
-                ),
-                name=f"vesalius-dimse-{number + 1}",
-                daemon=True,
-            )
-            process.start()
+            process, ready = self._spawn(number)
             self.processes.append(process)
+            self._restarts.append([])
             started.append((process, ready))
         deadline = time.monotonic() + timeout
         for process, ready in started:
-            while not ready.wait(0.2):
+            while not ready.is_set():
                 if not process.is_alive() or time.monotonic() > deadline:
-                    log.error("DIMSE worker %s did not start", process.name)
+                    log.error("worker %s did not start", process.name)
                     break
-        log.info("%d DIMSE worker processes accepting", self.count)
+                time.sleep(0.02)
+        if self.count:
+            log.info("%d worker processes accepting", self.count)
+            self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        """Replace workers that die, until :meth:`stop`."""
+        while not self._stopping.is_set():
+            sentinels = {process.sentinel: n for n, process in enumerate(self.processes)}
+            for sentinel in mp_connection.wait(list(sentinels), timeout=WATCH_INTERVAL):
+                if self._stopping.is_set():
+                    return
+                number = sentinels[cast(int, sentinel)]
+                dead = self.processes[number]
+                dead.join(1)
+                log.error(
+                    "worker %s (pid %s) %s; starting a new one",
+                    dead.name,
+                    dead.pid,
+                    _describe_exit(dead.exitcode),
+                )
+                pause = self._pause(number)
+                if pause and self._stopping.wait(pause):
+                    return
+                process, _ = self._spawn(number)
+                self.processes[number] = process
+                log.info("worker %s restarted (pid %s)", process.name, process.pid)
+
+    def _pause(self, number: int) -> float:
+        """Seconds to wait before restarting worker ``number``: none at first, then more for
+        each restart within the last :data:`RESTART_WINDOW` seconds."""
+        now = time.monotonic()
+        recent = [t for t in self._restarts[number] if now - t < RESTART_WINDOW]
+        recent.append(now)
+        self._restarts[number] = recent
+        return RESTART_PAUSES[min(len(recent) - 1, len(RESTART_PAUSES) - 1)]
 
     def stop(self, timeout: float = 15.0) -> None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(WATCH_INTERVAL + 2)
         for process in self.processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)

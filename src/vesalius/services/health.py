@@ -1,4 +1,4 @@
-"""Health: whether the index answers and storage has room."""
+"""Health: whether the index answers and storage has room to store (``storage.min_free_mb``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,21 @@ def health(archive: Archive) -> dict[str, Any]:
         report["index"] = "ok"
     except Exception as exc:  # report, never raise: this is what monitors poll
         report["index"] = f"error: {type(exc).__name__}"
-    free = archive.storage.free_bytes()
-    report["storage_free_bytes"] = free
-    report["status"] = "ok" if report["index"] == "ok" else "degraded"
+    try:
+        free = archive.storage.free_bytes()
+    except OSError as exc:
+        report["storage"] = f"error: {exc.strerror}"
+    else:
+        report["storage_free_bytes"] = free
+        minimum = archive.ingest.min_free_bytes
+        if minimum and free < minimum:
+            # C-STORE and STOW-RS are refused (0xA700 / 507) until space is freed.
+            report["storage"] = (
+                f"low: {free / (1 << 20):.1f} MiB free, storage.min_free_mb is "
+                f"{minimum / (1 << 20):g}"
+            )
+        else:
+            report["storage"] = "ok"
+    healthy = report["index"] == "ok" and report["storage"] == "ok"
+    report["status"] = "ok" if healthy else "degraded"
     return report

@@ -10,15 +10,18 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from vesalius.errors import OutOfResourcesError
-from vesalius.storage.staging import StagingFiles
+from vesalius.storage.staging import StagingFiles, owner_pid
 
 CHUNK = 1 << 20
+#: Seconds after which a staging file nobody has written to is removed, whoever made it.
+STALE_STAGING = 3600.0
 _KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -112,14 +115,80 @@ class FolderStorage:
         return shutil.disk_usage(self.root).free
 
     def clean_staging(self, older_than: float = 0.0) -> int:
-        """Remove files left in staging by transfers that never finished; returns the count."""
+        """Remove every file in staging not modified for ``older_than`` seconds; the count."""
+        return self.recover_staging(older_than=older_than, pid_alive=lambda _pid: True).removed
+
+    def recover_staging(
+        self,
+        *,
+        older_than: float = STALE_STAGING,
+        pid_alive: Callable[[int], bool] | None = None,
+    ) -> StagingRecovery:
+        """Remove what transfers that never finished left in staging: the files of processes
+        that are gone (a crash, a ``kill -9``), at once, and any file not modified for
+        ``older_than`` seconds. Files of live processes (another process of this server, a
+        ``vesalius import``), and younger files of unknown origin, stay."""
+        alive = pid_alive or _pid_alive
         now = time.time()
-        removed = 0
+        report = StagingRecovery()
         for entry in self._staging.iterdir():
             try:
-                if entry.is_file() and now - entry.stat().st_mtime >= older_than:
-                    entry.unlink()
-                    removed += 1
+                stat = entry.stat()
+                if not entry.is_file():
+                    continue
+                pid = owner_pid(entry.name)
+                orphaned = pid is not None and not alive(pid)
+                if not orphaned and now - stat.st_mtime < older_than:
+                    report.kept += 1
+                    continue
+                entry.unlink()
             except FileNotFoundError:
                 continue
-        return removed
+            if stat.st_size:
+                report.partial += 1
+                report.partial_bytes += stat.st_size
+            else:
+                report.empty += 1
+            if pid is not None:
+                report.owners.add(pid)
+        return report
+
+
+@dataclass
+class StagingRecovery:
+    """What :meth:`FolderStorage.recover_staging` found: files removed (and their size and
+    owner processes) and files kept because a live process is still writing them."""
+
+    #: Files removed that held part of a transfer, and their total size.
+    partial: int = 0
+    partial_bytes: int = 0
+    #: Empty files removed (made ahead of need and never used).
+    empty: int = 0
+    kept: int = 0
+    owners: set[int] = field(default_factory=set)
+
+    @property
+    def removed(self) -> int:
+        return self.partial + self.empty
+
+    def describe(self) -> str:
+        """One line for the log: what was found and removed."""
+        owners = ", ".join(str(pid) for pid in sorted(self.owners)) or "unknown"
+        return (
+            f"removed {self.partial} unfinished transfer(s) "
+            f"({self.partial_bytes / (1 << 20):.1f} MiB) and {self.empty} unused empty file(s) "
+            f"left by processes no longer running or untouched for an hour (pid {owners}); "
+            "none of them had been acknowledged"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user
+        return True
+    return True

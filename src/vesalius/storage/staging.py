@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -34,13 +35,26 @@ MAX_AGE = 60.0
 RETRY_AFTER = 1.0
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NAME = re.compile(r"^rx-(?P<pid>[0-9]{1,10})-[0-9a-f]+\.part$")
+
+
+def staging_name(pid: int | None = None) -> str:
+    """A new staging file name: ``rx-<pid>-<random>.part``, so a process starting later can
+    tell the files of processes that are gone (:func:`owner_pid`)."""
+    return f"rx-{os.getpid() if pid is None else pid}-{secrets.token_hex(12)}.part"
+
+
+def owner_pid(name: str) -> int | None:
+    """The process that made a staging file, from its name; None for other names."""
+    match = _NAME.match(name)
+    return int(match["pid"]) if match else None
 
 
 def create_staging_file(folder: Path) -> tuple[int, Path]:
     """A new empty file with a random name in ``folder``: its descriptor (open for reading
     and writing, owner only) and path."""
     while True:
-        path = folder / f"rx-{secrets.token_hex(12)}.part"
+        path = folder / staging_name()
         try:
             return os.open(path, _FLAGS, 0o600), path
         except FileExistsError:  # 96 random bits: only a stale name could collide
