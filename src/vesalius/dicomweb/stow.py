@@ -5,9 +5,14 @@ The request is ``multipart/related; type="application/dicom"`` (one instance per
 or, as an extension, a single ``application/dicom`` body. The body streams part by part into
 staging files; only once its close delimiter has arrived is each part ingested, in order, by the
 same service as C-STORE. So a request that is malformed or truncated (400), over
-``http.max_upload_mb`` (413) or cut off stores nothing; per-instance problems (not DICOM,
-another study, duplicate refused, disk full) fail that instance only (Table I.2-2) and the
-status says how many got in (10.5.3.1): 200 all, 202 some, 409 none.
+``http.max_upload_mb`` or ``http.max_inflation_ratio`` (413) or cut off stores nothing;
+per-instance problems (not DICOM, another study, duplicate refused, disk full) fail that
+instance only (Table I.2-2) and the status says how many got in (10.5.3.1): 200 all, 202 some,
+409 none.
+
+A request refused before its body was read is answered at once and the connection closed (the
+client may be stalling, or waiting for ``100 Continue``); one refused part way through is
+drained for a little while first, so a client still sending reads the answer.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -27,7 +32,7 @@ from starlette.responses import Response
 
 from vesalius.dicom.uids import is_valid_uid
 from vesalius.dicomweb.media import parse_accept, parse_media_type
-from vesalius.dicomweb.requests import DICOM_JSON, path_uid, root_url, who
+from vesalius.dicomweb.requests import DICOM_JSON, error_response, path_uid, root_url, who
 from vesalius.dicomweb.store_response import (
     CANNOT_UNDERSTAND,
     DICOM_XML,
@@ -65,8 +70,10 @@ DICOM = "application/dicom"
 #: Part bytes gathered before one write to the staging file (in a worker thread).
 FLUSH = 1 << 20
 #: Request bytes still read (and dropped) after an error, so the client sees the answer
-#: rather than a reset connection; past this the connection is simply closed.
+#: rather than a reset connection, for at most DRAIN_SECONDS; past either the connection is
+#: simply closed.
 DRAIN = 16 << 20
+DRAIN_SECONDS = 2.0
 _PEEK = {
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
@@ -237,16 +244,38 @@ async def _receive(body: AsyncIterator[bytes], boundary: bytes | None, staging: 
     reader.close()
 
 
-async def _drain(raw: AsyncIterator[bytes]) -> None:
-    """Read and drop what the client still sends, up to :data:`DRAIN` bytes."""
+class _Body:
+    """The raw request body, noting whether reading it began and whether it ended."""
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._stream = stream
+        self.started = False
+        self.ended = False
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.started = True
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            self.ended = True
+            raise
+
+
+async def _drain(raw: AsyncIterable[bytes]) -> None:
+    """Read and drop what the client still sends: :data:`DRAIN` bytes, for
+    :data:`DRAIN_SECONDS` at most."""
     left = DRAIN
-    try:
-        async for chunk in raw:
-            left -= len(chunk)
-            if left < 0:
-                return
-    except (ClientDisconnect, OSError, RuntimeError):
-        return
+    with anyio.move_on_after(DRAIN_SECONDS):
+        try:
+            async for chunk in raw:
+                left -= len(chunk)
+                if left < 0:
+                    return
+        except (ClientDisconnect, OSError, RuntimeError):
+            return
 
 
 # ---------------------------------------------------------------------- ingesting
@@ -345,10 +374,8 @@ UNLIMITED = 1 << 62
 
 async def store(archive: Archive, request: Request) -> Response:
     """``POST /studies`` and ``POST /studies/{study}`` (PS3.18 10.5)."""
-    raw = request.stream()
+    raw = _Body(request.stream())
     staging = _Staging(archive)
-    # A client waiting for "100 Continue" has sent nothing yet: refuse it without reading.
-    waiting = request.headers.get("expect", "").lower() == "100-continue"
     try:
         media_type = _response_type(request)
         study = path_uid(request, "study") if "study" in request.path_params else None
@@ -360,13 +387,15 @@ async def store(archive: Archive, request: Request) -> Response:
         if length.isdigit() and int(length) > limit:
             raise TooLargeError(f"request body is over the {limit >> 20} MiB limit")
         await anyio.to_thread.run_sync(archive.ingest.check_space)
-        waiting = False
-        await _receive(decoded_body(raw, encoding, limit), boundary, staging)
-    except VesaliusError:
+        ratio = archive.settings["http.max_inflation_ratio"]
+        await _receive(decoded_body(raw, encoding, limit, ratio), boundary, staging)
+    except VesaliusError as exc:
         staging.discard()
-        if not waiting:
-            await _drain(raw)  # so the client reads the answer, not a reset connection
-        raise
+        # Refused before reading: nothing to wait for (a client waiting for "100 Continue", or
+        # one that stalls, would keep the answer back). Part way: let a sender read the answer.
+        if raw.started and not raw.ended:
+            await _drain(raw)
+        return _closing(error_response(exc), raw)
     except ClientDisconnect as exc:
         staging.discard()
         raise InvalidDataError("the client disconnected before the request body ended") from exc
@@ -376,4 +405,12 @@ async def store(archive: Archive, request: Request) -> Response:
     await _drain(raw)  # an epilogue, if any
     results = await _ingest_all(archive, staging, who(request), study)
     module = response_module(results, root_url(request), study)
-    return answer(module, status_code(results), media_type, warning_header(results))
+    response = answer(module, status_code(results), media_type, warning_header(results))
+    return _closing(response, raw)
+
+
+def _closing(response: Response, raw: _Body) -> Response:
+    """``response``, closing the connection unless the request body was read to its end."""
+    if not raw.ended:
+        response.headers["connection"] = "close"
+    return response

@@ -2,12 +2,14 @@
 
 The body is never held whole: :func:`decoded_body` undoes any ``Content-Encoding`` (RFC 9110
 8.4: gzip, deflate) in pieces of at most :data:`PIECE` bytes and stops with
-:class:`~vesalius.errors.TooLargeError` once the decoded total passes the limit, so a
-decompression bomb costs no more than the limit allows. :class:`MultipartReader` splits the
-decoded stream into parts (RFC 2046 5.1.1, RFC 2387; PS3.18 8.6.1.2) and hands each part's body
-on as it arrives, holding back only the few bytes that could start a delimiter. It is a hand-written
-scanner rather than python-multipart: it is small, has no callbacks to bridge into async code,
-and reports a missing close delimiter (a truncated body) as an error instead of ignoring it.
+:class:`~vesalius.errors.TooLargeError` once the decoded total passes the limit, or passes
+``max_ratio`` times the bytes received (after :data:`FREE_INFLATION`), before handing that piece
+on: a decompression bomb is refused having written no more than that ratio allows.
+:class:`MultipartReader` splits the decoded stream into parts (RFC 2046 5.1.1, RFC 2387; PS3.18
+8.6.1.2) and hands each part's body on as it arrives, holding back only the few bytes that could
+start a delimiter. It is a hand-written scanner rather than python-multipart: it is small, has
+no callbacks to bridge into async code, and reports a missing close delimiter (a truncated body)
+as an error instead of ignoring it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError
 
 #: Largest piece handed on at once (decoded bytes); buffers stay within about this much.
 PIECE = 1 << 20
+#: Decoded bytes a coded body may always reach; past them ``max_ratio`` applies.
+FREE_INFLATION = 1 << 20
 #: Longest block of part header fields accepted.
 MAX_HEADER_BYTES = 16 * 1024
 #: Longest boundary accepted (RFC 2046 allows 70; some clients send longer ones).
@@ -115,12 +119,14 @@ def _decode(decoders: list[_Decoder], data: bytes) -> Iterator[bytes]:
 
 
 async def decoded_body(
-    raw: AsyncIterable[bytes], content_encoding: str, limit: int
+    raw: AsyncIterable[bytes], content_encoding: str, limit: int, max_ratio: int = 0
 ) -> AsyncIterator[bytes]:
     """The request body with its content codings undone, in pieces of at most :data:`PIECE`.
 
     Raises :class:`TooLargeError` as soon as more than ``limit`` bytes arrive or decode from
-    them, and :class:`InvalidDataError` for a coded body that is corrupt or cut short.
+    them, or (``max_ratio`` > 0) once more than :data:`FREE_INFLATION` bytes decode to over
+    ``max_ratio`` times the bytes received; :class:`InvalidDataError` for a coded body that is
+    corrupt or cut short. Each check runs before the piece that fails it is yielded.
     """
     decoders = decoders_for(content_encoding)
     total = received = 0
@@ -132,6 +138,11 @@ async def decoded_body(
             total += len(piece)
             if total > limit:
                 raise TooLargeError(f"request body is over the {_mib(limit)} limit")
+            if max_ratio and total > FREE_INFLATION and total > max_ratio * received:
+                raise TooLargeError(
+                    f"the request body decodes to more than {max_ratio} times its coded size "
+                    "(http.max_inflation_ratio): refused as a decompression bomb"
+                )
             yield piece
     for decoder in decoders:  # each yields all it can as input arrives: nothing is left
         decoder.finish()
