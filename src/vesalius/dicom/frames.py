@@ -6,8 +6,9 @@ data: a Basic Offset Table item, then fragments; frames located by the Basic or 
 Table (7FE0,0001/0002), or one fragment per frame). PS3.18 8.7.3 serves these frames.
 
 Only the header and the one frame asked for are read, so a 1 GB multi-frame file costs one
-frame of memory. Deflated files (1.2.840.10008.1.2.1.99) are the exception: the deflate stream
-cannot be entered in the middle, so they are inflated whole.
+frame of memory. Deflated files (1.2.840.10008.1.2.1.99, PS3.5 A.5) too: the deflate stream
+cannot be entered in the middle, so it is inflated from the start up to the frame asked for,
+as a stream (``dicom/inflate.py``), keeping only the header and that frame.
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.pixels.decoders.base import Decoder, get_decoder
 from pydicom.pixels.utils import as_pixel_options, pack_bits
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from vesalius.dicom.inflate import FileHead, InflatedStream, read_head
 from vesalius.dicom.scan import scan_pixel_header
+from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE
 from vesalius.errors import InvalidDataError, NotFoundError, UnsupportedError
 
 PIXEL_TAGS: Mapping[int, str] = {
@@ -40,6 +45,9 @@ PIXEL_TAGS: Mapping[int, str] = {
 UNDEFINED_LENGTH = 0xFFFFFFFF
 # PS3.5 7.1.2: explicit VRs whose length field is 32 bits, after two reserved bytes
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+#: Values of a deflated file's header larger than this are skipped, not kept (a palette of
+#: 65,536 16-bit entries is 128 KiB; what is larger is never needed to cut or decode a frame).
+INFLATED_HEADER_VALUE = 1 << 20
 
 Pixels = npt.NDArray[Any]
 
@@ -52,13 +60,14 @@ class PixelLayout:
     transfer_syntax: UID
     keyword: str | None  # PixelData, FloatPixelData, DoubleFloatPixelData; None: no pixels
     vr: str | None  # None when implicit VR
-    value_offset: int  # file offset of the value's first byte; -1 when inflated
+    value_offset: int  # offset of the value's first byte in the file (inflated: data set)
     value_length: int  # UNDEFINED_LENGTH when encapsulated
     number_of_frames: int
     encapsulated: bool = False  # PS3.5 A.4
     little_endian: bool = True
-    inflated: bool = False  # deflated file: `header` holds the whole data set
+    inflated: bool = False  # deflated file: `value_offset` counts inflated data set bytes
     lean: bool = False  # `header` holds only what cutting a stored frame needs
+    dataset_offset: int = 0  # file offset of the (deflated) data set
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,68 @@ def _lean_layout(path: Path) -> PixelLayout | None:
     )
 
 
+def _at_pixels(tag: int, vr: str | None, length: int) -> bool:
+    return tag in PIXEL_TAGS
+
+
+def _inflated_layout(f: BinaryIO, head: FileHead) -> PixelLayout:
+    """The layout of a deflated file, read by inflating up to its pixel data: the header keeps
+    every element but values over :data:`INFLATED_HEADER_VALUE` bytes; offsets count inflated
+    bytes (PS3.5 A.5: the inflated data set is Explicit VR Little Endian)."""
+    try:
+        stream = InflatedStream(f)
+        ds = read_dataset(
+            cast(BinaryIO, stream),
+            is_implicit_VR=False,
+            is_little_endian=True,
+            stop_when=_at_pixels,
+            defer_size=INFLATED_HEADER_VALUE,
+        )
+        raw = stream.read(8)
+        if len(raw) == 8 and raw[4:6] in _LONG_VRS:
+            raw += stream.read(4)
+    except (InvalidDicomError, EOFError, OSError, ValueError, struct.error) as exc:
+        raise InvalidDataError(f"cannot read the inflated DICOM data set: {exc}") from exc
+    skipped = [t for t, e in ds._dict.items() if isinstance(e, RawDataElement) and e.value is None]
+    for tag in skipped:  # too large to keep; pydicom could not read them back from a stream
+        del ds._dict[tag]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(DEFLATED_EXPLICIT_VR_LE)
+    ts, frames = UID(DEFLATED_EXPLICIT_VR_LE), _number_of_frames(ds)
+    keyword = None
+    if len(raw) >= 8:
+        group, element = struct.unpack("<HH", raw[:4])
+        keyword = PIXEL_TAGS.get(group << 16 | element)
+    if keyword is None:
+        return PixelLayout(ds, ts, None, None, -1, 0, frames, inflated=True)
+    vr = raw[4:6].decode("ascii", "replace")
+    if len(raw) == 12:
+        (length,) = struct.unpack("<L", raw[8:12])
+    else:
+        (length,) = struct.unpack("<H", raw[6:8])
+    if length == UNDEFINED_LENGTH:
+        raise InvalidDataError("a deflated data set cannot hold encapsulated pixel data")
+    return PixelLayout(
+        ds,
+        ts,
+        keyword,
+        vr,
+        stream.tell(),
+        length,
+        frames,
+        inflated=True,
+        dataset_offset=head.dataset_offset,
+    )
+
+
 def _read_layout(f: BinaryIO, path: Path) -> PixelLayout:
+    try:
+        head = read_head(f)
+    except InvalidDataError:
+        head = None  # pydicom says what is wrong below
+    if head is not None and head.transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
+        return _inflated_layout(f, head)
+    f.seek(0)
     try:
         header = dcmread(f, stop_before_pixels=True)
     except (InvalidDicomError, EOFError, OSError, ValueError, struct.error) as exc:
@@ -164,14 +234,8 @@ def _read_layout(f: BinaryIO, path: Path) -> PixelLayout:
     # A syntax pydicom does not know (newer than it, or private) is taken as explicit VR
     # little endian, encapsulated when the pixel data has an undefined length (PS3.5 A.4).
     known = ts.is_transfer_syntax
-    if known and ts.is_deflated:
-        try:
-            full = dcmread(path)
-        except (InvalidDicomError, EOFError, OSError, ValueError, struct.error) as exc:
-            raise InvalidDataError(f"cannot inflate DICOM file: {exc}") from exc
-        keyword = next((k for k in PIXEL_TAGS.values() if k in full), None)
-        length = len(full[keyword].value) if keyword else 0
-        return PixelLayout(full, ts, keyword, None, -1, length, frames, inflated=True)
+    if known and ts.is_deflated:  # read_head could not parse its File Meta: nor can we
+        raise InvalidDataError("cannot read the File Meta of this deflated file")
 
     little = ts.is_little_endian if known else True
     endian = "<" if little else ">"
@@ -295,6 +359,17 @@ class FrameReader:
         self._f = f
         self._path = path
         self.layout = layout
+        self._stream: InflatedStream | None = None  # a deflated file's data set, inflating
+
+    def _read_inflated(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` in the pixel value of a deflated file: inflated from
+        where the last read ended, or again from the start for an earlier frame."""
+        target = self.layout.value_offset + offset
+        if self._stream is None or target < self._stream.tell():
+            self._f.seek(self.layout.dataset_offset)
+            self._stream = InflatedStream(self._f)
+        self._stream.seek(target)
+        return self._stream.read(size)
 
     def _full(self) -> PixelLayout:
         """The layout with pydicom's whole header (decoding needs every Image Pixel and
@@ -318,9 +393,7 @@ class FrameReader:
         layout, f = self.layout, self._f
         _check(layout, number)
         if layout.inflated:
-            assert layout.keyword is not None
-            value = layout.header[layout.keyword].value
-            return _slice_native(lambda o, n: bytes(value[o : o + n]), layout, number)
+            return _slice_native(self._read_inflated, layout, number)
         if layout.encapsulated:
             if layout.value_length != UNDEFINED_LENGTH:
                 raise InvalidDataError("encapsulated pixel data must have an undefined length")
@@ -342,19 +415,20 @@ class FrameReader:
         layout = self._full()
         _check(layout, number)
         ts = layout.transfer_syntax
+        src: Any = self._f
+        index, frames = number - 1, layout.number_of_frames
+        if layout.inflated:  # one inflated frame, decoded as the native data it is
+            ts, src, index, frames = UID(ExplicitVRLittleEndian), self.read(number), 0, 1
         decoder = _decoder(ts)
-        src: Any = layout.header
-        opts: dict[str, Any] = {}
         try:
             if not layout.inflated:
-                src = self._f
                 self._f.seek(layout.value_offset)
-                opts = as_pixel_options(layout.header)
-                opts.update(transfer_syntax_uid=ts, pixel_keyword=layout.keyword)
-                opts["number_of_frames"] = layout.number_of_frames
-                if layout.vr:
-                    opts["pixel_vr"] = layout.vr
-            pixels, properties = decoder.as_array(src, index=number - 1, raw=raw, **opts)
+            opts = as_pixel_options(layout.header)
+            opts.update(transfer_syntax_uid=ts, pixel_keyword=layout.keyword)
+            opts["number_of_frames"] = frames
+            if layout.vr:
+                opts["pixel_vr"] = layout.vr
+            pixels, properties = decoder.as_array(src, index=index, raw=raw, **opts)
         except (RuntimeError, NotImplementedError) as exc:
             raise UnsupportedError(f"cannot decode frame {number} ({ts.name}): {exc}") from exc
         except Exception as exc:  # codec plugins raise what they like

@@ -9,11 +9,11 @@ the end of the file. It costs one seek per element and reads no pixel data.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from vesalius.dicom.inflate import InflatedStream
 from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE
 from vesalius.errors import InvalidDataError
 
@@ -165,26 +165,20 @@ def find_pixel_data(path: Path, transfer_syntax: str) -> PixelDataElement | None
 
 
 def check_structure(
-    path: Path, transfer_syntax: str, dataset_offset: int
+    path: Path, transfer_syntax: str, dataset_offset: int, *, max_inflated: int | None = None
 ) -> PixelDataElement | None:
     """Raise :class:`InvalidDataError` unless the data set from ``dataset_offset`` is whole.
 
     Returns the top-level pixel data element, if any (``None`` also for deflated data sets,
-    whose structure is only checked for a complete deflate stream).
+    whose deflate stream is only checked to be complete, inflated as a stream, and at most
+    ``max_inflated`` bytes, else :class:`TooLargeError`; ingest walks a deflated data set's
+    inflated twin instead, see ``services/metadata.py``).
     """
     with open(path, "rb") as fh:
         if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
             fh.seek(dataset_offset)
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            while chunk := fh.read(1 << 20):
-                try:
-                    while chunk:  # bounded output per call: a deflate bomb stays small
-                        inflater.decompress(chunk, 1 << 20)
-                        chunk = inflater.unconsumed_tail
-                except zlib.error as exc:
-                    raise InvalidDataError(f"deflated data set is corrupt: {exc}") from exc
-            if not inflater.eof:
-                raise InvalidDataError("deflated data set is truncated")
+            for _ in InflatedStream(fh, limit=max_inflated).chunks():
+                pass  # a piece at a time: a deflate bomb stays small
             return None
         size = fh.seek(0, 2)
         fh.seek(dataset_offset)

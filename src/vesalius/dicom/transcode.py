@@ -7,8 +7,10 @@ to those (decompressed: YBR_FULL/YBR_FULL_422 JPEG and YBR_RCT/YBR_ICT JPEG 2000
 Planar Configuration 0); and, into RLE Lossless, JPEG 2000 Lossless or JPEG-LS Lossless when
 pydicom has an encoder for it installed, from either. Anything else is NotAcceptableError.
 
-Apart from the copy, a transcode holds one instance in memory (pydicom reads it whole),
-compressed and decompressed at once; callers bound the instance size.
+Apart from the copy, and Deflated to Explicit VR Little Endian (the inflated bytes streamed
+behind the updated File Meta, ``dicom/inflate.py``), a transcode holds one instance in memory
+(pydicom reads it whole), compressed and decompressed at once; callers bound the instance size,
+and the inflated size of a deflated source with ``max_inflated``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from __future__ import annotations
 import shutil
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from pydicom import dcmread, dcmwrite
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
+from pydicom.filereader import read_dataset, read_file_meta_info
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.pixels.utils import compress, decompress, pack_bits, pixel_array
@@ -38,6 +40,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from vesalius.dicom.inflate import open_inflated, write_explicit
 from vesalius.errors import InvalidDataError, NotAcceptableError, NotFoundError
 
 NATIVE_SYNTAXES = frozenset(
@@ -150,11 +153,35 @@ def _compress(ds: Dataset, target: UID) -> None:
         raise NotAcceptableError(f"cannot encode this instance as {target.name}: {exc}") from exc
 
 
-def transcode(path: Path, target_ts: str, out: BinaryIO) -> None:
+def streamed(source_ts: str, target_ts: str) -> bool:
+    """Whether :func:`transcode` streams this conversion (memory stays flat, whatever the
+    size): a copy, or Deflated to Explicit VR Little Endian."""
+    return source_ts == target_ts or (
+        source_ts == DeflatedExplicitVRLittleEndian and target_ts == ExplicitVRLittleEndian
+    )
+
+
+def _read(path: Path, source: UID, max_inflated: int | None) -> Dataset:
+    """The whole data set; a deflated one inflated as a stream into pydicom's reader, so the
+    compressed and the inflated bytes are never both held (past ``max_inflated`` bytes:
+    TooLargeError)."""
+    if source != DeflatedExplicitVRLittleEndian:
+        return dcmread(path)
+    with open_inflated(path, limit=max_inflated) as (_, stream):
+        ds = read_dataset(cast(BinaryIO, stream), is_implicit_VR=False, is_little_endian=True)
+    ds.file_meta = FileMetaDataset(read_file_meta_info(path))
+    return ds
+
+
+def transcode(
+    path: Path, target_ts: str, out: BinaryIO, *, max_inflated: int | None = None
+) -> None:
     """Write ``path`` to ``out`` as a Part 10 file (PS3.10 7) in ``target_ts``.
 
     The SOP Instance UID is kept; File Meta Transfer Syntax UID is updated. Raises
-    NotAcceptableError when the conversion is not supported (PS3.18 8.7.3.5.2).
+    NotAcceptableError when the conversion is not supported (PS3.18 8.7.3.5.2), and
+    TooLargeError when a deflated source inflates past ``max_inflated`` bytes (None: no
+    limit) on a conversion that is not streamed.
     """
     target = UID(target_ts)
     try:
@@ -170,10 +197,13 @@ def transcode(path: Path, target_ts: str, out: BinaryIO) -> None:
         with path.open("rb") as f:
             shutil.copyfileobj(f, out)
         return
+    if streamed(source, target):
+        write_explicit(path, out)
+        return
     if not can_transcode(source, target):
         raise NotAcceptableError(f"cannot convert {source.name} ({source}) to {target}")
     try:
-        ds = dcmread(path)
+        ds = _read(path, source, max_inflated)
     except (InvalidDicomError, EOFError, OSError, ValueError, struct.error) as exc:
         raise InvalidDataError(f"cannot read DICOM file: {exc}") from exc
     has_pixels = any(k in ds for k in _PIXEL_KEYWORDS)

@@ -6,7 +6,10 @@ single-part ``application/dicom``. Transfer syntax negotiation (PS3.18 8.7.3.5):
 each instance as stored; a named syntax is returned as stored when it matches, else converted
 when ``dicom/transcode.py`` can, else the request gets 406. With no syntax named, the default is
 Explicit VR Little Endian, except for lossy data and instances over
-:data:`TRANSCODE_LIMIT` bytes, which come as stored (the standard's exceptions).
+:data:`TRANSCODE_LIMIT` bytes, which come as stored (the standard's exceptions). Deflated
+instances become Explicit VR Little Endian as a stream whatever their size (their stored size
+says nothing of their inflated size); converted otherwise, they are held inflated, at most
+:data:`TRANSCODE_LIMIT` bytes.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from vesalius.dicom.transcode import can_transcode, transcode
-from vesalius.dicom.uids import EXPLICIT_VR_LE, LOSSY_SYNTAXES
+from vesalius.dicom.inflate import explicit_chunks
+from vesalius.dicom.transcode import can_transcode, streamed, transcode
+from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, LOSSY_SYNTAXES
 from vesalius.dicomweb import multipart
 from vesalius.dicomweb.media import MediaRange, parse_accept
 from vesalius.dicomweb.requests import path_uid, root_url, who
@@ -99,9 +103,13 @@ def target_syntax(requested: str | None, instance: InstanceLocation) -> str | No
     if requested is None:
         if stored == EXPLICIT_VR_LE or stored in LOSSY_SYNTAXES:
             return None
+        if streamed(stored, EXPLICIT_VR_LE):
+            return EXPLICIT_VR_LE
         if instance.size > TRANSCODE_LIMIT or not can_transcode(stored, EXPLICIT_VR_LE):
             return None
         return EXPLICIT_VR_LE
+    if streamed(stored, requested):
+        return requested
     if instance.size <= TRANSCODE_LIMIT and can_transcode(stored, requested):
         return requested
     raise NotAcceptableError(
@@ -120,8 +128,11 @@ def instance_chunks(
                 while chunk := fh.read(CHUNK):
                     yield chunk
             return
+        if instance.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE and syntax == EXPLICIT_VR_LE:
+            yield from explicit_chunks(path)  # inflated as it goes: memory stays flat
+            return
         out = io.BytesIO()
-        transcode(path, syntax, out)
+        transcode(path, syntax, out, max_inflated=TRANSCODE_LIMIT)
     data = out.getbuffer()
     for start in range(0, len(data), CHUNK):
         yield bytes(data[start : start + CHUNK])

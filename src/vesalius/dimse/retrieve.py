@@ -12,21 +12,26 @@ a refused identifier gets its failure status and Error Comment (0xA900, 0xC000).
 **Transfer syntax.** An instance goes in its stored transfer syntax when the peer accepted that
 syntax for its SOP class (C-MOVE proposes exactly those pairs). Otherwise an instance stored
 uncompressed little endian is decoded and re-encoded in Explicit or Implicit VR Little Endian,
-which is lossless; anything else is a failed sub-operation (no transcoding yet).
+which is lossless (a deflated one goes to Explicit VR Little Endian inflated as a stream);
+anything else is a failed sub-operation (no transcoding yet).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from pynetdicom import build_context
 from pynetdicom.presentation import PresentationContext
 
+from vesalius.dicom.inflate import inflated_size, open_inflated
 from vesalius.dicom.structure import dataset_offset
 from vesalius.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LE,
@@ -104,13 +109,27 @@ def move_contexts(instances: list[InstanceLocation]) -> list[PresentationContext
     return [verification, *(build_context(sop, syntaxes) for sop, syntaxes in grouped)]
 
 
-def _reencoded(path: Path, syntax: str) -> bytes:
-    """The instance decoded and re-encoded in ``syntax`` (a fresh Dataset has no "original
-    encoding", so pydicom converts every element instead of copying raw bytes)."""
-    ds = Dataset(dcmread(path))
+@contextmanager
+def _reencoded(path: Path, stored: str, syntax: str) -> Iterator[bytes | tuple[BinaryIO, int]]:
+    """The instance's data set in ``syntax``. A deflated one in Explicit VR Little Endian is its
+    inflated bytes as a stream, with their size: inflated twice (once to count, once to send),
+    so memory stays flat whatever the size. Anything else is decoded and re-encoded in memory
+    (a fresh Dataset has no "original encoding", so pydicom converts every element instead of
+    copying raw bytes); a deflated source goes through pydicom's reader as a stream, so only
+    the decoded data set is held, at most ``ingest.max_inflated_mb`` since it was stored."""
+    if stored == DEFLATED_EXPLICIT_VR_LE and syntax == EXPLICIT_VR_LE:
+        size = inflated_size(path)
+        with open_inflated(path) as (_, stream):
+            yield cast(BinaryIO, stream), size
+        return
+    if stored == DEFLATED_EXPLICIT_VR_LE:
+        with open_inflated(path) as (_, stream):
+            ds = Dataset(read_dataset(cast(BinaryIO, stream), False, True))
+    else:
+        ds = Dataset(dcmread(path))
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = UID(syntax)
-    return encode_data_set(ds, syntax)
+    yield encode_data_set(ds, syntax)
 
 
 class SubOperations:
@@ -197,7 +216,11 @@ class SubOperations:
                 handle.seek(offset)
                 self.link.send(cx_id, command, file=(handle, size))
         else:
-            self.link.send(cx_id, command, _reencoded(path, syntax))
+            with _reencoded(path, instance.transfer_syntax_uid, syntax) as payload:
+                if isinstance(payload, bytes):
+                    self.link.send(cx_id, command, payload)
+                else:
+                    self.link.send(cx_id, command, file=payload)
         return self._response(message_id)
 
     def _response(self, message_id: int) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from vesalius.index.catalog import Catalog
@@ -11,6 +12,8 @@ from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.settings import Settings
 from vesalius.storage import FolderStorage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,12 +34,17 @@ class Archive:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         catalog = Catalog.open(settings.database_url)
         storage = FolderStorage(settings.data_dir / "storage", fsync=settings["storage.fsync"])
-        storage.clean_staging(older_than=600)
+        recovered = storage.recover_staging()
+        if recovered.removed:
+            log.warning("staging: %s", recovered.describe())
+        if recovered.kept:
+            log.debug("staging: %d file(s) of running processes left alone", recovered.kept)
         ingest = IngestService(
             catalog,
             storage,
             duplicate_policy=settings["ingest.duplicate_policy"],
             min_free_bytes=settings["storage.min_free_mb"] * 1024 * 1024,
+            max_inflated_bytes=settings["ingest.max_inflated_mb"] << 20,
         )
         retrieve = RetrieveService(catalog, storage)
         query = QueryService(

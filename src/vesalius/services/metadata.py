@@ -7,23 +7,41 @@ the table existed get theirs computed from the file on first request, and kept.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
 
 from vesalius.dicom.header import InstanceHeader, read_instance
-from vesalius.dicom.metadata import decode, encode, instance_json, instance_path
+from vesalius.dicom.inflate import read_head, write_explicit
+from vesalius.dicom.metadata import (
+    AVAILABLE_TRANSFER_SYNTAX_UID,
+    decode,
+    encode,
+    instance_json,
+    instance_path,
+)
 from vesalius.dicom.scan import scan_instance
 from vesalius.dicom.structure import PixelDataElement, find_pixel_data
-from vesalius.errors import NotFoundError
+from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, is_valid_uid
+from vesalius.errors import (
+    InvalidDataError,
+    NotFoundError,
+    OutOfResourcesError,
+    VesaliusError,
+)
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import MetadataRow, RetrieveKeys, find_metadata
 from vesalius.index.records import store_metadata
 from vesalius.services.audit import audit
 from vesalius.storage import BlobStorage
+from vesalius.storage.staging import create_staging_file
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +52,7 @@ def metadata_json(
     """The stored (compressed) WADO-RS metadata of one instance, from its parsed header."""
     if pixel is not None:
         pixel_ref: tuple[int, str] | None = (pixel.tag, pixel.vr)
-    elif header.rows is not None:  # deflated data sets: the structure walk sees no elements
+    elif header.rows is not None:  # image attributes without pixel data: as dicom/scan.py
         pixel_ref = (0x7FE00010, "OW")
     else:
         pixel_ref = None
@@ -48,26 +66,111 @@ def metadata_json(
 
 
 def read_with_metadata(
-    path: Path, check: Callable[[InstanceHeader], None] | None = None
+    path: Path,
+    check: Callable[[InstanceHeader], None] | None = None,
+    *,
+    max_inflated: int | None = None,
+    scratch: Path | None = None,
 ) -> tuple[InstanceHeader, bytes]:
     """The indexed attributes and the stored WADO-RS metadata of a Part 10 file, after proving
     it whole: one pass of our own (``dicom/scan.py``), or pydicom's reader for what that
     declines (other encodings, malformed files: it raises the precise error). ``check`` sees
-    the header before the metadata is built (ingest refuses a mismatch there)."""
+    the header before the metadata is built (ingest refuses a mismatch there).
+
+    A deflated file (PS3.5 A.5) is read through its Explicit VR Little Endian twin, inflated
+    as a stream into a staging file in ``scratch`` (default: a temporary file) and removed
+    after; past ``max_inflated`` bytes it is :class:`TooLargeError` (0xA700 / 413)."""
     scan = scan_instance(path)
     if scan is not None:
         if check is not None:
             check(scan.header)
         return scan.header, encode(scan.document)
+    if _deflated(path):
+        return _read_deflated(path, check, max_inflated, scratch)
     header, dataset = read_instance(path)
     if check is not None:
         check(header)
     return header, metadata_json(header, dataset, find_pixel_data(path, header.transfer_syntax_uid))
 
 
-def metadata_from_file(path: Path) -> bytes:
+def _deflated(path: Path) -> bool:
+    """Whether ``path`` is deflated; what our File Meta reader cannot parse is left to
+    pydicom's error, unless pydicom would read it as deflated: it would inflate it whole."""
+    try:
+        with open(path, "rb") as fh:
+            return read_head(fh).transfer_syntax == DEFLATED_EXPLICIT_VR_LE
+    except (VesaliusError, OSError):
+        pass
+    try:
+        syntax = read_file_meta_info(path).get("TransferSyntaxUID")
+    except Exception:  # pydicom raises many kinds on malformed input; its reader says which
+        return False
+    if syntax != DEFLATED_EXPLICIT_VR_LE:
+        return False
+    error = InvalidDataError("the File Meta of this deflated file is malformed")
+    error.instance = ("", "")  # STOW-RS must not read it to name it
+    raise error
+
+
+def _read_deflated(
+    path: Path,
+    check: Callable[[InstanceHeader], None] | None,
+    max_inflated: int | None,
+    scratch: Path | None,
+) -> tuple[InstanceHeader, bytes]:
+    """:func:`read_with_metadata` of a deflated file: its twin is scanned (or read by
+    pydicom), and the header and metadata name the stored syntax, as before inflation."""
+    if scratch is None:
+        fd, name = tempfile.mkstemp(prefix="inflate-", suffix=".part")
+        twin = Path(name)
+    else:  # named as staging names its files, so a crash's leftover is recovered as theirs
+        fd, twin = create_staging_file(scratch)
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write_explicit(path, out, limit=max_inflated)
+        except OSError as exc:  # disk full, most likely
+            raise OutOfResourcesError(f"cannot inflate into staging: {exc.strerror}") from exc
+        scan = scan_instance(twin)
+        if scan is not None:
+            header = dataclasses.replace(scan.header, transfer_syntax_uid=DEFLATED_EXPLICIT_VR_LE)
+            if check is not None:
+                check(header)
+            document = scan.document
+            document[AVAILABLE_TRANSFER_SYNTAX_UID] = {
+                "vr": "UI",
+                "Value": [DEFLATED_EXPLICIT_VR_LE],
+            }
+            return header, encode(document)
+        header, dataset = read_instance(twin)
+        header = dataclasses.replace(header, transfer_syntax_uid=DEFLATED_EXPLICIT_VR_LE)
+        if check is not None:
+            check(header)
+        return header, metadata_json(header, dataset, find_pixel_data(twin, EXPLICIT_VR_LE))
+    except VesaliusError as exc:
+        exc.instance = exc.instance or _meta_uids(path)  # STOW-RS then names it unread
+        raise
+    finally:
+        twin.unlink(missing_ok=True)
+
+
+def _meta_uids(path: Path) -> tuple[str, str]:
+    """The File Meta's SOP Class and Instance UIDs ('' when not valid): what a STOW-RS
+    response names a refused deflated instance by, since reading its data set to find them
+    (``stow._peek``, pydicom) would inflate it whole."""
+    try:
+        with open(path, "rb") as fh:
+            head = read_head(fh)
+    except (VesaliusError, OSError):
+        return "", ""
+    uids = head.sop_class_uid, head.sop_instance_uid
+    sop_class, sop_instance = (uid if is_valid_uid(uid) else "" for uid in uids)
+    return sop_class, sop_instance
+
+
+def metadata_from_file(path: Path, *, scratch: Path | None = None) -> bytes:
     """:func:`read_with_metadata`'s metadata, for a stored file."""
-    return read_with_metadata(path)[1]
+    return read_with_metadata(path, scratch=scratch)[1]
 
 
 class MetadataService:
@@ -97,7 +200,7 @@ class MetadataService:
 
     def _backfill(self, row: MetadataRow) -> bytes:
         with self.storage.local_path(row.blob_key) as path:
-            computed = metadata_from_file(path)
+            computed = metadata_from_file(path, scratch=self.storage.staging_dir())
         with self.catalog.write() as conn:
             store_metadata(conn, row.pk, computed)
         log.info("metadata computed for %s (stored before metadata existed)", row.sop_instance_uid)
