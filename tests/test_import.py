@@ -112,7 +112,8 @@ def test_import_tree_and_zip_then_reimport(server: RunningServer, tmp_path: Path
     proc = vesalius("import", str(tree), "--config", str(config))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "imported: 0" in proc.stdout.splitlines()
-    assert "replaced: 4" in proc.stdout.splitlines()
+    assert "replaced: 0" in proc.stdout.splitlines()
+    assert "already stored (kept): 4" in proc.stdout.splitlines()  # the default keeps
     assert_clean(server, 4)
 
 

@@ -184,6 +184,8 @@ def test_duplicate_policies(tmp_path: Path, database_url: str, policy: str, expe
         if policy == "reject":
             # 0x0111 Duplicate SOP Instance (PS3.7 C.5.4); DCMTK has no name for it on C-STORE.
             assert "0x111" in proc.stderr + proc.stdout
+        else:  # Warning 0xB006 Elements Discarded: the stored copy is kept (PS3.4 B.2.3)
+            assert "Warning: ElementsDiscarded" in proc.stderr + proc.stdout
         files = running.stored_files()
         assert len(files) == 1
         assert dcmread(files[0]).StudyDescription == "FIRST"

@@ -35,6 +35,7 @@ from vesalius.dicomweb.upload import (
     decoded_body,
 )
 from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError
+from vesalius.settings import load_settings
 
 BOUNDARY = "stow-test-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -364,11 +365,14 @@ def test_mixed_parts_are_202(web: WebServer, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("policy", "status", "stored"),
-    [("replace", 200, "second"), ("keep", 200, "first"), ("reject", 409, "first")],
+    [("replace", 200, "second"), ("keep", 202, "first"), ("reject", 409, "first")],
 )
 def test_duplicates_follow_the_policy(
     tmp_path: Path, database_url: str, policy: str, status: int, stored: str
 ) -> None:
+    """A second copy with other content: replaced, kept with warning B006 (Elements
+    Discarded, PS3.18 Table I.2-1) or refused (0x0111); the same copy again is plain success
+    under ``keep``."""
     sop_uid, study_uid, series_uid = generate_uid(), generate_uid(), generate_uid()
     uids = {"SOPInstanceUID": sop_uid, "StudyInstanceUID": study_uid}
     first = instance_bytes(tmp_path, SeriesInstanceUID=series_uid, PatientName="First", **uids)
@@ -384,8 +388,21 @@ def test_duplicates_follow_the_policy(
         else:
             [referenced] = seq(response, REFERENCED)
             assert value(referenced, "00081155") == sop_uid
+            if policy == "keep":
+                assert value(referenced, "00081196") == 0xB006
+                assert "B006" in response.headers["warning"]
         assert stored_shas(web) == {sha(first if stored == "first" else second)}
         assert_nothing_stored(web, instances=1)
+        if policy == "keep":
+            again = post(web, multipart([first]))
+            assert again.status_code == 200, again.text
+            [referenced] = seq(again, REFERENCED)
+            assert "00081196" not in referenced
+
+
+def test_duplicate_policy_defaults_to_keeping_the_first_copy() -> None:
+    """Issue 11 item 9: no peer may overwrite stored data unless configured to."""
+    assert load_settings(environ={})["ingest.duplicate_policy"] == "keep"
 
 
 # ------------------------------------------------------------- whole-request failures

@@ -10,6 +10,7 @@ exceptions into answers in one place and never guess::
     │   ├── InvalidUIDError            0xC000 / 400  a UID breaks PS3.5 9.1
     │   └── DataSetMismatchError       0xA900 / 400  data set does not match SOP class / command
     ├── UnsupportedError               0xC000 / 415  SOP class or syntax not supported here
+    │   └── SOPClassNotSupportedError  0x0122 / 415  not a storage SOP class we know
     ├── NotAcceptableError             0xC000 / 406  no representation the client accepts
     ├── TooLargeError                  0xA700 / 413  request body over the configured limit
     ├── DuplicateInstanceError         0x0111 / 409  policy "reject" and the instance exists
@@ -70,6 +71,12 @@ class UnsupportedError(VesaliusError):
 
     dimse_status = 0xC000
     http_status = 415
+
+
+class SOPClassNotSupportedError(UnsupportedError):
+    """A data set of a SOP class this archive does not store (PS3.7 C.5.2, 0x0122)."""
+
+    dimse_status = 0x0122
 
 
 class NotAcceptableError(VesaliusError):

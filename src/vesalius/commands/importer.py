@@ -75,6 +75,10 @@ def import_command(
     click.echo(f"replaced: {report.outcomes['replaced']}")
     if report.outcomes["kept"]:
         click.echo(f"already stored (kept): {report.outcomes['kept']}")
+    if report.outcomes["discarded"]:
+        click.echo(
+            f"stored already with other content (stored copy kept): {report.outcomes['discarded']}"
+        )
     click.echo(f"skipped: {report.outcomes['skipped']}")
     for reason, count in sorted(report.skipped.items()):
         click.echo(f"  {reason}: {count}")

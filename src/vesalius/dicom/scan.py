@@ -400,7 +400,9 @@ def _file_meta(buf: mmap.mmap) -> tuple[dict[int, str], int]:
 
 def _uid(top: dict[int, tuple[str, bytes]], tag: int) -> str:
     found = top.get(tag)
-    text = found[1].decode(_DEFAULT_CODEC).strip("\0 ") if found else ""
+    if found is None or found[0] != "UI":  # pydicom's path says what is wrong with it
+        raise _Unsupported("required UID missing or not of VR UI")
+    text = found[1].decode(_DEFAULT_CODEC).strip("\0 ")
     if not text or not is_valid_uid(text):
         raise _Unsupported("required UID missing or invalid")
     return text

@@ -63,19 +63,26 @@ QR_SOP_CLASSES: tuple[str, ...] = (
     STUDY_ROOT_GET,
 )
 
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 
 
 def is_valid_uid(value: str) -> bool:
-    """Whether ``value`` has UID syntax: digits and dots, at most 64 characters (PS3.5 9.1).
+    """Whether ``value`` has UID syntax (PS3.5 9.1): at most 64 characters, numeric
+    components separated by dots, at least two of them (``<org root>.<suffix>``).
 
-    Components with a leading zero are tolerated, as much real-world data has them.
+    Components with a leading zero are tolerated, as much real-world data has them; a lone
+    number such as ``1`` is not a UID.
     """
     return 0 < len(value) <= 64 and bool(_UID_RE.match(value))
 
 
 def check_uid(value: object, keyword: str) -> str:
-    """Return ``value`` as a UID string, or raise :class:`InvalidUIDError` naming ``keyword``."""
+    """Return ``value`` as a UID string, or raise :class:`InvalidUIDError` naming ``keyword``.
+
+    A value decoded as a number (the element was sent with a numeric VR such as US or IS) is
+    refused: a UID is a string of VR UI (PS3.5 6.2)."""
+    if isinstance(value, (int, float)):
+        raise InvalidUIDError(f"{keyword} is encoded as a number, not as a UID")
     text = str(value or "").strip("\0 ")
     if not text:
         raise InvalidUIDError(f"{keyword} is missing")

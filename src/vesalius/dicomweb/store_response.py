@@ -17,6 +17,9 @@ DICOM_XML = "application/dicom+xml"
 PROCESSING_FAILURE = 0x0110
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
+#: Warning Reason (0008,1196) values (PS3.18 Table I.2-1): Elements Discarded, for a copy of
+#: an instance already stored with other content (the stored copy is kept).
+ELEMENTS_DISCARDED = 0xB006
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,11 @@ class Stored:
     study_uid: str
     series_uid: str
     outcome: str
+
+    @property
+    def warning(self) -> int | None:
+        """The Warning Reason of this instance, if any."""
+        return ELEMENTS_DISCARDED if self.outcome == "discarded" else None
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ def response_module(results: list[Stored | Failed], root: str, study: str | None
                         f"/instances/{r.sop_instance_uid}"
                     ],
                 },
+                **({"00081196": {"vr": "US", "Value": [r.warning]}} if r.warning else {}),
             }
             for r in stored
         )
@@ -104,19 +113,27 @@ def response_module(results: list[Stored | Failed], root: str, study: str | None
 
 
 def status_code(results: list[Stored | Failed]) -> int:
-    """PS3.18 Table 10.5.3-1: 200 all stored, 202 some, 409 none."""
-    stored = sum(isinstance(r, Stored) for r in results)
-    if stored == len(results):
+    """PS3.18 Table 10.5.3-1: 200 all stored without warnings, 202 some stored or some with
+    warnings, 409 none."""
+    stored = [r for r in results if isinstance(r, Stored)]
+    if len(stored) == len(results) and not any(r.warning for r in stored):
         return 200
     return 202 if stored else 409
 
 
 def warning_header(results: list[Stored | Failed]) -> dict[str, str] | None:
-    """A Warning header naming the first failure (PS3.18 10.5.3.2 recommends one)."""
+    """A Warning header naming the first failure, else the first warning (PS3.18 10.5.3.2
+    recommends one)."""
     for r in results:
         if isinstance(r, Failed):
             text = r.message.replace('"', "'").encode("ascii", "replace").decode()[:200]
             return {"Warning": f'299 vesalius "{r.reason:04X}: {text}"'}
+    for r in results:
+        if isinstance(r, Stored) and r.warning:
+            return {
+                "Warning": f'299 vesalius "{r.warning:04X}: instance {r.sop_instance_uid} is '
+                'stored already with other content; the stored copy is kept"'
+            }
     return None
 
 

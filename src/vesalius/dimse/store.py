@@ -8,12 +8,22 @@ is sent only after the index row is committed.
 
 from __future__ import annotations
 
+from vesalius.dicom.uids import STORAGE_SOP_CLASS_UIDS
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message
 from vesalius.dimse.status import SUCCESS, failure_status
 from vesalius.errors import OutOfResourcesError
 from vesalius.identity import Identity
 from vesalius.services.archive import Archive
+
+#: Warning: Elements Discarded (PS3.4 B.2.3): the instance is stored already with other
+#: content, and the stored copy is kept (``ingest.duplicate_policy = "keep"``).
+ELEMENTS_DISCARDED = 0xB006
+#: Error: Data Set does not match SOP Class (PS3.4 B.2.3): the command names another storage
+#: SOP class than the presentation context it came on; or Refused: SOP Class not supported
+#: (PS3.7 C.5.2) when the class it names is no storage class at all.
+WRONG_CLASS = 0xA900
+CLASS_NOT_SUPPORTED = 0x0122
 
 
 def peer_identity(assoc: Association) -> Identity:
@@ -35,17 +45,26 @@ def handle_store(archive: Archive, assoc: Association, message: Message) -> None
         status, comment = failure_status(OutOfResourcesError(message.staging_error), "C-STORE")
     elif message.path is None:
         status, comment = 0xA900, "C-STORE-RQ without a data set"
+    elif request.text(commands.AFFECTED_SOP_CLASS) != message.context.abstract_syntax:
+        message.path.unlink(missing_ok=True)
+        if request.text(commands.AFFECTED_SOP_CLASS) in STORAGE_SOP_CLASS_UIDS:
+            status, comment = WRONG_CLASS, "Affected SOP Class UID differs from the context's"
+        else:
+            status, comment = CLASS_NOT_SUPPORTED, "Affected SOP Class UID is not supported"
     else:
         try:
-            archive.ingest.ingest_staged(
+            result = archive.ingest.ingest_staged(
                 message.path,
                 peer_identity(assoc),
-                expected_sop_class=request.text(commands.AFFECTED_SOP_CLASS),
+                expected_sop_class=message.context.abstract_syntax,
                 expected_sop_instance=request.text(commands.AFFECTED_SOP_INSTANCE),
                 digest=message.digest,
             )
         except Exception as exc:
             status, comment = failure_status(exc, "C-STORE")
+        else:
+            if result.outcome == "discarded":
+                status, comment = ELEMENTS_DISCARDED, "already stored with other content: kept"
     extra = [(commands.ERROR_COMMENT, comment or None)]
     rsp = commands.response(request, commands.C_STORE_RSP, status, extra=extra)
     assoc.send(message.context.id, rsp)

@@ -33,12 +33,20 @@ class BlobInfo:
     sha256: str
 
 
+#: What recording an instance did: ``created``; ``replaced`` the stored copy (policy
+#: ``replace``); ``kept`` the stored copy, which is identical to the one received; or kept it
+#: and ``discarded`` the one received, which differs (policy ``keep``).
+Outcome = Literal["created", "replaced", "kept", "discarded"]
+
+
 @dataclass(frozen=True)
 class RecordResult:
-    """What recording did: ``created``, ``replaced`` (old blob to delete) or ``kept``."""
+    """What recording did, and the blob no longer referenced (to delete), if any."""
 
-    outcome: Literal["created", "replaced", "kept"]
+    outcome: Outcome
     old_blob_key: str | None = None
+    #: The blob of the copy already stored, when one was kept (``kept``, ``discarded``).
+    stored_blob_key: str | None = None
 
 
 def _insert_ignoring(table: Table, columns: tuple[str, ...], key: list[str]) -> Prepared:
@@ -179,7 +187,7 @@ def _add_to_list(current: str, value: str) -> str | None:
 # The statements every instance runs: compiled once and run on the driver's cursor
 # (index/prepared.py). Their results are integers and text, which need no type processing.
 _EXISTING = Prepared(
-    select(instances.c.pk, instances.c.series_pk, instances.c.blob_key).where(
+    select(instances.c.pk, instances.c.series_pk, instances.c.blob_key, instances.c.sha256).where(
         instances.c.sop_instance_uid == bindparam("uid")
     )
 )
@@ -303,7 +311,8 @@ def record_instance(
     existing = found[0] if found else None
     if existing is not None:
         if policy == "keep":
-            return RecordResult("kept")
+            outcome: Outcome = "kept" if existing[3] == blob.sha256 else "discarded"
+            return RecordResult(outcome, stored_blob_key=existing[2])
         if policy == "reject":
             raise DuplicateInstanceError(f"SOP instance {h.sop_instance_uid} already stored")
         delete_instance_row(conn, existing[0])

@@ -39,7 +39,7 @@ DICOMDIR = "DICOMDIR"
 #: Skip reasons that are not failures: such files are expected next to images.
 BENIGN = frozenset({NOT_DICOM, DICOMDIR})
 
-Outcome = Literal["created", "replaced", "kept", "skipped"]
+Outcome = Literal["created", "replaced", "kept", "discarded", "skipped"]
 
 
 @dataclass(frozen=True)

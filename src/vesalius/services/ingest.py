@@ -3,7 +3,9 @@
 The file is checked (Part 10 header, required UIDs, complete structure) without decoding pixel
 data, in one pass that also yields the index values and the WADO-RS metadata; hashed, moved
 into storage by rename under a generated key, and indexed; the index commit is the last step,
-so a success means the instance is on disk and findable (PS3.4 B.2.3).
+so a success means the instance is on disk and findable (PS3.4 B.2.3). A deflated data set
+(PS3.5 A.5) is read through its inflated twin, streamed into staging next to the file and
+removed after; past ``max_inflated_bytes`` it is refused (0xA700 / 413) and nothing is stored.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from vesalius.dicom.header import InstanceHeader
-from vesalius.errors import DataSetMismatchError, OutOfResourcesError, VesaliusError
+from vesalius.dicom.structure import dataset_offset
+from vesalius.dicom.uids import STORAGE_SOP_CLASS_UIDS
+from vesalius.errors import (
+    DataSetMismatchError,
+    OutOfResourcesError,
+    SOPClassNotSupportedError,
+    VesaliusError,
+)
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
-from vesalius.index.records import BlobInfo, DuplicatePolicy
+from vesalius.index.records import BlobInfo, DuplicatePolicy, Outcome
 from vesalius.services.audit import audit
 from vesalius.services.metadata import read_with_metadata
 from vesalius.storage import BlobStorage, new_blob_key
@@ -34,7 +42,7 @@ class IngestResult:
     """What happened to one instance."""
 
     header: InstanceHeader
-    outcome: Literal["created", "replaced", "kept"]
+    outcome: Outcome
     size: int
 
 
@@ -56,13 +64,16 @@ class IngestService:
         catalog: Catalog,
         storage: BlobStorage,
         *,
-        duplicate_policy: DuplicatePolicy = "replace",
+        duplicate_policy: DuplicatePolicy = "keep",
         min_free_bytes: int = 0,
+        max_inflated_bytes: int = 256 << 20,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
         self.duplicate_policy: DuplicatePolicy = duplicate_policy
         self.min_free_bytes = min_free_bytes
+        #: Largest data set a deflated instance may inflate to (0: no limit).
+        self.max_inflated_bytes = max_inflated_bytes
 
     def check_space(self) -> None:
         """Raise :class:`OutOfResourcesError` (0xA700) when storage is nearly full."""
@@ -101,6 +112,12 @@ class IngestService:
                 if expected_sop_instance and expected_sop_instance != header.sop_instance_uid:
                     problem = "SOP Instance UID differs from the command's"
                 elif expected_sop_class and expected_sop_class != header.sop_class_uid:
+                    if header.sop_class_uid not in STORAGE_SOP_CLASS_UIDS:
+                        unsupported = SOPClassNotSupportedError(
+                            f"SOP Class {header.sop_class_uid} is not supported"
+                        )
+                        unsupported.instance = (header.sop_class_uid, header.sop_instance_uid)
+                        raise unsupported
                     problem = "SOP Class UID differs from the command's"
                 elif expected_study and expected_study != header.study_uid:
                     problem = f"instance is not in study {expected_study}"
@@ -109,7 +126,9 @@ class IngestService:
                     error.instance = (header.sop_class_uid, header.sop_instance_uid)
                     raise error
 
-            header, metadata = read_with_metadata(path, check)
+            header, metadata = read_with_metadata(
+                path, check, max_inflated=self.max_inflated_bytes or None, scratch=path.parent
+            )
             size, sha256 = digest if digest is not None else _digest(path)
             key = new_blob_key()
             self.storage.put_file(key, path)
@@ -130,19 +149,50 @@ class IngestService:
             if isinstance(exc, VesaliusError):
                 exc.instance = (header.sop_class_uid, header.sop_instance_uid)
             raise
-        if result.outcome == "kept":
+        outcome = result.outcome
+        if outcome == "discarded" and self._same_data_set(key, result.stored_blob_key):
+            outcome = "kept"  # only the File Meta differs (e.g. the Source AE Title)
+        if outcome in ("kept", "discarded"):
             self.storage.delete(key)
         elif result.old_blob_key:
             self.storage.delete(result.old_blob_key)
+        if outcome == "discarded":
+            log.warning(
+                "%s sent instance %s again with other content; the stored copy is kept "
+                "(ingest.duplicate_policy = keep)",
+                who,
+                header.sop_instance_uid,
+            )
         audit(
             "instance-stored",
             who,
-            outcome=result.outcome,
+            outcome=outcome,
             patient_id=header.patient_id,
             study_uid=header.study_uid,
             sop_instance_uid=header.sop_instance_uid,
+            sha256=sha256,
         )
-        return IngestResult(header, result.outcome, size)
+        return IngestResult(header, outcome, size)
+
+    def _same_data_set(self, key: str, other: str | None) -> bool:
+        """Whether two stored blobs hold the same data set (their File Meta may differ)."""
+        if other is None:
+            return False
+        with self.storage.local_path(key) as one, self.storage.local_path(other) as two:
+            try:
+                starts = dataset_offset(one), dataset_offset(two)
+                with open(one, "rb") as a, open(two, "rb") as b:
+                    sizes = a.seek(0, 2) - starts[0], b.seek(0, 2) - starts[1]
+                    if sizes[0] != sizes[1]:
+                        return False
+                    a.seek(starts[0])
+                    b.seek(starts[1])
+                    while chunk := a.read(CHUNK):
+                        if chunk != b.read(len(chunk)):
+                            return False
+            except (OSError, VesaliusError):
+                return False
+        return True
 
     def ingest_copy(self, source: Path, who: Identity) -> IngestResult:
         """Ingest a file that stays where it is (``vesalius import``): copy, then ingest."""
