@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from bench.tools import dcmtk_tool
 from sqlalchemy import create_engine, text
 
@@ -29,6 +28,7 @@ from vesalius.dimse.server import DimseServer
 from vesalius.services.archive import Archive
 from vesalius.settings import Modality, load_settings
 from vesalius.web.app import create_app
+from vesalius.web.serving import bind_http, http_server
 
 PG_ADMIN_URL = os.environ.get(
     "VESALIUS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -158,13 +158,14 @@ class WebServer:
 
 @contextmanager
 def running_http(archive: Archive) -> Iterator[str]:
-    """Serve ``create_app(archive)`` with uvicorn on an ephemeral port; yield its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(archive), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    """Serve ``create_app(archive)`` on an ephemeral port as ``vesalius serve`` does (uvicorn
+    with the guarded protocol of ``web/serving.py``); yield its base URL."""
+    listener = bind_http("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    http = http_server(create_app(archive), archive.settings)
+    thread = threading.Thread(
+        target=http.run, kwargs={"sockets": [listener]}, name="test-http", daemon=True
     )
-    http = uvicorn.Server(config)
-    thread = threading.Thread(target=http.run, name="test-http", daemon=True)
     thread.start()
     try:
         wait_until(lambda: http.started, what="HTTP server start")
@@ -172,6 +173,7 @@ def running_http(archive: Archive) -> Iterator[str]:
     finally:
         http.should_exit = True
         thread.join(10)
+        listener.close()
 
 
 @pytest.fixture

@@ -207,11 +207,13 @@ class Association:
         sock.settimeout(None)
         set_send_timeout(sock, network_timeout)
         self._receiver = receiver or pdu.Receiver(sock)
+        self._pdu = (
+            None if network_timeout is None else pdu.Budget(network_timeout, min_rate, "PDU")
+        )
 
     def _pdu_budget(self) -> pdu.Budget | None:
-        if self.network_timeout is None:
-            return None
-        return pdu.Budget(self.network_timeout, self.min_rate, "PDU")
+        """The budget of the next PDU (one object, reset by each read)."""
+        return self._pdu
 
     def _message_budget(self) -> pdu.Budget | None:
         if self.dimse_timeout is None:

@@ -9,12 +9,16 @@ fragment costs one or two system calls and no intermediate objects.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import socket
 import struct
+import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from time import monotonic
 
 from vesalius.errors import PeerError
 
@@ -64,7 +68,11 @@ class Pdu:
     body: bytearray
 
 
-#: First allocation for a PDU body; it doubles as bytes arrive, up to the announced length.
+#: A P-DATA-TF body up to this long (it is at most ``dicom.max_pdu``, 256 KiB by default) is
+#: allocated whole once its header is in: only established associations, whose number is
+#: capped, send them. Longer ones, and association PDUs (up to 1 MiB, from any connection),
+#: start at :data:`FIRST_BUFFER` bytes or what has arrived, and double as bytes arrive.
+MAX_UPFRONT = 1 << 20
 FIRST_BUFFER = 64 << 10
 #: A kernel receive timeout up to this many seconds longer than the time left is left as it is
 #: (changing it costs a system call): a deadline is kept to within this.
@@ -79,25 +87,17 @@ def recv_exact(sock: socket.socket, size: int) -> bytearray:
     to each wait: Python's (``TimeoutError`` propagates) or the kernel's ``SO_RCVTIMEO`` on a
     blocking socket (``BlockingIOError`` propagates).
     """
-    def receive(into: memoryview) -> int:
-        n = sock.recv_into(into)
-        if n == 0:
-            raise ConnectionClosed("connection closed by the peer")
-        return n
 
-    return fill(size, receive)
-
-
-def fill(size: int, receive: Callable[[memoryview], int]) -> bytearray:
-    """``size`` bytes from ``receive`` (which fills a view and says how much), in a buffer
-    that starts at :data:`FIRST_BUFFER` bytes and doubles as bytes arrive."""
     buffer = bytearray(min(size, FIRST_BUFFER))
     got = 0
     while got < size:
         if got == len(buffer):
             buffer += bytes(min(len(buffer), size - len(buffer)))
         with memoryview(buffer) as view:
-            got += receive(view[got:size])
+            n = sock.recv_into(view[got:size])
+        if n == 0:
+            raise ConnectionClosed("connection closed by the peer")
+        got += n
     return buffer
 
 
@@ -168,37 +168,40 @@ class Receiver:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._timeout: float | None = -1.0  # unknown: the first wait sets it
+        #: The kernel receive timeout now set; None: none (wait without limit).
+        self._timeout: float | None = None
+        self._count = array.array("i", [0])
 
-    def _wait_at_most(self, seconds: float | None) -> None:
-        current = self._timeout
-        if seconds is None:
-            if current is not None:
-                _set_receive_timeout(self.sock, None)
-                self._timeout = None
-            return
-        if current is None or current < 0 or current > seconds + TIMER_SLACK:
-            _set_receive_timeout(self.sock, seconds)
-            self._timeout = seconds
+    def _queued(self) -> int:
+        """Bytes already in the socket's receive queue (FIONREAD), 0 if unknown: a body
+        that has arrived is read in one piece, without growing its buffer."""
+        try:
+            fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, self._count)
+        except (OSError, ValueError):
+            return 0
+        return int(self._count[0])
+
+    def _wait_at_most(self, seconds: float) -> None:
+        """Set the kernel receive timeout to ``seconds``."""
+        _set_receive_timeout(self.sock, seconds)
+        self._timeout = seconds
 
     def _recv_into(self, view: memoryview, deadline: float | None, what: str) -> int:
         """One ``recv_into`` that returns data before ``deadline`` (monotonic) or raises."""
         while True:
             if deadline is not None:
-                left = deadline - time.monotonic()
+                left = deadline - monotonic()
                 if left <= 0:
                     raise DeadlineExpired(f"{what} did not arrive in time")
                 current = self._timeout
-                if current is None or current < 0 or current > left + TIMER_SLACK:
+                if current is None or current > left + TIMER_SLACK:
                     self._wait_at_most(left)
-            elif self._timeout is not None:
-                self._wait_at_most(None)
             try:
                 n = self.sock.recv_into(view)
             except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO expired (EAGAIN)
-                if deadline is None:
-                    raise DeadlineExpired(f"{what} did not arrive in time") from None
-                continue  # woke early (the timer is coarse): check the deadline again
+                # No deadline, or not reached yet (the kernel timer is left a little long or
+                # short, to save a system call): wait again.
+                continue
             if n == 0:
                 raise ConnectionClosed("connection closed by the peer")
             return n
@@ -239,21 +242,50 @@ class Receiver:
             got += self._receive_more(view[got:], pdu, message)
         kind, length = _HEADER.unpack(header)
         _check_header(kind, length, max_length)
-        return Pdu(kind, fill(length, lambda into: self._receive_more(into, pdu, message)))
+        # The body, inline (the hot path: one PDU per 16 KiB of every data set): the deadline
+        # is worked out again only when a receive returned less than was missing.
+        if kind == P_DATA_TF and length <= MAX_UPFRONT:
+            size = length  # the hot path: no growing, no copying
+        else:
+            size = min(length, max(FIRST_BUFFER, self._queued()))
+        body = bytearray(size)
+        got = 0
+        deadline, what = _earliest(pdu, message)
+        while True:
+            if got == len(body):
+                body += bytes(min(len(body), length - len(body)))
+            with memoryview(body) as into:
+                n = self._recv_into(into[got:length], deadline, what)
+            got += n
+            if pdu is not None:
+                pdu.received += n
+            if message is not None:
+                message.received += n
+            if got >= length:
+                return Pdu(kind, body)
+            deadline, what = _earliest(pdu, message)
 
     def _receive_more(self, into: memoryview, pdu: Budget | None, message: Budget | None) -> int:
         """Receive into ``into`` before the earliest budget runs out; count the bytes."""
-        if pdu is not None and (message is None or pdu.expires() <= message.expires()):
-            n = self._recv_into(into, pdu.expires(), pdu.what)
-        elif message is not None:
-            n = self._recv_into(into, message.expires(), message.what)
-        else:
-            n = self._recv_into(into, None, "data")
+        ends, what = _earliest(pdu, message)
+        n = self._recv_into(into, ends, what)
         if pdu is not None:
             pdu.received += n
         if message is not None:
             message.received += n
         return n
+
+
+def _earliest(pdu: Budget | None, message: Budget | None) -> tuple[float | None, str]:
+    """When the first of the two budgets runs out, and what it is for."""
+    if pdu is None:
+        return (message.expires(), message.what) if message else (None, "data")
+    ends, what = pdu.expires(), pdu.what
+    if message is not None:
+        other = message.expires()
+        if other < ends:
+            return other, message.what
+    return ends, what
 
 
 def pdvs(body: bytearray) -> Iterator[tuple[int, int, memoryview]]:
