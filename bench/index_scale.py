@@ -296,11 +296,11 @@ def schema_revision() -> str:
 
 def open_archive(url: str, data_dir: Path) -> Any:
     """A Vesalius :class:`~vesalius.services.archive.Archive` on ``url`` (migrated)."""
-    from vesalius.services.archive import Archive as VesaliusArchive
     from vesalius.settings import load_settings
+    from vesalius.wiring import assemble
 
     settings = load_settings(environ={}, overrides={"data_dir": str(data_dir), "database_url": url})
-    return VesaliusArchive.open(settings)
+    return assemble(settings).archive
 
 
 def sqlite_index(ctx: Context, archive: Synthetic, seed: int, workdir: Path) -> tuple[str, float]:

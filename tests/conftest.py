@@ -25,10 +25,14 @@ from bench.tools import dcmtk_tool
 from sqlalchemy import create_engine, text
 
 from vesalius.dimse.server import DimseServer
+from vesalius.index.catalog import Catalog
+from vesalius.services.audit import Auditor
+from vesalius.services.policy import Policy
 from vesalius.services.archive import Archive
-from vesalius.settings import Modality, load_settings
-from vesalius.web.app import create_app
+from vesalius.settings import Modality, Settings, load_settings
+from vesalius.storage import FolderStorage
 from vesalius.web.serving import bind_http, http_server
+from vesalius.wiring import Assembly, assemble, dimse_config, http_app
 
 PG_ADMIN_URL = os.environ.get(
     "VESALIUS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -88,6 +92,19 @@ class RunningServer:
     ae_title: str
     port: int
     data_dir: Path
+    assembly: Assembly
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.assembly.catalog
+
+    @property
+    def storage(self) -> FolderStorage:
+        return self.assembly.storage
+
+    @property
+    def settings(self) -> Settings:
+        return self.assembly.settings
 
     @property
     def address(self) -> list[str]:
@@ -99,7 +116,7 @@ class RunningServer:
 
     def staging_files(self) -> list[Path]:
         """Files in staging, other than the empty ones made ahead of need."""
-        spare = self.archive.storage.spare_staging_files()
+        spare = self.storage.spare_staging_files()
         folder = self.data_dir / "storage" / "staging"
         return sorted(p for p in folder.iterdir() if p.is_file() and p not in spare)
 
@@ -108,6 +125,9 @@ def make_server(
     data_dir: Path,
     database_url: str,
     modalities: dict[str, Modality] | None = None,
+    *,
+    policy: Policy | None = None,
+    auditor: Auditor | None = None,
     **overrides: object,
 ) -> RunningServer:
     settings = load_settings(
@@ -123,10 +143,12 @@ def make_server(
     )
     if modalities:
         settings = type(settings)(settings.values, modalities)
-    archive = Archive.open(settings)
-    dimse = DimseServer(archive)
+    assembly = assemble(settings, policy=policy, auditor=auditor)
+    dimse = DimseServer(assembly.archive, dimse_config(settings))
     dimse.start()
-    return RunningServer(archive, dimse, settings["dicom.ae_title"], dimse.port, data_dir)
+    return RunningServer(
+        assembly.archive, dimse, settings["dicom.ae_title"], dimse.port, data_dir, assembly
+    )
 
 
 @pytest.fixture
@@ -155,14 +177,18 @@ class WebServer:
     def archive(self) -> Archive:
         return self.dimse.archive
 
+    @property
+    def catalog(self) -> Catalog:
+        return self.dimse.catalog
+
 
 @contextmanager
-def running_http(archive: Archive) -> Iterator[str]:
+def running_http(archive: Archive, settings: Settings) -> Iterator[str]:
     """Serve ``create_app(archive)`` on an ephemeral port as ``vesalius serve`` does (uvicorn
     with the guarded protocol of ``web/serving.py``); yield its base URL."""
     listener = bind_http("127.0.0.1", 0)
     port = listener.getsockname()[1]
-    http = http_server(create_app(archive), archive.settings)
+    http = http_server(http_app(archive, settings), settings)
     thread = threading.Thread(
         target=http.run, kwargs={"sockets": [listener]}, name="test-http", daemon=True
     )
@@ -179,7 +205,7 @@ def running_http(archive: Archive) -> Iterator[str]:
 @pytest.fixture
 def web(server: RunningServer) -> Iterator[WebServer]:
     """A fresh archive serving DIMSE and HTTP, on each index backend."""
-    with running_http(server.archive) as url:
+    with running_http(server.archive, server.settings) as url:
         yield WebServer(server, url)
 
 

@@ -205,7 +205,7 @@ def store(server: RunningServer, files: Sequence[Path]) -> None:
     """Send ``files`` to ``server`` with storescu, all in one association."""
     code, output = run_tool("storescu", *server.address, *map(str, files))
     assert code == 0, output
-    assert server.archive.catalog.count_instances() >= len(files)
+    assert server.catalog.count_instances() >= len(files)
 
 
 _STATUS = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})")

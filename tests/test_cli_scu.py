@@ -231,7 +231,7 @@ def test_send_folder_to_vesalius(server: RunningServer, tmp_path: Path) -> None:
     assert "4 files: 4 succeeded, 0 with warnings, 0 failed" in proc.stdout
     assert "1 files in folders skipped" in proc.stdout
     assert "4/4" in proc.stderr  # the progress bar
-    assert server.archive.catalog.count_instances() == 4
+    assert server.catalog.count_instances() == 4
     stored = {uid_of(p): dataset_bytes(p) for p in server.stored_files()}
     for source in (CT, MR, J2K, SR):
         assert stored[uid_of(source)] == dataset_bytes(source)
@@ -342,7 +342,7 @@ def test_send_more_pairs_than_one_association_holds(tmp_path: Path) -> None:
     try:
         proc = vesalius("send", str(folder), "--to", target_of(running))
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert running.archive.catalog.count_instances() == len(classes)
+        assert running.catalog.count_instances() == len(classes)
     finally:
         running.dimse.stop(grace=2)
         running.archive.close()

@@ -16,8 +16,8 @@ from conftest import RunningServer, dcmtk, wait_until
 from vesalius.dimse.server import DimseServer, listen
 from vesalius.dimse.workers import LoadBoard
 from vesalius.index.schema import patients, series, studies
-from vesalius.services.archive import Archive
 from vesalius.settings import load_settings
+from vesalius.wiring import assemble, dimse_config
 
 
 def _make_study(folder: Path, n_series: int, per_series: int) -> str:
@@ -48,7 +48,7 @@ def test_parallel_associations_same_study(server: RunningServer, tmp_path: Path)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(send, batches))
 
-    with server.archive.catalog.read() as conn:
+    with server.catalog.read() as conn:
         study = conn.execute(select(studies).where(studies.c.study_uid == study_uid)).one()
         assert study.num_series == 4
         assert study.num_instances == 24
@@ -67,10 +67,10 @@ def test_accepting_processes_share_connections_evenly(tmp_path: Path) -> None:
         environ={},
         overrides={"data_dir": str(tmp_path / "data"), "storage.min_free_mb": 0},
     )
-    archive = Archive.open(settings)
+    archive = assemble(settings).archive
     listener = listen("127.0.0.1", 0)
     board = LoadBoard(2)
-    servers = [DimseServer(archive, load=board.slot(n)) for n in range(2)]
+    servers = [DimseServer(archive, dimse_config(settings), load=board.slot(n)) for n in range(2)]
     for dimse in servers:
         dimse.start(listener)
     clients = []

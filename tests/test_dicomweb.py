@@ -415,7 +415,7 @@ def test_capabilities(web: WebServer) -> None:
 def test_cors_when_configured(tmp_path: Path, database_url: str) -> None:
     running = make_server(tmp_path / "data", database_url, **{"http.cors_origins": "*"})
     try:
-        with running_http(running.archive) as url:
+        with running_http(running.archive, running.settings) as url:
             response = httpx.get(
                 f"{url}/dicom-web/studies", headers={"Origin": "http://viewer.example"}
             )
@@ -439,11 +439,11 @@ def test_metadata_for_instances_stored_before_it_existed(web: WebServer, study: 
 
     from vesalius.index.schema import instance_metadata
 
-    with web.archive.catalog.write() as conn:
+    with web.catalog.write() as conn:
         conn.execute(delete(instance_metadata))
     metadata = client(web).retrieve_study_metadata(study["study"])
     assert len(metadata) == 5
-    with web.archive.catalog.read() as conn:
+    with web.catalog.read() as conn:
         assert len(conn.execute(instance_metadata.select()).all()) == 5
 
 
@@ -472,7 +472,7 @@ def test_public_url_names_the_server_in_urls(tmp_path: Path, database_url: str) 
         path = tmp_path / "one.dcm"
         ds = make_instance(path)
         running.archive.ingest.ingest_copy(path, Identity.system("test"))
-        with running_http(running.archive) as url:
+        with running_http(running.archive, running.settings) as url:
             found = httpx.get(f"{url}/dicom-web/studies").json()
             assert found[0]["00081190"]["Value"] == [
                 f"https://pacs.example.org/dicom-web/studies/{ds.StudyInstanceUID}"

@@ -34,7 +34,7 @@ def test_store_is_bit_exact_and_indexed(server: RunningServer) -> None:
     assert (
         dcmread(files[0], stop_before_pixels=True).SOPInstanceUID == dcmread(source).SOPInstanceUID
     )
-    assert server.archive.catalog.count_instances() == 1
+    assert server.catalog.count_instances() == 1
     assert server.staging_files() == []
 
 
@@ -42,7 +42,7 @@ def test_second_copy_replaces(server: RunningServer) -> None:
     source = get_testdata_file("MR_small.dcm")
     dcmtk("storescu", *server.address, source)
     dcmtk("storescu", *server.address, source)
-    assert server.archive.catalog.count_instances() == 1
+    assert server.catalog.count_instances() == 1
     assert len(server.stored_files()) == 1
 
 

@@ -40,7 +40,7 @@ def vesalius(*args: str) -> subprocess.CompletedProcess[str]:
 
 def config_for(server: RunningServer, tmp_path: Path) -> Path:
     """A settings file naming the running server's data folder and index."""
-    settings = server.archive.settings
+    settings = server.settings
     config = tmp_path / "vesalius.toml"
     config.write_text(
         f'data_dir = "{settings.data_dir}"\ndatabase_url = "{settings["database_url"]}"\n'
@@ -55,7 +55,7 @@ def uid_of(path: Path) -> str:
 
 def assert_clean(server: RunningServer, instances: int) -> None:
     """The index, the stored blobs and an empty staging folder agree."""
-    assert server.archive.catalog.count_instances() == instances
+    assert server.catalog.count_instances() == instances
     assert len(server.stored_files()) == instances
     assert server.staging_files() == []
 

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "identity": set(),
     "settings": {"errors"},
 }
-WIRING = {"server", "cli", "commands"}
+WIRING = {"server", "cli", "commands", "wiring"}
 
 
 def _layer(path: Path) -> str:
@@ -62,3 +62,23 @@ def test_dependencies_point_down() -> None:
 def test_every_layer_is_known() -> None:
     layers = {_layer(p) for p in SRC.rglob("*.py")}
     assert layers <= set(ALLOWED) | WIRING | {"__init__"}
+
+
+#: The front doors: they reach the archive through its services only (issue 12).
+ADAPTERS = {"dimse", "dicomweb", "web", "commands", "cli"}
+
+
+def test_front_doors_use_services_only() -> None:
+    """No adapter or CLI module imports the index or the storage, or reads a ``catalog`` or
+    ``storage`` attribute (an AST walk, attribute access included)."""
+    problems = []
+    for path in SRC.rglob("*.py"):
+        if _layer(path) not in ADAPTERS:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for target in _imports(path) & {"index", "storage"}:
+            problems.append(f"{path.relative_to(SRC)} imports vesalius.{target}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("catalog", "storage"):
+                problems.append(f"{path.relative_to(SRC)}:{node.lineno} reads .{node.attr}")
+    assert problems == []

@@ -33,6 +33,7 @@ from vesalius.index.schema import studies as studies_table
 from vesalius.services.archive import Archive
 from vesalius.services.query import Query, QueryService
 from vesalius.settings import load_settings
+from vesalius.wiring import assemble
 
 WHO = Identity.system("test")
 
@@ -51,7 +52,7 @@ def archive(
                 "storage.min_free_mb": 0,
             },
         )
-        opened = Archive.open(settings)
+        opened = assemble(settings).archive
         try:
             for path in write_corpus(folder / "corpus"):
                 opened.ingest.ingest_copy(path, WHO)
@@ -197,7 +198,12 @@ def test_person_names_case_insensitive_by_default(archive: Archive) -> None:
 
 
 def test_person_names_case_sensitive_when_configured(archive: Archive) -> None:
-    strict = QueryService(archive.catalog, ae_title="X", case_insensitive_pn=False)
+    strict = QueryService(
+        archive.query.catalog,
+        oversight=archive.oversight,
+        ae_title="X",
+        case_insensitive_pn=False,
+    )
     assert patients(archive, strict, PatientName="doe^john") == set()
     assert patients(archive, strict, PatientName="Doe^John") == {"DOE-1"}
     assert patients(archive, strict, PatientName="D*") == {"DOE-1"}
@@ -436,7 +442,9 @@ def test_paging_is_stable(archive: Archive) -> None:
 
 
 def test_max_results_caps_and_tells(archive: Archive) -> None:
-    capped = QueryService(archive.catalog, ae_title="X", max_results=3)
+    capped = QueryService(
+        archive.query.catalog, oversight=archive.oversight, ae_title="X", max_results=3
+    )
     result = capped.find(Query("STUDY"), WHO)
     assert len(list(result)) == 3
     assert result.truncated

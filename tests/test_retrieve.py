@@ -270,7 +270,7 @@ def corpus(qr: RunningServer, tmp_path: Path) -> Corpus:
     made = Corpus(tmp_path / "corpus")
     proc = store(qr, made.all_files, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert qr.archive.catalog.count_instances() == 7
+    assert qr.catalog.count_instances() == 7
     return made
 
 
@@ -358,7 +358,7 @@ def test_get_order_and_match_limit(qr: RunningServer, corpus: Corpus) -> None:
             ds = dcmread(path, stop_before_pixels=True)
         numbers.append((int(ds.SeriesNumber), int(ds.InstanceNumber)))
     assert numbers == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
-    small = RetrieveService(qr.archive.catalog, qr.archive.storage, max_matches=4)
+    small = RetrieveService(qr.catalog, qr.storage, oversight=qr.archive.oversight, max_matches=4)
     with pytest.raises(QueryError, match="over 4 instances"):
         small.plan(keys, Identity.system(), "C-GET")
     assert len(small.plan(

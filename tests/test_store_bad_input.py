@@ -55,7 +55,7 @@ def _send_raw(server: RunningServer, path: Path, **assoc_kwargs: Any) -> Any:
 
 
 def _assert_nothing_stored(server: RunningServer) -> None:
-    assert server.archive.catalog.count_instances() == 0
+    assert server.catalog.count_instances() == 0
     assert server.stored_files() == []
     assert server.staging_files() == []
 
@@ -189,7 +189,7 @@ def test_duplicate_policies(tmp_path: Path, database_url: str, policy: str, expe
         files = running.stored_files()
         assert len(files) == 1
         assert dcmread(files[0]).StudyDescription == "FIRST"
-        assert running.archive.catalog.count_instances() == 1
+        assert running.catalog.count_instances() == 1
     finally:
         running.dimse.stop(grace=1)
         running.archive.close()
@@ -201,7 +201,7 @@ def test_no_staging_file_is_0xA700_and_the_association_goes_on(
     """A staging file that cannot be created (the disk is full: injected, this machine's disk
     cannot be filled in a test) fails that C-STORE with Out of Resources after its data set
     has been read, and the next C-STORE on the same association succeeds."""
-    storage = server.archive.storage
+    storage = server.storage
     real = storage.staging_file
     calls = 0
 
@@ -226,7 +226,7 @@ def test_no_staging_file_is_0xA700_and_the_association_goes_on(
         assert assoc.send_c_store(str(second)).Status == 0x0000
     finally:
         assoc.release()
-    assert server.archive.catalog.count_instances() == 1
+    assert server.catalog.count_instances() == 1
     assert server.staging_files() == []
 
 
@@ -274,7 +274,7 @@ def test_a_peer_that_stalls_mid_data_set_is_aborted(tmp_path: Path, database_url
         assert time.monotonic() - started < 9
         link.close()
         wait_until(lambda: running.staging_files() == [], what="the partial file removed")
-        assert running.archive.catalog.count_instances() == 0
+        assert running.catalog.count_instances() == 0
         dcmtk("echoscu", *running.address)
     finally:
         running.dimse.stop(grace=1)

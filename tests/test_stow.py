@@ -98,7 +98,7 @@ def assert_nothing_stored(web: WebServer, instances: int = 0) -> None:
     """No staging leftovers, and only ``instances`` blobs and index rows."""
     assert web.dimse.staging_files() == []
     assert len(web.dimse.stored_files()) == instances
-    assert web.archive.catalog.count_instances() == instances
+    assert web.catalog.count_instances() == instances
 
 
 def instance_bytes(tmp_path: Path, **attrs: Any) -> bytes:
@@ -120,7 +120,7 @@ def web_with(tmp_path: Path, database_url: str, **overrides: object) -> Iterator
     """A server of its own, with settings overridden (e.g. a small upload limit)."""
     running = make_server(tmp_path / "own", database_url, **overrides)
     try:
-        with running_http(running.archive) as url:
+        with running_http(running.archive, running.settings) as url:
             yield WebServer(running, url)
     finally:
         running.dimse.stop(grace=2)

@@ -24,9 +24,9 @@ from click.testing import CliRunner
 
 from conftest import running_http
 from vesalius.cli import main
-from vesalius.services.archive import Archive
 from vesalius.settings import load_settings
 from vesalius.web.viewer import viewer_dir
+from vesalius.wiring import assemble
 
 BUNDLE = "app.bundle.0f6159c501addfe9.js"
 INDEX = b"<!doctype html><title>OHIF Viewer</title><div id=root></div>"
@@ -55,9 +55,9 @@ def serving(tmp_path: Path, **overrides: object) -> Iterator[str]:
             **overrides,
         },
     )
-    archive = Archive.open(settings)
+    archive = assemble(settings).archive
     try:
-        with running_http(archive) as url:
+        with running_http(archive, settings) as url:
             yield url
     finally:
         archive.close()

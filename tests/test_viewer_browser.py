@@ -138,7 +138,7 @@ def archive_with_ct(tmp_path: Path) -> Iterator[tuple[RunningServer, str, str]]:
     )
     try:
         dcmtk("storescu", *running.address, "+sd", str(tmp_path / "ct"))
-        with running_http(running.archive) as url:
+        with running_http(running.archive, running.settings) as url:
             yield running, url, study
     finally:
         running.dimse.stop(grace=2)

@@ -15,6 +15,7 @@ exceptions into answers in one place and never guess::
     ├── TooLargeError                  0xA700 / 413  request body over the configured limit
     ├── DuplicateInstanceError         0x0111 / 409  policy "reject" and the instance exists
     ├── OutOfResourcesError            0xA700 / 507  disk full, storage unwritable
+    ├── ForbiddenError                 0x0124 / 403  the policy refuses this identity
     ├── NotFoundError                  0xC000 / 404
     │   └── UnknownDestinationError    0xA801 / 404  C-MOVE destination not configured
     ├── QueryError                     0xC000 / 400  identifier cannot be matched
@@ -106,6 +107,14 @@ class OutOfResourcesError(VesaliusError):
 
     dimse_status = 0xA700
     http_status = 507
+
+
+class ForbiddenError(VesaliusError):
+    """The authorization policy refuses the caller this action (PS3.7 C.5.2.1, 0x0124
+    Refused: Not Authorized; HTTP 403)."""
+
+    dimse_status = 0x0124
+    http_status = 403
 
 
 class NotFoundError(VesaliusError):

@@ -13,10 +13,9 @@ from typing import Any
 from vesalius.dimse.server import DimseServer, listen
 from vesalius.dimse.workers import LoadBoard, LoadSlot, WorkerPool, die_with_parent, worker_count
 from vesalius.errors import ConfigError
-from vesalius.services.archive import Archive
 from vesalius.settings import Settings
-from vesalius.web.app import create_app
 from vesalius.web.serving import bind_http, http_server, raise_descriptor_limit
+from vesalius.wiring import assemble, dimse_config, http_app
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,13 @@ def worker_main(
 
     signal.signal(signal.SIGTERM, on_sigterm)
     die_with_parent(parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    archive = Archive.open(settings)
-    dimse = DimseServer(archive, load=load)
+    archive = assemble(settings).archive
+    dimse = DimseServer(archive, dimse_config(settings), load=load)
     dimse.start(listener)
     try:
         if http_socket is not None:
             # uvicorn takes SIGTERM over while it runs (HttpServer: it only asks to exit).
-            http = http_server(create_app(archive), settings, ignore_sigint=True)
+            http = http_server(http_app(archive, settings), settings, ignore_sigint=True)
             ready.set()
             if not done.is_set():
                 http.run(sockets=[http_socket])
@@ -84,10 +83,10 @@ def serve(settings: Settings) -> None:
     """Run the PACS until SIGINT/SIGTERM, then shut down cleanly."""
     configure_logging(settings["log_level"])
     raise_descriptor_limit()  # before the workers start: they inherit it
-    archive = Archive.open(settings)
+    archive = assemble(settings).archive
     processes = worker_count(settings)
     board = LoadBoard(processes)
-    dimse = DimseServer(archive, load=board.slot(0))
+    dimse = DimseServer(archive, dimse_config(settings), load=board.slot(0))
     host, port = settings["dicom.host"], settings["dicom.port"]
     try:
         listener = listen(host, port)
@@ -106,7 +105,7 @@ def serve(settings: Settings) -> None:
     dimse.start(listener)
     workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
     workers.start()
-    http = http_server(create_app(archive), settings)
+    http = http_server(http_app(archive, settings), settings)
     log.info(
         "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
         settings["dicom.ae_title"],

@@ -45,12 +45,12 @@ def import_command(
     from tqdm import tqdm
 
     from vesalius.identity import Identity
-    from vesalius.services.archive import Archive
     from vesalius.services.importer import Importer, ImportItem, count_sources
+    from vesalius.wiring import assemble
 
     settings = settings_from(config, data_dir=data_dir)
     try:
-        archive = Archive.open(settings)
+        archive = assemble(settings).archive
     except VesaliusError as exc:
         raise click.ClickException(exc.message) from exc
     try:

@@ -24,7 +24,7 @@ from vesalius.dicomweb.media import parse_accept
 from vesalius.dicomweb.retrieve import CHUNK, plan_for
 from vesalius.errors import NotAcceptableError, NotFoundError
 from vesalius.services.archive import Archive
-from vesalius.services.retrieve import InstanceLocation, RetrieveTally
+from vesalius.services.retrieve import InstanceLocation
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -140,8 +140,8 @@ def bulkdata(archive: Archive, request: Request) -> Response:
     single = _wants_single(request)
     plan = plan_for(archive, request, "WADO-RS bulkdata")
     instance = plan.instances[0]
-    tally = RetrieveTally(completed=1)
-    archive.retrieve.finish(plan, tally)
+    with archive.retrieve.transfer(plan) as tally:  # audited as asked, whatever comes back
+        tally.sent()
     if tag_path.upper() in {f"{t:08X}" for t in PIXEL_DATA_TAGS}:
         return _pixel_data(archive, request, instance, single)
     with archive.retrieve.local_path(instance) as path:

@@ -21,10 +21,9 @@ from vesalius.dicom import frames as pixel_frames
 from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, UNCOMPRESSED_SYNTAXES
 from vesalius.dicomweb import multipart
 from vesalius.dicomweb.media import FRAME_MEDIA_TYPES, MediaRange, parse_accept
-from vesalius.dicomweb.retrieve import plan_for
+from vesalius.dicomweb.retrieve import begin_transfer, plan_for
 from vesalius.errors import NotAcceptableError, NotFoundError, QueryError, UnsupportedError
 from vesalius.services.archive import Archive
-from vesalius.services.retrieve import RetrieveTally
 
 OCTET = "application/octet-stream"
 MAX_FRAMES_IN_LIST = 10000
@@ -98,7 +97,6 @@ def frames(archive: Archive, request: Request) -> Response:
     )
     if not form.multipart and len(numbers) != 1:
         raise NotAcceptableError("several frames can only be returned as multipart/related")
-    tally = RetrieveTally()
 
     def read(reader: pixel_frames.FrameReader, number: int) -> bytes:
         return reader.native(number).data if form.decode else reader.read(number)
@@ -107,7 +105,8 @@ def frames(archive: Archive, request: Request) -> Response:
     # missing decoder is a clean 404/406 rather than a broken stream; the rest are read one at
     # a time while streaming (memory stays at one frame, whatever the list). One header parse
     # per pass over the file.
-    with archive.retrieve.local_path(instance) as path:
+    tally, ending = begin_transfer(archive, plan)
+    with ending, archive.retrieve.local_path(instance) as path:
         try:
             with pixel_frames.open_frames(path, lean=not form.decode) as reader:
                 beyond = [n for n in numbers if n > reader.count]
@@ -115,17 +114,17 @@ def frames(archive: Archive, request: Request) -> Response:
                     raise NotFoundError(f"frame {beyond[0]} asked, the instance has {reader.count}")
                 first = read(reader, numbers[0])
         except UnsupportedError as exc:
-            tally.failed = 1
-            archive.retrieve.finish(plan, tally)
+            tally.not_sent()
             raise NotAcceptableError(f"cannot decode the frames: {exc}") from exc
         except Exception:
-            tally.failed = 1
-            archive.retrieve.finish(plan, tally)
+            tally.not_sent()
             raise
+        if len(numbers) == 1:
+            tally.sent()  # answered whole below
+        else:
+            ending = ending.pop_all()  # the stream ends the transfer
     boundary = multipart.new_boundary()
     if len(numbers) == 1:  # what viewers ask, frame by frame: answered whole, no stream
-        tally.completed = 1
-        archive.retrieve.finish(plan, tally)
         if not form.multipart:
             return Response(first, media_type=form.part_content_type)
         body = b"".join(
@@ -134,19 +133,15 @@ def frames(archive: Archive, request: Request) -> Response:
         return Response(body, media_type=multipart.content_type(form.part_type, boundary))
 
     def parts() -> Iterator[multipart.Part]:
-        try:
+        with ending:
             yield multipart.Part(form.part_content_type, [first])
-            if len(numbers) > 1:
-                with (
-                    archive.retrieve.local_path(instance) as path,
-                    pixel_frames.open_frames(path, lean=not form.decode) as reader,
-                ):
-                    for number in numbers[1:]:
-                        yield multipart.Part(form.part_content_type, [read(reader, number)])
-            tally.completed = 1
-        finally:
-            tally.failed = 1 - tally.completed
-            archive.retrieve.finish(plan, tally)
+            with (
+                archive.retrieve.local_path(instance) as path,
+                pixel_frames.open_frames(path, lean=not form.decode) as reader,
+            ):
+                for number in numbers[1:]:
+                    yield multipart.Part(form.part_content_type, [read(reader, number)])
+            tally.sent()
 
     return StreamingResponse(
         multipart.batched(multipart.stream(parts(), boundary)),

@@ -18,10 +18,10 @@ from starlette.responses import Response, StreamingResponse
 from vesalius.dicom.render import RenderParams, parse_render_params, render_frame
 from vesalius.dicomweb import multipart
 from vesalius.dicomweb.frames import parse_frame_list
-from vesalius.dicomweb.retrieve import plan_for
+from vesalius.dicomweb.retrieve import begin_transfer, plan_for
 from vesalius.errors import InvalidDataError, NotAcceptableError, UnsupportedError
 from vesalius.services.archive import Archive
-from vesalius.services.retrieve import InstanceLocation, RetrievePlan, RetrieveTally
+from vesalius.services.retrieve import InstanceLocation, RetrievePlan
 
 
 def _params(request: Request, thumbnail: bool) -> RenderParams:
@@ -48,13 +48,9 @@ def _one(
     frame: int,
     params: RenderParams,
 ) -> Response:
-    tally = RetrieveTally()
-    try:
+    with archive.retrieve.transfer(plan, items=1) as tally:
         image = render_instance(archive, instance, frame, params)
-        tally.completed = 1
-    finally:
-        tally.failed = 1 - tally.completed
-        archive.retrieve.finish(plan, tally)
+        tally.sent()
     return Response(image, media_type=params.media_type)
 
 
@@ -73,28 +69,31 @@ def rendered(archive: Archive, request: Request) -> Response:
         else [(i, 1) for i in plan.instances]
     )
     # Render the first before answering, so an unrenderable request is a clean 406.
-    first = render_instance(archive, jobs[0][0], jobs[0][1], params)
-    tally = RetrieveTally(completed=1)
+    tally, ending = begin_transfer(archive, plan, items=len(jobs))
+    with ending:
+        try:
+            first = render_instance(archive, jobs[0][0], jobs[0][1], params)
+        except Exception:
+            tally.not_sent()
+            raise
+        ending = ending.pop_all()  # the stream ends the transfer from here
     boundary = multipart.new_boundary()
 
-    def parts() -> Iterator[multipart.Part]:
-        try:
+    def images() -> Iterator[multipart.Part]:
+        with ending:
             yield multipart.Part(params.media_type, [first])
+            tally.sent()
             for instance, frame in jobs[1:]:
                 try:
                     image = render_instance(archive, instance, frame, params)
                 except NotAcceptableError:
-                    tally.failed += 1  # e.g. a structured report inside a series: skipped
+                    tally.not_sent()  # e.g. a structured report inside a series: skipped
                     continue
-                tally.completed += 1
+                tally.sent()
                 yield multipart.Part(params.media_type, [image])
-        finally:
-            archive.retrieve.finish(
-                plan, tally, remaining=len(jobs) - tally.completed - tally.failed
-            )
 
     return StreamingResponse(
-        multipart.stream(parts(), boundary),
+        multipart.stream(images(), boundary),
         media_type=multipart.content_type(params.media_type, boundary),
     )
 

@@ -15,8 +15,10 @@ says nothing of their inflated size); converted otherwise, they are held inflate
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -38,6 +40,7 @@ from vesalius.services.retrieve import (
 )
 
 CHUNK = 1 << 20
+T = TypeVar("T")
 #: Larger instances are never converted on the fly (conversion holds one instance in memory).
 TRANSCODE_LIMIT = 256 << 20
 
@@ -138,14 +141,27 @@ def instance_chunks(
         yield bytes(data[start : start + CHUNK])
 
 
-def _audited(
-    archive: Archive, plan: RetrievePlan, parts: Iterator[bytes], tally: RetrieveTally
-) -> Iterator[bytes]:
-    try:
-        yield from parts
-    finally:
-        remaining = len(plan.instances) - tally.completed - tally.failed
-        archive.retrieve.finish(plan, tally, remaining=max(0, remaining))
+def audited(
+    archive: Archive,
+    plan: RetrievePlan,
+    produce: Callable[[RetrieveTally], Iterator[T]],
+    items: int | None = None,
+) -> Iterator[T]:
+    """What ``produce`` yields for a streamed answer, inside the retrieve service's transfer
+    of ``plan``: audited when the stream ends, is cut off, or fails."""
+    with archive.retrieve.transfer(plan, items) as tally:
+        yield from produce(tally)
+
+
+def begin_transfer(
+    archive: Archive, plan: RetrievePlan, items: int | None = None
+) -> tuple[RetrieveTally, ExitStack]:
+    """A transfer begun in the handler (to prepare its first piece before answering, so a
+    failure is a clean error status) and ended by whoever closes the stack returned: the
+    response's stream, or the handler when it fails or answers whole."""
+    ending = ExitStack()
+    tally = ending.enter_context(archive.retrieve.transfer(plan, items))
+    return tally, ending
 
 
 def retrieve(archive: Archive, request: Request) -> Response:
@@ -153,41 +169,42 @@ def retrieve(archive: Archive, request: Request) -> Response:
     plan = plan_for(archive, request, "WADO-RS")
     wanted = choose(parse_accept(request.headers.getlist("accept")), plan.keys.level == "IMAGE")
     syntaxes = [target_syntax(wanted.transfer_syntax, i) for i in plan.instances]
-    tally = RetrieveTally()
     root = root_url(request)
 
     if not wanted.multipart:
         instance, syntax = plan.instances[0], syntaxes[0]
 
-        def single() -> Iterator[bytes]:
+        def single(tally: RetrieveTally) -> Iterator[bytes]:
             yield from instance_chunks(archive, instance, syntax)
-            tally.completed += 1
+            tally.sent()
 
         headers = {"Content-Length": str(instance.size)} if syntax is None else None
         media = f"application/dicom; transfer-syntax={syntax or instance.transfer_syntax_uid}"
         return StreamingResponse(
-            multipart.batched(_audited(archive, plan, single(), tally)),
+            multipart.batched(audited(archive, plan, single)),
             media_type=media,
             headers=headers,
         )
 
     boundary = multipart.new_boundary()
 
-    def parts() -> Iterator[multipart.Part]:
-        for instance, syntax in zip(plan.instances, syntaxes, strict=True):
-            location = (
-                f"{root}/studies/{instance.study_uid}/series/{instance.series_uid}"
-                f"/instances/{instance.sop_instance_uid}"
-            )
-            yield multipart.Part(
-                f"application/dicom; transfer-syntax={syntax or instance.transfer_syntax_uid}",
-                instance_chunks(archive, instance, syntax),
-                location,
-            )
-            tally.completed += 1
+    def body(tally: RetrieveTally) -> Iterator[bytes]:
+        def parts() -> Iterator[multipart.Part]:
+            for instance, syntax in zip(plan.instances, syntaxes, strict=True):
+                location = (
+                    f"{root}/studies/{instance.study_uid}/series/{instance.series_uid}"
+                    f"/instances/{instance.sop_instance_uid}"
+                )
+                yield multipart.Part(
+                    f"application/dicom; transfer-syntax={syntax or instance.transfer_syntax_uid}",
+                    instance_chunks(archive, instance, syntax),
+                    location,
+                )
+                tally.sent()
 
-    body = multipart.stream(parts(), boundary)
+        yield from multipart.stream(parts(), boundary)
+
     return StreamingResponse(
-        multipart.batched(_audited(archive, plan, body, tally)),
+        multipart.batched(audited(archive, plan, body)),
         media_type=multipart.content_type("application/dicom", boundary),
     )

@@ -33,8 +33,8 @@ INSTANCE = SERIES + "/instances/{instance}"
 FRAMES = INSTANCE + "/frames/{frames}"
 
 
-def dicomweb_routes(archive: Archive) -> list[BaseRoute]:
-    """Every DICOMweb route, bound to ``archive``."""
+def dicomweb_routes(archive: Archive, upload: stow.UploadLimits) -> list[BaseRoute]:
+    """Every DICOMweb route, bound to ``archive``; STOW-RS within ``upload``."""
 
     def bind(handler: Handler) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -52,17 +52,20 @@ def dicomweb_routes(archive: Archive) -> list[BaseRoute]:
         endpoint.__name__ = handler.__name__
         return endpoint
 
+    async def store(archive: Archive, request: Request) -> Response:
+        return await stow.store(archive, request, upload)
+
     def get(path: str, handler: Handler) -> Route:
         return Route(path, bind(handler), methods=["GET"])
 
     routes: list[BaseRoute] = [
         Route("/", bind(capabilities.describe), methods=["GET", "OPTIONS"]),
         get("/studies", qido.search_studies),
-        Route("/studies", bind_async(stow.store), methods=["POST"]),
+        Route("/studies", bind_async(store), methods=["POST"]),
         get("/series", qido.search_series),
         get("/instances", qido.search_instances),
         get(STUDY, retrieve.retrieve),
-        Route(STUDY, bind_async(stow.store), methods=["POST"]),
+        Route(STUDY, bind_async(store), methods=["POST"]),
         get(STUDY + "/metadata", metadata.metadata),
         get(STUDY + "/rendered", rendered.rendered),
         get(STUDY + "/thumbnail", rendered.thumbnail),

@@ -18,7 +18,6 @@ drained for a little while first, so a client still sending reads the answer.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from vesalius.errors import (
 )
 from vesalius.identity import Identity
 from vesalius.services.archive import Archive
+from vesalius.services.ingest import ContentHash
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,10 @@ class _Part:
     """A part received into a staging file, hashed on the way (SHA-256, as ingest records)."""
 
     path: Path
-    size: int = 0
-    sha: hashlib._Hash = field(default_factory=hashlib.sha256)
+    content: ContentHash = field(default_factory=ContentHash)
 
     def digest(self) -> tuple[int, str]:
-        return self.size, self.sha.hexdigest()
+        return self.content.digest()
 
 
 class _Staging:
@@ -190,8 +189,7 @@ class _Staging:
         if self._file is None:
             self._file = part.path.open("wb")
         self._file.write(chunk)
-        part.sha.update(chunk)
-        part.size += len(chunk)
+        part.content.update(chunk)
         if last:
             file, self._file = self._file, None
             file.close()
@@ -372,7 +370,19 @@ async def _ingest_all(
 UNLIMITED = 1 << 62
 
 
-async def store(archive: Archive, request: Request) -> Response:
+@dataclass(frozen=True)
+class UploadLimits:
+    """How much a STOW-RS request may carry: ``max_bytes`` decoded (0: no limit,
+    ``http.max_upload_mb``) and at most ``max_inflation_ratio`` times the bytes received once
+    decoded (``http.max_inflation_ratio``)."""
+
+    max_bytes: int = 4096 << 20
+    max_inflation_ratio: int = 100
+
+
+async def store(
+    archive: Archive, request: Request, limits: UploadLimits = UploadLimits()
+) -> Response:
     """``POST /studies`` and ``POST /studies/{study}`` (PS3.18 10.5)."""
     raw = _Body(request.stream())
     staging = _Staging(archive)
@@ -382,12 +392,12 @@ async def store(archive: Archive, request: Request) -> Response:
         boundary = _boundary(request.headers.get("content-type"))
         encoding = request.headers.get("content-encoding", "")
         decoders_for(encoding)  # 415 for an unknown coding, before anything is read
-        limit = (archive.settings["http.max_upload_mb"] << 20) or UNLIMITED
+        limit = limits.max_bytes or UNLIMITED
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise TooLargeError(f"request body is over the {limit >> 20} MiB limit")
         await anyio.to_thread.run_sync(archive.ingest.check_space)
-        ratio = archive.settings["http.max_inflation_ratio"]
+        ratio = limits.max_inflation_ratio
         await _receive(decoded_body(raw, encoding, limit, ratio), boundary, staging)
     except VesaliusError as exc:
         staging.discard()

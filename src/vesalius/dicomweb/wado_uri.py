@@ -19,7 +19,7 @@ from vesalius.dicom.render import parse_render_params
 from vesalius.dicom.uids import check_uid
 from vesalius.dicomweb.rendered import render_instance
 from vesalius.dicomweb.requests import who
-from vesalius.dicomweb.retrieve import instance_chunks, target_syntax
+from vesalius.dicomweb.retrieve import audited, instance_chunks, target_syntax
 from vesalius.errors import NotAcceptableError, NotFoundError, QueryError
 from vesalius.services.archive import Archive
 from vesalius.services.retrieve import RetrieveKeys, RetrieveTally
@@ -71,23 +71,20 @@ def wado(archive: Archive, request: Request) -> Response:
         archive.retrieve.refuse(who(request), "WADO-URI", "not found")
         raise NotFoundError("no such instance")
     instance = plan.instances[0]
-    tally = RetrieveTally()
     if content_type == "application/dicom":
         requested = params.get("transferSyntax")
         syntax = target_syntax(
             check_uid(requested, "transferSyntax") if requested else None, instance
         )
 
-        def body() -> Iterator[bytes]:
-            try:
-                yield from instance_chunks(archive, instance, syntax)
-                tally.completed = 1
-            finally:
-                tally.failed = 1 - tally.completed
-                archive.retrieve.finish(plan, tally)
+        def body(tally: RetrieveTally) -> Iterator[bytes]:
+            yield from instance_chunks(archive, instance, syntax)
+            tally.sent()
 
         headers = {"Content-Length": str(instance.size)} if syntax is None else None
-        return StreamingResponse(body(), media_type="application/dicom", headers=headers)
+        return StreamingResponse(
+            audited(archive, plan, body), media_type="application/dicom", headers=headers
+        )
 
     render_query: dict[str, str] = {}
     center, width = _number(params, "windowCenter"), _number(params, "windowWidth")
@@ -104,10 +101,7 @@ def wado(archive: Archive, request: Request) -> Response:
     if not frame_text.isdigit() or int(frame_text) < 1:
         raise QueryError("frameNumber must be a positive integer")
     render = parse_render_params(render_query, content_type)
-    try:
+    with archive.retrieve.transfer(plan) as tally:
         image = render_instance(archive, instance, int(frame_text), render)
-        tally.completed = 1
-    finally:
-        tally.failed = 1 - tally.completed
-        archive.retrieve.finish(plan, tally)
+        tally.sent()
     return Response(image, media_type=render.media_type)

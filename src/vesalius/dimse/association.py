@@ -11,7 +11,6 @@ sent from storage is read into one reusable PDU-sized buffer.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import select
 import socket
@@ -39,6 +38,7 @@ from vesalius.dimse.commands import Command
 from vesalius.dimse.negotiation import Context, Negotiated
 from vesalius.dimse.pdu import ConnectionClosed, ProtocolError
 from vesalius.errors import PeerError
+from vesalius.services.ingest import ContentHash
 
 log = logging.getLogger(__name__)
 
@@ -364,8 +364,7 @@ class Association:
                 context.transfer_syntax,
                 self.calling_ae,
             )
-            sha = hashlib.sha256(header)
-            size = len(header)
+            content = ContentHash(header)
             try:
                 handle.write(header)
             except OSError as exc:
@@ -378,8 +377,7 @@ class Association:
                 except OSError as exc:
                     failed = exc
                     continue
-                sha.update(fragment)
-                size += len(fragment)
+                content.update(fragment)
             try:
                 handle.close()
             except OSError as exc:
@@ -396,7 +394,7 @@ class Association:
             log.warning("cannot write a received data set to staging: %s", failed)
             message.staging_error = f"cannot write to staging: {failed.strerror or failed}"
             return
-        message.path, message.digest = path, (size, sha.hexdigest())
+        message.path, message.digest = path, content.digest()
 
     def cancel_requested(self, message_id: int) -> bool:
         """Whether a C-CANCEL-RQ for ``message_id`` is waiting on the socket (PS3.7 9.3.2.3).

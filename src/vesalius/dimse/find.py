@@ -20,10 +20,10 @@ from vesalius.dicom.identifier import build_response, encode_response, requested
 from vesalius.dicom.uids import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message, decode_data_set, encode_data_set
+from vesalius.dimse.config import ScpContext
 from vesalius.dimse.status import CANCEL, PENDING, SUCCESS, failure_status
 from vesalius.dimse.store import peer_identity
 from vesalius.errors import CancelledError, QueryError, VesaliusError
-from vesalius.services.archive import Archive
 from vesalius.services.query import Model, query_from_identifier
 
 #: Pending, with a warning that optional keys were not supported (PS3.4 Table C.4-1).
@@ -46,7 +46,7 @@ def negotiated(assoc: Association, sop_class: str) -> tuple[bool, bool, bool]:
     return flags[0], flags[1], flags[2]
 
 
-def handle_find(archive: Archive, assoc: Association, message: Message) -> None:
+def handle_find(scp: ScpContext, assoc: Association, message: Message) -> None:
     """C-FIND-RQ: one Pending response per match, then the final status (PS3.4 C.4.1.2)."""
     request, context = message.command, message.context
     sop_class = context.abstract_syntax
@@ -78,7 +78,7 @@ def handle_find(archive: Archive, assoc: Association, message: Message) -> None:
         except Exception as exc:
             raise QueryError(f"cannot decode the identifier: {type(exc).__name__}") from exc
         charset = requested_charset(identifier)
-        result = archive.query.find(
+        result = scp.archive.query.find(
             query, peer_identity(assoc), cancelled=lambda: assoc.cancel_requested(message_id)
         )
         status = PENDING_WARNING if result.unsupported else PENDING

@@ -52,14 +52,15 @@ from vesalius.dimse.association import (
     decode_data_set,
     encode_data_set,
 )
+from vesalius.dimse.config import ScpContext
 from vesalius.dimse.requestor import connect
 from vesalius.dimse.status import CANCEL, PENDING, SUCCESS, failure_status
 from vesalius.dimse.store import peer_identity
 from vesalius.errors import PeerError, QueryError, VesaliusError
-from vesalius.services.archive import Archive
 from vesalius.services.retrieve import (
     InstanceLocation,
     Model,
+    RetrieveKeys,
     RetrievePlan,
     RetrieveTally,
     keys_from_identifier,
@@ -290,37 +291,59 @@ class _Responder:
         self.send(status, comment=comment)
 
 
-def _plan(
-    archive: Archive, assoc: Association, message: Message, operation: str, destination: str = ""
-) -> RetrievePlan:
-    """Resolve the request's identifier; every failure becomes a :class:`VesaliusError`."""
+def _keys(message: Message, operation: str) -> RetrieveKeys:
+    """The retrieve keys of the request's identifier; every failure is a
+    :class:`VesaliusError` (the identifier is the adapter's to read)."""
     sop_class = message.context.abstract_syntax
     model = MODELS.get(sop_class)
     if model is None:
         raise QueryError(f"{operation} is not supported for {sop_class}")
     try:
         identifier = decode_data_set(message.data or b"", message.context.transfer_syntax)
-        keys = keys_from_identifier(identifier, model)
+        return keys_from_identifier(identifier, model)
     except VesaliusError:
         raise
     except Exception as exc:
         raise QueryError(f"cannot decode the identifier: {type(exc).__name__}") from exc
-    return archive.retrieve.plan(keys, peer_identity(assoc), operation, destination)
+
+
+def _plan(
+    scp: ScpContext,
+    assoc: Association,
+    message: Message,
+    responder: _Responder,
+    operation: str,
+    destination: str = "",
+) -> RetrievePlan | None:
+    """The retrieve plan, or None once the refusal has been answered (and audited: by the
+    service for its own refusals, here for an identifier that cannot be read)."""
+    who = peer_identity(assoc)
+    try:
+        keys = _keys(message, operation)
+    except VesaliusError as exc:
+        scp.archive.retrieve.refuse(who, operation, exc.message, destination)
+        responder.refuse(exc, operation)
+        return None
+    try:
+        return scp.archive.retrieve.plan(keys, who, operation, destination)
+    except Exception as exc:
+        responder.refuse(exc, operation)
+        return None
 
 
 def _run(
-    archive: Archive,
+    scp: ScpContext,
     plan: RetrievePlan,
     subops: SubOperations,
     responder: _Responder,
     cancelled: Callable[[], bool],
 ) -> None:
-    """The sub-operations with a Pending response after each, then the final response."""
-    tally = subops.tally
-    attempted = 0
-    total = len(plan.instances)
-    try:
-        for instance in plan.instances:
+    """The sub-operations with a Pending response after each, then the final response; the
+    retrieve service audits the transfer however it ends."""
+    archive = scp.archive
+    with archive.retrieve.transfer(plan) as tally:
+        subops.tally = tally
+        for position, instance in enumerate(plan.instances):
             if cancelled():
                 tally.cancelled = True
                 break
@@ -331,88 +354,76 @@ def _run(
                 if subops.link is responder.assoc:
                     raise  # the requesting association itself ended
                 log.info("C-MOVE destination association ended: %s", exc)
-                attempted += 1
-                for rest in plan.instances[attempted:]:
-                    subops.tally.record(None)
+                for rest in plan.instances[position + 1 :]:
+                    tally.record(None)
                     subops.failed_uids.append(rest.sop_instance_uid)
-                attempted = total
                 break
-            attempted += 1
-            responder.send(PENDING, tally, remaining=total - attempted)
+            responder.send(PENDING, tally, remaining=tally.remaining)
         if subops.cancelled:
             tally.cancelled = True
         status = _final_status(tally)
-        remaining = total - attempted if tally.cancelled else None
+        remaining = tally.remaining if tally.cancelled else None
         failed = subops.failed_uids if status != SUCCESS else None
         responder.send(status, tally, remaining=remaining, failed=failed)
-    finally:
-        archive.retrieve.finish(plan, tally, remaining=total - attempted)
 
 
-def handle_move(archive: Archive, assoc: Association, message: Message) -> None:
-    """C-MOVE-RQ: send the matched instances to a configured AE (PS3.4 C.4.2.1)."""
+def handle_move(scp: ScpContext, assoc: Association, message: Message) -> None:
+    """C-MOVE-RQ: send the matched instances to a known AE (PS3.4 C.4.2.1)."""
+    archive, config = scp.archive, scp.config
     responder = _Responder(assoc, message, commands.C_MOVE_RSP)
     who = peer_identity(assoc)
     destination = message.command.text(commands.MOVE_DESTINATION)
-    modality = archive.settings.modality_by_ae(destination)
-    if modality is None:
+    peer = archive.peers.by_ae(destination)
+    if peer is None:
         log.info("C-MOVE from %s to unknown destination %r", who, destination)
         archive.retrieve.refuse(who, "C-MOVE", "unknown destination", destination)
         responder.send(MOVE_DESTINATION_UNKNOWN, comment=f"unknown destination {destination!r}")
         return
-    try:
-        plan = _plan(archive, assoc, message, "C-MOVE", destination)
-    except Exception as exc:
-        archive.retrieve.refuse(who, "C-MOVE", _reason(exc), destination)
-        responder.refuse(exc, "C-MOVE")
+    plan = _plan(scp, assoc, message, responder, "C-MOVE", destination)
+    if plan is None:
         return
     if not plan.instances:
-        archive.retrieve.finish(plan, RetrieveTally())
-        responder.send(SUCCESS, RetrieveTally())
+        with archive.retrieve.transfer(plan):
+            responder.send(SUCCESS, RetrieveTally())
         return
-    s = archive.settings
     try:
         link = connect(
-            modality.host,
-            modality.port,
-            calling_ae=s["dicom.ae_title"],
-            called_ae=modality.ae_title,
+            peer.host,
+            peer.port,
+            calling_ae=config.ae_title,
+            called_ae=peer.ae_title,
             contexts=move_contexts(plan.instances),
-            max_pdu=s["dicom.max_pdu"],
-            acse_timeout=s["dicom.acse_timeout"],
-            network_timeout=s["dicom.network_timeout"],
-            dimse_timeout=s["dicom.dimse_timeout"],
+            max_pdu=config.max_pdu,
+            acse_timeout=config.acse_timeout,
+            network_timeout=config.network_timeout,
+            dimse_timeout=config.dimse_timeout,
         )
     except PeerError as exc:
         log.info("C-MOVE destination %s: %s", destination, exc.message)
-        archive.retrieve.finish(plan, RetrieveTally(), remaining=len(plan.instances))
-        responder.send(MOVE_DESTINATION_UNKNOWN, comment=exc.message)
+        with archive.retrieve.transfer(plan):  # audited: nothing sent
+            responder.send(MOVE_DESTINATION_UNKNOWN, comment=exc.message)
         return
     message_id = message.command.message_id
     subops = SubOperations(link, RetrieveTally(), originator=(assoc.calling_ae, message_id))
     try:
-        _run(archive, plan, subops, responder, lambda: subops.check_cancel(assoc, message_id))
+        _run(scp, plan, subops, responder, lambda: subops.check_cancel(assoc, message_id))
     finally:
         link.release()
 
 
-def handle_get(archive: Archive, assoc: Association, message: Message) -> None:
+def handle_get(scp: ScpContext, assoc: Association, message: Message) -> None:
     """C-GET-RQ: send the matched instances back on the same association (PS3.4 C.4.3.1)."""
     responder = _Responder(assoc, message, commands.C_GET_RSP)
-    who = peer_identity(assoc)
-    try:
-        plan = _plan(archive, assoc, message, "C-GET")
-    except Exception as exc:
-        archive.retrieve.refuse(who, "C-GET", _reason(exc))
-        responder.refuse(exc, "C-GET")
+    plan = _plan(scp, assoc, message, responder, "C-GET")
+    if plan is None:
         return
     if not plan.instances:
-        archive.retrieve.finish(plan, RetrieveTally())
-        responder.send(SUCCESS, RetrieveTally())
+        with scp.archive.retrieve.transfer(plan):
+            responder.send(SUCCESS, RetrieveTally())
         return
     message_id = message.command.message_id
     subops = SubOperations(assoc, RetrieveTally(), cancel_id=message_id)
-    _run(archive, plan, subops, responder, lambda: subops.check_cancel(assoc, message_id))
+    _run(scp, plan, subops, responder, lambda: subops.check_cancel(assoc, message_id))
 
 
 def _reason(exc: BaseException) -> str:

@@ -43,6 +43,7 @@ from vesalius.dimse.association import (
     set_send_timeout,
 )
 from vesalius.dimse.board import LoadBoard, LoadSlot, host_bucket
+from vesalius.dimse.config import DimseConfig, ScpContext
 from vesalius.dimse.negotiation import AcceptorPolicy, Rejected
 from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.errors import PeerError
@@ -65,7 +66,7 @@ REFUSE_WAIT = 2.0
 
 __all__ = ["IMPLEMENTATION_VERSION", "DimseServer", "supported_contexts"]
 
-Handler = Callable[[Archive, Association, Message], None]
+Handler = Callable[[ScpContext, Association, Message], None]
 HANDLERS: dict[int, Handler] = {
     commands.C_ECHO_RQ: store.handle_echo,
     commands.C_STORE_RQ: store.handle_store,
@@ -122,29 +123,25 @@ class _Connection:
 class DimseServer:
     """The listening DIMSE server; ``start`` returns at once, ``stop`` drains then aborts."""
 
-    def __init__(self, archive: Archive, load: LoadSlot | None = None) -> None:
+    def __init__(self, archive: Archive, config: DimseConfig, load: LoadSlot | None = None) -> None:
         """``load``: this process's slot on the board shared with the other processes that
-        accept on the same socket (``dimse/workers.py``); None when it accepts alone."""
+        accept on the same socket (``dimse/board.py``); None when it accepts alone."""
         self.archive = archive
+        self.config = config
+        self.context = ScpContext(archive, config)
         self.load = load if load is not None else LoadBoard(1).slot(0)
-        s = archive.settings
-        self.max_associations: int = s["dicom.max_associations"]
-        self.max_per_host: int = s["dicom.max_associations_per_host"]
-        self.ae_title: str = s["dicom.ae_title"]
-        self.max_pdu: int = s["dicom.max_pdu"]
+        self.max_associations = config.max_associations
+        self.max_per_host = config.max_associations_per_host
+        self.ae_title = config.ae_title
+        self.max_pdu = config.max_pdu
         self.contexts = supported_contexts()
         self.implementation_version_name = IMPLEMENTATION_VERSION
-        calling = (
-            frozenset(m.ae_title for m in s.modalities.values())
-            if s["dicom.known_callers_only"]
-            else None
-        )
         self.policy = AcceptorPolicy(
             ae_title=self.ae_title,
             max_pdu=self.max_pdu,
             supported=self.contexts,
-            require_called_ae=s["dicom.require_called_ae"],
-            calling_aes=calling,
+            require_called_ae=config.require_called_ae,
+            calling_aes=config.known_callers,
             extended={uid: find.extended_answer for uid in (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)},
         )
         self._listener: socket.socket | None = None
@@ -163,9 +160,9 @@ class DimseServer:
     def start(self, listener: socket.socket | None = None) -> None:
         """Accept associations on ``listener`` (shared with worker processes), or on a new
         socket bound to the configured address."""
-        s = self.archive.settings
+        c = self.config
         if listener is None:
-            listener = listen(s["dicom.host"], s["dicom.port"])
+            listener = listen(c.host, c.port)
         listener.setblocking(False)  # the accept loop polls, noticing stop() within ACCEPT_POLL
         self._listener = listener
         self.load.publish(0)
@@ -173,7 +170,7 @@ class DimseServer:
         self._accepting = threading.Thread(target=self._accept_loop, name="dimse-accept")
         self._accepting.daemon = True
         self._accepting.start()
-        log.info("DIMSE %s listening on %s:%d", self.ae_title, s["dicom.host"], self.port)
+        log.info("DIMSE %s listening on %s:%d", self.ae_title, c.host, self.port)
 
     def _accept_loop(self) -> None:
         listener = self._listener  # stop() clears the attribute, closes the socket after us
@@ -293,14 +290,14 @@ class DimseServer:
     def _negotiate(self, sock: socket.socket, address: str) -> Association | None:
         """Read the A-ASSOCIATE-RQ, whole, within the ACSE timeout of the connection (the
         ARTIM timer, PS3.8 9.1.5), and accept or reject it."""
-        s = self.archive.settings
+        c = self.config
         accepted_at = time.monotonic()
         with self._lock:
             conn = self._connections.get(id(sock))
         refusal = conn.refusal if conn is not None else ""
-        artim = REFUSE_WAIT if refusal else s["dicom.acse_timeout"]
+        artim = REFUSE_WAIT if refusal else c.acse_timeout
         sock.settimeout(None)  # blocking, with kernel timeouts (pdu.Receiver)
-        set_send_timeout(sock, s["dicom.network_timeout"])
+        set_send_timeout(sock, c.network_timeout)
         receiver = pdu.Receiver(sock)
         budget = pdu.Budget(artim, 0, "A-ASSOCIATE-RQ", start=accepted_at)
         try:
@@ -335,11 +332,11 @@ class DimseServer:
             sock,
             agreed,
             max_pdu=self.max_pdu,
-            network_timeout=s["dicom.network_timeout"],
-            dimse_timeout=s["dicom.dimse_timeout"],
-            staging=self.archive.storage.staging_file,
+            network_timeout=c.network_timeout,
+            dimse_timeout=c.dimse_timeout,
+            staging=self.archive.ingest.staging_file,
             peer_address=address,
-            min_rate=s["dicom.min_receive_rate"],
+            min_rate=c.min_receive_rate,
             receiver=receiver,
         )
         with self._lock:
@@ -372,7 +369,7 @@ class DimseServer:
                 if message.context.abstract_syntax not in COMMAND_SOP_CLASSES[field]:
                     self._wrong_context(assoc, message)
                     continue
-                handler(self.archive, assoc, message)
+                handler(self.context, assoc, message)
         except Released:
             log.info("association with %s released", assoc.calling_ae)
         except (Aborted, PeerError) as exc:

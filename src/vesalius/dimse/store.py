@@ -11,10 +11,10 @@ from __future__ import annotations
 from vesalius.dicom.uids import STORAGE_SOP_CLASS_UIDS
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message
+from vesalius.dimse.config import ScpContext
 from vesalius.dimse.status import SUCCESS, failure_status
 from vesalius.errors import OutOfResourcesError
 from vesalius.identity import Identity
-from vesalius.services.archive import Archive
 
 #: Warning: Elements Discarded (PS3.4 B.2.3): the instance is stored already with other
 #: content, and the stored copy is kept (``ingest.duplicate_policy = "keep"``).
@@ -31,13 +31,13 @@ def peer_identity(assoc: Association) -> Identity:
     return Identity.ae(assoc.calling_ae, assoc.peer_address)
 
 
-def handle_echo(archive: Archive, assoc: Association, message: Message) -> None:
+def handle_echo(scp: ScpContext, assoc: Association, message: Message) -> None:
     """C-ECHO-RQ: answer Success (PS3.7 9.1.5)."""
     rsp = commands.response(message.command, commands.C_ECHO_RSP, SUCCESS)
     assoc.send(message.context.id, rsp)
 
 
-def handle_store(archive: Archive, assoc: Association, message: Message) -> None:
+def handle_store(scp: ScpContext, assoc: Association, message: Message) -> None:
     """C-STORE-RQ: ingest the received file and answer with its status (PS3.4 B.2.3)."""
     request = message.command
     status, comment = SUCCESS, ""
@@ -53,7 +53,7 @@ def handle_store(archive: Archive, assoc: Association, message: Message) -> None
             status, comment = CLASS_NOT_SUPPORTED, "Affected SOP Class UID is not supported"
     else:
         try:
-            result = archive.ingest.ingest_staged(
+            result = scp.archive.ingest.ingest_staged(
                 message.path,
                 peer_identity(assoc),
                 expected_sop_class=message.context.abstract_syntax,

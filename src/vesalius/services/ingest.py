@@ -29,8 +29,8 @@ from vesalius.errors import (
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.records import BlobInfo, DuplicatePolicy, Outcome
-from vesalius.services.audit import audit
 from vesalius.services.metadata import read_with_metadata
+from vesalius.services.oversight import Oversight
 from vesalius.storage import BlobStorage, new_blob_key
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,30 @@ class IngestResult:
     size: int
 
 
+class ContentHash:
+    """The size and SHA-256 of a file being staged, computed as it is written: the one
+    convention by which the archive records (and later verifies) what it stores, whichever
+    door the file came in by."""
+
+    def __init__(self, first: bytes = b"") -> None:
+        self._sha = hashlib.sha256(first)
+        self.size = len(first)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._sha.update(data)
+        self.size += len(data)
+
+    def digest(self) -> tuple[int, str]:
+        """``(size, SHA-256 hex)``, as :meth:`IngestService.ingest_staged` takes it."""
+        return self.size, self._sha.hexdigest()
+
+
 def _digest(path: Path) -> tuple[int, str]:
-    sha = hashlib.sha256()
-    size = 0
+    content = ContentHash()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-    return size, sha.hexdigest()
+            content.update(chunk)
+    return content.digest()
 
 
 class IngestService:
@@ -64,12 +80,14 @@ class IngestService:
         catalog: Catalog,
         storage: BlobStorage,
         *,
+        oversight: Oversight,
         duplicate_policy: DuplicatePolicy = "keep",
         min_free_bytes: int = 0,
         max_inflated_bytes: int = 256 << 20,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
+        self.oversight = oversight
         self.duplicate_policy: DuplicatePolicy = duplicate_policy
         self.min_free_bytes = min_free_bytes
         #: Largest data set a deflated instance may inflate to (0: no limit).
@@ -80,11 +98,16 @@ class IngestService:
         if self.min_free_bytes and self.storage.free_bytes() < self.min_free_bytes:
             raise OutOfResourcesError("storage is full")
 
+    def staging_file(self) -> tuple[int, Path]:
+        """A new empty file in staging (made ahead of need, see
+        :mod:`vesalius.storage.staging`), open for writing: its descriptor and path. The caller
+        fills it (hashing with :class:`ContentHash` as it writes) and hands it to
+        :meth:`ingest_staged`, or removes it. ``OSError`` when none can be created."""
+        return self.storage.staging_file()
+
     def staging_path(self) -> Path:
-        """A new empty file in the storage's staging folder (made ahead of need, see
-        :mod:`vesalius.storage.staging`), for the caller to fill and hand to
-        :meth:`ingest_staged`, or to remove."""
-        fd, path = self.storage.staging_file()
+        """:meth:`staging_file`, for a caller that opens the file itself."""
+        fd, path = self.staging_file()
         os.close(fd)
         return path
 
@@ -105,6 +128,7 @@ class IngestService:
         ``digest`` is the file's (size, SHA-256 hex) when the receiver computed it while
         writing the file, which saves reading it again."""
         try:
+            self.oversight.check(who, "store")
             self.check_space()
 
             def check(header: InstanceHeader) -> None:
@@ -163,7 +187,7 @@ class IngestService:
                 who,
                 header.sop_instance_uid,
             )
-        audit(
+        self.oversight.record(
             "instance-stored",
             who,
             outcome=outcome,

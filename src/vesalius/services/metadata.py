@@ -39,7 +39,8 @@ from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import MetadataRow, RetrieveKeys, find_metadata
 from vesalius.index.records import store_metadata
-from vesalius.services.audit import audit
+from vesalius.services.oversight import Oversight
+from vesalius.services.policy import keys_resource
 from vesalius.storage import BlobStorage
 from vesalius.storage.staging import create_staging_file
 
@@ -176,19 +177,21 @@ def metadata_from_file(path: Path, *, scratch: Path | None = None) -> bytes:
 class MetadataService:
     """Serves the DICOM JSON of studies, series and instances."""
 
-    def __init__(self, catalog: Catalog, storage: BlobStorage) -> None:
+    def __init__(self, catalog: Catalog, storage: BlobStorage, *, oversight: Oversight) -> None:
         self.catalog = catalog
         self.storage = storage
+        self.oversight = oversight
 
     def documents(self, keys: RetrieveKeys, who: Identity) -> list[str]:
         """The JSON text of every instance ``keys`` name (a study, series or instance UID),
         in series and instance order (BulkDataURIs still hold the root placeholder, see
         ``dicom/metadata.with_root``). :class:`NotFoundError` when nothing matches."""
+        self.oversight.check(who, "read", keys_resource(keys))
         with self.catalog.read() as conn:
             found = find_metadata(conn, keys)
         if not found:
             raise NotFoundError(f"no {keys.level.lower()} found for the given UIDs")
-        audit(
+        self.oversight.record(
             "metadata-read",
             who,
             level=keys.level,

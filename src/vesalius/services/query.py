@@ -39,7 +39,7 @@ from vesalius.index.queries import (
     search,
     sequence_at,
 )
-from vesalius.services.audit import audit
+from vesalius.services.oversight import Oversight
 
 __all__ = [
     "FilterValue",
@@ -216,7 +216,7 @@ class QueryResult:
             outcome = "incomplete"  # the consumer stopped (e.g. the association ended)
             raise
         finally:
-            audit(
+            service.oversight.record(
                 "query",
                 self.who,
                 outcome=outcome,
@@ -235,11 +235,13 @@ class QueryService:
         self,
         catalog: Catalog,
         *,
+        oversight: Oversight,
         ae_title: str,
         case_insensitive_pn: bool = True,
         max_results: int = 0,
     ) -> None:
         self.catalog = catalog
+        self.oversight = oversight
         self.ae_title = ae_title
         self.case_insensitive_pn = case_insensitive_pn
         self.max_results = max(0, max_results)
@@ -284,6 +286,7 @@ class QueryService:
         self, query: Query, who: Identity, cancelled: Callable[[], bool] | None = None
     ) -> QueryResult:
         """Check ``query`` and return its matches, to be iterated (the SQL runs then)."""
+        self.oversight.check(who, "query")
         self.check(query)
         ignored = self.unsupported(query)
         if ignored:

@@ -20,11 +20,12 @@ from pydicom.dataset import Dataset
 
 from vesalius.dicom import values
 from vesalius.dicom.uids import is_valid_uid
-from vesalius.errors import DataSetMismatchError, QueryError
+from vesalius.errors import DataSetMismatchError, QueryError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import InstanceLocation, Level, RetrieveKeys, find_instances
-from vesalius.services.audit import audit
+from vesalius.services.oversight import Oversight
+from vesalius.services.policy import keys_resource
 from vesalius.storage import BlobStorage
 
 __all__ = [
@@ -123,9 +124,22 @@ class RetrieveTally:
     warning: int = 0
     failed: int = 0
     cancelled: bool = False
+    #: Instances not attempted (yet): the transfer counts them down.
+    remaining: int = 0
+
+    def sent(self) -> None:
+        """One instance (or piece) went out whole."""
+        self.completed += 1
+        self.remaining = max(0, self.remaining - 1)
+
+    def not_sent(self) -> None:
+        """One instance (or piece) could not be sent."""
+        self.failed += 1
+        self.remaining = max(0, self.remaining - 1)
 
     def record(self, status: int | None) -> None:
         """Count one C-STORE sub-operation by its response status (None: no response)."""
+        self.remaining = max(0, self.remaining - 1)
         if status == 0x0000:
             self.completed += 1
         elif status is not None and (0xB000 <= status <= 0xBFFF or status in (0x0001, 0x0107)):
@@ -135,25 +149,53 @@ class RetrieveTally:
 
 
 class RetrieveService:
-    """Resolves retrieve keys to stored instances and lends out their files."""
+    """Resolves retrieve keys to stored instances, lends out their files, and audits each
+    transfer (:meth:`transfer`), so no adapter can forget to."""
 
     def __init__(
-        self, catalog: Catalog, storage: BlobStorage, *, max_matches: int = MAX_SUBOPERATIONS
+        self,
+        catalog: Catalog,
+        storage: BlobStorage,
+        *,
+        oversight: Oversight,
+        max_matches: int = MAX_SUBOPERATIONS,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
+        self.oversight = oversight
         self.max_matches = max_matches
 
     def plan(
         self, keys: RetrieveKeys, who: Identity, operation: str, destination: str = ""
     ) -> RetrievePlan:
         """The instances ``keys`` name, in order; :class:`QueryError` (0xC000) when more match
-        than one retrieve can count (``max_matches``, 65535 by default)."""
-        with self.catalog.read() as conn:
-            found = find_instances(conn, keys, limit=self.max_matches)
-        if len(found) > self.max_matches:
-            raise QueryError(f"over {self.max_matches} instances match: retrieve fewer at once")
+        than one retrieve can count (``max_matches``, 65535 by default). A refusal (the policy,
+        too many matches) is audited here."""
+        try:
+            resource = keys_resource(keys)
+            if destination:
+                resource.details["destination"] = destination
+            self.oversight.check(who, "retrieve", resource)
+            with self.catalog.read() as conn:
+                found = find_instances(conn, keys, limit=self.max_matches)
+            if len(found) > self.max_matches:
+                raise QueryError(f"over {self.max_matches} instances match: retrieve fewer at once")
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, VesaliusError) else type(exc).__name__
+            self.refuse(who, operation, reason, destination)
+            raise
         return RetrievePlan(operation, who, keys, found, destination)
+
+    @contextmanager
+    def transfer(self, plan: RetrievePlan, items: int | None = None) -> Iterator[RetrieveTally]:
+        """Run a transfer of ``plan``'s instances (or of ``items`` pieces of them, such as
+        frames): the caller counts each on the tally yielded; the transfer is audited when the
+        context ends, however it ends, with what was never sent counted as remaining."""
+        tally = RetrieveTally(remaining=len(plan.instances) if items is None else items)
+        try:
+            yield tally
+        finally:
+            self._finish(plan, tally)
 
     @contextmanager
     def local_path(self, instance: InstanceLocation) -> Iterator[Path]:
@@ -161,9 +203,10 @@ class RetrieveService:
         with self.storage.local_path(instance.blob_key) as path:
             yield path
 
-    def finish(self, plan: RetrievePlan, tally: RetrieveTally, remaining: int = 0) -> None:
-        """Audit a retrieve that ran: fully, partly, cancelled, or cut short (``remaining``
-        instances never attempted, e.g. the association ended)."""
+    def _finish(self, plan: RetrievePlan, tally: RetrieveTally) -> None:
+        """Audit a retrieve that ran: fully, partly, cancelled, or cut short (instances never
+        attempted, e.g. the association ended)."""
+        remaining = tally.remaining
         if tally.cancelled:
             outcome = "cancelled"
         elif remaining:
@@ -174,7 +217,7 @@ class RetrieveService:
             outcome = "partial"
         else:
             outcome = "success"
-        audit(
+        self.oversight.record(
             "instances-transferred",
             plan.who,
             outcome=outcome,
@@ -190,7 +233,7 @@ class RetrieveService:
 
     def refuse(self, who: Identity, operation: str, reason: str, destination: str = "") -> None:
         """Audit a retrieve refused before any sub-operation."""
-        audit(
+        self.oversight.record(
             "instances-transferred",
             who,
             outcome="failure",

@@ -8,6 +8,8 @@ already or too large to be worth the CPU). CORS is off unless ``http.cors_origin
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -19,10 +21,10 @@ from starlette.routing import BaseRoute, Route
 
 from vesalius.dicomweb.requests import error_response
 from vesalius.dicomweb.routes import dicomweb_routes
+from vesalius.dicomweb.stow import UploadLimits
 from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
-from vesalius.services.health import health
-from vesalius.web.viewer import viewer_routes
+from vesalius.web.viewer import ViewerConfig, viewer_routes
 
 #: Never gzip these: already compressed, or bulk DICOM where the CPU cost outweighs the gain.
 NO_GZIP = (
@@ -44,9 +46,21 @@ NO_GZIP = (
 )
 
 
-def _middleware(archive: Archive) -> list[Middleware]:
+@dataclass(frozen=True)
+class WebConfig:
+    """The HTTP front door's configuration (``http.*``, ``viewer.*``), built by the wiring."""
+
+    viewer: ViewerConfig
+    upload: UploadLimits = field(default_factory=UploadLimits)
+    #: Origins allowed to call from a browser (``*``: any); empty: same origin only.
+    cors_origins: tuple[str, ...] = ()
+    #: The URL clients reach this server at, for RetrieveURLs; empty: each request's Host.
+    public_url: str = ""
+
+
+def _middleware(config: WebConfig) -> list[Middleware]:
     middleware = [Middleware(GZipMiddleware, minimum_size=1024, exclude_content_types=NO_GZIP)]
-    origins = [o.strip() for o in archive.settings["http.cors_origins"].split(",") if o.strip()]
+    origins = list(config.cors_origins)
     if origins:
         middleware.insert(
             0,
@@ -76,26 +90,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(archive: Archive) -> Starlette:
+def create_app(archive: Archive, config: WebConfig) -> Starlette:
     """Build the HTTP application over ``archive``."""
 
     async def health_endpoint(_request: Request) -> JSONResponse:
-        report = health(archive)
+        report = archive.health.report()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     routes: list[BaseRoute] = [
         Route("/health", health_endpoint),
-        *dicomweb_routes(archive),
-        *viewer_routes(archive.settings),  # last: it answers the viewer's SPA paths
+        *dicomweb_routes(archive, config.upload),
+        *viewer_routes(config.viewer),  # last: it answers the viewer's SPA paths
     ]
     app = Starlette(
         routes=routes,
-        middleware=_middleware(archive),
+        middleware=_middleware(config),
         exception_handlers={
             VesaliusError: _vesalius_error,
             HTTPException: _http_error,
             Exception: _vesalius_error,
         },
     )
-    app.state.public_url = archive.settings["http.public_url"]
+    app.state.public_url = config.public_url
     return app

@@ -82,9 +82,27 @@ def is_installed(folder: Path) -> bool:
     return (folder / "index.html").is_file()
 
 
-def app_config(settings: Settings) -> str:
+@dataclass(frozen=True)
+class ViewerConfig:
+    """Whether to serve the viewer, the OHIF build to serve (see :func:`viewer_dir`), and the
+    name its data source shows."""
+
+    enabled: bool
+    folder: Path
+    title: str = "Vesalius"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ViewerConfig:
+        return cls(
+            bool(settings["viewer.enabled"]),
+            viewer_dir(settings),
+            f"Vesalius {settings['dicom.ae_title']}",
+        )
+
+
+def app_config(title: str) -> str:
     """``app-config.js``: the shipped defaults that fit, and one DICOMweb data source here."""
-    return config_script(f"Vesalius {settings['dicom.ae_title']}", "/dicom-web", "/wado")
+    return config_script(title, "/dicom-web", "/wado")
 
 
 def config_script(friendly_name: str, dicomweb_root: str, wado_uri_root: str) -> str:
@@ -282,13 +300,13 @@ def _not_installed(folder: Path) -> Route:
     return Route("/viewer{rest:path}", endpoint, methods=["GET", "HEAD"])
 
 
-def viewer_routes(settings: Settings) -> list[BaseRoute]:
+def viewer_routes(config: ViewerConfig) -> list[BaseRoute]:
     """The viewer's routes, to go last in the application: nothing when ``viewer.enabled`` is
     off; one ``/viewer`` route explaining how to install it when it is not installed."""
-    if not settings["viewer.enabled"]:
+    if not config.enabled:
         return []
-    folder = viewer_dir(settings)
+    folder = config.folder
     if not is_installed(folder):
         return [_not_installed(folder)]
-    files = ViewerFiles(folder, app_config(settings))
+    files = ViewerFiles(folder, app_config(config.title))
     return [Route("/{path:path}", files.handle)]

@@ -1,0 +1,139 @@
+"""Wiring: settings become parts (index, storage), parts become services (the
+:class:`~vesalius.services.archive.Archive`), and settings become the configuration of each
+front door. ``server.py``, ``cli.py`` and the commands use this; nothing else imports it, and
+nothing below it reads raw settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+
+from vesalius.dicomweb.stow import UploadLimits
+from vesalius.dimse.config import DimseConfig
+from vesalius.index.catalog import Catalog
+from vesalius.services.archive import Archive
+from vesalius.services.audit import Auditor
+from vesalius.services.health import HealthService
+from vesalius.services.ingest import IngestService
+from vesalius.services.metadata import MetadataService
+from vesalius.services.oversight import Oversight
+from vesalius.services.peers import PeerDirectory
+from vesalius.services.policy import AllowAll, Policy
+from vesalius.services.query import QueryService
+from vesalius.services.retrieve import RetrieveService
+from vesalius.settings import Settings
+from vesalius.storage import FolderStorage
+from vesalius.web.app import WebConfig, create_app
+from vesalius.web.viewer import ViewerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Assembly:
+    """What :func:`assemble` built: the archive and the parts behind it (for the wiring, the
+    commands that work on the index directly, and the tests)."""
+
+    settings: Settings
+    catalog: Catalog
+    storage: FolderStorage
+    archive: Archive
+
+    def close(self) -> None:
+        self.archive.close()
+
+
+def assemble(
+    settings: Settings, *, auditor: Auditor | None = None, policy: Policy | None = None
+) -> Assembly:
+    """Open (and migrate) the index and the storage named by ``settings``, recover staging,
+    and build the archive's services over them (with ``policy``, default allow-all, and
+    ``auditor``, default the audit log)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog.open(settings.database_url)
+    storage = FolderStorage(settings.data_dir / "storage", fsync=settings["storage.fsync"])
+    recovered = storage.recover_staging()
+    if recovered.removed:
+        log.warning("staging: %s", recovered.describe())
+    if recovered.kept:
+        log.debug("staging: %d file(s) of running processes left alone", recovered.kept)
+    oversight = Oversight(policy or AllowAll(), auditor or Auditor())
+    min_free = settings["storage.min_free_mb"] << 20
+    ingest = IngestService(
+        catalog,
+        storage,
+        oversight=oversight,
+        duplicate_policy=settings["ingest.duplicate_policy"],
+        min_free_bytes=min_free,
+        max_inflated_bytes=settings["ingest.max_inflated_mb"] << 20,
+    )
+    query = QueryService(
+        catalog,
+        oversight=oversight,
+        ae_title=settings["dicom.ae_title"],
+        case_insensitive_pn=settings["query.case_insensitive_pn"],
+        max_results=settings["query.max_results"],
+    )
+
+    def close() -> None:
+        storage.close()
+        catalog.close()
+
+    archive = Archive(
+        ingest=ingest,
+        query=query,
+        retrieve=RetrieveService(catalog, storage, oversight=oversight),
+        metadata=MetadataService(catalog, storage, oversight=oversight),
+        health=HealthService(
+            catalog, storage, ae_title=settings["dicom.ae_title"], min_free_bytes=min_free
+        ),
+        peers=PeerDirectory(settings.modalities),
+        oversight=oversight,
+        closer=close,
+    )
+    return Assembly(settings, catalog, storage, archive)
+
+
+def dimse_config(settings: Settings) -> DimseConfig:
+    """The DIMSE front door's configuration (``dicom.*``)."""
+    known = (
+        frozenset(m.ae_title for m in settings.modalities.values())
+        if settings["dicom.known_callers_only"]
+        else None
+    )
+    return DimseConfig(
+        ae_title=settings["dicom.ae_title"],
+        host=settings["dicom.host"],
+        port=settings["dicom.port"],
+        max_pdu=settings["dicom.max_pdu"],
+        max_associations=settings["dicom.max_associations"],
+        max_associations_per_host=settings["dicom.max_associations_per_host"],
+        acse_timeout=settings["dicom.acse_timeout"],
+        dimse_timeout=settings["dicom.dimse_timeout"],
+        network_timeout=settings["dicom.network_timeout"],
+        min_receive_rate=settings["dicom.min_receive_rate"],
+        require_called_ae=settings["dicom.require_called_ae"],
+        known_callers=known,
+    )
+
+
+def web_config(settings: Settings) -> WebConfig:
+    """The HTTP front door's configuration (``http.*``, ``viewer.*``)."""
+    origins = tuple(o.strip() for o in settings["http.cors_origins"].split(",") if o.strip())
+    return WebConfig(
+        viewer=ViewerConfig.from_settings(settings),
+        upload=UploadLimits(
+            max_bytes=settings["http.max_upload_mb"] << 20,
+            max_inflation_ratio=settings["http.max_inflation_ratio"],
+        ),
+        cors_origins=origins,
+        public_url=settings["http.public_url"],
+    )
+
+
+def http_app(archive: Archive, settings: Settings) -> Starlette:
+    """The HTTP application of ``archive`` as ``settings`` configure it."""
+    return create_app(archive, web_config(settings))
