@@ -26,9 +26,9 @@ from sqlalchemy import create_engine, text
 
 from vesalius.dimse.server import DimseServer
 from vesalius.index.catalog import Catalog
+from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
 from vesalius.services.policy import Policy
-from vesalius.services.archive import Archive
 from vesalius.settings import Modality, Settings, load_settings
 from vesalius.storage import FolderStorage
 from vesalius.web.serving import bind_http, http_server

@@ -34,10 +34,11 @@ from pynetdicom.sop_class import (
 
 from conftest import RunningServer, dcmtk, free_port, make_server, wait_for_port, wait_until
 from vesalius.dicom.structure import dataset_offset
+from vesalius.dimse.identifiers import keys_from_identifier
 from vesalius.dimse.scu import configure_streaming
 from vesalius.errors import QueryError
 from vesalius.identity import Identity
-from vesalius.services.retrieve import RetrieveService, keys_from_identifier
+from vesalius.services.retrieve import RetrieveService
 from vesalius.settings import Modality
 
 DESTINATIONS = ("DEST", "CTONLY", "PYDEST", "DOWN")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vesalius.commands import config_option, settings_from
+from vesalius.dicom.model import LEVELS
 from vesalius.errors import VesaliusError
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     )
     from vesalius.settings import Modality
 
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 #: Return keys asked for when no ``-k`` is given, per level (PS3.4 C.6.2.1).
 DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),

@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vesalius.dicom.json_model import record_json, tag_and_vr
+from vesalius.dicom.model import MODEL_LEVELS, Level
 from vesalius.dicomweb.media import parse_accept
 from vesalius.dicomweb.requests import DICOM_JSON, dicom_json, path_uid, root_url, who
 from vesalius.dicomweb.xml import xml_search_response
 from vesalius.errors import NotAcceptableError, QueryError
 from vesalius.services.archive import Archive
-from vesalius.services.query import FilterValue, Level, Query
+from vesalius.services.query import FilterValue, Query
 
 #: Default return attributes per level, PS3.18 Table 10.6.3-3/-4/-5 (those the index holds).
 DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
@@ -65,7 +66,8 @@ DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
         "AvailableTransferSyntaxUID",
     ),
 }
-_ORDER: tuple[Level, ...] = ("STUDY", "SERIES", "IMAGE")
+#: QIDO-RS searches the Study Root levels (PS3.18 10.6).
+_ORDER: tuple[Level, ...] = MODEL_LEVELS["STUDY"]
 _CONTROL = {"includefield", "fuzzymatching", "limit", "offset"}
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _MAX_LIMIT_TEXT = 9

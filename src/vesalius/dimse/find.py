@@ -17,14 +17,15 @@ matching and fuzzy semantic matching of person names are accepted when asked for
 from __future__ import annotations
 
 from vesalius.dicom.identifier import build_response, encode_response, requested_charset
+from vesalius.dicom.model import Model
 from vesalius.dicom.uids import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message, decode_data_set, encode_data_set
 from vesalius.dimse.config import ScpContext
+from vesalius.dimse.identifiers import query_from_identifier
 from vesalius.dimse.status import CANCEL, PENDING, SUCCESS, failure_status
 from vesalius.dimse.store import peer_identity
 from vesalius.errors import CancelledError, QueryError, VesaliusError
-from vesalius.services.query import Model, query_from_identifier
 
 #: Pending, with a warning that optional keys were not supported (PS3.4 Table C.4-1).
 PENDING_WARNING = 0xFF01

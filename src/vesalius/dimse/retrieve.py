@@ -53,6 +53,7 @@ from vesalius.dimse.association import (
     encode_data_set,
 )
 from vesalius.dimse.config import ScpContext
+from vesalius.dimse.identifiers import keys_from_identifier
 from vesalius.dimse.requestor import connect
 from vesalius.dimse.status import CANCEL, PENDING, SUCCESS, failure_status
 from vesalius.dimse.store import peer_identity
@@ -63,7 +64,6 @@ from vesalius.services.retrieve import (
     RetrieveKeys,
     RetrievePlan,
     RetrieveTally,
-    keys_from_identifier,
 )
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ from pynetdicom import AE, build_context, build_role, evt
 from pynetdicom import status as _status
 from pynetdicom.presentation import PresentationContext
 
+from vesalius.dicom.model import LEVELS
 from vesalius.dicom.uids import (
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
@@ -64,7 +65,6 @@ log = logging.getLogger(__name__)
 #: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2).
 MAX_CONTEXTS = 128
 Model = Literal["patient", "study"]
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _QR_MODELS: dict[str, dict[str, str]] = {
     "patient": {"find": PATIENT_ROOT_FIND, "move": PATIENT_ROOT_MOVE, "get": PATIENT_ROOT_GET},
     "study": {"find": STUDY_ROOT_FIND, "move": STUDY_ROOT_MOVE, "get": STUDY_ROOT_GET},

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.engine import Connection
 
+from vesalius.dicom.model import Level
 from vesalius.errors import QueryError
 from vesalius.index.prepared import Prepared
 from vesalius.index.schema import instance_metadata, instances, patients, series, studies
-
-Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
 
 #: Values per ``IN (…)`` clause: well under SQLite's and PostgreSQL's parameter limits.
 CHUNK = 500

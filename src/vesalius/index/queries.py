@@ -18,11 +18,9 @@ from typing import Any, Literal
 from sqlalchemy import Column, ColumnElement, FromClause, Select, select
 from sqlalchemy.engine import Connection, Row
 
+from vesalius.dicom.model import LEVELS, Level
 from vesalius.index.matching import Kind, MatchOptions, combined_datetime, condition
 from vesalius.index.schema import instances, patients, series, studies
-
-Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
-LEVELS: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
 #: A key value: raw DICOM text, or the keys of a sequence's single item (PS3.4 C.2.2.2.6).
 FilterValue = str | Mapping[str, str]

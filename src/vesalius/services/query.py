@@ -20,21 +20,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydicom.dataset import Dataset
-
-from vesalius.dicom.identifier import read_keys
-from vesalius.errors import CancelledError, DataSetMismatchError, QueryError, VesaliusError
+from vesalius.dicom.model import MODEL_LEVELS, UNIQUE_KEYS, Level, Model
+from vesalius.errors import CancelledError, DataSetMismatchError, QueryError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.matching import MatchOptions, has_wildcard
 from vesalius.index.queries import (
     ATTRIBUTES,
-    LEVELS,
     SEQUENCES,
     FilterValue,
-    Level,
     attribute_at,
     search,
     sequence_at,
@@ -48,19 +44,10 @@ __all__ = [
     "Query",
     "QueryResult",
     "QueryService",
-    "query_from_identifier",
 ]
 
 log = logging.getLogger(__name__)
 
-Model = Literal["PATIENT", "STUDY"]
-MODEL_LEVELS: dict[Model, tuple[Level, ...]] = {"PATIENT": LEVELS, "STUDY": LEVELS[1:]}
-UNIQUE_KEYS: dict[Level, str] = {
-    "PATIENT": "PatientID",
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
 #: Keys the service answers itself and never matches (PS3.4 C.4.1.1.3.2).
 SERVICE_KEYS = frozenset(
     {"QueryRetrieveLevel", "RetrieveAETitle", "InstanceAvailability", "SpecificCharacterSet"}
@@ -96,43 +83,6 @@ class Query:
         """Every key a record carries besides the service keys, in a stable order."""
         keys = [*self.unique_keys(), *self.filters, *self.return_keys]
         return [k for k in dict.fromkeys(keys) if k not in SERVICE_KEYS]
-
-
-def _level(raw: FilterValue | None, model: Model) -> Level:
-    value = raw.strip().upper() if isinstance(raw, str) else ""
-    if not value:
-        raise DataSetMismatchError("QueryRetrieveLevel is missing")
-    for level in MODEL_LEVELS[model]:
-        if level == value:
-            return level
-    raise DataSetMismatchError(f"QueryRetrieveLevel {value[:16]} is not in {model} Root")
-
-
-def query_from_identifier(
-    identifier: Dataset,
-    model: Model,
-    *,
-    relational: bool = False,
-    combined_datetime: bool = False,
-    fuzzy: bool = False,
-) -> Query:
-    """The query a C-FIND identifier asks (PS3.4 C.4.1.1.3.1): its level and keys."""
-    try:
-        keys = read_keys(identifier)
-    except VesaliusError:
-        raise
-    except Exception as exc:  # pydicom decodes lazily and may fail on any element
-        raise QueryError(f"cannot decode the identifier: {type(exc).__name__}") from exc
-    level = _level(keys.get("QueryRetrieveLevel"), model)
-    filters = {k: v for k, v in keys.items() if k not in SERVICE_KEYS}
-    return Query(
-        level,
-        model,
-        filters,
-        relational=relational,
-        combined_datetime=combined_datetime,
-        fuzzy=fuzzy,
-    )
 
 
 def _single_value(raw: FilterValue | None) -> bool:

@@ -1,11 +1,11 @@
-"""Retrieve: which stored instances a C-MOVE or C-GET sends, and where their files are.
+"""Retrieve: which stored instances a C-MOVE, C-GET or WADO request sends, and where their
+files are.
 
-The identifier of a retrieve holds unique keys only (PS3.4 C.4.2.2.1, C.4.3.2.1): the
-Query/Retrieve Level, Patient ID at PATIENT level, a list of Study, Series or SOP Instance UIDs
-at the level retrieved, and optionally the unique keys of the levels above, which narrow the
-match. Missing higher-level keys are tolerated (UIDs are unique on their own) and keys below the
-level are ignored, as most archives do. The protocol adapter sends the files; this service
-resolves, hands out file paths and writes the audit record (PS3.15 A.5.3.3/A.5.3.4 in spirit).
+A retrieve names its instances by :class:`RetrieveKeys` (unique keys: a Patient ID, or lists
+of Study, Series or SOP Instance UIDs at the level retrieved and optionally above, PS3.4
+C.4.2.2.1); each front door reads its own request into them (``dimse/identifiers.py``,
+``dicomweb/retrieve.py``). The adapter sends the files; this service resolves, checks the
+policy, hands out file paths and audits each transfer (PS3.15 A.5.3.3/A.5.3.4 in spirit).
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydicom.dataset import Dataset
-
-from vesalius.dicom import values
-from vesalius.dicom.uids import is_valid_uid
-from vesalius.errors import DataSetMismatchError, QueryError, VesaliusError
+from vesalius.dicom.model import Level, Model
+from vesalius.errors import QueryError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
-from vesalius.index.lookup import InstanceLocation, Level, RetrieveKeys, find_instances
+from vesalius.index.lookup import InstanceLocation, RetrieveKeys, find_instances
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import keys_resource
 from vesalius.storage import BlobStorage
@@ -37,72 +34,10 @@ __all__ = [
     "RetrievePlan",
     "RetrieveService",
     "RetrieveTally",
-    "keys_from_identifier",
 ]
 
 #: Sub-operation counts are US (PS3.7 9.3.3.2, 9.3.4.2), so one retrieve moves at most this many.
 MAX_SUBOPERATIONS = 65535
-
-Model = Literal["PATIENT", "STUDY"]
-_ORDER: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-_LEVELS: dict[Model, tuple[Level, ...]] = {"PATIENT": _ORDER, "STUDY": _ORDER[1:]}
-_LEVEL_KEY: dict[Level, str] = {
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
-
-
-def _uid_list(identifier: Dataset, keyword: str) -> tuple[str, ...]:
-    """The UIDs of a (possibly multi-valued) UI key; an empty value gives ``()``."""
-    raw = identifier.get(keyword)
-    if raw is None:
-        return ()
-    items = raw if isinstance(raw, list | tuple) or type(raw).__name__ == "MultiValue" else [raw]
-    uids = tuple(u for u in (str(v).strip("\0 ") for v in items) if u)
-    for uid in uids:
-        if not is_valid_uid(uid):
-            raise DataSetMismatchError(f"{keyword} holds an invalid UID")
-    return uids
-
-
-def _level(identifier: Dataset, model: Model) -> Level:
-    text = values.text(identifier.get("QueryRetrieveLevel")).upper()
-    if not text:
-        raise DataSetMismatchError("QueryRetrieveLevel is missing")
-    for level in _LEVELS[model]:
-        if level == text:
-            return level
-    raise DataSetMismatchError(f"QueryRetrieveLevel {text[:16]} not in {model} Root")
-
-
-def keys_from_identifier(identifier: Dataset, model: Model) -> RetrieveKeys:
-    """Read the unique keys of a C-MOVE/C-GET identifier for the Patient or Study Root model.
-
-    Raises :class:`DataSetMismatchError` (0xA900) when the level is missing or not in the
-    model, or the key of the level is missing or malformed.
-    """
-    level = _level(identifier, model)
-    depth = _ORDER.index(level)
-    patient_root = model == "PATIENT"
-    patient_id = values.text(identifier.get("PatientID")) if patient_root else ""
-    issuer = values.text(identifier.get("IssuerOfPatientID")) if patient_root else ""
-    uids = {
-        lvl: _uid_list(identifier, key) if _ORDER.index(lvl) <= depth else ()
-        for lvl, key in _LEVEL_KEY.items()
-    }
-    if level == "PATIENT" and not patient_id:
-        raise DataSetMismatchError("PatientID is required at PATIENT level")
-    if level != "PATIENT" and not uids[level]:
-        raise DataSetMismatchError(f"{_LEVEL_KEY[level]} is required at {level} level")
-    return RetrieveKeys(
-        level=level,
-        patient_id=patient_id or None,
-        issuer_of_patient_id=issuer or None,
-        study_uids=uids["STUDY"],
-        series_uids=uids["SERIES"],
-        sop_instance_uids=uids["IMAGE"],
-    )
 
 
 @dataclass
