@@ -44,7 +44,8 @@ LIT_FRACTION = """() => {
 def viewer_build() -> Path | None:
     """The OHIF build installed in this virtualenv, if any."""
     from vesalius.settings import load_settings
-    from vesalius.web.viewer import is_installed, viewer_dir
+    from vesalius.viewer.app import is_installed
+    from vesalius.wiring import viewer_dir
 
     folder = viewer_dir(load_settings(environ={}))
     return folder if is_installed(folder) else None
@@ -53,7 +54,7 @@ def viewer_build() -> Path | None:
 @contextlib.contextmanager
 def static_ohif(build: Path, dicomweb_root: str) -> Iterator[str]:
     """Serve ``build`` with an ``app-config.js`` for ``dicomweb_root``; yield its base URL."""
-    from vesalius.web.viewer import config_script
+    from vesalius.viewer.app import config_script
 
     config = config_script("bench", dicomweb_root, dicomweb_root).encode()
 

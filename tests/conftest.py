@@ -32,7 +32,7 @@ from vesalius.services.policy import Policy
 from vesalius.settings import Modality, Settings, load_settings
 from vesalius.storage import FolderStorage
 from vesalius.web.serving import bind_http, http_server
-from vesalius.wiring import Assembly, assemble, dimse_config, http_app
+from vesalius.wiring import Assembly, assemble, dimse_config, http_app, http_limits
 
 PG_ADMIN_URL = os.environ.get(
     "VESALIUS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -188,7 +188,7 @@ def running_http(archive: Archive, settings: Settings) -> Iterator[str]:
     with the guarded protocol of ``web/serving.py``); yield its base URL."""
     listener = bind_http("127.0.0.1", 0)
     port = listener.getsockname()[1]
-    http = http_server(http_app(archive, settings), settings)
+    http = http_server(http_app(archive, settings), http_limits(settings))
     thread = threading.Thread(
         target=http.run, kwargs={"sockets": [listener]}, name="test-http", daemon=True
     )

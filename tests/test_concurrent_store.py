@@ -13,8 +13,8 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from conftest import RunningServer, dcmtk, wait_until
+from vesalius.dimse.board import LoadBoard
 from vesalius.dimse.server import DimseServer, listen
-from vesalius.dimse.workers import LoadBoard
 from vesalius.index.schema import patients, series, studies
 from vesalius.settings import load_settings
 from vesalius.wiring import assemble, dimse_config

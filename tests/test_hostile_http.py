@@ -36,6 +36,7 @@ from vesalius.dicomweb.upload import decoded_body
 from vesalius.errors import TooLargeError
 from vesalius.settings import load_settings
 from vesalius.web.serving import bind_http, http_server
+from vesalius.wiring import http_limits
 
 HEADER, KEEPALIVE, BODY, SEND = 2.0, 1.0, 2.0, 2.0
 #: What a bound may overrun its timeout by (a loaded machine, timer granularity).
@@ -286,7 +287,7 @@ def test_slow_application_is_not_mistaken_for_a_stalled_body() -> None:
 
     app = Starlette(routes=[Route("/slow", slow, methods=["POST"])])
     settings = load_settings(environ={}, overrides={"http.body_timeout": timeout})
-    server = http_server(app, settings)
+    server = http_server(app, http_limits(settings))
     listener = bind_http("127.0.0.1", 0)
     port = listener.getsockname()[1]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)

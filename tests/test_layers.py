@@ -1,4 +1,5 @@
-"""The import rules of DESIGN.md: dependencies point down only."""
+"""The import rules of DESIGN.md and docs/architecture.md: dependencies point down only, and
+the front doors reach the archive through its services (an AST walk of ``src/vesalius``)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,34 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src" / "vesalius"
-BASE = {"errors", "identity", "settings", "__init__"}
+BASE = {"errors", "identity", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "dicom": {"dicom", "errors"},
     "storage": {"storage", "errors"},
     "index": {"index", "dicom", "errors"},
-    "services": {"services", "index", "storage", "dicom"} | BASE,
-    "dimse": {"dimse", "services", "dicom"} | BASE,
-    "dicomweb": {"dicomweb", "services", "dicom"} | BASE,
-    "web": {"web", "dicomweb", "services", "dicom"} | BASE,
+    "services": {"services", "index", "storage", "dicom", "settings"} | BASE,
+    # the CLI's SCU (dimse/scu.py) still reads settings until it moves onto our own stack
+    "dimse": {"dimse", "services", "dicom", "settings"} | BASE,
+    # the HTTP host, and the apps it mounts; the apps never import each other
+    "web": {"web", "services", "dicom"} | BASE,
+    "dicomweb": {"dicomweb", "web", "services", "dicom"} | BASE,
+    "viewer": {"viewer", "web"} | BASE,
     "errors": {"__init__"},
     "identity": set(),
     "settings": {"errors"},
 }
-WIRING = {"server", "cli", "commands", "wiring"}
+#: Wire everything; nothing imports them.
+WIRING = {"server", "cli", "commands", "wiring", "processes"}
+#: The front doors: they reach the archive through its services only.
+ADAPTERS = {"dimse", "dicomweb", "web", "viewer", "commands", "cli"}
+#: Third-party modules a layer must not import (DESIGN.md: dicom/ is pure DICOM helpers over
+#: pydicom; services speak no protocol).
+FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
+    "dicom": {"sqlalchemy", "starlette", "uvicorn", "httpx", "pynetdicom", "alembic"},
+    "services": {"starlette", "uvicorn", "httpx", "pynetdicom", "anyio", "h11"},
+    "index": {"starlette", "uvicorn", "httpx", "pynetdicom"},
+    "storage": {"sqlalchemy", "starlette", "uvicorn", "pynetdicom"},
+}
 
 
 def _layer(path: Path) -> str:
@@ -27,20 +42,25 @@ def _layer(path: Path) -> str:
     return rel.parts[0].removesuffix(".py")
 
 
-def _imports(path: Path) -> set[str]:
+def _modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, absolute names."""
     tree = ast.parse(path.read_text(), str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        else:
-            continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "vesalius":
-                found.add(parts[1] if len(parts) > 1 else "__init__")
+            found.add(node.module)
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    """The layers of Vesalius that ``path`` imports."""
+    found: set[str] = set()
+    for name in _modules(path):
+        parts = name.split(".")
+        if parts[0] == "vesalius":
+            found.add(parts[1] if len(parts) > 1 else "__init__")
     return found
 
 
@@ -59,18 +79,26 @@ def test_dependencies_point_down() -> None:
     assert problems == []
 
 
+def test_layers_stay_off_foreign_libraries() -> None:
+    """dicom/ uses pydicom and codecs only; the services speak no protocol."""
+    problems = []
+    for path in SRC.rglob("*.py"):
+        forbidden = FORBIDDEN_THIRD_PARTY.get(_layer(path), set())
+        for name in _modules(path):
+            if name.split(".")[0] in forbidden:
+                problems.append(f"{path.relative_to(SRC)} imports {name}")
+    assert problems == []
+
+
 def test_every_layer_is_known() -> None:
     layers = {_layer(p) for p in SRC.rglob("*.py")}
     assert layers <= set(ALLOWED) | WIRING | {"__init__"}
 
 
-#: The front doors: they reach the archive through its services only (issue 12).
-ADAPTERS = {"dimse", "dicomweb", "web", "commands", "cli"}
-
-
 def test_front_doors_use_services_only() -> None:
     """No adapter or CLI module imports the index or the storage, or reads a ``catalog`` or
-    ``storage`` attribute (an AST walk, attribute access included)."""
+    ``storage`` attribute (attribute access included); none reads raw settings but the CLI's
+    SCU (``dimse/scu.py``) until it moves onto our own association layer."""
     problems = []
     for path in SRC.rglob("*.py"):
         if _layer(path) not in ADAPTERS:
@@ -78,6 +106,8 @@ def test_front_doors_use_services_only() -> None:
         tree = ast.parse(path.read_text(), str(path))
         for target in _imports(path) & {"index", "storage"}:
             problems.append(f"{path.relative_to(SRC)} imports vesalius.{target}")
+        if "settings" in _imports(path) and path.name != "scu.py" and _layer(path) != "commands":
+            problems.append(f"{path.relative_to(SRC)} imports vesalius.settings")
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in ("catalog", "storage"):
                 problems.append(f"{path.relative_to(SRC)}:{node.lineno} reads .{node.attr}")

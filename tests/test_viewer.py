@@ -25,8 +25,7 @@ from click.testing import CliRunner
 from conftest import running_http
 from vesalius.cli import main
 from vesalius.settings import load_settings
-from vesalius.web.viewer import viewer_dir
-from vesalius.wiring import assemble
+from vesalius.wiring import assemble, viewer_dir
 
 BUNDLE = "app.bundle.0f6159c501addfe9.js"
 INDEX = b"<!doctype html><title>OHIF Viewer</title><div id=root></div>"

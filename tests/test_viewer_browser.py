@@ -23,7 +23,8 @@ from pydicom.uid import generate_uid
 from conftest import RunningServer, dcmtk, make_server, running_http
 from synth import make_instance
 from vesalius.settings import load_settings
-from vesalius.web.viewer import is_installed, viewer_dir
+from vesalius.viewer.app import is_installed
+from vesalius.wiring import viewer_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRE = os.environ.get("VESALIUS_REQUIRE_BROWSER") == "1"

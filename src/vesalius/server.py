@@ -11,11 +11,18 @@ import threading
 from typing import Any
 
 from vesalius.dimse.server import DimseServer, listen
-from vesalius.dimse.workers import LoadBoard, LoadSlot, WorkerPool, die_with_parent, worker_count
 from vesalius.errors import ConfigError
+from vesalius.processes import (
+    LoadBoard,
+    LoadSlot,
+    WorkerPool,
+    die_with_parent,
+    raise_descriptor_limit,
+    worker_count,
+)
 from vesalius.settings import Settings
-from vesalius.web.serving import bind_http, http_server, raise_descriptor_limit
-from vesalius.wiring import assemble, dimse_config, http_app
+from vesalius.web.serving import bind_http, http_server
+from vesalius.wiring import assemble, dimse_config, http_app, http_limits
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,9 @@ def worker_main(
     try:
         if http_socket is not None:
             # uvicorn takes SIGTERM over while it runs (HttpServer: it only asks to exit).
-            http = http_server(http_app(archive, settings), settings, ignore_sigint=True)
+            http = http_server(
+                http_app(archive, settings), http_limits(settings), ignore_sigint=True
+            )
             ready.set()
             if not done.is_set():
                 http.run(sockets=[http_socket])
@@ -105,7 +114,7 @@ def serve(settings: Settings) -> None:
     dimse.start(listener)
     workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
     workers.start()
-    http = http_server(http_app(archive, settings), settings)
+    http = http_server(http_app(archive, settings), http_limits(settings))
     log.info(
         "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
         settings["dicom.ae_title"],

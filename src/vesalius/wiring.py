@@ -7,10 +7,13 @@ nothing below it reads raw settings.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.applications import Starlette
 
+from vesalius.dicomweb.routes import dicomweb_routes
 from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
 from vesalius.index.catalog import Catalog
@@ -26,8 +29,9 @@ from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.settings import Settings
 from vesalius.storage import FolderStorage
-from vesalius.web.app import WebConfig, create_app
-from vesalius.web.viewer import ViewerConfig
+from vesalius.viewer.app import ViewerConfig, viewer_routes
+from vesalius.web.host import HostConfig, create_host
+from vesalius.web.serving import HttpLimits, connection_cap
 
 log = logging.getLogger(__name__)
 
@@ -120,20 +124,56 @@ def dimse_config(settings: Settings) -> DimseConfig:
     )
 
 
-def web_config(settings: Settings) -> WebConfig:
-    """The HTTP front door's configuration (``http.*``, ``viewer.*``)."""
-    origins = tuple(o.strip() for o in settings["http.cors_origins"].split(",") if o.strip())
-    return WebConfig(
-        viewer=ViewerConfig.from_settings(settings),
-        upload=UploadLimits(
-            max_bytes=settings["http.max_upload_mb"] << 20,
-            max_inflation_ratio=settings["http.max_inflation_ratio"],
-        ),
-        cors_origins=origins,
-        public_url=settings["http.public_url"],
+def viewer_dir(settings: Settings) -> Path:
+    """The OHIF build to serve: ``viewer.dir`` itself if it holds an ``index.html`` (a custom
+    build), else ``<viewer.dir>/<viewer.version>``; ``viewer.dir`` defaults to
+    ``<sys.prefix>/share/vesalius/ohif`` (inside the virtualenv, apart from data_dir)."""
+    base = viewer_base_dir(settings)
+    if (base / "index.html").is_file():
+        return base
+    return base / str(settings["viewer.version"])
+
+
+def viewer_base_dir(settings: Settings) -> Path:
+    """The folder holding installed OHIF versions, one sub-folder each."""
+    configured = str(settings["viewer.dir"])
+    if configured:
+        return Path(configured).expanduser()
+    return Path(sys.prefix) / "share" / "vesalius" / "ohif"
+
+
+def viewer_config(settings: Settings) -> ViewerConfig:
+    """The viewer app's configuration (``viewer.*``)."""
+    return ViewerConfig(
+        bool(settings["viewer.enabled"]),
+        viewer_dir(settings),
+        f"Vesalius {settings['dicom.ae_title']}",
     )
 
 
 def http_app(archive: Archive, settings: Settings) -> Starlette:
-    """The HTTP application of ``archive`` as ``settings`` configure it."""
-    return create_app(archive, web_config(settings))
+    """The HTTP application of ``archive`` as ``settings`` configure it: the host
+    (``web/host.py``) with DICOMweb and then the viewer mounted."""
+    origins = tuple(o.strip() for o in settings["http.cors_origins"].split(",") if o.strip())
+    upload = UploadLimits(
+        max_bytes=settings["http.max_upload_mb"] << 20,
+        max_inflation_ratio=settings["http.max_inflation_ratio"],
+    )
+    return create_host(
+        archive,
+        [dicomweb_routes(archive, upload), viewer_routes(viewer_config(settings))],
+        HostConfig(cors_origins=origins, public_url=settings["http.public_url"]),
+    )
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    """The HTTP server's bounds (``http.*``), the connection cap kept within the open-file
+    limit."""
+    return HttpLimits(
+        header_timeout=settings["http.header_timeout"],
+        keepalive_timeout=settings["http.keepalive_timeout"],
+        body_timeout=settings["http.body_timeout"],
+        send_timeout=settings["http.send_timeout"],
+        max_connections=connection_cap(settings["http.max_connections"]),
+        max_body=settings["http.max_upload_mb"] << 20,
+    )

@@ -6,7 +6,7 @@ checks its digest, and unpacks only ``package/dist/`` (regular files and folders
 path, a ``..`` or a link is refused) into ``<viewer.dir>/<version>``: unpacked beside it under a
 temporary name, then renamed, so a folder of that name is always a whole build. Installing an
 installed version again does nothing (``--force`` replaces it). ``vesalius serve`` serves it
-(see ``vesalius.web.viewer``).
+(see ``vesalius.viewer.app``).
 """
 
 from __future__ import annotations
@@ -265,7 +265,8 @@ def install_command(
     config: Path | None, version: str | None, folder: Path | None, force: bool
 ) -> None:
     """Download OHIF from the npm registry, check its integrity, and install it."""
-    from vesalius.web.viewer import is_installed, viewer_base_dir
+    from vesalius.viewer.app import is_installed
+    from vesalius.wiring import viewer_base_dir
 
     settings = settings_from(
         config, **{"viewer.version": version, "viewer.dir": str(folder) if folder else None}
@@ -294,7 +295,8 @@ def install_command(
 @config_option
 def path_command(config: Path | None) -> None:
     """Print the folder of the OHIF build `vesalius serve` uses (exit 1 if not installed)."""
-    from vesalius.web.viewer import is_installed, viewer_dir
+    from vesalius.viewer.app import is_installed
+    from vesalius.wiring import viewer_dir
 
     folder = viewer_dir(settings_from(config))
     click.echo(str(folder))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from pydicom.uid import AllTransferSyntaxes
-from pynetdicom.sop_class import _STORAGE_CLASSES
 
+from vesalius.dicom.storage_classes import STORAGE_CLASSES
 from vesalius.errors import InvalidUIDError
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
@@ -40,10 +40,9 @@ ALL_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(
     )
 )
 
-#: Storage SOP classes (PS3.4 B.5) as (keyword, uid), from pynetdicom's registry of the standard.
-STORAGE_SOP_CLASSES: tuple[tuple[str, str], ...] = tuple(
-    (name, str(uid)) for name, uid in _STORAGE_CLASSES.items()
-)
+#: Storage SOP classes (PS3.4 B.5) as (keyword, uid): the generated table of
+#: ``dicom/storage_classes.py``.
+STORAGE_SOP_CLASSES: tuple[tuple[str, str], ...] = STORAGE_CLASSES
 STORAGE_SOP_CLASS_UIDS: frozenset[str] = frozenset(uid for _, uid in STORAGE_SOP_CLASSES)
 
 VERIFICATION = "1.2.840.10008.1.1"

@@ -11,10 +11,11 @@ from starlette.responses import Response
 
 from vesalius.dicom.metadata import with_root
 from vesalius.dicomweb.media import parse_accept
-from vesalius.dicomweb.requests import DICOM_JSON, root_url, who
+from vesalius.dicomweb.requests import DICOM_JSON, root_url
 from vesalius.dicomweb.retrieve import keys_from_path
 from vesalius.errors import NotAcceptableError
 from vesalius.services.archive import Archive
+from vesalius.web.requests import who
 
 _JSON_TYPES = (DICOM_JSON, "application/json", "application/*", "*/*")
 

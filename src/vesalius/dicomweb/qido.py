@@ -20,11 +20,12 @@ from starlette.responses import Response
 from vesalius.dicom.json_model import record_json, tag_and_vr
 from vesalius.dicom.model import MODEL_LEVELS, Level
 from vesalius.dicomweb.media import parse_accept
-from vesalius.dicomweb.requests import DICOM_JSON, dicom_json, path_uid, root_url, who
+from vesalius.dicomweb.requests import DICOM_JSON, dicom_json, root_url
 from vesalius.dicomweb.xml import xml_search_response
 from vesalius.errors import NotAcceptableError, QueryError
 from vesalius.services.archive import Archive
 from vesalius.services.query import FilterValue, Query
+from vesalius.web.requests import path_uid, who
 
 #: Default return attributes per level, PS3.18 Table 10.6.3-3/-4/-5 (those the index holds).
 DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {

@@ -28,7 +28,7 @@ from vesalius.dicom.transcode import can_transcode, streamed, transcode
 from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, LOSSY_SYNTAXES
 from vesalius.dicomweb import multipart
 from vesalius.dicomweb.media import MediaRange, parse_accept
-from vesalius.dicomweb.requests import path_uid, root_url, who
+from vesalius.dicomweb.requests import root_url
 from vesalius.errors import NotAcceptableError, NotFoundError
 from vesalius.services.archive import Archive
 from vesalius.services.retrieve import (
@@ -38,6 +38,7 @@ from vesalius.services.retrieve import (
     RetrievePlan,
     RetrieveTally,
 )
+from vesalius.web.requests import path_uid, who
 
 CHUNK = 1 << 20
 T = TypeVar("T")

@@ -31,7 +31,7 @@ from starlette.responses import Response
 
 from vesalius.dicom.uids import is_valid_uid
 from vesalius.dicomweb.media import parse_accept, parse_media_type
-from vesalius.dicomweb.requests import DICOM_JSON, error_response, path_uid, root_url, who
+from vesalius.dicomweb.requests import DICOM_JSON, root_url
 from vesalius.dicomweb.store_response import (
     CANNOT_UNDERSTAND,
     DICOM_XML,
@@ -63,6 +63,7 @@ from vesalius.errors import (
 from vesalius.identity import Identity
 from vesalius.services.archive import Archive
 from vesalius.services.ingest import ContentHash
+from vesalius.web.requests import error_response, path_uid, who
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from starlette.responses import Response, StreamingResponse
 from vesalius.dicom.render import parse_render_params
 from vesalius.dicom.uids import check_uid
 from vesalius.dicomweb.rendered import render_instance
-from vesalius.dicomweb.requests import who
 from vesalius.dicomweb.retrieve import audited, instance_chunks, target_syntax
 from vesalius.errors import NotAcceptableError, NotFoundError, QueryError
 from vesalius.services.archive import Archive
 from vesalius.services.retrieve import RetrieveKeys, RetrieveTally
+from vesalius.web.requests import who
 
 _UNSUPPORTED = ("region", "anonymize", "presentationUID", "presentationSeriesUID")
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")

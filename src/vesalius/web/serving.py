@@ -1,7 +1,7 @@
 """Running the HTTP application with uvicorn on a socket bound by the caller.
 
 The main process binds the HTTP port once and every DIMSE worker process serves HTTP on the
-same socket too (``dimse/workers.py``), so concurrent HTTP clients (STOW-RS uploads, a viewer's
+same socket too (``vesalius/processes.py``), so concurrent HTTP clients (STOW-RS uploads, a viewer's
 parallel frame requests) use more than one core, as concurrent associations do.
 
 uvicorn alone never closes a connection that sends nothing, or half a request, and reads a body
@@ -32,12 +32,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from vesalius.settings import Settings
-
 log = logging.getLogger(__name__)
 
-#: The open-file limit :func:`raise_descriptor_limit` asks for (at most the hard limit).
-NOFILE_TARGET = 65536
 #: After a refusal the server still reads (and drops) this much for this long, so a client
 #: that is still sending reads the answer rather than a reset connection ("lingering close").
 LINGER_BYTES = 16 << 20
@@ -56,20 +52,8 @@ class HttpLimits:
     max_connections: int
     max_body: int  # bytes; 0: no limit
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HttpLimits:
-        """The limits from ``settings``, the connection cap kept within the open-file limit."""
-        return cls(
-            header_timeout=settings["http.header_timeout"],
-            keepalive_timeout=settings["http.keepalive_timeout"],
-            body_timeout=settings["http.body_timeout"],
-            send_timeout=settings["http.send_timeout"],
-            max_connections=_connection_cap(settings["http.max_connections"]),
-            max_body=settings["http.max_upload_mb"] << 20,
-        )
 
-
-def _connection_cap(configured: int) -> int:
+def connection_cap(configured: int) -> int:
     """``configured``, lowered to leave a quarter of the descriptors to everything else."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or configured <= soft * 3 // 4:
@@ -82,25 +66,6 @@ def _connection_cap(configured: int) -> int:
         configured,
     )
     return cap
-
-
-def raise_descriptor_limit(target: int = NOFILE_TARGET) -> int:
-    """Raise the soft open-file limit (RLIMIT_NOFILE) to the hard one, at most ``target``.
-
-    Worker processes inherit it. Returns the soft limit in force afterwards.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = target if hard == resource.RLIM_INFINITY else min(hard, target)
-    if soft == resource.RLIM_INFINITY or soft >= want:
-        log.info("open-file limit is %s", soft)
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    except (ValueError, OSError) as exc:
-        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, want, exc)
-        return soft
-    log.info("open-file limit raised from %d to %d (hard limit %s)", soft, want, hard)
-    return want
 
 
 def _answer(status: int, message: str) -> bytes:
@@ -348,9 +313,9 @@ class HttpServer(uvicorn.Server):
             self.should_exit = True
 
 
-def http_server(app: Starlette, settings: Settings, *, ignore_sigint: bool = False) -> HttpServer:
-    """A uvicorn server for ``app``, to ``run(sockets=[...])`` (address from the socket)."""
-    limits = HttpLimits.from_settings(settings)
+def http_server(app: Starlette, limits: HttpLimits, *, ignore_sigint: bool = False) -> HttpServer:
+    """A uvicorn server for ``app`` within ``limits``, to ``run(sockets=[...])`` (address from
+    the socket)."""
     config = uvicorn.Config(
         app,
         log_level="warning",

@@ -1,13 +1,14 @@
-"""Worker processes that accept DIMSE associations on the server's port, and HTTP requests on
-its HTTP port, so concurrent associations and HTTP clients use more than one core (the GIL
-keeps one process's handlers on one).
+"""The process model (wiring): worker processes that accept DIMSE associations on the server's
+port, and HTTP requests on its HTTP port, so concurrent associations and HTTP clients use more
+than one core (the GIL keeps one process's handlers on one). Only ``server.py`` uses this.
 
 The main process binds the listening socket and hands it to each worker (multiprocessing
 duplicates the descriptor); every process accepts on it and the kernel gives each connection
 to one of them. Which one is the kernel's choice, and with a few associations arriving together
 it often picks one process for most of them while the others idle; a :class:`LoadBoard` in
 shared memory holds each process's count of associations, and a process busier than another
-leaves a waiting connection a moment for the less busy one (``DimseServer._accept_loop``).
+leaves a waiting connection a moment for the less busy one (``DimseServer._accept_loop``,
+``dimse/board.py``).
 Each worker opens its own :class:`~vesalius.services.archive.Archive` on the
 same database and storage, so nothing is shared in memory: an instance stored by any process is
 visible to all as soon as its index row is committed. SIGTERM makes a worker stop accepting,
@@ -25,6 +26,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection as mp_connection
 import os
+import resource
 import signal
 import socket
 import sys
@@ -39,8 +41,17 @@ from vesalius.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadBoard", "LoadSlot", "WorkerPool", "die_with_parent", "worker_count"]
+__all__ = [
+    "LoadBoard",
+    "LoadSlot",
+    "WorkerPool",
+    "die_with_parent",
+    "raise_descriptor_limit",
+    "worker_count",
+]
 
+#: The open-file limit :func:`raise_descriptor_limit` asks for (at most the hard limit).
+NOFILE_TARGET = 65536
 #: Upper bound of the automatic worker count (``dicom.workers = 0``).
 MAX_AUTO_WORKERS = 4
 #: prctl(2) option: the signal this process gets when its parent dies.
@@ -61,6 +72,25 @@ def worker_count(settings: Settings) -> int:
     if configured > 0:
         return configured
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
+def raise_descriptor_limit(target: int = NOFILE_TARGET) -> int:
+    """Raise the soft open-file limit (RLIMIT_NOFILE) to the hard one, at most ``target``.
+
+    Worker processes inherit it. Returns the soft limit in force afterwards.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = target if hard == resource.RLIM_INFINITY else min(hard, target)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        log.info("open-file limit is %s", soft)
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, want, exc)
+        return soft
+    log.info("open-file limit raised from %d to %d (hard limit %s)", soft, want, hard)
+    return want
 
 
 class ReadyFlag:

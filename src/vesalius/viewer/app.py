@@ -22,7 +22,6 @@ import mimetypes
 import os
 import re
 import stat
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-
-from vesalius.settings import Settings
 
 #: Path prefixes the viewer never answers for (other front doors own them).
 RESERVED = ("dicom-web", "wado", "api", "ui", "health")
@@ -59,24 +56,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 
 
-def viewer_dir(settings: Settings) -> Path:
-    """The OHIF build to serve: ``viewer.dir`` itself if it holds an ``index.html`` (a custom
-    build), else ``<viewer.dir>/<viewer.version>``; ``viewer.dir`` defaults to
-    ``<sys.prefix>/share/vesalius/ohif`` (inside the virtualenv, apart from data_dir)."""
-    base = viewer_base_dir(settings)
-    if (base / "index.html").is_file():
-        return base
-    return base / str(settings["viewer.version"])
-
-
-def viewer_base_dir(settings: Settings) -> Path:
-    """The folder holding installed OHIF versions, one sub-folder each."""
-    configured = str(settings["viewer.dir"])
-    if configured:
-        return Path(configured).expanduser()
-    return Path(sys.prefix) / "share" / "vesalius" / "ohif"
-
-
 def is_installed(folder: Path) -> bool:
     """Whether ``folder`` holds an OHIF build (its ``index.html``)."""
     return (folder / "index.html").is_file()
@@ -84,20 +63,12 @@ def is_installed(folder: Path) -> bool:
 
 @dataclass(frozen=True)
 class ViewerConfig:
-    """Whether to serve the viewer, the OHIF build to serve (see :func:`viewer_dir`), and the
+    """Whether to serve the viewer, the OHIF build to serve (``wiring.viewer_dir``), and the
     name its data source shows."""
 
     enabled: bool
     folder: Path
     title: str = "Vesalius"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ViewerConfig:
-        return cls(
-            bool(settings["viewer.enabled"]),
-            viewer_dir(settings),
-            f"Vesalius {settings['dicom.ae_title']}",
-        )
 
 
 def app_config(title: str) -> str:
@@ -151,7 +122,7 @@ def config_script(friendly_name: str, dicomweb_root: str, wado_uri_root: str) ->
     }
     body = json.dumps(config, indent=2)
     return (
-        "/* OHIF configuration written by Vesalius (vesalius.web.viewer). The DICOMweb roots are\n"
+        "/* OHIF configuration written by Vesalius (vesalius.viewer.app). The DICOMweb roots are\n"
         "   made absolute against this page's origin, so any host name or port works. */\n"
         f"window.config = {body};\n"
         "(function (origin) {\n"
