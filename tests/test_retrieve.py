@@ -378,20 +378,28 @@ def test_get_order_and_match_limit(qr: RunningServer, corpus: Corpus) -> None:
     assert received == {}
 
 
-def test_get_compressed_to_uncompressed_peer_fails(
+def test_get_compressed_to_uncompressed_peer_decompresses(
     qr: RunningServer, corpus: Corpus, tmp_path: Path
 ) -> None:
-    """getscu proposes only uncompressed syntaxes by default; RLE is not transcoded."""
+    """getscu proposes only uncompressed syntaxes by default: the RLE instance is decompressed
+    for it by the converter WADO-RS uses (lossless, the same pixels), and the stored file does
+    not change. (Until issue 12 this was a failed sub-operation, 0xA702, where Orthanc
+    delivered.)"""
     out = tmp_path / "get"
     out.mkdir()
+    [stored] = [stored_by_uid(qr)[uid] for uid in corpus.uids("D")]
+    before = stored.read_bytes()
     args = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={corpus.study[3]}"]
-    proc = dcmtk("getscu", "-v", "+B", "-od", str(out), *args, *qr.address, check=False)
+    proc = dcmtk("getscu", "-v", "+B", "-od", str(out), *args, *qr.address)
     text = proc.stderr + proc.stdout
-    assert suboperation_counts(text) == {"remaining": 0, "completed": 0, "failed": 1, "warning": 0}
-    # 0xA702; getscu then fails to release, as DCMTK's DcmSCU leaves the response's data set
-    # (the Failed SOP Instance UID List, PS3.7 9.3.3.2) unread. Vesalius answered correctly.
-    assert "Refused: OutOfResourcesSubOperations" in text
-    assert list(out.iterdir()) == []
+    assert suboperation_counts(text) == {"remaining": 0, "completed": 1, "failed": 0, "warning": 0}
+    [received] = list(out.iterdir())
+    got = dcmread(received)
+    assert got.file_meta.TransferSyntaxUID in (EXPLICIT_VR_LE, "1.2.840.10008.1.2")
+    original = dcmread(stored)
+    assert got.SOPInstanceUID == original.SOPInstanceUID
+    assert (got.pixel_array == original.pixel_array).all()
+    assert stored.read_bytes() == before
 
     # getscu proposes RLE in one context with the uncompressed syntaxes, and Vesalius accepts
     # an uncompressed one first; a requestor proposing RLE on its own gets the file as stored.
@@ -558,6 +566,33 @@ def test_move_unknown_or_unreachable_destination(
     refused = [r.getMessage() for r in caplog.records if r.name == "vesalius.audit"]
     assert any('"reason": "unknown destination"' in r and "NOWHERE" in r for r in refused)
     assert any('"outcome": "incomplete"' in r and '"DOWN"' in r for r in refused)
+
+
+def test_move_jpeg_to_a_default_storescp_decompresses(
+    qr: RunningServer, storescp: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A JPEG-stored study C-MOVEd to a default DCMTK storescp, which accepts uncompressed
+    syntaxes only, arrives decompressed (as Orthanc delivers it), not 0xA702; the stored file
+    stays as it was."""
+    source = dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+    study = generate_uid()
+    source.StudyInstanceUID = study
+    source.SOPInstanceUID = source.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    path = tmp_path / "jpeg.dcm"
+    source.save_as(path, enforce_file_format=True)
+    dcmtk("storescu", "-xy", *qr.address, str(path))  # proposes JPEG baseline: stored as is
+    [stored] = stored_by_uid(qr).values()
+    before = stored.read_bytes()
+    assert dcmread(stored).file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
+    folder = storescp("DEST")  # storescp's defaults: uncompressed syntaxes only
+    args = ["-S", "-aem", "DEST", "-k", "QueryRetrieveLevel=STUDY", "-k"]
+    proc = dcmtk("movescu", "-v", *args, f"StudyInstanceUID={study}", *qr.address)
+    assert "Received Final Move Response (Success)" in proc.stderr + proc.stdout
+    [received] = received_files(folder).values()
+    got = dcmread(received)
+    assert not got.file_meta.TransferSyntaxUID.is_compressed
+    assert got.pixel_array.shape == source.pixel_array.shape
+    assert stored.read_bytes() == before
 
 
 def test_move_to_destination_accepting_only_ct(

@@ -138,25 +138,31 @@ class _Walker:
 def dataset_offset(path: Path) -> int:
     """Byte offset where the data set starts, after the preamble and File Meta (PS3.10 7.1)."""
     with open(path, "rb") as fh:
-        head = fh.read(132)
-        if len(head) < 132 or head[128:132] != b"DICM":
-            raise InvalidDataError("not a DICOM Part 10 file (no DICM prefix)")
-        while True:
-            pos = fh.tell()
-            raw = fh.read(8)
-            if len(raw) < 8:
-                return pos
-            group = struct.unpack("<H", raw[:2])[0]
-            if group != 0x0002:
-                return pos
-            vr = raw[4:6]
-            if vr in _LONG_VRS:
-                length = struct.unpack("<I", fh.read(4))[0]
-            else:
-                length = struct.unpack("<H", raw[6:8])[0]
-            if length == UNDEFINED:
-                raise InvalidDataError("File Meta element with undefined length")
-            fh.seek(length, 1)
+        return dataset_offset_in(fh)
+
+
+def dataset_offset_in(fh: BinaryIO) -> int:
+    """:func:`dataset_offset` of a Part 10 file open at its start (left after the File Meta)."""
+    head = fh.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise InvalidDataError("not a DICOM Part 10 file (no DICM prefix)")
+    while True:
+        pos = fh.tell()
+        raw = fh.read(8)
+        if len(raw) < 8:
+            return pos
+        group = struct.unpack("<H", raw[:2])[0]
+        if group != 0x0002:
+            fh.seek(pos)
+            return pos
+        vr = raw[4:6]
+        if vr in _LONG_VRS:
+            length = struct.unpack("<I", fh.read(4))[0]
+        else:
+            length = struct.unpack("<H", raw[6:8])[0]
+        if length == UNDEFINED:
+            raise InvalidDataError("File Meta element with undefined length")
+        fh.seek(length, 1)
 
 
 def find_pixel_data(path: Path, transfer_syntax: str) -> PixelDataElement | None:

@@ -15,6 +15,7 @@ and the inflated size of a deflated source with ``max_inflated``.
 
 from __future__ import annotations
 
+import io
 import shutil
 import struct
 from pathlib import Path
@@ -41,6 +42,7 @@ from pydicom.uid import (
 )
 
 from vesalius.dicom.inflate import open_inflated, write_explicit
+from vesalius.dicom.structure import dataset_offset_in
 from vesalius.errors import InvalidDataError, NotAcceptableError, NotFoundError
 
 NATIVE_SYNTAXES = frozenset(
@@ -223,3 +225,36 @@ def transcode(
         raise InvalidDataError(f"cannot write this instance as a Part 10 file: {exc}") from exc
     except (ValueError, TypeError, struct.error, OverflowError) as exc:
         raise NotAcceptableError(f"cannot write this instance as {target.name}: {exc}") from exc
+
+
+def decoded_size(path: Path) -> int | None:
+    """The size of the native pixel data of ``path`` (Rows x Columns x Samples per Pixel x Bits
+    Allocated x Number of Frames, PS3.5 8.2), from its header; None when it has no image."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, defer_size=1024)
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError, InvalidDicomError, OSError, EOFError):
+        return None
+    return rows * columns * samples * frames * bits // 8
+
+
+def transcoded_data_set(
+    path: Path, target_ts: str, *, max_decoded: int, max_inflated: int | None = None
+) -> bytes:
+    """The data set of ``path`` in ``target_ts``, without preamble or File Meta (a C-STORE's
+    data set, PS3.7 9.3.1), by :func:`transcode`; NotAcceptableError when the image would
+    decode to more than ``max_decoded`` bytes (it is held in memory)."""
+    size = decoded_size(path)
+    if size is not None and size > max_decoded:
+        raise NotAcceptableError(
+            f"the image decodes to {size >> 20} MiB, over the {max_decoded >> 20} MiB that "
+            "may be converted in memory"
+        )
+    out = io.BytesIO()
+    transcode(path, target_ts, out, max_inflated=max_inflated)
+    out.seek(0)
+    offset = dataset_offset_in(out)
+    return out.getbuffer()[offset:].tobytes()

@@ -10,10 +10,12 @@ C-CANCEL-RQ (checked between sub-operations). An unknown or unreachable destinat
 a refused identifier gets its failure status and Error Comment (0xA900, 0xC000).
 
 **Transfer syntax.** An instance goes in its stored transfer syntax when the peer accepted that
-syntax for its SOP class (C-MOVE proposes exactly those pairs). Otherwise an instance stored
-uncompressed little endian is decoded and re-encoded in Explicit or Implicit VR Little Endian,
-which is lossless (a deflated one goes to Explicit VR Little Endian inflated as a stream);
-anything else is a failed sub-operation (no transcoding yet).
+syntax for its SOP class (C-MOVE proposes those pairs first). Otherwise it is converted to
+Explicit or Implicit VR Little Endian by the converter WADO-RS uses (``dicom/transcode.py``):
+re-encoded when stored uncompressed (a deflated one inflated as a stream), decompressed when
+stored compressed and a decoder is installed, as a peer that accepts only uncompressed syntaxes
+needs (a default DCMTK storescp or getscu). The stored file never changes. An instance that
+cannot be converted is a failed sub-operation.
 """
 
 from __future__ import annotations
@@ -24,15 +26,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_dataset
-from pydicom.uid import UID
+from pydicom.dataset import Dataset
 from pynetdicom import build_context
 from pynetdicom.presentation import PresentationContext
 
 from vesalius.dicom.inflate import inflated_size, open_inflated
 from vesalius.dicom.structure import dataset_offset
+from vesalius.dicom.transcode import can_transcode, transcoded_data_set
 from vesalius.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LE,
     EXPLICIT_VR_LE,
@@ -74,10 +74,14 @@ MODELS: dict[str, Model] = {
     STUDY_ROOT_MOVE: "STUDY",
     STUDY_ROOT_GET: "STUDY",
 }
-#: What an uncompressed instance may be re-encoded in when its own syntax was not accepted.
+#: What an instance is converted to when the peer accepted no context in its stored syntax:
+#: every peer must accept Implicit VR Little Endian (PS3.5 10.1), most prefer Explicit. Native
+#: syntaxes re-encode losslessly; compressed ones are decompressed (``dicom/transcode.py``, the
+#: converter WADO-RS uses too; the stored file never changes).
 FALLBACK_SYNTAXES = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
-#: Stored syntaxes that re-encode losslessly into those: little endian with native pixel data.
-REENCODABLE = (IMPLICIT_VR_LE, EXPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE)
+#: Largest image decompressed or re-encoded in memory for one sub-operation (its decoded
+#: pixel data, Rows x Columns x Samples x Bits x Frames); larger fails that sub-operation.
+MAX_DECODED = 256 << 20
 #: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2);
 #: one goes to Verification, so a destination that takes none of the storage contexts still
 #: associates and each sub-operation fails visibly (0xA702 with the Failed SOP Instance UID List).
@@ -96,7 +100,7 @@ def move_contexts(instances: list[InstanceLocation]) -> list[PresentationContext
     wanted: dict[str, list[str]] = {}
     for instance in instances:
         syntaxes = wanted.setdefault(instance.sop_class_uid, [])
-        extra = FALLBACK_SYNTAXES if instance.transfer_syntax_uid in REENCODABLE else ()
+        extra = _fallbacks(instance.transfer_syntax_uid)
         for syntax in (instance.transfer_syntax_uid, *extra):
             if syntax not in syntaxes:
                 syntaxes.append(syntax)
@@ -110,27 +114,23 @@ def move_contexts(instances: list[InstanceLocation]) -> list[PresentationContext
     return [verification, *(build_context(sop, syntaxes) for sop, syntaxes in grouped)]
 
 
+def _fallbacks(stored: str) -> tuple[str, ...]:
+    """The syntaxes an instance stored in ``stored`` can also be sent in."""
+    return tuple(s for s in FALLBACK_SYNTAXES if s != stored and can_transcode(stored, s))
+
+
 @contextmanager
 def _reencoded(path: Path, stored: str, syntax: str) -> Iterator[bytes | tuple[BinaryIO, int]]:
     """The instance's data set in ``syntax``. A deflated one in Explicit VR Little Endian is its
     inflated bytes as a stream, with their size: inflated twice (once to count, once to send),
-    so memory stays flat whatever the size. Anything else is decoded and re-encoded in memory
-    (a fresh Dataset has no "original encoding", so pydicom converts every element instead of
-    copying raw bytes); a deflated source goes through pydicom's reader as a stream, so only
-    the decoded data set is held, at most ``ingest.max_inflated_mb`` since it was stored."""
+    so memory stays flat whatever the size. Anything else goes through the one converter of
+    ``dicom/transcode.py`` in memory, within :data:`MAX_DECODED`."""
     if stored == DEFLATED_EXPLICIT_VR_LE and syntax == EXPLICIT_VR_LE:
         size = inflated_size(path)
         with open_inflated(path) as (_, stream):
             yield cast(BinaryIO, stream), size
         return
-    if stored == DEFLATED_EXPLICIT_VR_LE:
-        with open_inflated(path) as (_, stream):
-            ds = Dataset(read_dataset(cast(BinaryIO, stream), False, True))
-    else:
-        ds = Dataset(dcmread(path))
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    yield encode_data_set(ds, syntax)
+    yield transcoded_data_set(path, syntax, max_decoded=MAX_DECODED, max_inflated=MAX_DECODED)
 
 
 class SubOperations:
@@ -161,11 +161,10 @@ class SubOperations:
         for cx_id, syntax in accepted:
             if syntax == instance.transfer_syntax_uid:
                 return cx_id, syntax
-        if instance.transfer_syntax_uid in REENCODABLE:
-            for fallback in FALLBACK_SYNTAXES:
-                for cx_id, syntax in accepted:
-                    if syntax == fallback:
-                        return cx_id, syntax
+        for fallback in _fallbacks(instance.transfer_syntax_uid):
+            for cx_id, syntax in accepted:
+                if syntax == fallback:
+                    return cx_id, syntax
         return None
 
     def send(self, instance: InstanceLocation, path: Path) -> None:
@@ -192,7 +191,7 @@ class SubOperations:
         if chosen is None:
             raise ValueError(
                 f"peer accepted no context for {instance.sop_class_uid} in "
-                f"{instance.transfer_syntax_uid}; transcoding is not supported"
+                f"{instance.transfer_syntax_uid} nor one it can be converted to"
             )
         cx_id, syntax = chosen
         message_id = self.link.next_message_id()
