@@ -47,6 +47,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from conftest import dcmtk, free_port, wait_for_port
+from pynetdicom_peer import configure_streaming
 from served import Served, serve
 from synth import SECONDARY_CAPTURE_STORAGE
 from vesalius.dicom import frames as pixel_frames
@@ -56,7 +57,6 @@ from vesalius.dicom.scan import scan_instance
 from vesalius.dicom.transcode import transcode
 from vesalius.dimse.association import decode_data_set
 from vesalius.dimse.retrieve import _reencoded
-from vesalius.dimse.scu import configure_streaming
 from vesalius.errors import InvalidDataError, TooLargeError
 from vesalius.services.metadata import read_with_metadata
 

@@ -33,9 +33,9 @@ from pynetdicom.sop_class import (
 )
 
 from conftest import RunningServer, dcmtk, free_port, make_server, wait_for_port, wait_until
+from pynetdicom_peer import configure_streaming
 from vesalius.dicom.structure import dataset_offset
 from vesalius.dimse.identifiers import keys_from_identifier
-from vesalius.dimse.scu import configure_streaming
 from vesalius.errors import QueryError
 from vesalius.identity import Identity
 from vesalius.services.retrieve import RetrieveService

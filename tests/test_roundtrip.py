@@ -23,6 +23,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
 from conftest import RunningServer, dcmtk, free_port, make_server
+from pynetdicom_peer import configure_streaming
 from test_retrieve import (
     dataset_bytes,
     file_pair,
@@ -33,7 +34,6 @@ from test_retrieve import (
     storescu_config,
     suboperation_counts,
 )
-from vesalius.dimse.scu import configure_streaming
 from vesalius.settings import Modality
 
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"

@@ -7,12 +7,10 @@ title, or ``AET@HOST:PORT``. The calling AE title defaults to ``dicom.ae_title``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -236,7 +234,6 @@ def send(
                     unreadable.append((path, exc.message))
                 else:
                     skipped += 1
-    scu.configure_streaming(Path(tempfile.gettempdir()))
     outcomes: list[StoreOutcome] = []
     with _progress(len(items), "C-STORE", "file") as bar:
 
@@ -461,8 +458,6 @@ def get(
     if not all(is_valid_uid(ts) for ts in syntaxes):
         raise click.UsageError("--syntax takes transfer syntax UIDs")
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / ".partial"
-    scu.configure_streaming(partial)
     received: list[scu.ReceivedFile] = []
     receiver = scu.FileReceiver(out_dir, received.append)
     responses = scu.get(peer, options, identifier, chosen, receiver, classes, syntaxes)
@@ -470,9 +465,6 @@ def get(
         final = _follow(responses, "C-GET")
     except VesaliusError as exc:
         raise _fail(exc) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            partial.rmdir()
     written = [r for r in received if r.path is not None]
     refused = [r for r in received if r.path is None]
     ok = _retrieve_summary(

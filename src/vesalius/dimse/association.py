@@ -37,6 +37,7 @@ from vesalius.dimse import commands, pdu
 from vesalius.dimse.commands import Command
 from vesalius.dimse.negotiation import Context, Negotiated
 from vesalius.dimse.pdu import ConnectionClosed, ProtocolError
+from vesalius.dimse.transport import Transport, send_parts, set_timeout
 from vesalius.errors import PeerError
 from vesalius.services.ingest import ContentHash
 
@@ -148,13 +149,10 @@ def decode_data_set(data: bytes, syntax: str) -> Dataset:
     return ds
 
 
-def set_send_timeout(sock: socket.socket, seconds: float | None) -> None:
+def set_send_timeout(sock: Transport, seconds: float | None) -> None:
     """``SO_SNDTIMEO`` (socket(7)): how long one send may wait for the peer to read; None or
     0: without limit."""
-    whole = int(seconds or 0)
-    micro = int(((seconds or 0) - whole) * 1_000_000)
-    with contextlib.suppress(OSError):  # a socket already closed reports on first use
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("@ll", whole, micro))
+    set_timeout(sock, socket.SO_SNDTIMEO, seconds)
 
 
 def send_fragment_size(peer_max_pdu: int, own_max_pdu: int) -> int:
@@ -177,7 +175,7 @@ class Association:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: Transport,
         agreed: Negotiated,
         *,
         max_pdu: int,
@@ -422,14 +420,7 @@ class Association:
 
     def _send_raw(self, *parts: bytes | memoryview) -> None:
         try:
-            if len(parts) == 1:
-                self.sock.sendall(parts[0])
-                return
-            total = sum(len(p) for p in parts)
-            sent = self.sock.sendmsg(parts)
-            if sent < total:  # rare: finish what the kernel did not take at once
-                joined = b"".join(bytes(p) for p in parts)
-                self.sock.sendall(joined[sent:])
+            send_parts(self.sock, parts)
         except OSError as exc:
             self.ended = True
             raise Aborted(f"cannot send to the peer: {exc}") from exc

@@ -20,6 +20,13 @@ C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
 C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
 C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
 C_CANCEL_RQ = 0x0FFF
+# The DIMSE-N services (PS3.7 10.3): storage commitment, MPPS, UPS and print use them.
+N_EVENT_REPORT_RQ, N_EVENT_REPORT_RSP = 0x0100, 0x8100
+N_GET_RQ, N_GET_RSP = 0x0110, 0x8110
+N_SET_RQ, N_SET_RSP = 0x0120, 0x8120
+N_ACTION_RQ, N_ACTION_RSP = 0x0130, 0x8130
+N_CREATE_RQ, N_CREATE_RSP = 0x0140, 0x8140
+N_DELETE_RQ, N_DELETE_RSP = 0x0150, 0x8150
 #: Command Data Set Type (0000,0800): this value means "no data set"; anything else, one follows.
 NO_DATA_SET = 0x0101
 DATA_SET = 0x0000
@@ -40,6 +47,9 @@ ERROR_COMMENT = 0x0902
 ERROR_ID = 0x0903
 AFFECTED_SOP_INSTANCE = 0x1000
 REQUESTED_SOP_INSTANCE = 0x1001
+EVENT_TYPE_ID = 0x1002
+ATTRIBUTE_IDENTIFIER_LIST = 0x1005
+ACTION_TYPE_ID = 0x1008
 REMAINING = 0x1020
 COMPLETED = 0x1021
 FAILED = 0x1022
@@ -64,6 +74,9 @@ VR: dict[int, str] = {
     ERROR_ID: "US",
     AFFECTED_SOP_INSTANCE: "UI",
     REQUESTED_SOP_INSTANCE: "UI",
+    EVENT_TYPE_ID: "US",
+    ATTRIBUTE_IDENTIFIER_LIST: "AT",
+    ACTION_TYPE_ID: "US",
     REMAINING: "US",
     COMPLETED: "US",
     FAILED: "US",
@@ -83,7 +96,24 @@ NAMES = {
     C_ECHO_RQ: "C-ECHO-RQ",
     C_ECHO_RSP: "C-ECHO-RSP",
     C_CANCEL_RQ: "C-CANCEL-RQ",
+    N_EVENT_REPORT_RQ: "N-EVENT-REPORT-RQ",
+    N_EVENT_REPORT_RSP: "N-EVENT-REPORT-RSP",
+    N_GET_RQ: "N-GET-RQ",
+    N_GET_RSP: "N-GET-RSP",
+    N_SET_RQ: "N-SET-RQ",
+    N_SET_RSP: "N-SET-RSP",
+    N_ACTION_RQ: "N-ACTION-RQ",
+    N_ACTION_RSP: "N-ACTION-RSP",
+    N_CREATE_RQ: "N-CREATE-RQ",
+    N_CREATE_RSP: "N-CREATE-RSP",
+    N_DELETE_RQ: "N-DELETE-RQ",
+    N_DELETE_RSP: "N-DELETE-RSP",
 }
+#: The response field of each request (PS3.7 E.1-1: the request's with bit 15 set).
+RESPONSE_FIELD = {rq: rq | 0x8000 for rq in NAMES if not rq & 0x8000 and rq != C_CANCEL_RQ}
+#: Requests naming their SOP instance in Requested SOP Instance UID (0000,1001), answered in
+#: Affected SOP Instance UID (0000,1000) (PS3.7 10.3).
+_REQUESTED = {N_GET_RQ, N_SET_RQ, N_ACTION_RQ, N_DELETE_RQ}
 
 _ELEMENT = struct.Struct("<HHL")
 _US = struct.Struct("<H")
@@ -115,6 +145,11 @@ class Command:
     @property
     def message_id(self) -> int:
         return self.us(MESSAGE_ID) or 0
+
+    @property
+    def message_id_responded(self) -> int | None:
+        """Message ID Being Responded To (0000,0120) of a response."""
+        return self.us(RESPONDED_TO)
 
     @property
     def has_data_set(self) -> bool:
@@ -175,16 +210,28 @@ def response(
     data_set: bool = False,
     extra: Iterable[tuple[int, Value | tuple[int, ...]]] = (),
 ) -> bytes:
-    """The response command to ``request`` (PS3.7 9.3): SOP class/instance echoed where the
-    service defines them, Message ID Being Responded To, Status."""
+    """The response command to ``request`` (PS3.7 9.3, 10.3): SOP class and instance echoed
+    where the service defines them (a DIMSE-N request's Requested SOP Class/Instance come back
+    as Affected ones), Message ID Being Responded To, Status, and the Event or Action Type ID
+    of an N-EVENT-REPORT or N-ACTION."""
+    field = request.field
+    sop_class = request.text(AFFECTED_SOP_CLASS)
+    instance = request.text(AFFECTED_SOP_INSTANCE)
+    if field in _REQUESTED:
+        sop_class = request.text(REQUESTED_SOP_CLASS) or sop_class
+        instance = request.text(REQUESTED_SOP_INSTANCE) or instance
     elements: list[tuple[int, Value | tuple[int, ...]]] = [
         (COMMAND_FIELD, field_),
         (RESPONDED_TO, request.message_id),
         (DATA_SET_TYPE, DATA_SET if data_set else NO_DATA_SET),
         (STATUS, status),
-        (AFFECTED_SOP_CLASS, request.text(AFFECTED_SOP_CLASS) or None),
+        (AFFECTED_SOP_CLASS, sop_class or None),
     ]
-    if field_ == C_STORE_RSP:
-        elements.append((AFFECTED_SOP_INSTANCE, request.text(AFFECTED_SOP_INSTANCE) or None))
+    if field_ == C_STORE_RSP or (field_ & 0xFF00) == 0x8100:  # C-STORE and every DIMSE-N
+        elements.append((AFFECTED_SOP_INSTANCE, instance or None))
+    if field == N_EVENT_REPORT_RQ:
+        elements.append((EVENT_TYPE_ID, request.us(EVENT_TYPE_ID)))
+    if field == N_ACTION_RQ:
+        elements.append((ACTION_TYPE_ID, request.us(ACTION_TYPE_ID)))
     elements.extend(extra)
     return encode(elements)

@@ -10,7 +10,6 @@ fragment costs one or two system calls and no intermediate objects.
 from __future__ import annotations
 
 import array
-import contextlib
 import fcntl
 import socket
 import struct
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from time import monotonic
 
+from vesalius.dimse.transport import Transport, set_timeout
 from vesalius.errors import PeerError
 
 ASSOCIATE_RQ = 0x01
@@ -79,7 +79,7 @@ FIRST_BUFFER = 64 << 10
 TIMER_SLACK = 1.0
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytearray:
+def recv_exact(sock: Transport, size: int) -> bytearray:
     """Read exactly ``size`` bytes; :class:`ConnectionClosed` if the peer closes first.
 
     The buffer starts at :data:`FIRST_BUFFER` bytes and doubles as bytes arrive, so a peer
@@ -111,7 +111,7 @@ def _check_header(kind: int, length: int, max_length: int) -> None:
         raise ProtocolError(f"PDU type 0x{kind:02X} of {length} bytes", REASON_INVALID_PARAMETER)
 
 
-def read_pdu(sock: socket.socket, max_length: int) -> Pdu:
+def read_pdu(sock: Transport, max_length: int) -> Pdu:
     """Read one PDU with the socket's own timeout per wait; a type outside PS3.8 Table 9-1 or
     a P-DATA-TF longer than ``max_length`` (the Maximum Length we announced, 0 = any) is a
     :class:`ProtocolError`. :class:`Receiver` reads with deadlines instead."""
@@ -147,13 +147,9 @@ class Budget:
         return self.start + self.timeout + extra
 
 
-def _set_receive_timeout(sock: socket.socket, seconds: float | None) -> None:
+def _set_receive_timeout(sock: Transport, seconds: float | None) -> None:
     """``SO_RCVTIMEO`` (socket(7)); None: wait without limit."""
-    value = max(seconds, 0.001) if seconds is not None else 0.0
-    whole = int(value)
-    micro = int((value - whole) * 1_000_000)
-    with contextlib.suppress(OSError):  # a socket already closed reports on first use
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", whole, micro))
+    set_timeout(sock, socket.SO_RCVTIMEO, seconds)
 
 
 class Receiver:
@@ -166,7 +162,7 @@ class Receiver:
     than :data:`TIMER_SLACK` below it, so a fast transfer costs no extra system calls.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Transport) -> None:
         self.sock = sock
         #: The kernel receive timeout now set; None: none (wait without limit).
         self._timeout: float | None = None

@@ -1,4 +1,5 @@
-"""Opening associations as requestor (PS3.8 7.1.1), for C-MOVE sub-operations.
+"""Opening associations as requestor (PS3.8 7.1.1): for C-MOVE sub-operations and for the
+``vesalius`` SCU commands.
 
 The same :class:`~vesalius.dimse.association.Association` as on the accepting side carries the
 messages once the A-ASSOCIATE-AC is in: blocking I/O in the calling thread, no reactor.
@@ -7,19 +8,51 @@ messages once the A-ASSOCIATE-AC is in: blocking I/O in the calling thread, no r
 from __future__ import annotations
 
 import contextlib
-import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pynetdicom.presentation import PresentationContext
 
-from vesalius.dimse import negotiation, pdu
+from vesalius.dimse import negotiation, pdu, transport
 from vesalius.dimse.association import Association
 from vesalius.dimse.pdu import ProtocolError
 from vesalius.errors import PeerError
 
+#: A-ASSOCIATE-RJ results, sources and reasons (PS3.8 Table 9-21), as people read them.
+RESULTS = {1: "permanent", 2: "transient"}
+SOURCES = {
+    1: "DICOM UL service-user",
+    2: "DICOM UL service-provider (ACSE)",
+    3: "DICOM UL service-provider (presentation)",
+}
+REASONS = {
+    (1, 1): "No reason given",
+    (1, 2): "Application context name not supported",
+    (1, 3): "Calling AE title not recognised",
+    (1, 7): "Called AE title not recognised",
+    (2, 1): "No reason given",
+    (2, 2): "Protocol version not supported",
+    (3, 1): "Temporary congestion",
+    (3, 2): "Local limit exceeded",
+}
+
 
 class AssociationRefused(PeerError):
     """The peer rejected (A-ASSOCIATE-RJ) or aborted our association request."""
+
+
+class Unreachable(PeerError):
+    """The peer could not be reached (connection refused, no route, timed out)."""
+
+
+def rejection(body: bytes | bytearray) -> str:
+    """The reason of an A-ASSOCIATE-RJ body, in words: ``Called AE title not recognised
+    (permanent, DICOM UL service-user)``."""
+    if len(body) < 4:
+        return "no reason given"
+    result, source, reason = body[1], body[2], body[3]
+    meaning = REASONS.get((source, reason), f"reason {reason}")
+    return f"{meaning} ({RESULTS.get(result, result)}, {SOURCES.get(source, source)})"
 
 
 def connect(
@@ -34,25 +67,28 @@ def connect(
     network_timeout: float | None,
     dimse_timeout: float | None,
     roles: Sequence[tuple[str, bool, bool]] = (),
+    staging: Callable[[], tuple[int, Path]] | None = None,
+    min_rate: int = 0,
 ) -> Association:
-    """Connect, negotiate, and return the established association.
+    """Connect, negotiate, and return the established association; ``staging`` makes the
+    association receive C-STORE data sets (C-GET sub-operations) into files it hands out.
 
-    Raises :class:`AssociationRefused` on rejection or abort and :class:`PeerError` when the
-    peer cannot be reached or answers with something other than an association PDU.
+    Raises :class:`Unreachable` when the peer cannot be reached, :class:`AssociationRefused`
+    on rejection or abort, :class:`PeerError` for anything else it answers.
     """
     try:
-        sock = socket.create_connection((host, port), timeout=acse_timeout)
+        sock = transport.connect(host, port, acse_timeout)
     except OSError as exc:
-        raise PeerError(f"cannot connect to {called_ae} at {host}:{port}: {exc}") from exc
+        reason = exc.strerror or type(exc).__name__
+        raise Unreachable(f"cannot connect to {called_ae} at {host}:{port}: {reason}") from exc
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(negotiation.request(calling_ae, called_ae, contexts, max_pdu, roles))
         sock.settimeout(acse_timeout)
         answer = pdu.read_pdu(sock, 0)
         if answer.kind == pdu.ASSOCIATE_RJ:
-            body = answer.body
-            reason = tuple(body[1:4]) if len(body) >= 4 else ()
-            raise AssociationRefused(f"{called_ae} rejected the association {reason}")
+            raise AssociationRefused(
+                f"{called_ae} rejected the association: {rejection(answer.body)}"
+            )
         if answer.kind == pdu.ABORT:
             raise AssociationRefused(f"{called_ae} aborted the association request")
         if answer.kind != pdu.ASSOCIATE_AC:
@@ -72,4 +108,6 @@ def connect(
         network_timeout=network_timeout,
         dimse_timeout=dimse_timeout,
         peer_address=host,
+        staging=staging,
+        min_rate=min_rate,
     )

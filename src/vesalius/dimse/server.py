@@ -46,6 +46,7 @@ from vesalius.dimse.board import LoadBoard, LoadSlot, host_bucket
 from vesalius.dimse.config import DimseConfig, ScpContext
 from vesalius.dimse.negotiation import AcceptorPolicy, Rejected
 from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
+from vesalius.dimse.transport import listen
 from vesalius.errors import PeerError
 from vesalius.services.archive import Archive
 
@@ -64,7 +65,7 @@ EXTRA_CONNECTIONS = 32
 MAX_REFUSING = 16
 REFUSE_WAIT = 2.0
 
-__all__ = ["IMPLEMENTATION_VERSION", "DimseServer", "supported_contexts"]
+__all__ = ["IMPLEMENTATION_VERSION", "DimseServer", "listen", "supported_contexts"]
 
 Handler = Callable[[ScpContext, Association, Message], None]
 HANDLERS: dict[int, Handler] = {
@@ -391,19 +392,6 @@ class DimseServer:
             extra=[(commands.ERROR_COMMENT, comment[:64])],
         )
         assoc.send(message.context.id, rsp)
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-        listener.listen(128)
-    except OSError:
-        listener.close()
-        raise
-    return listener
 
 
 def _linger(sock: socket.socket, timeout: float = 2.0) -> None:

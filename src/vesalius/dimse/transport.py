@@ -1,59 +1,89 @@
-"""Socket and flow-control tuning shared by every association we take part in.
+"""The transport under the DICOM Upper Layer (PS3.8 9.1.1): a byte stream with blocking reads
+and writes and kernel timeouts. TCP today; TLS (PS3.15 B.9-B.12, ``ssl.SSLSocket``) is
+another transport of the same shape, so the PDU reader (``pdu.Receiver``) and the association
+work on either unchanged.
 
-* ``TCP_NODELAY`` on every socket: small DIMSE responses otherwise wait on delayed ACKs.
-* A bounded send queue: pynetdicom queues every P-DATA PDU of a message for its DUL thread with
-  no limit, so streaming a large file to a slow peer would pile the whole file up in memory.
+What the Upper Layer needs of a transport is :class:`Transport`; :func:`connect` and
+:func:`listen` open TCP ones with ``TCP_NODELAY`` (small DIMSE responses otherwise wait on
+delayed ACKs).
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import socket
-from typing import Any
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from pynetdicom.pdu_primitives import P_DATA
-
-#: P-DATA PDUs queued for sending at most (see :func:`bound_send_queue`).
-SEND_QUEUE_PDUS = 16
-
-
-def set_nodelay(event: Any) -> None:
-    """EVT_CONN_OPEN: disable Nagle's algorithm on the association's socket."""
-    sock = getattr(event.assoc.dul.socket, "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 
-def bound_send_queue(assoc: Any, max_pdus: int = SEND_QUEUE_PDUS) -> None:
-    """Give sending back-pressure: pynetdicom puts every P-DATA PDU of a message on an unbounded
-    queue that its DUL thread drains, so a large streamed file would pile up in memory whenever
-    the network is slower than the disk. Bound that queue for P-DATA only (release and abort
-    requests never wait); once the DUL thread has stopped nothing drains the queue, so the
-    bound is lifted rather than block."""
-    dul = assoc.dul
-    provider_queue: Any = dul.to_provider_queue
-    put = provider_queue.put
+class Transport(Protocol):
+    """A connected byte stream: what ``socket.socket`` and ``ssl.SSLSocket`` both offer."""
 
-    def put_now(item: Any) -> None:
-        with provider_queue.not_full:  # Queue.put without the size check
-            provider_queue._put(item)
-            provider_queue.unfinished_tasks += 1
-            provider_queue.not_empty.notify()
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = ..., flags: int = ..., /) -> int: ...
 
-    def bounded_put(item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if not isinstance(item, P_DATA):
-            put_now(item)
-            return
-        while True:
-            try:
-                put(item, True, 0.2)
-                return
-            except queue.Full:
-                if not dul.is_alive() or getattr(dul, "_kill_thread", False):
-                    put_now(item)
-                    return
+    def sendall(self, data: ReadableBuffer, flags: int = ..., /) -> None: ...
 
-    provider_queue.maxsize = max_pdus
-    provider_queue.put = bounded_put
+    def setsockopt(self, level: int, optname: int, value: int | ReadableBuffer, /) -> None: ...
+
+    def settimeout(self, value: float | None, /) -> None: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+
+def send_parts(transport: Transport, parts: Sequence[ReadableBuffer]) -> None:
+    """Send ``parts`` in order, with one ``sendmsg`` (scatter/gather, one system call) where
+    the transport has it (plain TCP), else joined (TLS encrypts records from one buffer)."""
+    if len(parts) == 1:
+        transport.sendall(parts[0])
+        return
+    sendmsg = getattr(transport, "sendmsg", None)
+    if sendmsg is None:
+        transport.sendall(b"".join(bytes(p) for p in parts))
+        return
+    total = sum(len(memoryview(p)) for p in parts)
+    sent = int(sendmsg(parts))
+    if sent < total:  # rare: finish what the kernel did not take at once
+        joined = b"".join(bytes(p) for p in parts)
+        transport.sendall(joined[sent:])
+
+
+def set_timeout(transport: Transport, option: int, seconds: float | None) -> None:
+    """``SO_RCVTIMEO`` or ``SO_SNDTIMEO`` (socket(7)) on a blocking transport; None or 0:
+    wait without limit."""
+    value = max(seconds, 0.001) if seconds else 0.0
+    whole = int(value)
+    micro = int((value - whole) * 1_000_000)
+    with contextlib.suppress(OSError):  # a socket already closed reports on first use
+        transport.setsockopt(socket.SOL_SOCKET, option, struct.pack("@ll", whole, micro))
+
+
+def connect(host: str, port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection to ``host:port`` with ``TCP_NODELAY`` (``OSError`` when it fails)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener

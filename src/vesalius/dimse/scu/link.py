@@ -1,0 +1,167 @@
+"""Associations the ``vesalius`` SCU commands open, on our own Upper Layer (the same
+association layer as the server and its C-MOVE sub-operations), and the statuses they report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pynetdicom import status as _status
+from pynetdicom.presentation import PresentationContext
+
+from vesalius.dimse.association import Aborted, Association, Released
+from vesalius.dimse.commands import ERROR_COMMENT, STATUS, Command
+from vesalius.dimse.requestor import Unreachable, connect
+from vesalius.errors import PeerError
+from vesalius.settings import Modality, Settings
+
+#: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2).
+MAX_CONTEXTS = 128
+
+#: What each service's statuses mean (PS3.4, PS3.7 C), as pynetdicom tabulates them: the one
+#: thing the SCU still takes from pynetdicom besides PDU items (``dimse/negotiation.py``).
+_SERVICE_STATUSES: dict[str, dict[int, tuple[str, str]]] = {
+    "C-ECHO": _status.VERIFICATION_SERVICE_CLASS_STATUS,
+    "C-STORE": _status.STORAGE_SERVICE_CLASS_STATUS,
+    "C-FIND": _status.QR_FIND_SERVICE_CLASS_STATUS,
+    "C-MOVE": _status.QR_MOVE_SERVICE_CLASS_STATUS,
+    "C-GET": _status.QR_GET_SERVICE_CLASS_STATUS,
+}
+
+
+@dataclass(frozen=True)
+class Status:
+    """A DIMSE response status (PS3.7 C); ``code`` None means no response arrived."""
+
+    service: str
+    code: int | None
+    comment: str = ""
+
+    @classmethod
+    def of(cls, service: str, command: Command) -> Status:
+        """The status a response command carries, with its Error Comment."""
+        return cls(service, command.us(STATUS), command.text(ERROR_COMMENT))
+
+    @property
+    def category(self) -> str:
+        """Success, Warning, Failure, Cancel, Pending, or "No response"."""
+        if self.code is None:
+            return "No response"
+        return str(_status.code_to_category(self.code))
+
+    @property
+    def ok(self) -> bool:
+        return self.category == _status.STATUS_SUCCESS
+
+    @property
+    def pending(self) -> bool:
+        return self.category == _status.STATUS_PENDING
+
+    def __str__(self) -> str:
+        if self.code is None:
+            return "no response (association aborted or timed out)"
+        table = _SERVICE_STATUSES.get(self.service, _status.GENERAL_STATUS)
+        _, meaning = table.get(self.code, _status.GENERAL_STATUS.get(self.code, ("", "")))
+        text = f"0x{self.code:04X} ({self.category}{': ' + meaning if meaning else ''})"
+        return f"{text}: {self.comment}" if self.comment else text
+
+
+@dataclass(frozen=True)
+class ScuOptions:
+    """How we associate: our (calling) AE title, PDU size and timeouts."""
+
+    ae_title: str
+    max_pdu: int = 262144
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, ae_title: str | None = None) -> ScuOptions:
+        return cls(
+            ae_title or settings["dicom.ae_title"],
+            settings["dicom.max_pdu"],
+            settings["dicom.acse_timeout"],
+            settings["dicom.dimse_timeout"],
+            settings["dicom.network_timeout"],
+        )
+
+
+def describe_peer(peer: Modality) -> str:
+    return f"{peer.ae_title}@{peer.host}:{peer.port}"
+
+
+def open_link(
+    peer: Modality,
+    options: ScuOptions,
+    contexts: Sequence[PresentationContext],
+    *,
+    roles: Sequence[tuple[str, bool, bool]] = (),
+    staging: Callable[[], tuple[int, Path]] | None = None,
+) -> Association:
+    """Request an association (PS3.8 7.1); :class:`PeerError` unless it is established with
+    at least one presentation context."""
+    if not 0 < len(contexts) <= MAX_CONTEXTS:
+        raise ValueError(f"between 1 and {MAX_CONTEXTS} presentation contexts, not {len(contexts)}")
+    try:
+        link = connect(
+            peer.host,
+            peer.port,
+            calling_ae=options.ae_title,
+            called_ae=peer.ae_title,
+            contexts=contexts,
+            max_pdu=options.max_pdu,
+            acse_timeout=options.acse_timeout,
+            network_timeout=options.network_timeout,
+            dimse_timeout=options.dimse_timeout,
+            roles=roles,
+            staging=staging,
+        )
+    except Unreachable as exc:
+        raise PeerError(
+            f"no association with {describe_peer(peer)} (connection refused, aborted or "
+            f"timed out: {exc.message})"
+        ) from exc
+    except PeerError as exc:
+        raise PeerError(f"{describe_peer(peer)}: {exc.message}") from exc
+    if not link.contexts:
+        link.abort()
+        raise PeerError(
+            f"{describe_peer(peer)} accepted none of the proposed presentation contexts"
+        )
+    return link
+
+
+@contextlib.contextmanager
+def associate(
+    peer: Modality,
+    options: ScuOptions,
+    contexts: Sequence[PresentationContext],
+    *,
+    roles: Sequence[tuple[str, bool, bool]] = (),
+    staging: Callable[[], tuple[int, Path]] | None = None,
+) -> Iterator[Association]:
+    """An established association, released at the end (aborted when the body fails)."""
+    link = open_link(peer, options, contexts, roles=roles, staging=staging)
+    try:
+        yield link
+    except (Aborted, Released) as exc:
+        link.close()
+        raise PeerError(f"{describe_peer(peer)}: {exc.message}") from exc
+    except BaseException:
+        link.abort()
+        raise
+    link.release()
+
+
+def context_for(link: Association, sop_class: str, syntax: str | None = None) -> int | None:
+    """The id of an accepted presentation context for ``sop_class`` (in ``syntax``)."""
+    for context in link.contexts.values():
+        if context.abstract_syntax == sop_class and (
+            syntax is None or context.transfer_syntax == syntax
+        ):
+            return context.id
+    return None
