@@ -104,7 +104,8 @@ SETTINGS: tuple[Setting, ...] = (
         "dicom.known_callers_only",
         bool,
         False,
-        "Reject associations from AE titles not listed under [modalities].",
+        "Reject associations from AE titles that are not known peers ([modalities] and peers "
+        "added at run time).",
     ),
     Setting("http.host", str, "127.0.0.1", "Address the HTTP server listens on."),
     Setting("http.port", int, 8080, "TCP port of the HTTP server."),

@@ -86,6 +86,9 @@ def assemble(
         storage.close()
         catalog.close()
 
+    peers = PeerDirectory(catalog)
+    peers.seed(settings.modalities)
+
     archive = Archive(
         ingest=ingest,
         query=query,
@@ -94,7 +97,7 @@ def assemble(
         health=HealthService(
             catalog, storage, ae_title=settings["dicom.ae_title"], min_free_bytes=min_free
         ),
-        peers=PeerDirectory(settings.modalities),
+        peers=peers,
         oversight=oversight,
         closer=close,
     )
@@ -103,11 +106,6 @@ def assemble(
 
 def dimse_config(settings: Settings) -> DimseConfig:
     """The DIMSE front door's configuration (``dicom.*``)."""
-    known = (
-        frozenset(m.ae_title for m in settings.modalities.values())
-        if settings["dicom.known_callers_only"]
-        else None
-    )
     return DimseConfig(
         ae_title=settings["dicom.ae_title"],
         host=settings["dicom.host"],
@@ -120,7 +118,7 @@ def dimse_config(settings: Settings) -> DimseConfig:
         network_timeout=settings["dicom.network_timeout"],
         min_receive_rate=settings["dicom.min_receive_rate"],
         require_called_ae=settings["dicom.require_called_ae"],
-        known_callers=known,
+        known_callers_only=settings["dicom.known_callers_only"],
     )
 
 

@@ -28,8 +28,8 @@ class DimseConfig:
     network_timeout: float = 60.0
     min_receive_rate: int = 1024
     require_called_ae: bool = False
-    #: Calling AE titles accepted (``dicom.known_callers_only``); None: any.
-    known_callers: frozenset[str] | None = None
+    #: Accept only calling AE titles of known peers (``dicom.known_callers_only``).
+    known_callers_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ class AcceptorPolicy:
     max_pdu: int
     supported: Sequence[PresentationContext]
     require_called_ae: bool = True
-    calling_aes: frozenset[str] | None = None
+    #: Whether a calling AE title is known; None: every caller is accepted.
+    calling_known: Callable[[str], bool] | None = None
     #: SOP class -> function from the requested extended bytes to the accepted ones.
     extended: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)
 
@@ -161,7 +162,7 @@ def accept(
         raise Rejected(RJ_APPLICATION_CONTEXT, "unknown application context")
     if policy.require_called_ae and called != policy.ae_title.strip():
         raise Rejected(RJ_CALLED_AE, f"called AE title {called!r} is not ours")
-    if policy.calling_aes is not None and calling not in policy.calling_aes:
+    if policy.calling_known is not None and not policy.calling_known(calling):
         raise Rejected(RJ_CALLING_AE, f"calling AE title {calling!r} is not known")
     if over_limit:
         raise Rejected(RJ_LIMIT, "too many associations")

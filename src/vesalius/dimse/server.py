@@ -142,7 +142,11 @@ class DimseServer:
             max_pdu=self.max_pdu,
             supported=self.contexts,
             require_called_ae=config.require_called_ae,
-            calling_aes=config.known_callers,
+            calling_known=(
+                (lambda ae: archive.peers.by_ae(ae) is not None)
+                if config.known_callers_only
+                else None
+            ),
             extended={uid: find.extended_answer for uid in (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)},
         )
         self._listener: socket.socket | None = None

@@ -145,3 +145,21 @@ instance_metadata = Table(
     Column("instance_pk", PK, ForeignKey("instances.pk"), primary_key=True),
     Column("json", LargeBinary, nullable=False),
 )
+
+#: Known remote Application Entities (issue 12): seeded from the settings' ``[modalities]``
+#: (``source = 'settings'``) or added by an administrator (``'admin'``), shared by every node.
+#: ``permissions``: what the peer may do, comma-separated (echo, store, find, move, get, ...).
+peers = Table(
+    "peers",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("name", String(), nullable=False),
+    Column("ae_title", String(16), nullable=False),
+    Column("host", String(), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("permissions", String(), nullable=False, server_default=""),
+    Column("source", String(16), nullable=False, server_default="admin"),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "name", unique=True),
+    Index(None, "ae_title"),
+)
