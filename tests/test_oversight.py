@@ -18,6 +18,7 @@ from served import serve
 from vesalius.errors import ForbiddenError
 from vesalius.identity import Identity
 from vesalius.services.audit import AuditEvent, Auditor, MemorySink
+from vesalius.services.events import Event
 from vesalius.services.policy import ARCHIVE, Action, Resource
 
 CT = get_testdata_file("CT_small.dcm")
@@ -147,7 +148,7 @@ def test_the_audit_logger_ignores_the_root_level() -> None:
     root.setLevel(logging.ERROR)
     root.addHandler(handler)
     try:
-        Auditor().record("query", Identity.system("test"), matches=0)
+        Auditor()(Event("query", Identity.system("test"), details={"matches": 0}))
         logging.getLogger("vesalius.other").info("not audit: filtered by the root level")
     finally:
         root.removeHandler(handler)

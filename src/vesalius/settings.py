@@ -124,6 +124,32 @@ SETTINGS: tuple[Setting, ...] = (
         "0 = no limit); larger is refused (0xA700) and nothing is stored.",
     ),
     Setting(
+        "jobs.poll_interval",
+        float,
+        1.0,
+        "Seconds a job runner waits between looks for queued work when it has none.",
+    ),
+    Setting(
+        "jobs.stale_after",
+        float,
+        60.0,
+        "Seconds after which a running job whose runner stopped reporting (its process died) "
+        "is taken back and run again.",
+    ),
+    Setting(
+        "jobs.max_attempts",
+        int,
+        5,
+        "Times a job is tried before it is left failed (retry it with `vesalius jobs retry`).",
+    ),
+    Setting(
+        "jobs.retry_after",
+        float,
+        10.0,
+        "Seconds before a failed job's first retry; each later retry waits twice as long "
+        "(at most an hour).",
+    ),
+    Setting(
         "storage.fsync",
         bool,
         False,
@@ -245,6 +271,10 @@ _POSITIVE = (
     "dicom.dimse_timeout",
     "dicom.network_timeout",
     "dicom.min_receive_rate",
+    "jobs.poll_interval",
+    "jobs.stale_after",
+    "jobs.max_attempts",
+    "jobs.retry_after",
     "http.header_timeout",
     "http.keepalive_timeout",
     "http.body_timeout",

@@ -19,6 +19,7 @@ from vesalius.dimse.config import DimseConfig
 from vesalius.index.catalog import Catalog
 from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
+from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.metadata import MetadataService
@@ -64,7 +65,9 @@ def assemble(
         log.warning("staging: %s", recovered.describe())
     if recovered.kept:
         log.debug("staging: %d file(s) of running processes left alone", recovered.kept)
-    oversight = Oversight(policy or AllowAll(), auditor or Auditor())
+    events = EventBus()
+    events.subscribe(auditor or Auditor())
+    oversight = Oversight(policy or AllowAll(), events)
     min_free = settings["storage.min_free_mb"] << 20
     ingest = IngestService(
         catalog,

@@ -163,3 +163,28 @@ peers = Table(
     Index(None, "name", unique=True),
     Index(None, "ae_title"),
 )
+
+#: The durable job queue (issue 12): long work (delete, send, ...) that survives a restart, is
+#: retried with backoff, reports progress and can be cancelled; any node's runner claims it
+#: (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). ``payload`` is JSON.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_after", DateTime(timezone=True), nullable=False),
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("owner", String(), nullable=False, server_default=""),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    Column("cancel_requested", Integer, nullable=False, server_default="0"),
+    Column("submitted_by", String(), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "state", "run_after"),
+)

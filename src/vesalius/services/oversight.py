@@ -1,6 +1,7 @@
-"""What every service answers to: the policy that decides who may, and the auditor that
-records who did (DESIGN.md, "Services own who-may and who-did"). The wiring builds one and
-hands it to each service; no adapter can skip either, since both run inside the services."""
+"""What every service answers to: the policy that decides who may, and the events that say who
+did (DESIGN.md, "Services own who-may and who-did"). The wiring builds one, subscribes the
+audit trail to its events, and hands it to each service; no adapter can skip either, since
+both run inside the services."""
 
 from __future__ import annotations
 
@@ -9,20 +10,27 @@ from typing import Any
 
 from vesalius.identity import Identity
 from vesalius.services.audit import Auditor
+from vesalius.services.events import Event, EventBus
 from vesalius.services.policy import ARCHIVE, Action, AllowAll, Policy, Resource
+
+
+def _audited_bus() -> EventBus:
+    bus = EventBus()
+    bus.subscribe(Auditor())
+    return bus
 
 
 @dataclass(frozen=True)
 class Oversight:
-    """The authorization point and the audit trail of one archive."""
+    """The authorization point and the event bus (the audit trail among its subscribers)."""
 
     policy: Policy = field(default_factory=AllowAll)
-    auditor: Auditor = field(default_factory=Auditor)
+    events: EventBus = field(default_factory=_audited_bus)
 
     def check(self, who: Identity, action: Action, resource: Resource = ARCHIVE) -> None:
         """Raise :class:`~vesalius.errors.ForbiddenError` unless ``who`` may do ``action``."""
         self.policy.check(who, action, resource)
 
     def record(self, event: str, who: Identity, outcome: str = "success", **details: Any) -> None:
-        """Write one audit event (never silenced by the log level)."""
-        self.auditor.record(event, who, outcome, **details)
+        """Publish what happened; the audit trail records it whatever the log level."""
+        self.events.publish(Event(event, who, outcome, details))
