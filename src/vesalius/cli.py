@@ -9,6 +9,7 @@ import click
 from vesalius import __version__
 from vesalius.commands import config_option, settings_from
 from vesalius.commands import importer as importer_commands
+from vesalius.commands import jobs as job_commands
 from vesalius.commands import scu as scu_commands
 from vesalius.commands import viewer as viewer_commands
 from vesalius.errors import VesaliusError
@@ -47,6 +48,8 @@ main.add_command(scu_commands.move)
 main.add_command(scu_commands.get)
 main.add_command(importer_commands.import_command)
 main.add_command(viewer_commands.viewer)
+main.add_command(job_commands.delete)
+main.add_command(job_commands.jobs)
 
 
 if __name__ == "__main__":  # pragma: no cover

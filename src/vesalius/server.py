@@ -22,7 +22,14 @@ from vesalius.processes import (
 )
 from vesalius.settings import Settings
 from vesalius.web.serving import bind_http, http_server
-from vesalius.wiring import assemble, dimse_config, http_app, http_limits
+from vesalius.wiring import (
+    assemble,
+    dimse_config,
+    http_app,
+    http_limits,
+    job_runner,
+    runs_jobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,9 @@ def worker_main(
     archive = assemble(settings).archive
     dimse = DimseServer(archive, dimse_config(settings), load=load)
     dimse.start(listener)
+    runner = job_runner(archive, settings) if runs_jobs(settings, main_process=False) else None
+    if runner is not None:
+        runner.start()
     try:
         if http_socket is not None:
             # uvicorn takes SIGTERM over while it runs (HttpServer: it only asks to exit).
@@ -84,6 +94,8 @@ def worker_main(
     finally:
         if os.getppid() != parent_pid:
             log.warning("the main process %d is gone: stopping this worker", parent_pid)
+        if runner is not None:
+            runner.stop()
         dimse.stop(grace)
         archive.close()
 
@@ -114,6 +126,8 @@ def serve(settings: Settings) -> None:
     dimse.start(listener)
     workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
     workers.start()
+    runner = job_runner(archive, settings)
+    runner.start()
     http = http_server(http_app(archive, settings), http_limits(settings))
     log.info(
         "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
@@ -127,6 +141,7 @@ def serve(settings: Settings) -> None:
         http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
     finally:
         log.info("shutting down: draining associations")
+        runner.stop()
         workers.stop()
         dimse.stop()
         archive.close()

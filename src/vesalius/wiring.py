@@ -16,18 +16,23 @@ from starlette.applications import Starlette
 from vesalius.dicomweb.routes import dicomweb_routes
 from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
+from vesalius.dimse.sender import send_handler
 from vesalius.index.catalog import Catalog
 from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
+from vesalius.services.deletion import DeleteService
 from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
+from vesalius.services.jobs import JobRunner, JobService
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
 from vesalius.services.policy import AllowAll, Policy
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
+from vesalius.services.sending import KIND as SEND_JOB
+from vesalius.services.sending import SendService
 from vesalius.settings import Settings
 from vesalius.storage import FolderStorage
 from vesalius.viewer.app import ViewerConfig, viewer_routes
@@ -91,6 +96,13 @@ def assemble(
 
     peers = PeerDirectory(catalog)
     peers.seed(settings.modalities)
+    jobs = JobService(
+        catalog,
+        oversight=oversight,
+        max_attempts=settings["jobs.max_attempts"],
+        retry_after=settings["jobs.retry_after"],
+        stale_after=settings["jobs.stale_after"],
+    )
 
     archive = Archive(
         ingest=ingest,
@@ -101,10 +113,30 @@ def assemble(
             catalog, storage, ae_title=settings["dicom.ae_title"], min_free_bytes=min_free
         ),
         peers=peers,
+        jobs=jobs,
+        deletion=DeleteService(catalog, storage, oversight=oversight, jobs=jobs),
+        sending=SendService(jobs, peers),
         oversight=oversight,
         closer=close,
     )
+    jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     return Assembly(settings, catalog, storage, archive)
+
+
+def runs_jobs(settings: Settings, *, main_process: bool) -> bool:
+    """Whether a process runs a job runner: every process on PostgreSQL (claims skip each
+    other's locked rows), only the main one on SQLite (one writer at a time anyway)."""
+    return main_process or not settings.database_url.startswith("sqlite")
+
+
+def job_runner(archive: Archive, settings: Settings) -> JobRunner:
+    """A runner for ``archive``'s jobs (``jobs.*``), which also finishes pending blob
+    deletions; the caller starts and stops it."""
+    return JobRunner(
+        archive.jobs,
+        poll_interval=settings["jobs.poll_interval"],
+        housekeeping=archive.deletion.sweep,
+    )
 
 
 def dimse_config(settings: Settings) -> DimseConfig:

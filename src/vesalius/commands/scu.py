@@ -208,15 +208,38 @@ def _store_summary(
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--to", "target", required=True, help="Modality name or AET@HOST:PORT.")
+@click.option(
+    "--study", "studies", multiple=True, help="Send this stored study (repeatable), as a job."
+)
+@click.option(
+    "--series", "series", multiple=True, help="Send this stored series (repeatable), as a job."
+)
+@click.option("--no-wait", is_flag=True, help="With --study/--series: queue and return.")
 @config_option
 @aet_option
 @verbose_option
 def send(
-    paths: tuple[Path, ...], target: str, config: Path | None, aet: str | None, verbose: bool
+    paths: tuple[Path, ...],
+    target: str,
+    studies: tuple[str, ...],
+    series: tuple[str, ...],
+    no_wait: bool,
+    config: Path | None,
+    aet: str | None,
+    verbose: bool,
 ) -> None:
-    """C-STORE FILES and folders (recursively) to TARGET, each in its own transfer syntax."""
+    """C-STORE FILES and folders (recursively) to TARGET, each in its own transfer syntax; or,
+    with --study/--series, stored studies or series to the known peer TARGET, as a job of the
+    archive's queue (retried, resumable, audited; see `vesalius jobs`)."""
+    if studies or series:
+        if paths:
+            raise click.UsageError("give files or --study/--series, not both")
+        _send_stored(target, studies, series, no_wait, config)
+        return
+    if not paths:
+        raise click.UsageError("name files or folders to send, or --study/--series")
     from vesalius.dimse import scu
 
     peer, options = _connect(config, aet, target, verbose)
@@ -247,6 +270,25 @@ def send(
     _store_summary(peer, outcomes, unreadable, skipped)
     if unreadable or any(o.category == "failure" for o in outcomes):
         sys.exit(1)
+
+
+def _send_stored(
+    target: str,
+    studies: tuple[str, ...],
+    series: tuple[str, ...],
+    no_wait: bool,
+    config: Path | None,
+) -> None:
+    from vesalius.commands.jobs import follow, opened, operator
+    from vesalius.services.retrieve import RetrieveKeys
+
+    if series:
+        keys = RetrieveKeys("SERIES", study_uids=studies, series_uids=series)
+    else:
+        keys = RetrieveKeys("STUDY", study_uids=studies)
+    with opened(config) as archive:
+        job = archive.sending.submit(keys, target, operator())
+        follow(archive, job, not no_wait)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -436,6 +436,13 @@ def delete_instance_row(conn: Connection, instance_pk: int) -> str:
     return str(row.blob_key)
 
 
+def delete_instance_if_present(conn: Connection, instance_pk: int) -> str | None:
+    """:func:`delete_instance_row` if the row is still there (a retried or concurrent
+    deletion); its blob key, or None."""
+    still = conn.execute(select(instances.c.pk).where(instances.c.pk == instance_pk)).scalar()
+    return None if still is None else delete_instance_row(conn, instance_pk)
+
+
 def store_metadata(conn: Connection, instance_pk: int, metadata_json: bytes) -> None:
     """Keep an instance's WADO-RS metadata computed after ingest (e.g. data from before it
     existed); a concurrent writer's copy wins."""

@@ -188,3 +188,15 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index(None, "state", "run_after"),
 )
+
+#: Blobs whose instance rows are gone and whose files are still to be removed: written in the
+#: transaction that deletes the rows, cleared once the file is gone, so a crash between the two
+#: leaves a note to finish from, never an orphan file nobody knows about.
+deleted_blobs = Table(
+    "deleted_blobs",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("blob_key", String(64), nullable=False),
+    Column("store", String(32), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vesalius.services.deletion import DeleteService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
+from vesalius.services.jobs import JobService
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
+from vesalius.services.sending import SendService
 
 
 @dataclass
@@ -26,6 +29,9 @@ class Archive:
     metadata: MetadataService
     health: HealthService
     peers: PeerDirectory
+    jobs: JobService
+    deletion: DeleteService
+    sending: SendService
     oversight: Oversight
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)

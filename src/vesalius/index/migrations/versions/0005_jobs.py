@@ -1,4 +1,4 @@
-"""the durable job queue
+"""the durable job queue and the blobs left to delete
 
 Revision ID: 0005
 Revises: 0004
@@ -38,8 +38,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_jobs")),
     )
     op.create_index(op.f("ix_jobs_state_run_after"), "jobs", ["state", "run_after"])
+    op.create_table(
+        "deleted_blobs",
+        sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("blob_key", sa.String(64), nullable=False),
+        sa.Column("store", sa.String(32), server_default="", nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("pk", name=op.f("pk_deleted_blobs")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("deleted_blobs")
     op.drop_index(op.f("ix_jobs_state_run_after"), table_name="jobs")
     op.drop_table("jobs")

@@ -1,0 +1,298 @@
+"""Jobs over a real ``vesalius serve``: ``vesalius delete`` (gone from C-FIND, QIDO-RS and
+WADO-RS, its files gone, audited), ``vesalius send --study`` to DCMTK's storescp, and a send that
+survives the server being killed mid-job (the job is taken back and finished after a restart),
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from conftest import dcmtk, free_port, wait_for_port, wait_until
+from served import Served, serve
+from synth import make_instance
+from test_cli_scu import dataset_bytes, start, stop
+
+STUDY = generate_uid()
+SERIES = [generate_uid(), generate_uid()]
+
+
+def vesalius(served: Served, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The command line, with the served instance's settings file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")}
+    config = served.log.parent / "vesalius.toml"
+    return subprocess.run(
+        [sys.executable, "-m", "vesalius.cli", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def job(served: Served, pk: int) -> dict[str, Any]:
+    shown = vesalius(served, "jobs", "show", str(pk))
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
+
+
+def job_id(output: str) -> int:
+    """The job number in ``job N kind state ...`` or ``queued: job N ...``."""
+    words = output.split()
+    return int(words[words.index("job") + 1])
+
+
+def study_files(folder: Path, per_series: int = 3) -> list[Path]:
+    files = []
+    for s, series_uid in enumerate(SERIES):
+        for n in range(per_series):
+            path = folder / f"s{s}-{n}.dcm"
+            make_instance(
+                path,
+                StudyInstanceUID=STUDY,
+                SeriesInstanceUID=series_uid,
+                SeriesNumber=s + 1,
+                InstanceNumber=n + 1,
+                PatientID="DEL-1",
+                pixel_data=bytes([n]) * 32,
+            )
+            files.append(path)
+    return files
+
+
+def store(served: Served, files: list[Path]) -> None:
+    dcmtk(
+        "storescu", "-aec", served.ae_title, "127.0.0.1", str(served.dicom_port), *map(str, files)
+    )
+
+
+def blobs(served: Served) -> list[Path]:
+    return sorted((served.data_dir / "storage" / "blobs").rglob("*.dcm"))
+
+
+def cfind_series(served: Served) -> list[str]:
+    answer = dcmtk(
+        "findscu", "-S", "-aec", served.ae_title, "127.0.0.1", str(served.dicom_port),
+        "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={STUDY}",
+        "-k", "SeriesInstanceUID",
+    )  # fmt: skip
+    found = []
+    for line in (answer.stdout + answer.stderr).splitlines():
+        if "(0020,000e)" in line and "[" in line:
+            found.append(line.split("[", 1)[1].split("]", 1)[0].rstrip("\x00 "))
+    return found
+
+
+def audit_lines(text: str, event: str) -> list[dict[str, Any]]:
+    records = []
+    for line in text.splitlines():
+        if f'"event": "{event}"' in line:
+            records.append(json.loads(line[line.index("{") :]))
+    return records
+
+
+@pytest.fixture
+def db_settings(tmp_path: Path, database_url: str) -> dict[str, Any]:
+    return {"database_url": database_url, "jobs.poll_interval": 0.2}
+
+
+def test_delete_a_series_then_the_study_over_a_real_server(
+    tmp_path: Path, db_settings: dict[str, Any]
+) -> None:
+    with serve(tmp_path / "pacs", db_settings) as served:
+        files = study_files(tmp_path / "in")
+        store(served, files)
+        assert len(blobs(served)) == 6
+        assert sorted(cfind_series(served)) == sorted(SERIES)
+        doomed = dcmread(files[0]).SOPInstanceUID
+
+        # The CLI runs the job itself (unless a server's runner claims it first, as on
+        # PostgreSQL it may), with a progress bar, and prints the audit record.
+        deleted = vesalius(served, "delete", "--series", SERIES[0], "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        assert "delete succeeded" in deleted.stdout and "3 of 3 instance(s)" in deleted.stdout
+        trail = deleted.stderr + served.log_text()
+        (record,) = audit_lines(trail, "instances-deleted")
+        assert record["series_uids"] == [SERIES[0]] and record["deleted"] == 3
+        assert record["patient_ids"] == ["DEL-1"] and record["who"].startswith("user:")
+
+        assert cfind_series(served) == [SERIES[1]]
+        with httpx.Client(base_url=served.url + "/dicom-web", timeout=30) as web:
+            listed = web.get(f"/studies/{STUDY}/series").json()
+            assert [s["0020000E"]["Value"][0] for s in listed] == [SERIES[1]]
+            assert web.get(f"/studies/{STUDY}/series/{SERIES[0]}").status_code == 404
+            gone = f"/studies/{STUDY}/series/{SERIES[0]}/instances/{doomed}"
+            assert web.get(gone).status_code == 404
+            assert web.get(f"/studies/{STUDY}/series/{SERIES[1]}").status_code == 200
+            study = web.get("/studies", params={"StudyInstanceUID": STUDY}).json()
+            assert study[0]["00201208"]["Value"] == [3]  # Number of Study Related Instances
+        assert len(blobs(served)) == 3
+
+        # Queued only: the server's runner deletes the rest.
+        queued = vesalius(served, "delete", "--study", STUDY, "--yes", "--no-wait")
+        assert queued.returncode == 0, queued.stderr
+        pk = job_id(queued.stdout)
+        wait_until(lambda: job(served, pk)["state"] == "succeeded", 30, "the server's runner")
+        assert job(served, pk)["message"] == "3 of 3 instance(s) deleted"
+        assert cfind_series(served) == []
+        with httpx.Client(base_url=served.url + "/dicom-web", timeout=30) as web:
+            none = web.get("/studies", params={"StudyInstanceUID": STUDY})
+            assert none.status_code in (200, 204) and (none.content or b"[]") == b"[]"
+            assert web.get(f"/studies/{STUDY}").status_code == 404
+        assert blobs(served) == []
+        wait_until(lambda: bool(audit_lines(served.log_text(), "instances-deleted")), 10, "audit")
+        record = audit_lines(served.log_text(), "instances-deleted")[-1]
+        assert record["study_uids"] == [STUDY] and record["deleted"] == 3
+
+        again = vesalius(served, "delete", "--study", STUDY, "--yes")
+        assert again.returncode == 1 and "nothing stored matches" in again.stderr
+        nothing = vesalius(served, "delete", "--yes")
+        assert nothing.returncode == 2 and "name what to delete" in nothing.stderr
+
+
+def test_send_a_stored_study_to_storescp_as_a_job(
+    tmp_path: Path, db_settings: dict[str, Any]
+) -> None:
+    port = free_port()
+    received = tmp_path / "received"
+    received.mkdir()
+    scp = start(
+        "storescp", "-aet", "STORE", "+B", "-od", str(received), str(port),
+        log=tmp_path / "storescp.log",
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        settings = {
+            **db_settings,
+            "modalities.STORE.ae_title": "STORE",
+            "modalities.STORE.host": "127.0.0.1",
+            "modalities.STORE.port": port,
+        }
+        with serve(tmp_path / "pacs", settings) as served:
+            files = study_files(tmp_path / "in")
+            store(served, files)
+            sent = vesalius(served, "send", "--study", STUDY, "--to", "STORE")
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            assert "send succeeded" in sent.stdout and "6 of 6 sent to STORE" in sent.stdout
+            (record,) = audit_lines(sent.stderr + served.log_text(), "instances-transferred")
+            assert record["operation"] == "send" and record["destination"] == "STORE"
+            assert record["completed"] == 6 and record["outcome"] == "success"
+
+            got = {str(dcmread(p).SOPInstanceUID): p for p in received.iterdir()}
+            for path in files:
+                uid = str(dcmread(path).SOPInstanceUID)
+                assert dataset_bytes(got[uid]) == dataset_bytes(path)  # bit-exact
+
+            unknown = vesalius(served, "send", "--study", STUDY, "--to", "NOBODY")
+            assert unknown.returncode == 1 and "no known peer 'NOBODY'" in unknown.stderr
+    finally:
+        stop(scp)
+
+
+def test_a_send_to_a_peer_that_is_down_is_retried_and_can_be_cancelled(
+    tmp_path: Path, db_settings: dict[str, Any]
+) -> None:
+    settings = {
+        **db_settings,
+        "modalities.DOWN.ae_title": "DOWN",
+        "modalities.DOWN.host": "127.0.0.1",
+        "modalities.DOWN.port": free_port(),
+        "jobs.retry_after": 3600,
+    }
+    with serve(tmp_path / "pacs", settings) as served:
+        store(served, study_files(tmp_path / "in", per_series=1))
+        sent = vesalius(served, "send", "--study", STUDY, "--to", "DOWN")
+        assert sent.returncode == 1
+        pk = job_id(sent.stdout)
+        assert "will be tried again" in sent.stderr
+        row = job(served, pk)
+        assert row["state"] == "queued" and row["attempts"] == 1
+        assert "cannot connect to DOWN" in row["message"]
+        cancelled = vesalius(served, "jobs", "cancel", str(pk))
+        assert cancelled.returncode == 0 and f"job {pk}: cancelled" in cancelled.stdout
+        assert job(served, pk)["state"] == "cancelled"
+        listed = vesalius(served, "jobs", "list", "--state", "cancelled")
+        assert f"job {pk} send cancelled" in listed.stdout
+
+
+class SlowPeer:
+    """A pynetdicom storage SCP that takes ``delay`` seconds per instance."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.received: list[str] = []
+        self.lock = threading.Lock()
+        self.delay = delay
+        ae = AE(ae_title="SLOW")
+        for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            ae.add_supported_context(CTImageStorage, syntax)
+        ae.add_supported_context(Verification)
+        self.server = ae.start_server(
+            ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._stored)]
+        )
+
+    def _stored(self, event: Any) -> int:
+        time.sleep(self.delay)
+        with self.lock:
+            self.received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def slow_peer() -> Iterator[tuple[SlowPeer, int]]:
+    port = free_port()
+    peer = SlowPeer(port, 0.25)
+    yield peer, port
+    peer.close()
+
+
+def test_a_send_resumes_after_the_server_is_killed_mid_job(
+    tmp_path: Path, db_settings: dict[str, Any], slow_peer: tuple[SlowPeer, int]
+) -> None:
+    peer, port = slow_peer
+    settings = {
+        **db_settings,
+        "data_dir": str(tmp_path / "data"),
+        "modalities.SLOW.ae_title": "SLOW",
+        "modalities.SLOW.host": "127.0.0.1",
+        "modalities.SLOW.port": port,
+        "jobs.stale_after": 2.0,
+    }
+    files = study_files(tmp_path / "in", per_series=8)
+    with serve(tmp_path / "first", settings) as served:
+        store(served, files)
+        queued = vesalius(served, "send", "--study", STUDY, "--to", "SLOW", "--no-wait")
+        pk = job_id(queued.stdout)
+        wait_until(lambda: job(served, pk)["done"] >= 3, 30, "the send under way")
+        os.killpg(served.proc.pid, signal.SIGKILL)  # the server and its workers, at once
+        served.proc.wait()
+        row = job(served, pk)
+        assert row["state"] == "running" and row["attempts"] == 1
+    before = len(peer.received)
+    assert 3 <= before < len(files)
+
+    with serve(tmp_path / "second", settings) as served:
+        wait_until(lambda: job(served, pk)["state"] == "succeeded", 60, "the job resumed")
+        row = job(served, pk)
+        assert row["attempts"] == 2 and row["message"] == "16 of 16 sent to SLOW"
+        assert "taken back" in served.log_text()
+    expected = {str(dcmread(p).SOPInstanceUID) for p in files}
+    assert set(peer.received) == expected  # everything arrived (some twice: at-least-once)
