@@ -296,3 +296,73 @@ def test_a_send_resumes_after_the_server_is_killed_mid_job(
         assert "taken back" in served.log_text()
     expected = {str(dcmread(p).SOPInstanceUID) for p in files}
     assert set(peer.received) == expected  # everything arrived (some twice: at-least-once)
+
+
+# -- the delete service in process ---------------------------------------------------------------
+
+
+def test_delete_is_refused_by_the_policy_and_audited(tmp_path: Path) -> None:
+    from conftest import make_server
+    from test_oversight import Refuse
+    from vesalius.errors import ForbiddenError
+    from vesalius.identity import Identity
+    from vesalius.services.audit import Auditor, MemorySink
+    from vesalius.services.retrieve import RetrieveKeys
+
+    sink = MemorySink()
+    running = make_server(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'index.sqlite'}",
+        policy=Refuse(("intern", "delete")),
+        auditor=Auditor([sink]),
+    )
+    try:
+        address = ["-aec", running.ae_title, "127.0.0.1", str(running.port)]
+        dcmtk("storescu", *address, *map(str, study_files(tmp_path / "in", per_series=1)))
+        keys = RetrieveKeys("STUDY", study_uids=(STUDY,))
+        intern = Identity("user", "intern", "localhost")
+        with pytest.raises(ForbiddenError):
+            running.archive.deletion.delete(keys, intern)
+        with pytest.raises(ForbiddenError):
+            running.archive.deletion.submit(keys, intern)
+        assert running.catalog.count_instances() == 2
+        refused = [e for e in sink.events if e.kind == "instances-deleted"]
+        assert refused[0].outcome == "failure" and refused[0].who == intern
+
+        done = running.archive.deletion.delete(keys, Identity("user", "admin", "localhost"))
+        assert (done.matched, done.deleted) == (2, 2)
+        assert running.catalog.count_instances() == 0 and running.stored_files() == []
+    finally:
+        running.dimse.stop(grace=1)
+        running.archive.close()
+
+
+def test_files_of_rows_deleted_before_a_crash_are_removed_by_the_sweep(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A crash after the rows' transaction committed and before the files went: the notes
+    written with the rows let the next sweep (every runner's housekeeping) finish the job."""
+    from conftest import make_server
+    from vesalius.index import jobs as table
+    from vesalius.index.lookup import RetrieveKeys, find_instances
+    from vesalius.index.records import delete_instance_if_present
+
+    running = make_server(tmp_path / "data", database_url)
+    try:
+        address = ["-aec", running.ae_title, "127.0.0.1", str(running.port)]
+        dcmtk("storescu", *address, *map(str, study_files(tmp_path / "in", per_series=2)))
+        assert len(running.stored_files()) == 4
+        with running.catalog.read() as conn:
+            found = find_instances(conn, RetrieveKeys("SERIES", series_uids=(SERIES[0],)))
+        with running.catalog.write() as conn:  # what DeleteService does before "crashing"
+            keys = [delete_instance_if_present(conn, i.pk) for i in found]
+            table.note_deleted_blobs(conn, [(k, "") for k in keys if k])
+        assert len(running.stored_files()) == 4 and running.catalog.count_instances() == 2
+        assert running.archive.deletion.sweep() == (2, 0)
+        assert len(running.stored_files()) == 2
+        with running.catalog.read() as conn:
+            assert table.pending_blob_deletions(conn) == []
+        assert running.archive.deletion.sweep() == (0, 0)
+    finally:
+        running.dimse.stop(grace=1)
+        running.archive.close()

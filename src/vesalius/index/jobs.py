@@ -131,6 +131,25 @@ def enqueue(
     return int(result.scalar_one())
 
 
+def any_due(conn: Connection, kinds: Sequence[str]) -> bool:
+    """Whether a queued job of ``kinds`` is due (a read, so an idle runner's look takes no
+    write lock)."""
+    query = select(jobs.c.pk).where(
+        jobs.c.state == "queued", jobs.c.kind.in_(tuple(kinds)), jobs.c.run_after <= now()
+    )
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def any_stale(conn: Connection, older_than: float) -> bool:
+    """Whether a running job's heartbeat is older than ``older_than`` seconds."""
+    cutoff = now() - timedelta(seconds=older_than)
+    query = select(jobs.c.pk).where(
+        jobs.c.state == "running",
+        or_(jobs.c.heartbeat_at.is_(None), jobs.c.heartbeat_at < cutoff),
+    )
+    return conn.execute(query.limit(1)).first() is not None
+
+
 def claim(
     conn: Connection, owner: str, kinds: Sequence[str], *, pk: int | None = None
 ) -> JobRow | None:

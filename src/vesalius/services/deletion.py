@@ -141,8 +141,9 @@ class DeleteService:
                     left += 1
                     continue
                 cleared.append(pk)
-            with self.catalog.write() as conn:
-                table.clear_blob_deletions(conn, cleared)
+            if cleared:
+                with self.catalog.write() as conn:
+                    table.clear_blob_deletions(conn, cleared)
             removed += len(cleared)
             if len(pending) < 1000 or not cleared:
                 return removed, left

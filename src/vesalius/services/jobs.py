@@ -270,6 +270,9 @@ class JobService:
 
     def requeue_stale(self) -> builtins.list[int]:
         """Take back the jobs of runners that stopped beating (see the module's text)."""
+        with self.catalog.read() as conn:
+            if not table.any_stale(conn, self.stale_after):
+                return []
         with self.catalog.write() as conn:
             taken = table.requeue_stale(conn, self.stale_after)
         for pk in taken:
@@ -279,6 +282,9 @@ class JobService:
     def run_next(self, owner: str | None = None) -> JobRow | None:
         """Claim and run the next due job; the job as it ended, or None if none was due."""
         owner = owner or _owner()
+        with self.catalog.read() as conn:
+            if not table.any_due(conn, tuple(self.kinds)):
+                return None
         with self.catalog.write() as conn:
             job = table.claim(conn, owner, tuple(self.kinds))
         return None if job is None else self._run(job, owner)
