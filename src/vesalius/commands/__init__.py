@@ -8,11 +8,13 @@ too (``cli.py`` imports these modules, so they cannot import it back).
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 import click
 
 from vesalius.errors import VesaliusError
+from vesalius.identity import Identity
 from vesalius.settings import Settings, load_settings
 
 config_option = click.option(
@@ -32,3 +34,12 @@ def settings_from(config: Path | None, **overrides: object) -> Settings:
         )
     except VesaliusError as exc:
         raise click.UsageError(exc.message) from exc
+
+
+def operator() -> Identity:
+    """The person at the terminal, as the audit trail names them."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "operator"
+    return Identity("user", name, "localhost")

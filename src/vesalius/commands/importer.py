@@ -7,23 +7,15 @@ that are not DICOM, and DICOMDIRs, are skipped quietly), 1 when any DICOM data w
 
 from __future__ import annotations
 
-import getpass
 import sys
 from pathlib import Path
 
 import click
 
-from vesalius.commands import config_option, settings_from
+from vesalius.commands import config_option, operator, settings_from
 from vesalius.errors import VesaliusError
 
 MAX_LISTED = 50
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
 
 
 @click.command("import")
@@ -44,7 +36,6 @@ def import_command(
     """Import DICOM files, folders (recursively) and zip archives (*.zip) into the archive."""
     from tqdm import tqdm
 
-    from vesalius.identity import Identity
     from vesalius.services.importer import Importer, ImportItem, count_sources
     from vesalius.wiring import assemble
 
@@ -54,7 +45,7 @@ def import_command(
     except VesaliusError as exc:
         raise click.ClickException(exc.message) from exc
     try:
-        importer = Importer(archive.ingest, Identity("user", _operator(), "localhost"))
+        importer = Importer(archive.ingest, operator())
         total = count_sources(paths)
         with tqdm(
             total=total, desc="import", unit="file", file=sys.stderr, dynamic_ncols=True

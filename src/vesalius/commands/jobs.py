@@ -9,7 +9,6 @@ queues it, and a running server's runner does it.
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 import threading
@@ -20,25 +19,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from vesalius.commands import config_option, settings_from
+from vesalius.commands import config_option, operator, settings_from
 from vesalius.errors import VesaliusError
 
 if TYPE_CHECKING:
     from vesalius.dicom.model import Level
-    from vesalius.identity import Identity
     from vesalius.services.archive import Archive
     from vesalius.services.jobs import JobRow
-
-
-def operator() -> Identity:
-    """The person at the terminal, as the audit trail names them."""
-    from vesalius.identity import Identity
-
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = "operator"
-    return Identity("user", name, "localhost")
 
 
 @contextmanager

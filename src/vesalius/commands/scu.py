@@ -279,7 +279,8 @@ def _send_stored(
     no_wait: bool,
     config: Path | None,
 ) -> None:
-    from vesalius.commands.jobs import follow, opened, operator
+    from vesalius.commands import operator
+    from vesalius.commands.jobs import follow, opened
     from vesalius.services.retrieve import RetrieveKeys
 
     if series:
