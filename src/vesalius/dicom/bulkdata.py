@@ -8,12 +8,12 @@ read here (see ``dicom/frames.py`` and :func:`vesalius.dicom.structure.find_pixe
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from vesalius.dicom.source import Source, opened
 from vesalius.errors import InvalidDataError, NotFoundError
 
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -37,11 +37,12 @@ def parse_tag_path(text: str) -> list[int | str]:
     return out
 
 
-def read_bulk_value(path: Path, tag_path: str) -> bytes:
+def read_bulk_value(source: Source, tag_path: str) -> bytes:
     """The raw value bytes of the element at ``tag_path`` (pixel data excluded)."""
     steps = parse_tag_path(tag_path)
     try:
-        ds: Dataset = dcmread(path, stop_before_pixels=True)
+        with opened(source) as fh:
+            ds: Dataset = dcmread(fh, stop_before_pixels=True)
     except Exception as exc:
         raise InvalidDataError(f"stored file cannot be parsed: {type(exc).__name__}") from exc
     current: Dataset = ds

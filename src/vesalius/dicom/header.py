@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
@@ -11,6 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from vesalius.dicom import values
+from vesalius.dicom.source import Source, opened
 from vesalius.dicom.uids import check_uid
 from vesalius.errors import DataSetMismatchError, InvalidDataError, VesaliusError
 
@@ -155,20 +155,22 @@ def header_from_dataset(ds: Dataset, transfer_syntax_uid: str) -> InstanceHeader
     return InstanceHeader(transfer_syntax_uid=transfer_syntax_uid, **found)
 
 
-def read_header(path: Path) -> InstanceHeader:
+def read_header(source: Source) -> InstanceHeader:
     """Parse a Part 10 file's header (pixel data is neither read nor decoded).
 
     Raises :class:`InvalidDataError` when the file is not DICOM, is truncated before the pixel
     data, has no transfer syntax, or lacks a required UID.
     """
-    return read_instance(path)[0]
+    return read_instance(source)[0]
 
 
-def read_instance(path: Path) -> tuple[InstanceHeader, Dataset]:
+def read_instance(source: Source) -> tuple[InstanceHeader, Dataset]:
     """:func:`read_header`, also returning the parsed data set (values over 4 KiB deferred,
-    read from the file on access; no pixel data)."""
+    read from the file on access, so a reader given must stay open while it is used; no
+    pixel data)."""
     try:
-        ds = dcmread(path, stop_before_pixels=True, defer_size=4096)
+        with opened(source) as fh:
+            ds = dcmread(fh, stop_before_pixels=True, defer_size=4096)
         meta = getattr(ds, "file_meta", None)
         transfer_syntax = values.text(meta.get("TransferSyntaxUID") if meta else None)
         check_uid(transfer_syntax, "TransferSyntaxUID")

@@ -21,9 +21,9 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
+from vesalius.dicom.source import Source, opened
 from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE
 from vesalius.errors import InvalidDataError, TooLargeError
 
@@ -260,11 +260,11 @@ class InflatedStream(io.RawIOBase):
 
 @contextmanager
 def open_inflated(
-    path: Path, *, limit: int | None = None
+    source: Source, *, limit: int | None = None
 ) -> Iterator[tuple[FileHead, InflatedStream]]:
-    """``path``'s File Meta and its data set inflating as read (see :class:`InflatedStream`);
-    :class:`InvalidDataError` unless ``path`` is a deflated Part 10 file."""
-    with open(path, "rb") as fh:
+    """``source``'s File Meta and its data set inflating as read (see :class:`InflatedStream`);
+    :class:`InvalidDataError` unless ``source`` is a deflated Part 10 file."""
+    with opened(source) as fh:
         head = read_head(fh)
         if head.transfer_syntax != DEFLATED_EXPLICIT_VR_LE:
             raise InvalidDataError(f"not a deflated file ({head.transfer_syntax})")
@@ -272,27 +272,27 @@ def open_inflated(
             yield head, stream
 
 
-def explicit_chunks(path: Path, *, limit: int | None = None) -> Iterator[bytes]:
-    """The Explicit VR Little Endian twin of the deflated file ``path``, in pieces."""
-    with open_inflated(path, limit=limit) as (head, stream):
+def explicit_chunks(source: Source, *, limit: int | None = None) -> Iterator[bytes]:
+    """The Explicit VR Little Endian twin of the deflated file ``source``, in pieces."""
+    with open_inflated(source, limit=limit) as (head, stream):
         yield explicit_head(head)
         yield from stream.chunks()
 
 
-def write_explicit(path: Path, out: BinaryIO, *, limit: int | None = None) -> int:
-    """Write the Explicit VR Little Endian twin of the deflated file ``path`` to ``out``;
+def write_explicit(source: Source, out: BinaryIO, *, limit: int | None = None) -> int:
+    """Write the Explicit VR Little Endian twin of the deflated file ``source`` to ``out``;
     returns the inflated data set's size."""
-    with open_inflated(path, limit=limit) as (head, stream):
+    with open_inflated(source, limit=limit) as (head, stream):
         out.write(explicit_head(head))
         for piece in stream.chunks():
             out.write(piece)
         return stream.inflated
 
 
-def inflated_size(path: Path, *, limit: int | None = None) -> int:
-    """The size of the deflated file ``path``'s data set once inflated (inflates it once,
+def inflated_size(source: Source, *, limit: int | None = None) -> int:
+    """The size of the deflated file ``source``'s data set once inflated (inflates it once,
     keeping nothing)."""
-    with open_inflated(path, limit=limit) as (_, stream):
+    with open_inflated(source, limit=limit) as (_, stream):
         for _ in stream.chunks():
             pass
         return stream.inflated

@@ -12,7 +12,6 @@ import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, convert_color_space
 
 from vesalius.dicom.frames import DecodedFrame, Pixels, decoded_frame
+from vesalius.dicom.source import Source
 from vesalius.errors import InvalidDataError, NotAcceptableError, QueryError
 
 DEFAULT_MEDIA_TYPE = "image/jpeg"
@@ -321,12 +321,12 @@ def _apply_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
     return image.resize(size, resample)
 
 
-def render_frame(path: Path, number: int, params: RenderParams) -> bytes:
-    """Frame ``number`` (1-based) of ``path`` rendered as ``params.media_type`` bytes."""
+def render_frame(source: Source, number: int, params: RenderParams) -> bytes:
+    """Frame ``number`` (1-based) of ``source`` rendered as ``params.media_type`` bytes."""
     pil_format = _PIL_FORMATS.get(params.media_type)
     if pil_format is None:
         raise NotAcceptableError(f"cannot render {params.media_type}")
-    frame = decoded_frame(path, number)
+    frame = decoded_frame(source, number)
     samples = frame.pixels.shape[-1] if frame.pixels.ndim == 3 else 1
     if samples == 3 or frame.photometric_interpretation == "PALETTE COLOR":
         image = Image.fromarray(_colour(frame))

@@ -22,7 +22,6 @@ import mmap
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from pydicom import charset as _charset
@@ -37,6 +36,7 @@ from vesalius.dicom.header import (
     normalise,
 )
 from vesalius.dicom.metadata import BULK_THRESHOLD, finish_instance_json, instance_path
+from vesalius.dicom.source import Source, mapped, opened
 from vesalius.dicom.structure import MAX_DEPTH, PIXEL_DATA_TAGS, PixelDataElement
 from vesalius.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LE,
@@ -451,14 +451,14 @@ def _header(
     return InstanceHeader(transfer_syntax_uid=transfer_syntax, **found)
 
 
-def scan_instance(path: Path) -> Scan | None:
-    """Scan a Part 10 file in one pass, or ``None`` to leave it to the pydicom path."""
+def scan_instance(source: Source) -> Scan | None:
+    """Scan a Part 10 file in one pass, or ``None`` to leave it to the pydicom path (also for
+    an empty file, and a reader that is not a local file: the scan maps the file)."""
     try:
-        with open(path, "rb") as fh:
-            try:
-                buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except ValueError:
-                return None  # empty file
+        with opened(source) as fh:
+            buf = mapped(fh)
+        if buf is None:
+            return None
         with buf:
             return _scan(buf)
     except _Unsupported:
@@ -493,15 +493,15 @@ class PixelHeader:
         return found[1].decode(_DEFAULT_CODEC, "replace").strip("\0 ") if found else None
 
 
-def scan_pixel_header(path: Path) -> PixelHeader | None:
+def scan_pixel_header(source: Source) -> PixelHeader | None:
     """Walk a Part 10 file's element headers up to its pixel data, or ``None`` to leave it to
-    pydicom (the encodings and oddities :func:`scan_instance` declines)."""
+    pydicom (the encodings and oddities :func:`scan_instance` declines, readers that are not
+    local files)."""
     try:
-        with open(path, "rb") as fh:
-            try:
-                buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except ValueError:
-                return None
+        with opened(source) as fh:
+            buf = mapped(fh)
+        if buf is None:
+            return None
         with buf:
             meta, start = _file_meta(buf)
             transfer_syntax = meta.get(0x0010, "")

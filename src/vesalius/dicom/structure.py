@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from vesalius.dicom.inflate import InflatedStream
+from vesalius.dicom.source import Source, opened
 from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE
 from vesalius.errors import InvalidDataError
 
@@ -135,9 +135,9 @@ class _Walker:
                 self._skip(length)
 
 
-def dataset_offset(path: Path) -> int:
+def dataset_offset(source: Source) -> int:
     """Byte offset where the data set starts, after the preamble and File Meta (PS3.10 7.1)."""
-    with open(path, "rb") as fh:
+    with opened(source) as fh:
         return dataset_offset_in(fh)
 
 
@@ -165,13 +165,14 @@ def dataset_offset_in(fh: BinaryIO) -> int:
         fh.seek(length, 1)
 
 
-def find_pixel_data(path: Path, transfer_syntax: str) -> PixelDataElement | None:
+def find_pixel_data(source: Source, transfer_syntax: str) -> PixelDataElement | None:
     """The top-level pixel data element of a Part 10 file (walks the structure once)."""
-    return check_structure(path, transfer_syntax, dataset_offset(path))
+    with opened(source) as fh:
+        return check_structure(fh, transfer_syntax, dataset_offset_in(fh))
 
 
 def check_structure(
-    path: Path, transfer_syntax: str, dataset_offset: int, *, max_inflated: int | None = None
+    source: Source, transfer_syntax: str, dataset_offset: int, *, max_inflated: int | None = None
 ) -> PixelDataElement | None:
     """Raise :class:`InvalidDataError` unless the data set from ``dataset_offset`` is whole.
 
@@ -180,7 +181,7 @@ def check_structure(
     ``max_inflated`` bytes, else :class:`TooLargeError`; ingest walks a deflated data set's
     inflated twin instead, see ``services/metadata.py``).
     """
-    with open(path, "rb") as fh:
+    with opened(source) as fh:
         if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
             fh.seek(dataset_offset)
             for _ in InflatedStream(fh, limit=max_inflated).chunks():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import shutil
 import struct
-from pathlib import Path
+from contextlib import ExitStack
 from typing import BinaryIO, cast
 
 import numpy as np
@@ -26,7 +26,7 @@ from pydicom import dcmread, dcmwrite
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset, read_file_meta_info
+from pydicom.filereader import read_dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.pixels.utils import compress, decompress, pack_bits, pixel_array
@@ -42,6 +42,7 @@ from pydicom.uid import (
 )
 
 from vesalius.dicom.inflate import open_inflated, write_explicit
+from vesalius.dicom.source import Source, file_meta, opened
 from vesalius.dicom.structure import dataset_offset_in
 from vesalius.errors import InvalidDataError, NotAcceptableError, NotFoundError
 
@@ -163,49 +164,56 @@ def streamed(source_ts: str, target_ts: str) -> bool:
     )
 
 
-def _read(path: Path, source: UID, max_inflated: int | None) -> Dataset:
+def _read(fh: BinaryIO, source: UID, max_inflated: int | None) -> Dataset:
     """The whole data set; a deflated one inflated as a stream into pydicom's reader, so the
     compressed and the inflated bytes are never both held (past ``max_inflated`` bytes:
     TooLargeError)."""
     if source != DeflatedExplicitVRLittleEndian:
-        return dcmread(path)
-    with open_inflated(path, limit=max_inflated) as (_, stream):
+        fh.seek(0)
+        return dcmread(fh)
+    with open_inflated(fh, limit=max_inflated) as (_, stream):
         ds = read_dataset(cast(BinaryIO, stream), is_implicit_VR=False, is_little_endian=True)
-    ds.file_meta = FileMetaDataset(read_file_meta_info(path))
+    ds.file_meta = FileMetaDataset(file_meta(fh))
     return ds
 
 
 def transcode(
-    path: Path, target_ts: str, out: BinaryIO, *, max_inflated: int | None = None
+    source: Source, target_ts: str, out: BinaryIO, *, max_inflated: int | None = None
 ) -> None:
-    """Write ``path`` to ``out`` as a Part 10 file (PS3.10 7) in ``target_ts``.
+    """Write ``source`` to ``out`` as a Part 10 file (PS3.10 7) in ``target_ts``.
 
     The SOP Instance UID is kept; File Meta Transfer Syntax UID is updated. Raises
     NotAcceptableError when the conversion is not supported (PS3.18 8.7.3.5.2), and
     TooLargeError when a deflated source inflates past ``max_inflated`` bytes (None: no
     limit) on a conversion that is not streamed.
     """
-    target = UID(target_ts)
+    with ExitStack() as stack:
+        try:
+            fh = stack.enter_context(opened(source))
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"no file for this instance: {exc}") from exc
+        _transcode(fh, UID(target_ts), out, max_inflated)
+
+
+def _transcode(fh: BinaryIO, target: UID, out: BinaryIO, max_inflated: int | None) -> None:
     try:
-        meta = read_file_meta_info(path)
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"no file for this instance: {exc}") from exc
+        meta = file_meta(fh)
     except (InvalidDicomError, EOFError, OSError, ValueError, struct.error) as exc:
         raise InvalidDataError(f"cannot read DICOM file meta: {exc}") from exc
     if "TransferSyntaxUID" not in meta:
         raise InvalidDataError("the file has no (0002,0010) Transfer Syntax UID")
     source = UID(str(meta.TransferSyntaxUID))
     if source == target:
-        with path.open("rb") as f:
-            shutil.copyfileobj(f, out)
+        fh.seek(0)
+        shutil.copyfileobj(fh, out)
         return
     if streamed(source, target):
-        write_explicit(path, out)
+        write_explicit(fh, out)
         return
     if not can_transcode(source, target):
         raise NotAcceptableError(f"cannot convert {source.name} ({source}) to {target}")
     try:
-        ds = _read(path, source, max_inflated)
+        ds = _read(fh, source, max_inflated)
     except (InvalidDicomError, EOFError, OSError, ValueError, struct.error) as exc:
         raise InvalidDataError(f"cannot read DICOM file: {exc}") from exc
     has_pixels = any(k in ds for k in _PIXEL_KEYWORDS)
@@ -227,34 +235,36 @@ def transcode(
         raise NotAcceptableError(f"cannot write this instance as {target.name}: {exc}") from exc
 
 
-def decoded_size(path: Path) -> int | None:
-    """The size of the native pixel data of ``path`` (Rows x Columns x Samples per Pixel x Bits
-    Allocated x Number of Frames, PS3.5 8.2), from its header; None when it has no image."""
+def decoded_size(source: Source) -> int | None:
+    """The size of the native pixel data of ``source`` (Rows x Columns x Samples per Pixel x
+    Bits Allocated x Number of Frames, PS3.5 8.2), from its header; None when it has no
+    image."""
     try:
-        ds = dcmread(path, stop_before_pixels=True, defer_size=1024)
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.get("BitsAllocated", 8) or 8)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        with opened(source) as fh:
+            ds = dcmread(fh, stop_before_pixels=True, defer_size=1024)
+            rows, columns = int(ds.Rows), int(ds.Columns)
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            bits = int(ds.get("BitsAllocated", 8) or 8)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError, InvalidDicomError, OSError, EOFError):
         return None
     return rows * columns * samples * frames * bits // 8
 
 
 def transcoded_data_set(
-    path: Path, target_ts: str, *, max_decoded: int, max_inflated: int | None = None
+    source: Source, target_ts: str, *, max_decoded: int, max_inflated: int | None = None
 ) -> bytes:
-    """The data set of ``path`` in ``target_ts``, without preamble or File Meta (a C-STORE's
+    """The data set of ``source`` in ``target_ts``, without preamble or File Meta (a C-STORE's
     data set, PS3.7 9.3.1), by :func:`transcode`; NotAcceptableError when the image would
     decode to more than ``max_decoded`` bytes (it is held in memory)."""
-    size = decoded_size(path)
+    size = decoded_size(source)
     if size is not None and size > max_decoded:
         raise NotAcceptableError(
             f"the image decodes to {size >> 20} MiB, over the {max_decoded >> 20} MiB that "
             "may be converted in memory"
         )
     out = io.BytesIO()
-    transcode(path, target_ts, out, max_inflated=max_inflated)
+    transcode(source, target_ts, out, max_inflated=max_inflated)
     out.seek(0)
     offset = dataset_offset_in(out)
     return out.getbuffer()[offset:].tobytes()
