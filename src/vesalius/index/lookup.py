@@ -39,12 +39,14 @@ class RetrieveKeys:
 
 @dataclass(frozen=True)
 class InstanceLocation:
-    """One matched instance: what it is and where its file is."""
+    """One matched instance: what it is and where its file is (the key ``blob_key`` in the
+    blob store ``blob_store``)."""
 
     pk: int
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
+    blob_store: str
     blob_key: str
     size: int
     study_uid: str
@@ -73,6 +75,7 @@ _LOCATION_COLUMNS = (
     instances.c.sop_class_uid,
     instances.c.sop_instance_uid,
     instances.c.transfer_syntax_uid,
+    instances.c.blob_store,
     instances.c.blob_key,
     instances.c.size,
     studies.c.study_uid,
@@ -95,7 +98,7 @@ def _one_instance(conn: Connection, keys: RetrieveKeys, uid: str) -> list[Instan
     narrow the one row, as they do in the general query."""
     found = []
     for row in _ONE_INSTANCE.run(conn, {"uid": uid}):
-        study, patient, ser, issuer = row[6:10]
+        study, patient, ser, issuer = row[7:11]
         if (
             (keys.study_uids and study not in keys.study_uids)
             or (keys.series_uids and ser not in keys.series_uids)
@@ -109,9 +112,9 @@ def _one_instance(conn: Connection, keys: RetrieveKeys, uid: str) -> list[Instan
 
 def _location(row: Sequence[Any]) -> InstanceLocation:
     """An :class:`InstanceLocation` from a row that starts with :data:`_LOCATION_COLUMNS`."""
-    pk, sop_class, sop_instance, syntax, blob_key, size, study, patient, ser = row[:9]
+    pk, sop_class, sop_instance, syntax, store, key, size, study, patient, ser = row[:10]
     return InstanceLocation(
-        int(pk), sop_class, sop_instance, syntax, blob_key, int(size), study, patient, ser
+        int(pk), sop_class, sop_instance, syntax, store, key, int(size), study, patient, ser
     )
 
 
@@ -188,6 +191,7 @@ class MetadataRow:
     """One instance's stored metadata (``None``: not computed yet) and what auditing needs."""
 
     pk: int
+    blob_store: str
     blob_key: str
     sop_instance_uid: str
     patient_id: str
@@ -206,6 +210,7 @@ def find_metadata(conn: Connection, keys: RetrieveKeys) -> list[MetadataRow]:
     stmt = (
         select(
             instances.c.pk,
+            instances.c.blob_store,
             instances.c.blob_key,
             instances.c.sop_instance_uid,
             patients.c.patient_id,
@@ -227,6 +232,6 @@ def find_metadata(conn: Connection, keys: RetrieveKeys) -> list[MetadataRow]:
         )
     )
     return [
-        MetadataRow(int(r[0]), r[1], r[2], r[3], r[4], None if r[5] is None else bytes(r[5]))
+        MetadataRow(int(r[0]), *r[1:6], None if r[6] is None else bytes(r[6]))
         for r in conn.execute(stmt)
     ]

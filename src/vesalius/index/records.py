@@ -26,11 +26,21 @@ DuplicatePolicy = Literal["replace", "keep", "reject"]
 
 @dataclass(frozen=True)
 class BlobInfo:
-    """Where and what the stored file is."""
+    """Where and what the stored file is: its key in the blob store ``store`` (an id of
+    ``storage/stores.py``), its size and SHA-256."""
 
     key: str
     size: int
     sha256: str
+    store: str
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """A stored blob: the id of its store and its key there."""
+
+    store: str
+    key: str
 
 
 #: What recording an instance did: ``created``; ``replaced`` the stored copy (policy
@@ -44,9 +54,9 @@ class RecordResult:
     """What recording did, and the blob no longer referenced (to delete), if any."""
 
     outcome: Outcome
-    old_blob_key: str | None = None
+    old_blob: BlobRef | None = None
     #: The blob of the copy already stored, when one was kept (``kept``, ``discarded``).
-    stored_blob_key: str | None = None
+    stored_blob: BlobRef | None = None
 
 
 def _insert_ignoring(table: Table, columns: tuple[str, ...], key: list[str]) -> Prepared:
@@ -169,6 +179,7 @@ def _instance_values(h: InstanceHeader, blob: BlobInfo, source_ae: str) -> dict[
         "transfer_syntax_uid": h.transfer_syntax_uid,
         "specific_character_set": h.specific_character_set,
         "blob_key": blob.key,
+        "blob_store": blob.store,
         "size": blob.size,
         "sha256": blob.sha256,
         "source_ae": source_ae,
@@ -187,9 +198,13 @@ def _add_to_list(current: str, value: str) -> str | None:
 # The statements every instance runs: compiled once and run on the driver's cursor
 # (index/prepared.py). Their results are integers and text, which need no type processing.
 _EXISTING = Prepared(
-    select(instances.c.pk, instances.c.series_pk, instances.c.blob_key, instances.c.sha256).where(
-        instances.c.sop_instance_uid == bindparam("uid")
-    )
+    select(
+        instances.c.pk,
+        instances.c.series_pk,
+        instances.c.blob_key,
+        instances.c.sha256,
+        instances.c.blob_store,
+    ).where(instances.c.sop_instance_uid == bindparam("uid"))
 )
 _KNOWN_SERIES = Prepared(
     select(
@@ -235,6 +250,7 @@ _INSTANCE_COLUMNS = (
     "transfer_syntax_uid",
     "specific_character_set",
     "blob_key",
+    "blob_store",
     "size",
     "sha256",
     "source_ae",
@@ -312,7 +328,7 @@ def record_instance(
     if existing is not None:
         if policy == "keep":
             outcome: Outcome = "kept" if existing[3] == blob.sha256 else "discarded"
-            return RecordResult(outcome, stored_blob_key=existing[2])
+            return RecordResult(outcome, stored_blob=BlobRef(existing[4], existing[2]))
         if policy == "reject":
             raise DuplicateInstanceError(f"SOP instance {h.sop_instance_uid} already stored")
         delete_instance_row(conn, existing[0])
@@ -358,7 +374,7 @@ def record_instance(
         {"key": patient_pk, "new_series": int(series_created), "new_studies": int(study_created)},
     )
     if existing is not None:
-        return RecordResult("replaced", existing[2])
+        return RecordResult("replaced", BlobRef(existing[4], existing[2]))
     return RecordResult("created")
 
 
@@ -380,14 +396,16 @@ def _recompute_study_lists(conn: Connection, study_pk: int) -> None:
     )
 
 
-def delete_instance_row(conn: Connection, instance_pk: int) -> str:
+def delete_instance_row(conn: Connection, instance_pk: int) -> BlobRef:
     """Remove one instance row, fix the counters and drop parents left empty.
 
-    Returns the blob key, which the caller deletes after the transaction commits.
+    Returns its blob (store id and key), which the caller deletes after the transaction
+    commits (``Stores.get(blob.store).delete(blob.key)``).
     """
     row = conn.execute(
         select(
             instances.c.blob_key,
+            instances.c.blob_store,
             series.c.pk.label("series_pk"),
             series.c.num_instances.label("series_n"),
             studies.c.pk.label("study_pk"),
@@ -433,7 +451,7 @@ def delete_instance_row(conn: Connection, instance_pk: int) -> str:
     conn.execute(
         patients.delete().where(patients.c.pk == row.patient_pk, patients.c.num_studies <= 0)
     )
-    return str(row.blob_key)
+    return BlobRef(str(row.blob_store), str(row.blob_key))
 
 
 def delete_instance_if_present(conn: Connection, instance_pk: int) -> str | None:

@@ -128,6 +128,9 @@ instances = Table(
     _s("transfer_syntax_uid"),
     _s("specific_character_set"),
     Column("blob_key", String(64), nullable=False),
+    # The id of the blob store holding the file (``storage/stores.py``); rows from before
+    # stores had ids are in the folder store (migration 0006).
+    Column("blob_store", String(32), nullable=False, server_default="folder"),
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     _s("source_ae", 16),
