@@ -30,7 +30,7 @@ from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
 from vesalius.services.policy import Policy
 from vesalius.settings import Modality, Settings, load_settings
-from vesalius.storage import FolderStorage
+from vesalius.storage import BlobStorage, Spool, Stores
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import Assembly, assemble, dimse_config, http_app, http_limits
 
@@ -99,8 +99,12 @@ class RunningServer:
         return self.assembly.catalog
 
     @property
-    def storage(self) -> FolderStorage:
-        return self.assembly.storage
+    def spool(self) -> Spool:
+        return self.assembly.spool
+
+    @property
+    def stores(self) -> Stores:
+        return self.assembly.stores
 
     @property
     def settings(self) -> Settings:
@@ -116,7 +120,7 @@ class RunningServer:
 
     def staging_files(self) -> list[Path]:
         """Files in staging, other than the empty ones made ahead of need."""
-        spare = self.storage.spare_staging_files()
+        spare = self.spool.spare_files()
         folder = self.data_dir / "storage" / "staging"
         return sorted(p for p in folder.iterdir() if p.is_file() and p not in spare)
 
@@ -128,6 +132,7 @@ def make_server(
     *,
     policy: Policy | None = None,
     auditor: Auditor | None = None,
+    store: BlobStorage | None = None,
     **overrides: object,
 ) -> RunningServer:
     settings = load_settings(
@@ -143,7 +148,7 @@ def make_server(
     )
     if modalities:
         settings = type(settings)(settings.values, modalities)
-    assembly = assemble(settings, policy=policy, auditor=auditor)
+    assembly = assemble(settings, policy=policy, auditor=auditor, store=store)
     dimse = DimseServer(assembly.archive, dimse_config(settings))
     dimse.start()
     return RunningServer(

@@ -355,8 +355,8 @@ def test_files_of_rows_deleted_before_a_crash_are_removed_by_the_sweep(
         with running.catalog.read() as conn:
             found = find_instances(conn, RetrieveKeys("SERIES", series_uids=(SERIES[0],)))
         with running.catalog.write() as conn:  # what DeleteService does before "crashing"
-            keys = [delete_instance_if_present(conn, i.pk) for i in found]
-            table.note_deleted_blobs(conn, [(k, "") for k in keys if k])
+            blobs = [delete_instance_if_present(conn, i.pk) for i in found]
+            table.note_deleted_blobs(conn, [(b.key, b.store) for b in blobs if b])
         assert len(running.stored_files()) == 4 and running.catalog.count_instances() == 2
         assert running.archive.deletion.sweep() == (2, 0)
         assert len(running.stored_files()) == 2

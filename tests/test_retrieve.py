@@ -355,11 +355,11 @@ def test_get_order_and_match_limit(qr: RunningServer, corpus: Corpus) -> None:
     plan = qr.archive.retrieve.plan(keys, Identity.system(), "C-GET")
     numbers = []
     for instance in plan.instances:
-        with qr.archive.retrieve.local_path(instance) as path:
-            ds = dcmread(path, stop_before_pixels=True)
+        with qr.archive.retrieve.open(instance) as stored:
+            ds = dcmread(stored, stop_before_pixels=True)
         numbers.append((int(ds.SeriesNumber), int(ds.InstanceNumber)))
     assert numbers == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
-    small = RetrieveService(qr.catalog, qr.storage, oversight=qr.archive.oversight, max_matches=4)
+    small = RetrieveService(qr.catalog, qr.stores, oversight=qr.archive.oversight, max_matches=4)
     with pytest.raises(QueryError, match="over 4 instances"):
         small.plan(keys, Identity.system(), "C-GET")
     assert len(small.plan(

@@ -201,8 +201,8 @@ def test_no_staging_file_is_0xA700_and_the_association_goes_on(
     """A staging file that cannot be created (the disk is full: injected, this machine's disk
     cannot be filled in a test) fails that C-STORE with Out of Resources after its data set
     has been read, and the next C-STORE on the same association succeeds."""
-    storage = server.storage
-    real = storage.staging_file
+    spool = server.spool
+    real = spool.staging_file
     calls = 0
 
     def full_once() -> tuple[int, Path]:
@@ -212,7 +212,7 @@ def test_no_staging_file_is_0xA700_and_the_association_goes_on(
             raise OSError(28, "No space left on device")
         return real()
 
-    monkeypatch.setattr(storage, "staging_file", full_once)
+    monkeypatch.setattr(spool, "staging_file", full_once)
     # The association captured the bound method when it was made: patch before associating.
     second = _variant(tmp_path, "b.dcm")
     ae = AE(ae_title="FULLSCU")

@@ -1,4 +1,4 @@
-"""Wiring: settings become parts (index, storage), parts become services (the
+"""Wiring: settings become parts (index, blob stores, spool), parts become services (the
 :class:`~vesalius.services.archive.Archive`), and settings become the configuration of each
 front door. ``server.py``, ``cli.py`` and the commands use this; nothing else imports it, and
 nothing below it reads raw settings.
@@ -34,7 +34,7 @@ from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.settings import Settings
-from vesalius.storage import FolderStorage
+from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.viewer.app import ViewerConfig, viewer_routes
 from vesalius.web.host import HostConfig, create_host
 from vesalius.web.serving import HttpLimits, connection_cap
@@ -49,7 +49,8 @@ class Assembly:
 
     settings: Settings
     catalog: Catalog
-    storage: FolderStorage
+    spool: Spool
+    stores: Stores
     archive: Archive
 
     def close(self) -> None:
@@ -57,15 +58,23 @@ class Assembly:
 
 
 def assemble(
-    settings: Settings, *, auditor: Auditor | None = None, policy: Policy | None = None
+    settings: Settings,
+    *,
+    auditor: Auditor | None = None,
+    policy: Policy | None = None,
+    store: BlobStorage | None = None,
 ) -> Assembly:
-    """Open (and migrate) the index and the storage named by ``settings``, recover staging,
-    and build the archive's services over them (with ``policy``, default allow-all, and
-    ``auditor``, default the audit log)."""
+    """Open (and migrate) the index, the spool and the blob stores named by ``settings``,
+    recover the spool, and build the archive's services over them (with ``policy``, default
+    allow-all, and ``auditor``, default the audit log).
+
+    ``store`` stands in for the folder store under the same id (tests: a store that is not a
+    local file system)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog.open(settings.database_url)
-    storage = FolderStorage(settings.data_dir / "storage", fsync=settings["storage.fsync"])
-    recovered = storage.recover_staging()
+    stores = Stores({FOLDER_STORE: store or folder_store(settings)}, current=FOLDER_STORE)
+    spool = Spool(settings.data_dir / "storage" / "staging")
+    recovered = spool.recover()
     if recovered.removed:
         log.warning("staging: %s", recovered.describe())
     if recovered.kept:
@@ -76,7 +85,8 @@ def assemble(
     min_free = settings["storage.min_free_mb"] << 20
     ingest = IngestService(
         catalog,
-        storage,
+        spool,
+        stores,
         oversight=oversight,
         duplicate_policy=settings["ingest.duplicate_policy"],
         min_free_bytes=min_free,
@@ -91,7 +101,8 @@ def assemble(
     )
 
     def close() -> None:
-        storage.close()
+        spool.close()
+        stores.close()
         catalog.close()
 
     peers = PeerDirectory(catalog)
@@ -107,20 +118,26 @@ def assemble(
     archive = Archive(
         ingest=ingest,
         query=query,
-        retrieve=RetrieveService(catalog, storage, oversight=oversight),
-        metadata=MetadataService(catalog, storage, oversight=oversight),
+        retrieve=RetrieveService(catalog, stores, oversight=oversight),
+        metadata=MetadataService(catalog, stores, spool, oversight=oversight),
         health=HealthService(
-            catalog, storage, ae_title=settings["dicom.ae_title"], min_free_bytes=min_free
+            catalog, spool, stores, ae_title=settings["dicom.ae_title"], min_free_bytes=min_free
         ),
         peers=peers,
         jobs=jobs,
-        deletion=DeleteService(catalog, storage, oversight=oversight, jobs=jobs),
+        deletion=DeleteService(catalog, stores, oversight=oversight, jobs=jobs),
         sending=SendService(jobs, peers),
         oversight=oversight,
         closer=close,
     )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
-    return Assembly(settings, catalog, storage, archive)
+    return Assembly(settings, catalog, spool, stores, archive)
+
+
+def folder_store(settings: Settings) -> FolderStorage:
+    """The folder store under ``<data_dir>/storage`` (id :data:`FOLDER_STORE`); the spool
+    lies beside it, in ``<data_dir>/storage/staging``, so moving a file in is a rename."""
+    return FolderStorage(settings.data_dir / "storage", fsync=settings["storage.fsync"])
 
 
 def runs_jobs(settings: Settings, *, main_process: bool) -> bool:

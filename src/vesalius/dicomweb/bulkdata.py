@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -21,7 +20,7 @@ from vesalius.dicom.structure import PIXEL_DATA_TAGS, find_pixel_data
 from vesalius.dicomweb import multipart
 from vesalius.dicomweb.frames import OCTET, choose_form
 from vesalius.dicomweb.media import parse_accept
-from vesalius.dicomweb.retrieve import CHUNK, plan_for
+from vesalius.dicomweb.retrieve import plan_for
 from vesalius.errors import NotAcceptableError, NotFoundError
 from vesalius.services.archive import Archive
 from vesalius.services.retrieve import InstanceLocation
@@ -66,18 +65,6 @@ def _wants_single(request: Request) -> bool:
     )
 
 
-def _file_span(path: Path, offset: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        left = length
-        while left > 0:
-            chunk = fh.read(min(CHUNK, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk
-
-
 def _ranged(request: Request, size: int) -> tuple[int, int, int, dict[str, str]]:
     """Status, start, end and headers for a single-part answer of ``size`` bytes."""
     try:
@@ -97,9 +84,9 @@ def _ranged(request: Request, size: int) -> tuple[int, int, int, dict[str, str]]
 def _pixel_data(
     archive: Archive, request: Request, instance: InstanceLocation, single: bool
 ) -> Response:
-    with archive.retrieve.local_path(instance) as path:
-        element = find_pixel_data(path, instance.transfer_syntax_uid)
-        count = pixel_frames.frame_count(path)
+    with archive.retrieve.open(instance) as stored:
+        element = find_pixel_data(stored, instance.transfer_syntax_uid)
+        count = pixel_frames.frame_count(stored)
     if count == 0:
         raise NotFoundError("the instance has no pixel data")
     if element is not None and not element.encapsulated and single:
@@ -107,11 +94,8 @@ def _pixel_data(
         if status == 416:
             return Response(status_code=416, headers=headers)
 
-        def span() -> Iterator[bytes]:
-            with archive.retrieve.local_path(instance) as path:
-                yield from _file_span(path, element.offset + start, end - start)
-
-        return StreamingResponse(span(), status_code=status, media_type=OCTET, headers=headers)
+        span = archive.retrieve.open_range(instance, element.offset + start, element.offset + end)
+        return StreamingResponse(span, status_code=status, media_type=OCTET, headers=headers)
     if single:
         raise NotAcceptableError(
             "encapsulated pixel data is returned frame by frame, as multipart/related only"
@@ -123,11 +107,12 @@ def _pixel_data(
     boundary = multipart.new_boundary()
 
     def parts() -> Iterator[multipart.Part]:
-        with archive.retrieve.local_path(instance) as path:
+        with (
+            archive.retrieve.open(instance) as stored,
+            pixel_frames.open_frames(stored, lean=True) as reader,
+        ):
             for number in range(1, count + 1):
-                yield multipart.Part(
-                    form.part_content_type, [pixel_frames.read_frame(path, number)]
-                )
+                yield multipart.Part(form.part_content_type, [reader.read(number)])
 
     return StreamingResponse(
         multipart.stream(parts(), boundary), media_type=multipart.content_type(OCTET, boundary)
@@ -144,8 +129,8 @@ def bulkdata(archive: Archive, request: Request) -> Response:
         tally.sent()
     if tag_path.upper() in {f"{t:08X}" for t in PIXEL_DATA_TAGS}:
         return _pixel_data(archive, request, instance, single)
-    with archive.retrieve.local_path(instance) as path:
-        value = read_bulk_value(path, tag_path)
+    with archive.retrieve.open(instance) as stored:
+        value = read_bulk_value(stored, tag_path)
     if single:
         status, start, end, headers = _ranged(request, len(value))
         if status == 416:

@@ -106,9 +106,12 @@ def frames(archive: Archive, request: Request) -> Response:
     # a time while streaming (memory stays at one frame, whatever the list). One header parse
     # per pass over the file.
     tally, ending = begin_transfer(archive, plan)
-    with ending, archive.retrieve.local_path(instance) as path:
+    with ending:
         try:
-            with pixel_frames.open_frames(path, lean=not form.decode) as reader:
+            with (
+                archive.retrieve.open(instance) as stored,
+                pixel_frames.open_frames(stored, lean=not form.decode) as reader,
+            ):
                 beyond = [n for n in numbers if n > reader.count]
                 if beyond:
                     raise NotFoundError(f"frame {beyond[0]} asked, the instance has {reader.count}")
@@ -136,8 +139,8 @@ def frames(archive: Archive, request: Request) -> Response:
         with ending:
             yield multipart.Part(form.part_content_type, [first])
             with (
-                archive.retrieve.local_path(instance) as path,
-                pixel_frames.open_frames(path, lean=not form.decode) as reader,
+                archive.retrieve.open(instance) as stored,
+                pixel_frames.open_frames(stored, lean=not form.decode) as reader,
             ):
                 for number in numbers[1:]:
                     yield multipart.Part(form.part_content_type, [read(reader, number)])

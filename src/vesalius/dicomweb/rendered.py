@@ -32,9 +32,9 @@ def _params(request: Request, thumbnail: bool) -> RenderParams:
 def render_instance(
     archive: Archive, instance: InstanceLocation, frame: int, params: RenderParams
 ) -> bytes:
-    with archive.retrieve.local_path(instance) as path:
+    with archive.retrieve.open(instance) as stored:
         try:
-            return render_frame(path, frame, params)
+            return render_frame(stored, frame, params)
         except (InvalidDataError, UnsupportedError) as exc:
             raise NotAcceptableError(
                 f"instance {instance.sop_instance_uid} cannot be rendered: {exc}"

@@ -125,18 +125,17 @@ def target_syntax(requested: str | None, instance: InstanceLocation) -> str | No
 def instance_chunks(
     archive: Archive, instance: InstanceLocation, syntax: str | None
 ) -> Iterator[bytes]:
-    """The Part 10 bytes of ``instance``, as stored or converted to ``syntax``."""
-    with archive.retrieve.local_path(instance) as path:
-        if syntax is None:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    yield chunk
-            return
+    """The Part 10 bytes of ``instance``, as stored (streamed by its store) or converted to
+    ``syntax``."""
+    if syntax is None:
+        yield from archive.retrieve.open_range(instance)
+        return
+    with archive.retrieve.open(instance) as reader:
         if instance.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE and syntax == EXPLICIT_VR_LE:
-            yield from explicit_chunks(path)  # inflated as it goes: memory stays flat
+            yield from explicit_chunks(reader)  # inflated as it goes: memory stays flat
             return
         out = io.BytesIO()
-        transcode(path, syntax, out, max_inflated=TRANSCODE_LIMIT)
+        transcode(reader, syntax, out, max_inflated=TRANSCODE_LIMIT)
     data = out.getbuffer()
     for start in range(0, len(data), CHUNK):
         yield bytes(data[start : start + CHUNK])

@@ -442,13 +442,15 @@ class Association:
             self._send_raw(pdu.pdata_header(context_id, 0x02 if last else 0x00, len(chunk)), chunk)
 
     def send_file(self, context_id: int, handle: BinaryIO, size: int) -> None:
-        """Send ``size`` bytes from ``handle``'s position as the message's data set."""
+        """Send ``size`` bytes from ``handle``'s position as the message's data set (read into
+        one reused buffer; by ``read`` for a reader without ``readinto``)."""
         if self._buffer is None:
             self._buffer = bytearray(self._fragment)
         view = memoryview(self._buffer)
+        readinto = getattr(handle, "readinto", None) or _reader_into(handle)
         left = size
         while True:
-            n = handle.readinto(view[: min(self._fragment, left)]) if left else 0  # type: ignore[attr-defined]
+            n = readinto(view[: min(self._fragment, left)]) if left else 0
             if n is None or (n == 0 and left):
                 raise OSError("stored file is shorter than expected")
             left -= n
@@ -510,3 +512,14 @@ class Association:
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _reader_into(handle: BinaryIO) -> Callable[[memoryview], int]:
+    """``readinto`` for a reader that has only ``read``."""
+
+    def readinto(view: memoryview) -> int:
+        data = handle.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    return readinto

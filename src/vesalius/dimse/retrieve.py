@@ -3,11 +3,13 @@
 Each matched instance is one C-STORE sub-operation: over a new association to the move
 destination (C-MOVE), or back over the requesting association on the storage contexts the
 requestor accepted with the SCP role (C-GET, PS3.4 C.4.3.1.3). The data set is sent straight
-from its stored file, PDU by PDU, bit-exact and memory-flat. A Pending response with the
-sub-operation counts follows each one; the final response carries Success, 0xB000 (some failed
-or warned) or 0xA702 (all failed) with the Failed SOP Instance UID List, or 0xFE00 after a
-C-CANCEL-RQ (checked between sub-operations). An unknown or unreachable destination is 0xA801;
-a refused identifier gets its failure status and Error Comment (0xA900, 0xC000).
+from its stored file (a reader from the retrieve service, whatever store holds it), PDU by
+PDU, bit-exact and memory-flat; from a local file, each PDU is one read of its descriptor. A
+Pending response with the sub-operation counts follows each one; the final response carries
+Success, 0xB000 (some failed or warned) or 0xA702 (all failed) with the Failed SOP Instance UID
+List, or 0xFE00 after a C-CANCEL-RQ (checked between sub-operations). An unknown or
+unreachable destination is 0xA801; a refused identifier gets its failure status and Error
+Comment (0xA900, 0xC000).
 
 **Transfer syntax.** An instance goes in its stored transfer syntax when the peer accepted that
 syntax for its SOP class (C-MOVE proposes those pairs first). Otherwise it is converted to
@@ -20,10 +22,10 @@ cannot be converted is a failed sub-operation.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager, contextmanager
 from typing import BinaryIO, cast
 
 from pydicom.dataset import Dataset
@@ -31,7 +33,8 @@ from pynetdicom import build_context
 from pynetdicom.presentation import PresentationContext
 
 from vesalius.dicom.inflate import inflated_size, open_inflated
-from vesalius.dicom.structure import dataset_offset
+from vesalius.dicom.source import Source
+from vesalius.dicom.structure import dataset_offset_in
 from vesalius.dicom.transcode import can_transcode, transcoded_data_set
 from vesalius.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LE,
@@ -120,32 +123,50 @@ def _fallbacks(stored: str) -> tuple[str, ...]:
 
 
 @contextmanager
-def _reencoded(path: Path, stored: str, syntax: str) -> Iterator[bytes | tuple[BinaryIO, int]]:
+def _reencoded(source: Source, stored: str, syntax: str) -> Iterator[bytes | tuple[BinaryIO, int]]:
     """The instance's data set in ``syntax``. A deflated one in Explicit VR Little Endian is its
     inflated bytes as a stream, with their size: inflated twice (once to count, once to send),
     so memory stays flat whatever the size. Anything else goes through the one converter of
     ``dicom/transcode.py`` in memory, within :data:`MAX_DECODED`."""
     if stored == DEFLATED_EXPLICIT_VR_LE and syntax == EXPLICIT_VR_LE:
-        size = inflated_size(path)
-        with open_inflated(path) as (_, stream):
+        size = inflated_size(source)
+        with open_inflated(source) as (_, stream):
             yield cast(BinaryIO, stream), size
         return
-    yield transcoded_data_set(path, syntax, max_decoded=MAX_DECODED, max_inflated=MAX_DECODED)
+    yield transcoded_data_set(source, syntax, max_decoded=MAX_DECODED, max_inflated=MAX_DECODED)
+
+
+@contextmanager
+def _direct(reader: BinaryIO, offset: int) -> Iterator[BinaryIO]:
+    """``reader`` at ``offset``, read straight from its file descriptor where it has one (one
+    system call per PDU, no copy through a buffer), else as it is."""
+    try:
+        fd = reader.fileno()
+    except (OSError, ValueError):  # not a local file (io.UnsupportedOperation is both)
+        reader.seek(offset)
+        yield reader
+        return
+    with io.FileIO(fd, "rb", closefd=False) as raw:
+        raw.seek(offset)
+        yield cast(BinaryIO, raw)
 
 
 class SubOperations:
-    """Sends C-STORE sub-operations over ``link`` and tallies them (PS3.4 C.4.2.1.4)."""
+    """Sends C-STORE sub-operations over ``link`` and tallies them (PS3.4 C.4.2.1.4); each
+    instance's file is opened by ``opener`` (the retrieve service's ``open``)."""
 
     def __init__(
         self,
         link: Association,
         tally: RetrieveTally,
+        opener: Callable[[InstanceLocation], AbstractContextManager[BinaryIO]],
         *,
         originator: tuple[str, int] | None = None,
         cancel_id: int | None = None,
     ) -> None:
         self.link = link
         self.tally = tally
+        self.opener = opener
         self.originator = originator
         #: For C-GET: the request's Message ID, whose C-CANCEL may arrive between responses.
         self.cancel_id = cancel_id
@@ -167,12 +188,13 @@ class SubOperations:
                     return cx_id, syntax
         return None
 
-    def send(self, instance: InstanceLocation, path: Path) -> None:
-        """One sub-operation; its outcome goes into the tally (a failure is not raised, except
-        that the association ending stops the retrieve)."""
+    def send(self, instance: InstanceLocation) -> None:
+        """One sub-operation; its outcome goes into the tally (a failure, a missing file
+        included, is not raised, except that the association ending stops the retrieve)."""
         status: int | None = None
         try:
-            status = self._store(instance, path)
+            with self.opener(instance) as reader:
+                status = self._store(instance, reader)
         except (Aborted, Released):
             self._failed(instance)
             raise
@@ -186,7 +208,7 @@ class SubOperations:
         self.tally.record(None)
         self.failed_uids.append(instance.sop_instance_uid)
 
-    def _store(self, instance: InstanceLocation, path: Path) -> int | None:
+    def _store(self, instance: InstanceLocation, reader: BinaryIO) -> int | None:
         chosen = self._context(instance)
         if chosen is None:
             raise ValueError(
@@ -210,13 +232,13 @@ class SubOperations:
             ]
         command = commands.encode(elements)
         if syntax == instance.transfer_syntax_uid:
-            offset = dataset_offset(path)
-            with open(path, "rb", buffering=0) as handle:
-                size = handle.seek(0, 2) - offset
-                handle.seek(offset)
+            reader.seek(0)
+            offset = dataset_offset_in(reader)
+            size = reader.seek(0, 2) - offset
+            with _direct(reader, offset) as handle:
                 self.link.send(cx_id, command, file=(handle, size))
         else:
-            with _reencoded(path, instance.transfer_syntax_uid, syntax) as payload:
+            with _reencoded(reader, instance.transfer_syntax_uid, syntax) as payload:
                 if isinstance(payload, bytes):
                     self.link.send(cx_id, command, payload)
                 else:
@@ -347,8 +369,7 @@ def _run(
                 tally.cancelled = True
                 break
             try:
-                with archive.retrieve.local_path(instance) as path:
-                    subops.send(instance, path)
+                subops.send(instance)
             except (Aborted, Released) as exc:
                 if subops.link is responder.assoc:
                     raise  # the requesting association itself ended
@@ -403,7 +424,12 @@ def handle_move(scp: ScpContext, assoc: Association, message: Message) -> None:
             responder.send(MOVE_DESTINATION_UNKNOWN, comment=exc.message)
         return
     message_id = message.command.message_id
-    subops = SubOperations(link, RetrieveTally(), originator=(assoc.calling_ae, message_id))
+    subops = SubOperations(
+        link,
+        RetrieveTally(),
+        archive.retrieve.open,
+        originator=(assoc.calling_ae, message_id),
+    )
     try:
         _run(scp, plan, subops, responder, lambda: subops.check_cancel(assoc, message_id))
     finally:
@@ -421,7 +447,7 @@ def handle_get(scp: ScpContext, assoc: Association, message: Message) -> None:
             responder.send(SUCCESS, RetrieveTally())
         return
     message_id = message.command.message_id
-    subops = SubOperations(assoc, RetrieveTally(), cancel_id=message_id)
+    subops = SubOperations(assoc, RetrieveTally(), scp.archive.retrieve.open, cancel_id=message_id)
     _run(scp, plan, subops, responder, lambda: subops.check_cancel(assoc, message_id))
 
 

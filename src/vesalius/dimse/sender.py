@@ -71,7 +71,7 @@ def _send(archive: Archive, config: DimseConfig, context: JobContext) -> str:
             )
         except PeerError as exc:
             raise JobError(exc.message) from exc
-        subops = SubOperations(link, tally)
+        subops = SubOperations(link, tally, archive.retrieve.open)
         try:
             for position, instance in enumerate(plan.instances):
                 try:
@@ -79,8 +79,7 @@ def _send(archive: Archive, config: DimseConfig, context: JobContext) -> str:
                 except JobCancelled:
                     tally.cancelled = True
                     raise
-                with archive.retrieve.local_path(instance) as path:
-                    subops.send(instance, path)
+                subops.send(instance)
             context.progress(total, total, _summary(tally, total), force=True)
         except (Aborted, Released) as exc:
             raise JobError(f"{peer.ae_title} ended the association: {exc}") from exc

@@ -454,9 +454,9 @@ def delete_instance_row(conn: Connection, instance_pk: int) -> BlobRef:
     return BlobRef(str(row.blob_store), str(row.blob_key))
 
 
-def delete_instance_if_present(conn: Connection, instance_pk: int) -> str | None:
+def delete_instance_if_present(conn: Connection, instance_pk: int) -> BlobRef | None:
     """:func:`delete_instance_row` if the row is still there (a retried or concurrent
-    deletion); its blob key, or None."""
+    deletion); its blob, or None."""
     still = conn.execute(select(instances.c.pk).where(instances.c.pk == instance_pk)).scalar()
     return None if still is None else delete_instance_row(conn, instance_pk)
 

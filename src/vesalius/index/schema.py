@@ -200,6 +200,6 @@ deleted_blobs = Table(
     metadata,
     Column("pk", PK, primary_key=True, autoincrement=True),
     Column("blob_key", String(64), nullable=False),
-    Column("store", String(32), nullable=False, server_default=""),
+    Column("store", String(32), nullable=False, server_default="folder"),  # as blob_store
     Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -30,7 +30,7 @@ from vesalius.index.records import delete_instance_if_present
 from vesalius.services.jobs import JobContext, JobRow, JobService, keys_payload, payload_keys
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import keys_resource
-from vesalius.storage import BlobStorage
+from vesalius.storage import Stores
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,10 @@ class DeleteService:
     """Deletes what retrieve keys name (see the module's text)."""
 
     def __init__(
-        self, catalog: Catalog, storage: BlobStorage, *, oversight: Oversight, jobs: JobService
+        self, catalog: Catalog, stores: Stores, *, oversight: Oversight, jobs: JobService
     ) -> None:
         self.catalog = catalog
-        self.storage = storage
+        self.stores = stores
         self.oversight = oversight
         self.jobs = jobs
         jobs.register(KIND, self._run_job, "delete")
@@ -114,9 +114,9 @@ class DeleteService:
                 batch = found[start : start + BATCH]
                 with self.catalog.write() as conn:
                     gone = [delete_instance_if_present(conn, i.pk) for i in batch]
-                    keys_gone = [key for key in gone if key is not None]
-                    table.note_deleted_blobs(conn, [(key, "") for key in keys_gone])
-                done.deleted += len(keys_gone)
+                    blobs = [blob for blob in gone if blob is not None]
+                    table.note_deleted_blobs(conn, [(blob.key, blob.store) for blob in blobs])
+                done.deleted += len(blobs)
                 self.sweep()
                 if on_progress is not None:
                     on_progress(start + len(batch), len(found))
@@ -133,11 +133,11 @@ class DeleteService:
             with self.catalog.read() as conn:
                 pending = table.pending_blob_deletions(conn)
             cleared: list[int] = []
-            for pk, key, _store in pending:
+            for pk, key, store in pending:
                 try:
-                    self.storage.delete(key)
-                except OSError as exc:
-                    log.warning("cannot remove blob %s yet: %s", key, exc)
+                    self.stores.get(store).delete(key)  # the store the row named
+                except (OSError, VesaliusError) as exc:
+                    log.warning("cannot remove blob %s from store %s yet: %s", key, store, exc)
                     left += 1
                     continue
                 cleared.append(pk)

@@ -8,17 +8,24 @@ from sqlalchemy import text
 
 from vesalius import __version__
 from vesalius.index.catalog import Catalog
-from vesalius.storage import BlobStorage
+from vesalius.storage import Spool, Stores
 
 
 class HealthService:
     """A small status report for monitors and readiness probes."""
 
     def __init__(
-        self, catalog: Catalog, storage: BlobStorage, *, ae_title: str, min_free_bytes: int
+        self,
+        catalog: Catalog,
+        spool: Spool,
+        stores: Stores,
+        *,
+        ae_title: str,
+        min_free_bytes: int,
     ) -> None:
         self.catalog = catalog
-        self.storage = storage
+        self.spool = spool
+        self.stores = stores
         self.ae_title = ae_title
         self.min_free_bytes = min_free_bytes
 
@@ -33,7 +40,8 @@ class HealthService:
         except Exception as exc:
             report["index"] = f"error: {type(exc).__name__}"
         try:
-            free = self.storage.free_bytes()
+            # where new instances are written, then go (one filesystem for the folder store)
+            free = min(self.spool.free_bytes(), self.stores.current.free_bytes())
         except OSError as exc:
             report["storage"] = f"error: {exc.strerror}"
         else:

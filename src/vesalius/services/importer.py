@@ -228,7 +228,7 @@ class Importer:
         source = f"{member.zip.path}:{info.filename}"
         if Path(info.filename).name.upper() == "DICOMDIR":
             return ImportItem(source, "skipped", DICOMDIR)
-        if info.file_size + self.ingest.min_free_bytes > self.ingest.storage.free_bytes():
+        if info.file_size + self.ingest.min_free_bytes > self.ingest.free_bytes():
             return ImportItem(source, "skipped", "rejected: larger than the free space")
         try:
             with member.zip.archive.open(info) as src:

@@ -1,11 +1,13 @@
-"""Ingest: every way an instance arrives (C-STORE, import, later STOW-RS) ends here.
+"""Ingest: every way an instance arrives (C-STORE, STOW-RS, import) ends here.
 
-The file is checked (Part 10 header, required UIDs, complete structure) without decoding pixel
-data, in one pass that also yields the index values and the WADO-RS metadata; hashed, moved
-into storage by rename under a generated key, and indexed; the index commit is the last step,
-so a success means the instance is on disk and findable (PS3.4 B.2.3). A deflated data set
-(PS3.5 A.5) is read through its inflated twin, streamed into staging next to the file and
-removed after; past ``max_inflated_bytes`` it is refused (0xA700 / 413) and nothing is stored.
+Each door writes the file into the local spool (``storage/spool.py``). There it is checked
+(Part 10 header, required UIDs, complete structure) without decoding pixel data, in one pass
+that also yields the index values and the WADO-RS metadata; hashed, put into the current blob
+store under a generated key (a rename for the folder store), and indexed with that store's id;
+the index commit is the last step, so a success means the instance is stored and findable
+(PS3.4 B.2.3). A deflated data set (PS3.5 A.5) is read through its inflated twin, streamed
+into the spool next to the file and removed after; past ``max_inflated_bytes`` it is refused
+(0xA700 / 413) and nothing is stored.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vesalius.dicom.header import InstanceHeader
-from vesalius.dicom.structure import dataset_offset
+from vesalius.dicom.structure import dataset_offset_in
 from vesalius.dicom.uids import STORAGE_SOP_CLASS_UIDS
 from vesalius.errors import (
     DataSetMismatchError,
@@ -28,10 +30,10 @@ from vesalius.errors import (
 )
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
-from vesalius.index.records import BlobInfo, DuplicatePolicy, Outcome
+from vesalius.index.records import BlobInfo, BlobRef, DuplicatePolicy, Outcome
 from vesalius.services.metadata import read_with_metadata
 from vesalius.services.oversight import Oversight
-from vesalius.storage import BlobStorage, new_blob_key
+from vesalius.storage import Spool, Stores, new_blob_key
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -73,12 +75,14 @@ def _digest(path: Path) -> tuple[int, str]:
 
 
 class IngestService:
-    """Stores instances: validate, hash, move into storage, index."""
+    """Stores instances: validate, hash, move from the spool into the current blob store,
+    index."""
 
     def __init__(
         self,
         catalog: Catalog,
-        storage: BlobStorage,
+        spool: Spool,
+        stores: Stores,
         *,
         oversight: Oversight,
         duplicate_policy: DuplicatePolicy = "keep",
@@ -86,24 +90,30 @@ class IngestService:
         max_inflated_bytes: int = 256 << 20,
     ) -> None:
         self.catalog = catalog
-        self.storage = storage
+        self.spool = spool
+        self.stores = stores
         self.oversight = oversight
         self.duplicate_policy: DuplicatePolicy = duplicate_policy
         self.min_free_bytes = min_free_bytes
         #: Largest data set a deflated instance may inflate to (0: no limit).
         self.max_inflated_bytes = max_inflated_bytes
 
+    def free_bytes(self) -> int:
+        """Bytes free for new instances: in the spool they are written to and the store they
+        go to, whichever has less (one filesystem for the folder store)."""
+        return min(self.spool.free_bytes(), self.stores.current.free_bytes())
+
     def check_space(self) -> None:
         """Raise :class:`OutOfResourcesError` (0xA700) when storage is nearly full."""
-        if self.min_free_bytes and self.storage.free_bytes() < self.min_free_bytes:
+        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
             raise OutOfResourcesError("storage is full")
 
     def staging_file(self) -> tuple[int, Path]:
-        """A new empty file in staging (made ahead of need, see
+        """A new empty file in the spool (made ahead of need, see
         :mod:`vesalius.storage.staging`), open for writing: its descriptor and path. The caller
         fills it (hashing with :class:`ContentHash` as it writes) and hands it to
         :meth:`ingest_staged`, or removes it. ``OSError`` when none can be created."""
-        return self.storage.staging_file()
+        return self.spool.staging_file()
 
     def staging_path(self) -> Path:
         """:meth:`staging_file`, for a caller that opens the file itself."""
@@ -122,8 +132,8 @@ class IngestService:
         digest: tuple[int, str] | None = None,
         keep_refused: bool = False,
     ) -> IngestResult:
-        """Ingest a Part 10 file already in staging; it is moved into storage or removed
-        (left in staging for the caller when refused and ``keep_refused``).
+        """Ingest a Part 10 file already in the spool; it is moved into the current store or
+        removed (left in the spool for the caller when refused and ``keep_refused``).
 
         ``digest`` is the file's (size, SHA-256 hex) when the receiver computed it while
         writing the file, which saves reading it again."""
@@ -154,8 +164,9 @@ class IngestService:
                 path, check, max_inflated=self.max_inflated_bytes or None, scratch=path.parent
             )
             size, sha256 = digest if digest is not None else _digest(path)
-            key = new_blob_key()
-            self.storage.put_file(key, path)
+            blob = BlobRef(self.stores.current_id, new_blob_key())
+            store = self.stores.get(blob.store)
+            store.put_file(blob.key, path)
         except Exception:
             if not keep_refused:
                 path.unlink(missing_ok=True)
@@ -163,23 +174,23 @@ class IngestService:
         try:
             result = self.catalog.record(
                 header,
-                BlobInfo(key, size, sha256),
+                BlobInfo(blob.key, size, sha256, blob.store),
                 self.duplicate_policy,
                 who.name if who.kind == "ae" else "",
                 metadata,
             )
         except BaseException as exc:
-            self.storage.delete(key)
+            store.delete(blob.key)
             if isinstance(exc, VesaliusError):
                 exc.instance = (header.sop_class_uid, header.sop_instance_uid)
             raise
         outcome = result.outcome
-        if outcome == "discarded" and self._same_data_set(key, result.stored_blob_key):
+        if outcome == "discarded" and self._same_data_set(blob, result.stored_blob):
             outcome = "kept"  # only the File Meta differs (e.g. the Source AE Title)
         if outcome in ("kept", "discarded"):
-            self.storage.delete(key)
-        elif result.old_blob_key:
-            self.storage.delete(result.old_blob_key)
+            store.delete(blob.key)
+        elif result.old_blob:
+            self._delete(result.old_blob)
         if outcome == "discarded":
             log.warning(
                 "%s sent instance %s again with other content; the stored copy is kept "
@@ -198,24 +209,34 @@ class IngestService:
         )
         return IngestResult(header, outcome, size)
 
-    def _same_data_set(self, key: str, other: str | None) -> bool:
-        """Whether two stored blobs hold the same data set (their File Meta may differ)."""
+    def _delete(self, blob: BlobRef) -> None:
+        """Remove a blob no row references any more (after the commit)."""
+        try:
+            self.stores.get(blob.store).delete(blob.key)
+        except (OSError, VesaliusError) as exc:
+            log.warning("cannot remove blob %s from store %s: %s", blob.key, blob.store, exc)
+
+    def _same_data_set(self, one: BlobRef, other: BlobRef | None) -> bool:
+        """Whether two stored blobs hold the same data set (their File Meta may differ),
+        read through their stores."""
         if other is None:
             return False
-        with self.storage.local_path(key) as one, self.storage.local_path(other) as two:
-            try:
-                starts = dataset_offset(one), dataset_offset(two)
-                with open(one, "rb") as a, open(two, "rb") as b:
-                    sizes = a.seek(0, 2) - starts[0], b.seek(0, 2) - starts[1]
-                    if sizes[0] != sizes[1]:
+        try:
+            with (
+                self.stores.get(one.store).open(one.key) as a,
+                self.stores.get(other.store).open(other.key) as b,
+            ):
+                starts = dataset_offset_in(a), dataset_offset_in(b)
+                sizes = a.seek(0, 2) - starts[0], b.seek(0, 2) - starts[1]
+                if sizes[0] != sizes[1]:
+                    return False
+                a.seek(starts[0])
+                b.seek(starts[1])
+                while chunk := a.read(CHUNK):
+                    if chunk != b.read(len(chunk)):
                         return False
-                    a.seek(starts[0])
-                    b.seek(starts[1])
-                    while chunk := a.read(CHUNK):
-                        if chunk != b.read(len(chunk)):
-                            return False
-            except (OSError, VesaliusError):
-                return False
+        except (OSError, VesaliusError):
+            return False
         return True
 
     def ingest_copy(self, source: Path, who: Identity) -> IngestResult:

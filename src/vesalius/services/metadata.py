@@ -13,9 +13,9 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_file_meta_info
 
 from vesalius.dicom.header import InstanceHeader, read_instance
 from vesalius.dicom.inflate import read_head, write_explicit
@@ -27,6 +27,7 @@ from vesalius.dicom.metadata import (
     instance_path,
 )
 from vesalius.dicom.scan import scan_instance
+from vesalius.dicom.source import Source, file_meta, opened
 from vesalius.dicom.structure import PixelDataElement, find_pixel_data
 from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, is_valid_uid
 from vesalius.errors import (
@@ -41,7 +42,7 @@ from vesalius.index.lookup import MetadataRow, RetrieveKeys, find_metadata
 from vesalius.index.records import store_metadata
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import keys_resource
-from vesalius.storage import BlobStorage
+from vesalius.storage import Spool, Stores
 from vesalius.storage.staging import create_staging_file
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def metadata_json(
 
 
 def read_with_metadata(
-    path: Path,
+    source: Source,
     check: Callable[[InstanceHeader], None] | None = None,
     *,
     max_inflated: int | None = None,
@@ -81,29 +82,31 @@ def read_with_metadata(
     A deflated file (PS3.5 A.5) is read through its Explicit VR Little Endian twin, inflated
     as a stream into a staging file in ``scratch`` (default: a temporary file) and removed
     after; past ``max_inflated`` bytes it is :class:`TooLargeError` (0xA700 / 413)."""
-    scan = scan_instance(path)
-    if scan is not None:
+    with opened(source) as fh:
+        scan = scan_instance(fh)
+        if scan is not None:
+            if check is not None:
+                check(scan.header)
+            return scan.header, encode(scan.document)
+        if _deflated(fh):
+            return _read_deflated(fh, check, max_inflated, scratch)
+        header, dataset = read_instance(fh)
         if check is not None:
-            check(scan.header)
-        return scan.header, encode(scan.document)
-    if _deflated(path):
-        return _read_deflated(path, check, max_inflated, scratch)
-    header, dataset = read_instance(path)
-    if check is not None:
-        check(header)
-    return header, metadata_json(header, dataset, find_pixel_data(path, header.transfer_syntax_uid))
+            check(header)
+        pixel = find_pixel_data(fh, header.transfer_syntax_uid)
+        return header, metadata_json(header, dataset, pixel)
 
 
-def _deflated(path: Path) -> bool:
-    """Whether ``path`` is deflated; what our File Meta reader cannot parse is left to
+def _deflated(fh: BinaryIO) -> bool:
+    """Whether ``fh`` is deflated; what our File Meta reader cannot parse is left to
     pydicom's error, unless pydicom would read it as deflated: it would inflate it whole."""
     try:
-        with open(path, "rb") as fh:
-            return read_head(fh).transfer_syntax == DEFLATED_EXPLICIT_VR_LE
+        fh.seek(0)
+        return read_head(fh).transfer_syntax == DEFLATED_EXPLICIT_VR_LE
     except (VesaliusError, OSError):
         pass
     try:
-        syntax = read_file_meta_info(path).get("TransferSyntaxUID")
+        syntax = file_meta(fh).get("TransferSyntaxUID")
     except Exception:  # pydicom raises many kinds on malformed input; its reader says which
         return False
     if syntax != DEFLATED_EXPLICIT_VR_LE:
@@ -114,7 +117,7 @@ def _deflated(path: Path) -> bool:
 
 
 def _read_deflated(
-    path: Path,
+    fh: BinaryIO,
     check: Callable[[InstanceHeader], None] | None,
     max_inflated: int | None,
     scratch: Path | None,
@@ -129,7 +132,7 @@ def _read_deflated(
     try:
         try:
             with os.fdopen(fd, "wb") as out:
-                write_explicit(path, out, limit=max_inflated)
+                write_explicit(fh, out, limit=max_inflated)
         except OSError as exc:  # disk full, most likely
             raise OutOfResourcesError(f"cannot inflate into staging: {exc.strerror}") from exc
         scan = scan_instance(twin)
@@ -149,19 +152,19 @@ def _read_deflated(
             check(header)
         return header, metadata_json(header, dataset, find_pixel_data(twin, EXPLICIT_VR_LE))
     except VesaliusError as exc:
-        exc.instance = exc.instance or _meta_uids(path)  # STOW-RS then names it unread
+        exc.instance = exc.instance or _meta_uids(fh)  # STOW-RS then names it unread
         raise
     finally:
         twin.unlink(missing_ok=True)
 
 
-def _meta_uids(path: Path) -> tuple[str, str]:
+def _meta_uids(fh: BinaryIO) -> tuple[str, str]:
     """The File Meta's SOP Class and Instance UIDs ('' when not valid): what a STOW-RS
     response names a refused deflated instance by, since reading its data set to find them
     (``stow._peek``, pydicom) would inflate it whole."""
     try:
-        with open(path, "rb") as fh:
-            head = read_head(fh)
+        fh.seek(0)
+        head = read_head(fh)
     except (VesaliusError, OSError):
         return "", ""
     uids = head.sop_class_uid, head.sop_instance_uid
@@ -169,17 +172,20 @@ def _meta_uids(path: Path) -> tuple[str, str]:
     return sop_class, sop_instance
 
 
-def metadata_from_file(path: Path, *, scratch: Path | None = None) -> bytes:
+def metadata_from_file(source: Source, *, scratch: Path | None = None) -> bytes:
     """:func:`read_with_metadata`'s metadata, for a stored file."""
-    return read_with_metadata(path, scratch=scratch)[1]
+    return read_with_metadata(source, scratch=scratch)[1]
 
 
 class MetadataService:
     """Serves the DICOM JSON of studies, series and instances."""
 
-    def __init__(self, catalog: Catalog, storage: BlobStorage, *, oversight: Oversight) -> None:
+    def __init__(
+        self, catalog: Catalog, stores: Stores, spool: Spool, *, oversight: Oversight
+    ) -> None:
         self.catalog = catalog
-        self.storage = storage
+        self.stores = stores
+        self.spool = spool  # scratch space for inflating a deflated instance
         self.oversight = oversight
 
     def documents(self, keys: RetrieveKeys, who: Identity) -> list[str]:
@@ -202,8 +208,8 @@ class MetadataService:
         return [decode(row.metadata or self._backfill(row)) for row in found]
 
     def _backfill(self, row: MetadataRow) -> bytes:
-        with self.storage.local_path(row.blob_key) as path:
-            computed = metadata_from_file(path, scratch=self.storage.staging_dir())
+        with self.stores.get(row.blob_store).open(row.blob_key) as reader:
+            computed = metadata_from_file(reader, scratch=self.spool.folder)
         with self.catalog.write() as conn:
             store_metadata(conn, row.pk, computed)
         log.info("metadata computed for %s (stored before metadata existed)", row.sop_instance_uid)

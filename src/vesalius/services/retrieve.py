@@ -1,11 +1,12 @@
-"""Retrieve: which stored instances a C-MOVE, C-GET or WADO request sends, and where their
-files are.
+"""Retrieve: which stored instances a C-MOVE, C-GET or WADO request sends, and their files.
 
 A retrieve names its instances by :class:`RetrieveKeys` (unique keys: a Patient ID, or lists
 of Study, Series or SOP Instance UIDs at the level retrieved and optionally above, PS3.4
 C.4.2.2.1); each front door reads its own request into them (``dimse/identifiers.py``,
 ``dicomweb/retrieve.py``). The adapter sends the files; this service resolves, checks the
-policy, hands out file paths and audits each transfer (PS3.15 A.5.3.3/A.5.3.4 in spirit).
+policy, opens each instance's file in the blob store its row names (:meth:`RetrieveService.open`,
+a seekable reader, or :meth:`RetrieveService.open_range`, chunks of a byte range; never a local
+path) and audits each transfer (PS3.15 A.5.3.3/A.5.3.4 in spirit).
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vesalius.dicom.model import Level, Model
-from vesalius.errors import QueryError, VesaliusError
+from vesalius.errors import NotFoundError, QueryError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import InstanceLocation, RetrieveKeys, find_instances
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import keys_resource
-from vesalius.storage import BlobStorage
+from vesalius.storage import Stores
 
 __all__ = [
     "MAX_SUBOPERATIONS",
@@ -84,19 +84,19 @@ class RetrieveTally:
 
 
 class RetrieveService:
-    """Resolves retrieve keys to stored instances, lends out their files, and audits each
+    """Resolves retrieve keys to stored instances, opens their files, and audits each
     transfer (:meth:`transfer`), so no adapter can forget to."""
 
     def __init__(
         self,
         catalog: Catalog,
-        storage: BlobStorage,
+        stores: Stores,
         *,
         oversight: Oversight,
         max_matches: int = MAX_SUBOPERATIONS,
     ) -> None:
         self.catalog = catalog
-        self.storage = storage
+        self.stores = stores
         self.oversight = oversight
         self.max_matches = max_matches
 
@@ -133,10 +133,27 @@ class RetrieveService:
             self._finish(plan, tally)
 
     @contextmanager
-    def local_path(self, instance: InstanceLocation) -> Iterator[Path]:
-        """The stored file of ``instance``, readable for as long as the context lasts."""
-        with self.storage.local_path(instance.blob_key) as path:
-            yield path
+    def open(self, instance: InstanceLocation) -> Iterator[BinaryIO]:
+        """The stored file of ``instance`` as a seekable binary reader at its first byte,
+        closed when the context ends; :class:`NotFoundError` when the blob is missing."""
+        store = self.stores.get(instance.blob_store)
+        try:
+            reader = store.open(instance.blob_key)
+        except FileNotFoundError as exc:
+            raise NotFoundError(_missing(instance)) from exc
+        with reader:
+            yield reader
+
+    def open_range(
+        self, instance: InstanceLocation, start: int = 0, end: int | None = None
+    ) -> Iterator[bytes]:
+        """The bytes ``start`` to ``end`` (exclusive; None: to the end) of ``instance``'s
+        stored file, in chunks, as its store streams them."""
+        store = self.stores.get(instance.blob_store)
+        try:
+            yield from store.open_range(instance.blob_key, start, end)
+        except FileNotFoundError as exc:
+            raise NotFoundError(_missing(instance)) from exc
 
     def _finish(self, plan: RetrievePlan, tally: RetrieveTally) -> None:
         """Audit a retrieve that ran: fully, partly, cancelled, or cut short (instances never
@@ -184,3 +201,7 @@ class RetrieveService:
         if keys is not None:
             details["level"] = keys.level
         return details
+
+
+def _missing(instance: InstanceLocation) -> str:
+    return f"the stored file of instance {instance.sop_instance_uid} is missing"

@@ -9,7 +9,7 @@ and indexing of the current one. When none is ready the caller creates its own a
 burst never waits on the thread.
 
 Ready files are at most :data:`MAX_AGE` seconds old when taken (older ones are replaced), far
-below the age at which a starting process sweeps staging (``FolderStorage.clean_staging``),
+below the age at which a starting process sweeps the spool (``Spool.recover``),
 so a sweep by another process never removes a file that is about to be used.
 """
 
