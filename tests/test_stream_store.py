@@ -35,7 +35,13 @@ from conftest import (
 )
 from synth import make_instance
 from test_dicomweb import multipart_parts, pattern
-from test_retrieve import dataset_bytes, received_files, start_storescp, store
+from test_retrieve import (
+    dataset_bytes,
+    received_files,
+    start_storescp,
+    store,
+    suboperation_counts,
+)
 from vesalius.identity import Identity
 from vesalius.index.schema import instance_metadata
 from vesalius.services.retrieve import RetrieveKeys
@@ -364,3 +370,21 @@ def test_rows_record_their_store(stream: tuple[WebServer, StreamStore], stored: 
     plan = server.archive.retrieve.plan(keys, Identity.system("test"), "WADO-RS")
     assert {i.blob_store for i in plan.instances} == {FOLDER_STORE}
     assert server.stores.get(FOLDER_STORE) is stream[1]
+
+
+def test_a_missing_blob_is_not_found(
+    stream: tuple[WebServer, StreamStore], stored: Stored, tmp_path: Path
+) -> None:
+    """A blob gone from its store: 404 for its frames and rendering, a failed sub-operation
+    for C-GET while the others are sent."""
+    web, made = stream
+    _by_uid(made)[stored.uid("frames")].unlink()
+    url = stored.url(web, "frames")
+    assert httpx.get(f"{url}/frames/1").status_code == 404
+    assert httpx.get(f"{url}/rendered").status_code == 404
+    out = tmp_path / "get"
+    out.mkdir()
+    study = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={stored.study}"]
+    proc = dcmtk("getscu", "-v", "+B", "-od", str(out), *study, *web.dimse.address, check=False)
+    counts = suboperation_counts(proc.stderr + proc.stdout)
+    assert (counts["completed"], counts["failed"]) == (len(stored.files) - 1, 1)
