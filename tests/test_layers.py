@@ -113,3 +113,27 @@ def test_front_doors_use_services_only() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("catalog", "storage"):
                 problems.append(f"{path.relative_to(SRC)}:{node.lineno} reads .{node.attr}")
     assert problems == []
+
+
+def test_only_the_wiring_chooses_a_blob_store() -> None:
+    """Stored blobs are read and written through the stores' interface (``storage/base.py``:
+    put, open, open_range, delete), so an object store can stand behind it: no module outside
+    ``storage/`` and the wiring names a backend, and none asks for a blob's local path."""
+    backends = {"FolderStorage"}
+    problems = []
+    for path in SRC.rglob("*.py"):
+        if _layer(path) == "storage" or _layer(path) in WIRING:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            named = (
+                node.id
+                if isinstance(node, ast.Name)
+                else node.name
+                if isinstance(node, ast.alias)
+                else node.attr
+                if isinstance(node, ast.Attribute)
+                else None
+            )
+            if named in backends or named == "local_path":
+                problems.append(f"{path.relative_to(SRC)}:{getattr(node, 'lineno', 0)} {named}")
+    assert problems == []
