@@ -55,12 +55,13 @@ from vesalius.dimse.association import (
     decode_data_set,
     encode_data_set,
 )
-from vesalius.dimse.config import ScpContext
+from vesalius.dimse.config import DimseConfig, ScpContext
 from vesalius.dimse.identifiers import keys_from_identifier
 from vesalius.dimse.requestor import connect
 from vesalius.dimse.status import CANCEL, PENDING, SUCCESS, failure_status
 from vesalius.dimse.store import peer_identity
 from vesalius.errors import PeerError, QueryError, VesaliusError
+from vesalius.services.peers import Peer
 from vesalius.services.retrieve import (
     InstanceLocation,
     Model,
@@ -387,6 +388,24 @@ def _run(
         responder.send(status, tally, remaining=remaining, failed=failed)
 
 
+def open_destination(
+    config: DimseConfig, peer: Peer, instances: list[InstanceLocation]
+) -> Association:
+    """An association to ``peer`` for sending ``instances`` (C-MOVE sub-operations, the send
+    job), calling as this AE with its limits and timers; :class:`PeerError` if it fails."""
+    return connect(
+        peer.host,
+        peer.port,
+        calling_ae=config.ae_title,
+        called_ae=peer.ae_title,
+        contexts=move_contexts(instances),
+        max_pdu=config.max_pdu,
+        acse_timeout=config.acse_timeout,
+        network_timeout=config.network_timeout,
+        dimse_timeout=config.dimse_timeout,
+    )
+
+
 def handle_move(scp: ScpContext, assoc: Association, message: Message) -> None:
     """C-MOVE-RQ: send the matched instances to a known AE (PS3.4 C.4.2.1)."""
     archive, config = scp.archive, scp.config
@@ -407,17 +426,7 @@ def handle_move(scp: ScpContext, assoc: Association, message: Message) -> None:
             responder.send(SUCCESS, RetrieveTally())
         return
     try:
-        link = connect(
-            peer.host,
-            peer.port,
-            calling_ae=config.ae_title,
-            called_ae=peer.ae_title,
-            contexts=move_contexts(plan.instances),
-            max_pdu=config.max_pdu,
-            acse_timeout=config.acse_timeout,
-            network_timeout=config.network_timeout,
-            dimse_timeout=config.dimse_timeout,
-        )
+        link = open_destination(config, peer, plan.instances)
     except PeerError as exc:
         log.info("C-MOVE destination %s: %s", destination, exc.message)
         with archive.retrieve.transfer(plan):  # audited: nothing sent

@@ -17,8 +17,7 @@ import logging
 
 from vesalius.dimse.association import Aborted, Association, Released
 from vesalius.dimse.config import DimseConfig
-from vesalius.dimse.requestor import connect
-from vesalius.dimse.retrieve import SubOperations, move_contexts
+from vesalius.dimse.retrieve import SubOperations, open_destination
 from vesalius.errors import NotFoundError, PeerError
 from vesalius.services.archive import Archive
 from vesalius.services.jobs import (
@@ -58,17 +57,7 @@ def _send(archive: Archive, config: DimseConfig, context: JobContext) -> str:
     context.progress(0, total, f"connecting to {peer.ae_title}", force=True)
     with archive.retrieve.transfer(plan) as tally:
         try:
-            link = connect(
-                peer.host,
-                peer.port,
-                calling_ae=config.ae_title,
-                called_ae=peer.ae_title,
-                contexts=move_contexts(plan.instances),
-                max_pdu=config.max_pdu,
-                acse_timeout=config.acse_timeout,
-                network_timeout=config.network_timeout,
-                dimse_timeout=config.dimse_timeout,
-            )
+            link = open_destination(config, peer, plan.instances)
         except PeerError as exc:
             raise JobError(exc.message) from exc
         subops = SubOperations(link, tally, archive.retrieve.open)
