@@ -100,7 +100,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     tmp = tmp_path_factory.mktemp("viewer-edge")
     incoming = tmp / "incoming"
     studies = {"normal": write_series(incoming), "no-modality": write_no_modality(incoming)}
-    sr_file = Path(get_testdata_file("test-SR.dcm"))
+    sr_file = Path(str(get_testdata_file("test-SR.dcm")))
     shutil.copy(sr_file, incoming / "test-SR.dcm")
     studies["sr"] = str(pydicom.dcmread(sr_file, stop_before_pixels=True).StudyInstanceUID)
     running = make_server(tmp / "data", f"sqlite:///{tmp / 'index.sqlite'}", **_viewer_overrides())
