@@ -71,8 +71,6 @@ DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
 _ORDER: tuple[Level, ...] = MODEL_LEVELS["STUDY"]
 _CONTROL = {"includefield", "fuzzymatching", "limit", "offset"}
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
-#: Modalities in Study (0008,0061): left out of a result when no series has a Modality.
-_MODALITIES_IN_STUDY = "00080061"
 _MAX_LIMIT_TEXT = 9
 
 
@@ -192,7 +190,6 @@ def _records(archive: Archive, query: Query, request: Request) -> tuple[list[Any
         if query.level == "IMAGE":
             url += f"/instances/{record['SOPInstanceUID']}"
         document = record_json(record)
-        _drop_empty_modalities(document)
         document["00081190"] = {"vr": "UR", "Value": [url]}
         records.append(document)
     warnings = []
@@ -205,19 +202,6 @@ def _records(archive: Archive, query: Query, request: Request) -> tuple[list[Any
             'server. Additional results can be requested."'
         )
     return records, warnings
-
-
-def _drop_empty_modalities(document: dict[str, Any]) -> None:
-    """Leave out Modalities in Study when it has no value (no series of the study has a
-    Modality), rather than sending it empty (``{"vr": "CS"}``, PS3.18 F.2.5).
-
-    Both say "no modality known"; the empty form makes OHIF 3.13 (the bundled viewer) throw in
-    ``getModalities`` and empty its whole study list, the absent form is read as no modality
-    (see docs/dicomweb.md, "The bundled viewer and edge cases").
-    """
-    member = document.get(_MODALITIES_IN_STUDY)
-    if member is not None and not member.get("Value"):
-        del document[_MODALITIES_IN_STUDY]
 
 
 def _accepts_json(request: Request) -> bool:
