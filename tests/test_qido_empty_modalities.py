@@ -1,9 +1,9 @@
-"""QIDO-RS leaves out Modalities in Study when no series of the study has a Modality.
+"""QIDO-RS sends Modalities in Study empty when no series of the study has a Modality.
 
-PS3.18 F.2.5 would send it empty (``{"vr": "CS"}``); OHIF 3.13 reads ``.Value.length`` of it and
-its study list goes blank (tests/test_viewer_edge_cases.py shows that in a browser). Absent, it
-says the same thing: no modality known. A study that has a modality still gets it; DIMSE C-FIND
-is unchanged (a zero-length Required Key, PS3.4 C.2.2.1.2).
+PS3.18 Table 10.6.3-3 lists it as a return attribute of a study search and F.2.5 encodes an
+empty value as ``{"vr": "CS"}`` with no ``Value``. OHIF 3.13 chokes on that form; the viewer
+serves OHIF a fix (viewer/ohif_fixes.py, tests/test_viewer_edge_cases.py), so the answer stays
+conformant for every other client.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _store_two_studies(web: WebServer, folder: Path) -> tuple[str, str]:
     return with_ct, without
 
 
-def test_an_empty_modalities_in_study_is_left_out(web: WebServer, tmp_path: Path) -> None:
+def test_an_empty_modalities_in_study_is_sent_empty(web: WebServer, tmp_path: Path) -> None:
     with_ct, without = _store_two_studies(web, tmp_path)
     for url in (f"{web.dicomweb}/studies", f"{web.dicomweb}/series", f"{web.dicomweb}/instances"):
         answer = httpx.get(url, params={"PatientID": "EMPTY-MOD"})
@@ -42,18 +42,18 @@ def test_an_empty_modalities_in_study_is_left_out(web: WebServer, tmp_path: Path
         by_study = {r["0020000D"]["Value"][0]: r for r in answer.json()}
         assert set(by_study) == {with_ct, without}, url
         assert by_study[with_ct][MODALITIES_IN_STUDY] == {"vr": "CS", "Value": ["CT"]}, url
-        assert MODALITIES_IN_STUDY not in by_study[without], url
-    # Asked for by name it is still left out when empty, and matching on it still works.
+        assert by_study[without][MODALITIES_IN_STUDY] == {"vr": "CS"}, url
+    # Asked for by name it is there for both, and matching on it still works.
     named = httpx.get(
         f"{web.dicomweb}/studies",
         params={"PatientID": "EMPTY-MOD", "includefield": "ModalitiesInStudy"},
     ).json()
-    assert [MODALITIES_IN_STUDY in r for r in named].count(True) == 1
+    assert [MODALITIES_IN_STUDY in r for r in named].count(True) == 2
     ct_only = httpx.get(f"{web.dicomweb}/studies", params={"ModalitiesInStudy": "CT"}).json()
     assert [r["0020000D"]["Value"][0] for r in ct_only] == [with_ct]
 
 
-def test_the_xml_answer_leaves_it_out_too(web: WebServer, tmp_path: Path) -> None:
+def test_the_xml_answer_sends_it_empty_too(web: WebServer, tmp_path: Path) -> None:
     _with_ct, without = _store_two_studies(web, tmp_path)
     answer = httpx.get(
         f"{web.dicomweb}/studies",
@@ -61,5 +61,5 @@ def test_the_xml_answer_leaves_it_out_too(web: WebServer, tmp_path: Path) -> Non
         headers={"Accept": 'multipart/related; type="application/dicom+xml"'},
     )
     assert answer.status_code == 200
-    assert b'tag="00080061"' not in answer.content
+    assert b'tag="00080061"' in answer.content
     assert b'tag="0020000D"' in answer.content

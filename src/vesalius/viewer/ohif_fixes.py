@@ -67,7 +67,22 @@ SR_CONTENT_ITEM = Fix(
     ),
 )
 
-FIXES: tuple[Fix, ...] = (SR_CONTENT_ITEM,)
+#: PS3.18 Table 10.6.3-3 lists Modalities in Study as a return attribute of a study search, sent
+#: with no value (F.2.5: ``{"vr": "CS"}``, no ``Value``) when no series of the study has a
+#: Modality. OHIF 3.13's ``getModalities`` (``@ohif/core``, run for every row of the study list)
+#: loops over ``ModalitiesInStudy.Value.length``; the ``TypeError`` empties the whole list. With
+#: the fix an empty attribute counts as no modality, as ``Modality`` already does a line above.
+EMPTY_MODALITIES_IN_STUDY = Fix(
+    name="empty-modalities-in-study",
+    reason="one study with an empty Modalities in Study empties OHIF's whole study list",
+    old=b"  modalities.Value = modalities.Value || [];\n  if (ModalitiesInStudy) {\n",
+    new=(
+        b"  modalities.Value = modalities.Value || [];\n"
+        b"  if (ModalitiesInStudy && ModalitiesInStudy.Value) { /* vesalius: may be empty */\n"
+    ),
+)
+
+FIXES: tuple[Fix, ...] = (SR_CONTENT_ITEM, EMPTY_MODALITIES_IN_STUDY)
 
 
 def apply_fixes(
