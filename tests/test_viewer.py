@@ -422,3 +422,35 @@ def test_precompressed_assets_are_served_to_gzip_clients(tmp_path: Path) -> None
         assert plain.text == big
         assert plain.headers["etag"] != raw.headers["etag"]
         assert client.get("/" + BUNDLE + ".gz").status_code == 404
+
+
+def test_a_script_with_an_ohif_fix_is_served_patched(tmp_path: Path) -> None:
+    """The SR content-item fix (vesalius.viewer.ohif_fixes) is applied in memory, found by its
+    text: served patched and revalidated, never its stale gzip twin, the installed file
+    untouched."""
+    from vesalius.commands.viewer import precompress
+    from vesalius.viewer.ohif_fixes import SR_CONTENT_ITEM
+
+    dist = fake_dist(tmp_path / "ohif")
+    chunk, twice = "9068.bundle.e1d5946c370fd4ee.js", "77.bundle.0123456789abcdef.js"
+    original = b"/* OHIF */\n" * 200 + SR_CONTENT_ITEM.old + b"  return null;\n}\n"
+    (dist / chunk).write_bytes(original)
+    (dist / twice).write_bytes(SR_CONTENT_ITEM.old * 2)  # ambiguous: left alone
+    precompress(dist)
+    assert (dist / (chunk + ".gz")).is_file()
+    with (
+        serving(tmp_path, **{"viewer.dir": str(dist)}) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        for encoding in ("gzip", "identity"):
+            answer = client.get("/" + chunk, headers={"Accept-Encoding": encoding})
+            assert answer.status_code == 200  # (compressed on the fly for gzip clients)
+            assert answer.content == original.replace(SR_CONTENT_ITEM.old, SR_CONTENT_ITEM.new)
+            assert b"} = ConceptNameCodeSequence ?? {};" in answer.content
+            assert answer.headers["cache-control"] == "no-cache"
+            assert answer.headers["content-type"] == "text/javascript; charset=utf-8"
+        again = client.get("/" + chunk, headers={"If-None-Match": answer.headers["etag"]})
+        assert again.status_code == 304
+        assert client.get("/" + twice).content == SR_CONTENT_ITEM.old * 2
+        assert client.get("/" + BUNDLE).headers["cache-control"].endswith("immutable")
+    assert (dist / chunk).read_bytes() == original

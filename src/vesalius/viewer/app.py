@@ -11,12 +11,15 @@ and everything else lives under reserved prefixes (``/dicom-web``, ``/wado``, ``
 - ``/app-config.js``, written here: one DICOMweb data source at this server's ``/dicom-web``
   (PS3.18 10.6 QIDO-RS, 10.4 WADO-RS), resolved against the page's origin in the browser, so it
   works behind any host name, port or TLS-terminating proxy;
+- scripts of the build with a fix from :mod:`vesalius.viewer.ohif_fixes` (for conformant data
+  OHIF fails on), served patched from memory and revalidated;
 - ``index.html`` for the viewer's own routes (``/``, ``/viewer?StudyInstanceUIDs=…``,
   ``/local``, …): a single-page application routes in the browser.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
 import os
@@ -29,6 +32,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+
+from vesalius.viewer.ohif_fixes import apply_fixes
 
 #: Path prefixes the viewer never answers for (other front doors own them).
 RESERVED = ("dicom-web", "wado", "api", "ui", "health")
@@ -202,6 +207,18 @@ class ViewerFiles:
     def __init__(self, root: Path, config_js: str) -> None:
         self.files, self.folders = _scan(root)
         self.config_js = config_js.encode()
+        fixed = apply_fixes({url: Path(entry.path) for url, entry in self.files.items()})
+        self.fixed = {
+            url: (text, '"' + hashlib.sha256(text).hexdigest()[:32] + '"')
+            for url, (text, _names) in fixed.items()
+        }
+
+    def _fixed(self, request: Request, text: bytes, etag: str, media_type: str) -> Response:
+        """A patched script: revalidated (never ``immutable``: it keeps the build's name)."""
+        headers = {"cache-control": REVALIDATE, "etag": etag, "x-content-type-options": "nosniff"}
+        if _not_modified(request, etag):
+            return Response(status_code=304, headers=headers)
+        return Response(text, media_type=media_type, headers=headers)
 
     def _file(self, request: Request, entry: _File) -> Response:
         if entry.gzipped is not None and _accepts_gzip(request):
@@ -235,6 +252,8 @@ class ViewerFiles:
                 headers={"cache-control": REVALIDATE, "x-content-type-options": "nosniff"},
             )
         entry = self.files.get(path)
+        if entry is not None and path in self.fixed:
+            return self._fixed(request, *self.fixed[path], entry.media_type)
         if entry is not None:
             return self._file(request, entry)
         if self._is_page(request, parts):
