@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 #: ``key=value`` with a bare value, or one double-quoted with JSON escapes.
@@ -49,3 +50,10 @@ def audit_records(text: str, form: str = "logfmt") -> list[dict[str, Any]]:
             audit = record["audit"]
             found.append(json.loads(audit) if isinstance(audit, str) else audit)
     return found
+
+
+def audit_trail(data_dir: Path) -> str:
+    """The text of a server's audit trail (``audit.file`` unset: ``audit.log`` in data_dir),
+    one JSON object per line; empty if nothing was audited yet."""
+    path = data_dir / "audit.log"
+    return path.read_text() if path.exists() else ""

@@ -9,7 +9,6 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from conftest import dcmtk
-from loglines import audit_records, parse, parse_logfmt, records
+from loglines import audit_records, audit_trail, parse, parse_logfmt, records
 from served import Served, serve
 from synth import make_instance
 from vesalius.logs import LineFormatter
@@ -179,31 +178,36 @@ def test_no_patient_data_in_the_log(tmp_path: Path, level: str) -> None:
         assert study in text  # the identifiers are there at debug, for the exchanges
     access = [r for r in records(text) if r["logger"] == "vesalius.access"]
     assert any(r["query"] == "PatientName,PatientID" for r in access), access
-    trail = (log_file.parent / "audit.log").read_text()
+    trail = audit_trail(served.data_dir)
     events = [json.loads(line) for line in trail.splitlines()]
     stored = [e for e in events if e["event"] == "instance-stored"]
     assert stored and stored[0]["patient_id"] == PATIENT_ID
     assert PATIENT_ID in trail
 
 
-def test_the_audit_does_not_depend_on_the_log_level(tmp_path: Path) -> None:
-    """At warning, no info line is logged, and every audit record is written (to stderr
-    with the log here, as journald and containers would take it)."""
-    with serve(tmp_path, {"log_level": "warning", "dicom.workers": 2}) as served:
-        store(served, make_path(tmp_path))
+@pytest.mark.parametrize("audit_file", ["", "-"])
+def test_the_audit_does_not_depend_on_the_log_level(tmp_path: Path, audit_file: str) -> None:
+    """At warning, no info line is logged, and every audit record is written: to data_dir's
+    audit.log by default, and never in the log; or with the log (``audit.file = "-"``, for
+    a container's one stream)."""
+    settings = {"log_level": "warning", "dicom.workers": 2, "audit.file": audit_file}
+    with serve(tmp_path, settings) as served:
+        path = tmp_path / "warn.dcm"
+        make_instance(path, PatientName=PATIENT_NAME, PatientID=PATIENT_ID)
+        store(served, path)
     parsed = records(served.log_text())
     assert not [
         r for r in parsed if r["level"] in ("info", "debug") and r["logger"] != "vesalius.audit"
     ]
-    events = audit_records(served.log_text())
+    in_log = audit_records(served.log_text())
+    if audit_file == "-":
+        events = in_log
+        assert not (served.data_dir / "audit.log").exists()
+    else:
+        assert in_log == [] and PATIENT_ID not in served.log_text()
+        events = [json.loads(line) for line in audit_trail(served.data_dir).splitlines()]
     assert [e["event"] for e in events].count("instance-stored") == 1
     assert events[0]["patient_id"] == PATIENT_ID
-
-
-def make_path(tmp_path: Path) -> Path:
-    path = tmp_path / "warn.dcm"
-    make_instance(path, PatientName=PATIENT_NAME, PatientID=PATIENT_ID)
-    return path
 
 
 def test_rotation_with_workers(tmp_path: Path) -> None:

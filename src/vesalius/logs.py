@@ -57,6 +57,8 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     logcontext.ASSOCIATION,
 }
 _PLAIN = logging.Formatter()
+#: The audit trail's file in data_dir when ``audit.file`` is empty.
+AUDIT_FILE = "audit.log"
 _BARE = re.compile(r"^[!#-<>-\[\]-~]+$")  # printable ASCII but space, '"', '=' and '\'
 
 
@@ -71,9 +73,10 @@ class LogConfig:
     max_bytes: int = 100 << 20
     backups: int = 5
     access: bool = True
-    #: None: the audit records go with the log (stderr), or to ``audit.log`` beside
-    #: ``file`` when the log goes to a file.
+    #: None: the audit records go with the log, tagged ``logger=vesalius.audit``.
     audit_file: Path | None = None
+    #: The audit trail is data_dir's ``audit.log`` (made with data_dir, by the archive).
+    audit_in_data_dir: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LogConfig:
@@ -94,11 +97,12 @@ class LogConfig:
             return given if given.is_absolute() else settings.data_dir / given
 
         file = path("log.file")
-        audit = path("log.audit_file")
-        if audit is None and file is not None:
-            audit = file.with_name("audit.log")
+        audit_setting = str(settings["audit.file"]).strip()
+        audit = (
+            None if audit_setting == "-" else (path("audit.file") or settings.data_dir / AUDIT_FILE)
+        )
         if audit is not None and file is not None and audit.resolve() == file.resolve():
-            raise ConfigError("log.audit_file must not be log.file: audit records stay apart")
+            raise ConfigError("audit.file must not be log.file: the audit trail stays apart")
         return cls(
             level=level,
             format=form,
@@ -107,6 +111,7 @@ class LogConfig:
             backups=int(settings["log.backups"]),
             access=bool(settings["log.access"]),
             audit_file=audit,
+            audit_in_data_dir=audit_setting == "",
         )
 
 
@@ -227,14 +232,24 @@ class ToQueue(logging.handlers.QueueHandler):
         return record
 
 
-def _open(path: Path, config: LogConfig, rotate: bool) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if rotate and config.max_bytes:
-        return logging.handlers.RotatingFileHandler(
-            path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8"
-        )
-    # Rotated by someone else (logrotate): reopened when it is moved away.
-    return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+def _open(path: Path, config: LogConfig, *, rotate: bool, create: bool = True) -> logging.Handler:
+    """A handler writing ``path``; ``create``: make its folder now (else the file is opened
+    at the first record, in a folder made by then: the audit trail in data_dir)."""
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if rotate and config.max_bytes:
+            return logging.handlers.RotatingFileHandler(
+                path,
+                maxBytes=config.max_bytes,
+                backupCount=config.backups,
+                encoding="utf-8",
+                delay=not create,
+            )
+        # Rotated by someone else (logrotate): reopened when it is moved away.
+        return logging.handlers.WatchedFileHandler(path, encoding="utf-8", delay=not create)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log file {path}: {exc.strerror}") from None
 
 
 def handlers(config: LogConfig, *, rotate: bool = True) -> list[logging.Handler]:
@@ -243,14 +258,14 @@ def handlers(config: LogConfig, *, rotate: bool = True) -> list[logging.Handler]
     log: logging.Handler = (
         logging.StreamHandler(sys.stderr)
         if config.file is None
-        else _open(config.file, config, rotate)
+        else _open(config.file, config, rotate=rotate)
     )
     log.setFormatter(LineFormatter(config.format))
     if config.audit_file is None:
         return [log]
     log.addFilter(_Only(audit=False))
     # The audit trail is never rotated away by Vesalius: each line is the event's own JSON.
-    audit = _open(config.audit_file, config, rotate=False)
+    audit = _open(config.audit_file, config, rotate=False, create=not config.audit_in_data_dir)
     audit.setFormatter(logging.Formatter("%(message)s"))
     audit.addFilter(_Only(audit=True))
     return [log, audit]

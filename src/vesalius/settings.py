@@ -65,11 +65,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log.backups", int, 5, "Rotated log files kept (log.file.1 to log.file.N)."),
     Setting("log.access", bool, True, "Log one line per HTTP request (the access log)."),
     Setting(
-        "log.audit_file",
+        "audit.file",
         str,
         "",
-        "File of the audit trail (JSON lines; relative: in data_dir). Empty: with the log on "
-        "stderr, or audit.log beside log.file. Written whatever log_level says.",
+        "The audit trail, one JSON object per line, written whatever log_level says. Empty: "
+        "audit.log in data_dir; a path (relative: in data_dir); or - for with the log.",
     ),
     Setting("dicom.ae_title", str, "VESALIUS", "AE title of the DIMSE server."),
     Setting("dicom.host", str, "0.0.0.0", "Address the DIMSE server listens on."),
