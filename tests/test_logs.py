@@ -167,6 +167,21 @@ def test_no_patient_data_in_the_log(tmp_path: Path, level: str) -> None:
     settings = {"log_level": level, "log.file": str(log_file), "dicom.workers": 2}
     with serve(tmp_path, settings) as served:
         study = workload(served, tmp_path)
+        if level == "info":  # a refused identifier's reason quotes it: at debug only
+            refused = dcmtk(
+                "findscu",
+                "-S",
+                "-aec",
+                served.ae_title,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"PatientBirthDate={BIRTH_DATE}x",
+                "127.0.0.1",
+                str(served.dicom_port),
+                check=False,
+            )
+            assert refused.returncode == 0
     text = log_file.read_text()
     check_every_line(text, "logfmt")
     for secret in (PATIENT_NAME, PATIENT_NAME.split("^")[0], PATIENT_ID, BIRTH_DATE):
@@ -174,6 +189,7 @@ def test_no_patient_data_in_the_log(tmp_path: Path, level: str) -> None:
         assert secret not in served.log_text(), secret  # stderr: nothing of it either
     if level == "info":
         assert study not in text
+        assert "C-FIND refused (0xC000): QueryError" in text
     else:
         assert study in text  # the identifiers are there at debug, for the exchanges
     access = [r for r in records(text) if r["logger"] == "vesalius.access"]
