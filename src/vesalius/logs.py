@@ -271,16 +271,25 @@ def handlers(config: LogConfig, *, rotate: bool = True) -> list[logging.Handler]
     return [log, audit]
 
 
+def audit_handler(settings: Settings) -> logging.Handler | None:
+    """A handler appending to the audit trail's file (None: ``audit.file = "-"``), for a
+    command that audits outside the server (``vesalius delete``). It appends whole lines, as
+    the server does, and rotates nothing."""
+    config = LogConfig.from_settings(settings)
+    if config.audit_file is None:
+        return None
+    handler = _open(config.audit_file, config, rotate=False, create=not config.audit_in_data_dir)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
 def _install(queue: LogQueue, config: LogConfig) -> None:
     """Route this process's records to ``queue``, at ``config.level``."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(ToQueue(queue))
-    root.setLevel(config.level.upper())
-    debug = config.level == "debug"
-    for name in QUIET_UNLESS_DEBUG:
-        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
+    set_level(config.level)
     # pynetdicom only decodes PDUs for the server; what it would log there (with a traceback)
     # about a malformed request, the server reports in one line of its own.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
@@ -337,6 +346,16 @@ def configure(settings: Settings) -> Logging:
     running = Logging(LogConfig.from_settings(settings))
     running.start()
     return running
+
+
+def set_level(level: str) -> None:
+    """Change this process's log level (a reload); the audit trail is not affected."""
+    level = level.strip().lower()
+    if level not in LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LEVELS)}, got {level!r}")
+    logging.getLogger().setLevel(level.upper())
+    for name in QUIET_UNLESS_DEBUG:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
 
 
 def configure_worker(setup: WorkerLogging) -> None:
