@@ -20,6 +20,10 @@ from contextvars import ContextVar
 REQUEST = "request_id"
 #: The field an association id is logged under.
 ASSOCIATION = "assoc_id"
+#: The field a job's number is logged under (lines of a job a runner runs).
+JOB = "job_id"
+#: Every field an id is logged under, in the order of a line.
+FIELDS = (REQUEST, ASSOCIATION, JOB)
 
 _current: ContextVar[tuple[str, str] | None] = ContextVar("vesalius_log_id", default=None)
 

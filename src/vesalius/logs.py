@@ -53,8 +53,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "asctime",
     "taskName",
     "color_message",  # uvicorn's coloured copy of the message
-    logcontext.REQUEST,
-    logcontext.ASSOCIATION,
+    *logcontext.FIELDS,
 }
 _PLAIN = logging.Formatter()
 #: The audit trail's file in data_dir when ``audit.file`` is empty.
@@ -136,7 +135,7 @@ def fields(record: logging.LogRecord) -> dict[str, Any]:
         "process": _process(record),
         "pid": record.process,
     }
-    for key in (logcontext.REQUEST, logcontext.ASSOCIATION):
+    for key in logcontext.FIELDS:
         value = getattr(record, key, None)
         if value is not None:
             out[key] = value
