@@ -286,3 +286,27 @@ def test_a_line_is_one_line_whatever_the_message() -> None:
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     parsed = parse_logfmt(LineFormatter().format(record))
     assert "Traceback" in parsed["exc"] and "ValueError: boom" in parsed["exc"]
+
+
+def test_bad_log_settings_are_one_clear_error(tmp_path: Path) -> None:
+    from vesalius.errors import ConfigError
+    from vesalius.logs import LogConfig
+    from vesalius.settings import load_settings
+
+    def config(**values: Any) -> LogConfig:
+        overrides = {
+            "data_dir": str(tmp_path),
+            **{k.replace("__", "."): v for k, v in values.items()},
+        }
+        return LogConfig.from_settings(load_settings(environ={}, overrides=overrides))
+
+    with pytest.raises(ConfigError, match=r"log\.format must be one of logfmt, json"):
+        config(log__format="xml")
+    with pytest.raises(ConfigError, match="log_level must be one of"):
+        config(log_level="chatty")
+    with pytest.raises(ConfigError, match=r"audit\.file must not be log\.file"):
+        config(log__file="x.log", audit__file="x.log")
+    default = config(log__file="logs/v.log")
+    assert default.file == tmp_path / "logs" / "v.log"
+    assert default.audit_file == tmp_path / "audit.log"
+    assert config(audit__file="-").audit_file is None

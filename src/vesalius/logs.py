@@ -32,6 +32,7 @@ import multiprocessing
 import multiprocessing.queues
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,6 +296,17 @@ def _install(queue: LogQueue, config: LogConfig) -> None:
     # The audit trail does not depend on the log level (services/audit.py).
     logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)
     logging.captureWarnings(True)
+    threading.excepthook = _thread_died
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    """An exception that ends a thread: one record (with its traceback in ``exc``) rather
+    than Python's lines on stderr, outside the log's format."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exc_info = (args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+    logging.getLogger("vesalius").error("thread %s died", name, exc_info=exc_info)
 
 
 @dataclass(frozen=True)
