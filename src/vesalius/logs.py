@@ -376,7 +376,9 @@ def configure_worker(setup: WorkerLogging) -> None:
 
 def detach(setup: WorkerLogging) -> None:
     """In a worker whose main process is gone: write straight to the log (no rotation: that
-    is the main process's), so the last words are not lost."""
+    is the main process's), so the last words are not lost; records still queued are dropped
+    rather than waited for at exit (nobody reads the queue now)."""
+    setup.queue.cancel_join_thread()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
