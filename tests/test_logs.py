@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +19,7 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from conftest import dcmtk
+from conftest import dcmtk, free_port, wait_until
 from loglines import audit_records, audit_trail, parse, parse_logfmt, records
 from served import Served, serve
 from synth import make_instance
@@ -310,3 +312,41 @@ def test_bad_log_settings_are_one_clear_error(tmp_path: Path) -> None:
     assert default.file == tmp_path / "logs" / "v.log"
     assert default.audit_file == tmp_path / "audit.log"
     assert config(audit__file="-").audit_file is None
+
+
+def test_the_lines_of_a_job_carry_its_id(tmp_path: Path) -> None:
+    """A send queued for the server's runner (to the server itself): the runner's lines about
+    it carry ``job_id``; the association it opens is served under an ``assoc_id``."""
+    port = free_port()
+    settings = {
+        "dicom.port": port,
+        "dicom.workers": 1,
+        "modalities.SELF.ae_title": "VESALIUS",
+        "modalities.SELF.host": "127.0.0.1",
+        "modalities.SELF.port": port,
+    }
+    with serve(tmp_path, settings) as served:
+        path = tmp_path / "sent.dcm"
+        study = str(make_instance(path).StudyInstanceUID)
+        store(served, path)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")}
+        command = ["send", "--study", study, "--to", "SELF", "--no-wait"]
+        config = ["--config", str(tmp_path / "vesalius.toml")]
+        queued = subprocess.run(
+            [sys.executable, "-m", "vesalius.cli", *command, *config],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=120,
+        )
+        assert queued.returncode == 0, queued.stderr
+        done = lambda: [r for r in records(served.log_text()) if "succeeded" in r["msg"]]  # noqa: E731
+        wait_until(lambda: bool(done()), 60, "the job done")
+    parsed = records(served.log_text())
+    (finished,) = done()
+    job_lines = [r for r in parsed if r.get("job_id") == finished["job_id"]]
+    assert job_lines[0]["msg"].startswith(f"job {finished['job_id']} (send) attempt")
+    accepted = [r for r in parsed if " accepted: " in r["msg"]]
+    assert [r["calling_ae"] for r in accepted] == ["STORESCU", "VESALIUS"]
+    assert all("assoc_id" in r and "job_id" not in r for r in accepted)
