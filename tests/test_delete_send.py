@@ -24,6 +24,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from conftest import dcmtk, free_port, wait_for_port, wait_until
+from loglines import audit_trail
 from served import Served, serve
 from synth import make_instance
 from test_cli_scu import dataset_bytes, start, stop
@@ -127,8 +128,10 @@ def test_delete_a_series_then_the_study_over_a_real_server(
         deleted = vesalius(served, "delete", "--series", SERIES[0], "--yes")
         assert deleted.returncode == 0, deleted.stderr
         assert "delete succeeded" in deleted.stdout and "3 of 3 instance(s)" in deleted.stdout
-        trail = deleted.stderr + served.log_text()
-        (record,) = audit_lines(trail, "instances-deleted")
+        # The command writes the server's audit trail too (or the server's runner did).
+        trail = lambda: audit_lines(audit_trail(served.data_dir), "instances-deleted")  # noqa: E731
+        wait_until(lambda: bool(trail()), 10, "the audit record")
+        (record,) = trail()
         assert record["series_uids"] == [SERIES[0]] and record["deleted"] == 3
         assert record["patient_ids"] == ["DEL-1"] and record["who"].startswith("user:")
 
@@ -156,8 +159,12 @@ def test_delete_a_series_then_the_study_over_a_real_server(
             assert none.status_code in (200, 204) and (none.content or b"[]") == b"[]"
             assert web.get(f"/studies/{STUDY}").status_code == 404
         assert blobs(served) == []
-        wait_until(lambda: bool(audit_lines(served.log_text(), "instances-deleted")), 10, "audit")
-        record = audit_lines(served.log_text(), "instances-deleted")[-1]
+        wait_until(
+            lambda: bool(audit_lines(audit_trail(served.data_dir), "instances-deleted")),
+            10,
+            "audit",
+        )
+        record = audit_lines(audit_trail(served.data_dir), "instances-deleted")[-1]
         assert record["study_uids"] == [STUDY] and record["deleted"] == 3
 
         again = vesalius(served, "delete", "--study", STUDY, "--yes")
@@ -190,7 +197,9 @@ def test_send_a_stored_study_to_storescp_as_a_job(
             sent = vesalius(served, "send", "--study", STUDY, "--to", "STORE")
             assert sent.returncode == 0, sent.stdout + sent.stderr
             assert "send succeeded" in sent.stdout and "6 of 6 sent to STORE" in sent.stdout
-            (record,) = audit_lines(sent.stderr + served.log_text(), "instances-transferred")
+            sends = lambda: audit_lines(audit_trail(served.data_dir), "instances-transferred")  # noqa: E731
+            wait_until(lambda: bool(sends()), 10, "the audit record")
+            (record,) = sends()
             assert record["operation"] == "send" and record["destination"] == "STORE"
             assert record["completed"] == 6 and record["outcome"] == "success"
 

@@ -16,6 +16,7 @@ from pynetdicom import build_context
 
 from conftest import dcmtk
 from dimse_client import store
+from loglines import audit_trail
 from served import Served, serve
 from synth import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, make_instance
 from vesalius.dicom.structure import dataset_offset
@@ -49,9 +50,8 @@ def data_set(path: Path) -> bytes:
 
 def audit_events(served: Served) -> list[dict[str, object]]:
     events = []
-    for line in served.log_text().splitlines():
-        if "vesalius.audit" in line:
-            events.append(json.loads(line[line.index("{") :]))
+    for line in audit_trail(served.data_dir).splitlines():
+        events.append(json.loads(line))
     return events
 
 

@@ -7,7 +7,9 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src" / "vesalius"
-BASE = {"errors", "identity", "__init__"}
+#: Base modules any layer above the storage may import. logcontext: the front doors name the
+#: request or association their log lines come from (the wiring's ``logs`` writes it).
+BASE = {"errors", "identity", "logcontext", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "dicom": {"dicom", "errors"},
     "storage": {"storage", "errors"},
@@ -21,10 +23,11 @@ ALLOWED: dict[str, set[str]] = {
     "viewer": {"viewer", "web"} | BASE,
     "errors": {"__init__"},
     "identity": set(),
+    "logcontext": set(),
     "settings": {"errors"},
 }
 #: Wire everything; nothing imports them.
-WIRING = {"server", "cli", "commands", "wiring", "processes"}
+WIRING = {"server", "cli", "commands", "wiring", "processes", "logs"}
 #: The front doors: they reach the archive through its services only.
 ADAPTERS = {"dimse", "dicomweb", "web", "viewer", "commands", "cli"}
 #: Third-party modules a layer must not import (DESIGN.md: dicom/ is pure DICOM helpers over

@@ -147,7 +147,8 @@ class WorkerPool:
     """``count`` extra processes accepting on ``listener``, on slots 1 to ``count`` of
     ``board`` (slot 0 is the main process's). Each runs ``entry`` (a module-level function,
     ``vesalius.server.worker_main``) with ``(settings, listener, grace, ready, slot,
-    http_socket, parent_pid)``; it sets ``ready`` once it accepts and returns after SIGTERM.
+    http_socket, parent_pid, log_setup)`` (``log_setup``: how it logs, ``vesalius.logs``); it
+    sets ``ready`` once it accepts and returns after SIGTERM.
 
     A worker that dies while the pool runs is logged and replaced; one that keeps dying is
     restarted after a growing pause (:data:`RESTART_PAUSES`), so a crash loop does not spin.
@@ -161,6 +162,7 @@ class WorkerPool:
         count: int,
         board: LoadBoard,
         http_socket: socket.socket | None = None,
+        log_setup: object = None,
     ) -> None:
         self.entry = entry
         self.settings = settings
@@ -168,6 +170,7 @@ class WorkerPool:
         self.count = count
         self.board = board
         self.http_socket = http_socket
+        self.log_setup = log_setup
         self.processes: list[BaseProcess] = []
         self.grace = 10.0
         self._context = multiprocessing.get_context("spawn")  # no inherited threads
@@ -189,6 +192,7 @@ class WorkerPool:
                 slot,
                 self.http_socket,
                 os.getpid(),
+                self.log_setup,
             ),
             name=f"vesalius-worker-{number + 1}",
             daemon=True,

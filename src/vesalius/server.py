@@ -10,6 +10,7 @@ import socket
 import threading
 from typing import Any
 
+from vesalius import logs
 from vesalius.dimse.server import DimseServer, listen
 from vesalius.errors import ConfigError
 from vesalius.processes import (
@@ -34,17 +35,6 @@ from vesalius.wiring import (
 log = logging.getLogger(__name__)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # pynetdicom only decodes PDUs for the server; what it would log there (with a traceback)
-    # about a malformed request, the server reports in one line of its own.
-    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def worker_main(
     settings: Settings,
     listener: socket.socket,
@@ -53,15 +43,12 @@ def worker_main(
     load: LoadSlot,
     http_socket: socket.socket | None,
     parent_pid: int,
+    log_setup: logs.WorkerLogging,
 ) -> None:
     """Entry point of a worker process (``dimse/workers.py``): DIMSE on ``listener``, HTTP on
     ``http_socket``, until SIGTERM or the main process's death; then it drains its
     associations for ``grace`` seconds."""
-    logging.basicConfig(
-        level=str(settings["log_level"]).upper(),
-        format="%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s",
-    )
-    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    logs.configure_worker(log_setup)
     done = threading.Event()
     http = None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
@@ -93,6 +80,7 @@ def worker_main(
             done.wait()
     finally:
         if os.getppid() != parent_pid:
+            logs.detach(log_setup)  # the main process wrote the log
             log.warning("the main process %d is gone: stopping this worker", parent_pid)
         if runner is not None:
             runner.stop()
@@ -102,7 +90,7 @@ def worker_main(
 
 def serve(settings: Settings) -> None:
     """Run the PACS until SIGINT/SIGTERM, then shut down cleanly."""
-    configure_logging(settings["log_level"])
+    logging_ = logs.configure(settings)
     raise_descriptor_limit()  # before the workers start: they inherit it
     archive = assemble(settings).archive
     processes = worker_count(settings)
@@ -124,7 +112,9 @@ def serve(settings: Settings) -> None:
             f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
         ) from exc
     dimse.start(listener)
-    workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
+    workers = WorkerPool(
+        worker_main, settings, listener, processes - 1, board, http_socket, logging_.for_workers
+    )
     workers.start()
     runner = job_runner(archive, settings)
     runner.start()
@@ -146,3 +136,4 @@ def serve(settings: Settings) -> None:
         dimse.stop()
         archive.close()
         log.info("stopped")
+        logging_.stop()

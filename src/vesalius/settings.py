@@ -41,6 +41,36 @@ SETTINGS: tuple[Setting, ...] = (
         "Empty: SQLite in data_dir. Or a SQLAlchemy URL, e.g. postgresql://user@host/db.",
     ),
     Setting("log_level", str, "info", "Logging level: debug, info, warning, error."),
+    Setting(
+        "log.format",
+        str,
+        "logfmt",
+        "Log line format: logfmt (key=value) or json (one JSON object per line); one format for "
+        "every line.",
+    ),
+    Setting(
+        "log.file",
+        str,
+        "",
+        "Empty: log to stderr (journald, containers). Or a file (relative: in data_dir), "
+        "written and rotated by the main process only.",
+    ),
+    Setting(
+        "log.max_mb",
+        float,
+        100.0,
+        "Rotate log.file when it reaches this many MiB (0 = never: rotated by logrotate, "
+        "reopened when moved).",
+    ),
+    Setting("log.backups", int, 5, "Rotated log files kept (log.file.1 to log.file.N)."),
+    Setting("log.access", bool, True, "Log one line per HTTP request (the access log)."),
+    Setting(
+        "audit.file",
+        str,
+        "",
+        "The audit trail, one JSON object per line, written whatever log_level says. Empty: "
+        "audit.log in data_dir; a path (relative: in data_dir); or - for with the log.",
+    ),
     Setting("dicom.ae_title", str, "VESALIUS", "AE title of the DIMSE server."),
     Setting("dicom.host", str, "0.0.0.0", "Address the DIMSE server listens on."),
     Setting("dicom.port", int, 11112, "TCP port of the DIMSE server."),

@@ -212,7 +212,11 @@ def http_app(archive: Archive, settings: Settings) -> Starlette:
     return create_host(
         archive,
         [dicomweb_routes(archive, upload), viewer_routes(viewer_config(settings))],
-        HostConfig(cors_origins=origins, public_url=settings["http.public_url"]),
+        HostConfig(
+            cors_origins=origins,
+            public_url=settings["http.public_url"],
+            access_log=settings["log.access"],
+        ),
     )
 
 

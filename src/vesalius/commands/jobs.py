@@ -31,20 +31,27 @@ if TYPE_CHECKING:
 @contextmanager
 def opened(config: Path | None, data_dir: str | None = None) -> Iterator[Archive]:
     """The archive of the settings, closed afterwards; errors become click errors. Its audit
-    records (a deletion, a send) go to stderr, one JSON line each, as the server logs them."""
+    records (a deletion, a send) go to stderr, one JSON line each, and to the server's audit
+    trail (``audit.file``, docs/operations.md "Logs")."""
     import logging
 
+    from vesalius.logs import audit_handler
     from vesalius.services.audit import AUDIT_LOGGER
     from vesalius.wiring import assemble
 
+    settings = settings_from(config, data_dir=data_dir)
     audit = logging.getLogger(AUDIT_LOGGER)
     if not audit.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("audit: %(message)s"))
         audit.addHandler(handler)
         audit.propagate = False
-
-    settings = settings_from(config, data_dir=data_dir)
+        try:
+            trail = audit_handler(settings)
+        except VesaliusError as exc:
+            raise click.ClickException(exc.message) from exc
+        if trail is not None:
+            audit.addHandler(trail)
     try:
         archive = assemble(settings).archive
     except VesaliusError as exc:

@@ -304,6 +304,8 @@ class Association:
             self.abort(exc.reason)
             raise
         message = Message(command, context)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_message("received", command)
         if not command.has_data_set:
             return message
         if command.field == commands.C_STORE_RQ and self.staging is not None:
@@ -467,6 +469,9 @@ class Association:
         file: tuple[BinaryIO, int] | None = None,
     ) -> None:
         """One DIMSE message: the command, then the data set from bytes or an open file."""
+        if log.isEnabledFor(logging.DEBUG):
+            with contextlib.suppress(ProtocolError):
+                _log_message("sent", commands.decode(command))
         self.send_command(context_id, command)
         if data is not None:
             self.send_data(context_id, data)
@@ -512,6 +517,26 @@ class Association:
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _log_message(direction: str, command: commands.Command) -> None:
+    """A debug line for one DIMSE message: command, SOP class and instance, status (UIDs are
+    identifiers: only at debug, docs/operations.md "Logs")."""
+    extra: dict[str, object] = {
+        "command": command.name,
+        "message_id": command.message_id_responded or command.message_id,
+        "sop_class": command.text(commands.AFFECTED_SOP_CLASS)
+        or command.text(commands.REQUESTED_SOP_CLASS),
+    }
+    instance = command.text(commands.AFFECTED_SOP_INSTANCE) or command.text(
+        commands.REQUESTED_SOP_INSTANCE
+    )
+    if instance:
+        extra["sop_instance"] = instance
+    status = command.us(commands.STATUS)
+    if status is not None:
+        extra["status"] = f"0x{status:04X}"
+    log.debug("%s %s", direction, command.name, extra=extra)
 
 
 def _reader_into(handle: BinaryIO) -> Callable[[memoryview], int]:

@@ -200,7 +200,8 @@ class SubOperations:
             self._failed(instance)
             raise
         except Exception as exc:
-            log.info("sub-operation for %s failed: %s", instance.sop_instance_uid, exc)
+            log.warning("a sub-operation failed: %s", exc)  # UIDs only at debug
+            log.debug("the failed sub-operation was for %s", instance.sop_instance_uid)
         self.tally.record(status)
         if status is None or not (status == 0 or 0xB000 <= status <= 0xBFFF or status == 0x0107):
             self.failed_uids.append(instance.sop_instance_uid)
@@ -414,7 +415,7 @@ def handle_move(scp: ScpContext, assoc: Association, message: Message) -> None:
     destination = message.command.text(commands.MOVE_DESTINATION)
     peer = archive.peers.by_ae(destination)
     if peer is None:
-        log.info("C-MOVE from %s to unknown destination %r", who, destination)
+        log.warning("C-MOVE from %s to unknown destination %r", who, destination)
         archive.retrieve.refuse(who, "C-MOVE", "unknown destination", destination)
         responder.send(MOVE_DESTINATION_UNKNOWN, comment=f"unknown destination {destination!r}")
         return
@@ -428,7 +429,7 @@ def handle_move(scp: ScpContext, assoc: Association, message: Message) -> None:
     try:
         link = open_destination(config, peer, plan.instances)
     except PeerError as exc:
-        log.info("C-MOVE destination %s: %s", destination, exc.message)
+        log.warning("C-MOVE destination %s: %s", destination, exc.message)
         with archive.retrieve.transfer(plan):  # audited: nothing sent
             responder.send(MOVE_DESTINATION_UNKNOWN, comment=exc.message)
         return

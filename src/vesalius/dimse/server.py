@@ -19,12 +19,14 @@ import select
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pynetdicom import build_context
 from pynetdicom.presentation import PresentationContext
 
+from vesalius import logcontext
 from vesalius.dicom.uids import (
     ALL_TRANSFER_SYNTAXES,
     IMPLEMENTATION_VERSION,
@@ -270,10 +272,13 @@ class DimseServer:
     # -- one connection ------------------------------------------------------------------
 
     def _serve(self, sock: socket.socket, address: str) -> None:
+        # Every line logged for this connection carries its association id.
+        bound = logcontext.bound(logcontext.ASSOCIATION, logcontext.new_id())
         try:
-            assoc = self._negotiate(sock, address)
-            if assoc is not None:
-                self._run(assoc)
+            with bound:
+                assoc = self._negotiate(sock, address)
+                if assoc is not None:
+                    self._run(assoc)
         except Exception:
             log.exception("association with %s failed", address)
         finally:
@@ -351,18 +356,23 @@ class DimseServer:
                 conn.negotiating = False
                 self._publish_load()
         log.info(
-            "association from %s (%s): %d contexts accepted",
+            "association from %s to %s (%s) accepted: %d contexts",
             agreed.calling_ae,
+            agreed.called_ae,
             address,
             len(agreed.contexts),
+            extra={"calling_ae": agreed.calling_ae, "called_ae": agreed.called_ae, "peer": address},
         )
         return assoc
 
     def _run(self, assoc: Association) -> None:
         """Handle messages until the peer releases or the association ends."""
+        started = time.monotonic()
+        counts: Counter[str] = Counter()
         try:
             while True:
                 message = assoc.receive()
+                counts[message.command.name] += 1
                 field = message.command.field
                 if field == commands.C_CANCEL_RQ:
                     continue  # for an operation that has already ended
@@ -376,9 +386,20 @@ class DimseServer:
                     continue
                 handler(self.context, assoc, message)
         except Released:
-            log.info("association with %s released", assoc.calling_ae)
+            log.info(
+                "association with %s released after %.1f s: %s",
+                assoc.calling_ae,
+                time.monotonic() - started,
+                _tally(counts),
+            )
         except (Aborted, PeerError) as exc:
-            log.info("association with %s ended: %s", assoc.calling_ae, exc)
+            log.info(
+                "association with %s ended after %.1f s (%s): %s",
+                assoc.calling_ae,
+                time.monotonic() - started,
+                _tally(counts),
+                exc,
+            )
         finally:
             assoc.close()
 
@@ -396,6 +417,11 @@ class DimseServer:
             extra=[(commands.ERROR_COMMENT, comment[:64])],
         )
         assoc.send(message.context.id, rsp)
+
+
+def _tally(counts: Counter[str]) -> str:
+    """``3 C-STORE-RQ, 1 C-ECHO-RQ`` (or ``no messages``)."""
+    return ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "no messages"
 
 
 def _linger(sock: socket.socket, timeout: float = 2.0) -> None:

@@ -6,7 +6,7 @@ import logging
 
 from pydicom.dataset import Dataset
 
-from vesalius.errors import VesaliusError
+from vesalius.errors import DuplicateInstanceError, InvalidDataError, QueryError, VesaliusError
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +15,10 @@ PENDING = 0xFF00
 CANCEL = 0xFE00
 PROCESSING_FAILURE = 0x0110
 UNABLE_TO_PROCESS = 0xC000
+
+
+#: Refusals whose reason may quote what the peer sent (docs/operations.md, "Logs").
+QUOTES_DATA = (InvalidDataError, QueryError, DuplicateInstanceError)
 
 
 def status_dataset(status: int, comment: str = "") -> Dataset:
@@ -28,6 +32,11 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
 
 def failure(exc: BaseException, what: str) -> Dataset:
     """The status for an exception raised while doing ``what``; unexpected ones are logged."""
+    if isinstance(exc, QUOTES_DATA):
+        # The reason may quote the peer's values (a birth date, a name): only at debug.
+        log.info("%s refused (0x%04X): %s", what, exc.dimse_status, type(exc).__name__)
+        log.debug("%s refused: %s", what, exc.message)
+        return status_dataset(exc.dimse_status, exc.error_comment)
     if isinstance(exc, VesaliusError):
         log.info("%s refused: %s (0x%04X)", what, exc.message, exc.dimse_status)
         return status_dataset(exc.dimse_status, exc.error_comment)

@@ -193,11 +193,11 @@ class IngestService:
             self._delete(result.old_blob)
         if outcome == "discarded":
             log.warning(
-                "%s sent instance %s again with other content; the stored copy is kept "
+                "%s sent an instance again with other content; the stored copy is kept "
                 "(ingest.duplicate_policy = keep)",
                 who,
-                header.sop_instance_uid,
             )
+            log.debug("the instance sent again: %s", header.sop_instance_uid)  # UIDs at debug
         self.oversight.record(
             "instance-stored",
             who,

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vesalius import logcontext
 from vesalius.errors import NotFoundError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index import jobs as table
@@ -298,6 +299,10 @@ class JobService:
         return None if job is None else self._run(job, owner)
 
     def _run(self, job: JobRow, owner: str) -> JobRow:
+        with logcontext.bound(logcontext.JOB, str(job.pk)):  # on every line the job logs
+            return self._run_job(job, owner)
+
+    def _run_job(self, job: JobRow, owner: str) -> JobRow:
         context = JobContext(self, job, owner)
         kind = self.kinds[job.kind]
         log.info("job %d (%s) attempt %d by %s", job.pk, job.kind, job.attempts, owner)

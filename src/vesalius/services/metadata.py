@@ -212,5 +212,5 @@ class MetadataService:
             computed = metadata_from_file(reader, scratch=self.spool.folder)
         with self.catalog.write() as conn:
             store_metadata(conn, row.pk, computed)
-        log.info("metadata computed for %s (stored before metadata existed)", row.sop_instance_uid)
+        log.debug("metadata computed for %s (stored before metadata existed)", row.sop_instance_uid)
         return computed

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
+from vesalius.web.access import AccessLogMiddleware
 from vesalius.web.identity import IdentityMiddleware
 from vesalius.web.requests import error_response, json_response
 
@@ -58,6 +59,8 @@ class HostConfig:
     cors_origins: tuple[str, ...] = ()
     #: The URL clients reach this server at, for RetrieveURLs; empty: each request's Host.
     public_url: str = ""
+    #: Log a line per request (``log.access``).
+    access_log: bool = True
 
 
 def _middleware(config: HostConfig) -> list[Middleware]:
@@ -76,6 +79,8 @@ def _middleware(config: HostConfig) -> list[Middleware]:
                 expose_headers=["Warning", "Content-Location", "Content-Range"],
             ),
         )
+    if config.access_log:  # outermost: it times, ids and logs everything the host answers
+        middleware.insert(0, Middleware(AccessLogMiddleware))
     return middleware
 
 

@@ -318,7 +318,9 @@ def http_server(app: Starlette, limits: HttpLimits, *, ignore_sigint: bool = Fal
     the socket)."""
     config = uvicorn.Config(
         app,
-        log_level="warning",
+        log_config=None,  # uvicorn's records go to the root logger's handlers (vesalius.logs)
+        log_level=None,
+        access_log=False,  # web/access.py writes the access log
         lifespan="off",
         http=guarded_protocol(limits),
         ws="none",
