@@ -241,12 +241,16 @@ def test_a_send_to_a_peer_that_is_down_is_retried_and_can_be_cancelled(
 
 
 class SlowPeer:
-    """A pynetdicom storage SCP that takes ``delay`` seconds per instance."""
+    """A pynetdicom storage SCP that takes ``delay`` seconds per instance and, once it holds
+    ``hold_after`` instances, answers no more until :attr:`release` is set (so a test can act
+    while a send is surely under way, however slow the machine)."""
 
-    def __init__(self, port: int, delay: float) -> None:
+    def __init__(self, port: int, delay: float, hold_after: int | None = None) -> None:
         self.received: list[str] = []
         self.lock = threading.Lock()
         self.delay = delay
+        self.hold_after = hold_after
+        self.release = threading.Event()
         ae = AE(ae_title="SLOW")
         for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
             ae.add_supported_context(CTImageStorage, syntax)
@@ -257,6 +261,8 @@ class SlowPeer:
 
     def _stored(self, event: Any) -> int:
         time.sleep(self.delay)
+        if self.hold_after is not None and len(self.received) >= self.hold_after:
+            self.release.wait(120)
         with self.lock:
             self.received.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
@@ -273,10 +279,19 @@ def slow_peer() -> Iterator[tuple[SlowPeer, int]]:
     peer.close()
 
 
+@pytest.fixture
+def held_peer() -> Iterator[tuple[SlowPeer, int]]:
+    port = free_port()
+    peer = SlowPeer(port, 0.05, hold_after=3)
+    yield peer, port
+    peer.release.set()
+    peer.close()
+
+
 def test_a_send_resumes_after_the_server_is_killed_mid_job(
-    tmp_path: Path, db_settings: dict[str, Any], slow_peer: tuple[SlowPeer, int]
+    tmp_path: Path, db_settings: dict[str, Any], held_peer: tuple[SlowPeer, int]
 ) -> None:
-    peer, port = slow_peer
+    peer, port = held_peer
     settings = {
         **db_settings,
         "data_dir": str(tmp_path / "data"),
@@ -290,13 +305,15 @@ def test_a_send_resumes_after_the_server_is_killed_mid_job(
         store(served, files)
         queued = vesalius(served, "send", "--study", STUDY, "--to", "SLOW", "--no-wait")
         pk = job_id(queued.stdout)
-        wait_until(lambda: job(served, pk)["done"] >= 3, 30, "the send under way")
+        # The peer holds the fourth instance unanswered: the job is surely mid-send.
+        wait_until(lambda: len(peer.received) >= 3, 60, "the send under way")
         os.killpg(served.proc.pid, signal.SIGKILL)  # the server and its workers, at once
         served.proc.wait()
         row = job(served, pk)
         assert row["state"] == "running" and row["attempts"] == 1
     before = len(peer.received)
-    assert 3 <= before < len(files)
+    assert before == 3 < len(files)
+    peer.release.set()
 
     with serve(tmp_path / "second", settings) as served:
         wait_until(lambda: job(served, pk)["state"] == "succeeded", 60, "the job resumed")
