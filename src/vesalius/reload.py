@@ -93,11 +93,12 @@ class Reloader:
             apply_log_level(new["log_level"])
             if self.main_process:
                 log.warning("reload: log_level is now %s", new["log_level"])
+            log.debug("reload: this process logs at %s now", new["log_level"])
         if self.main_process:
             assert self.seed_peers is not None
             if dict(new.modalities) != dict(self.running.modalities):
                 self.seed_peers(new.modalities)
-                log.warning("reload: %d peers from [modalities]", len(new.modalities))
+                log.warning("reload: peers now as in [modalities] (%d)", len(new.modalities))
             reload_certificates(new)
             for key in restart_needed(self.started, new):
                 log.warning("reload: %s changed: restart needed", key)
