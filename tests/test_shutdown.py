@@ -348,3 +348,41 @@ def test_sighup_reloads_peers_and_says_what_needs_a_restart(tmp_path: Path) -> N
             config.write_text(original)
     finally:
         stop(scp)
+
+
+def test_a_running_job_goes_back_to_the_queue_at_shutdown(tmp_path: Path) -> None:
+    """A send job stuck on a destination that accepts TCP and never answers (no progress
+    report within the grace period) is put back in the queue when the grace period ends:
+    queued again, its attempt not spent, not lost and not left "running"."""
+    from test_delete_send import job, job_id, vesalius
+
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)  # accepts connections, never reads or answers
+    settings = {
+        "shutdown_grace": 2.0,
+        "jobs.poll_interval": 0.2,
+        "modalities.MUTE.ae_title": "MUTE",
+        "modalities.MUTE.host": "127.0.0.1",
+        "modalities.MUTE.port": mute.getsockname()[1],
+    }
+    try:
+        with serve(tmp_path / "pacs", settings) as served:
+            path = tmp_path / "in" / "one.dcm"
+            make_instance(path, StudyInstanceUID=STUDY)
+            dcmtk(
+                "storescu", "-aec", served.ae_title, "127.0.0.1", str(served.dicom_port), str(path)
+            )
+            queued = vesalius(served, "send", "--study", STUDY, "--to", "MUTE", "--no-wait")
+            assert queued.returncode == 0, queued.stderr
+            pk = job_id(queued.stdout)
+            wait_until(lambda: job(served, pk)["state"] == "running", what="the job to start")
+            took = stop_and_measure(served, 2.0)
+            print(f"the server exited {took:.1f} s after SIGTERM")
+            assert f"job {pk} handed back" in served.log_text()
+            record = job(served, pk)
+            assert record["state"] == "queued", record
+            assert record["attempts"] == 0, record
+            assert "server stopped" in record["message"], record
+    finally:
+        mute.close()
