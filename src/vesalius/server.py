@@ -72,8 +72,8 @@ def worker_main(
     http = None
     shutdown = Shutdown(grace, announce=False)  # the main process says it
     shutdown.on_begin(done.set)
+    shutdown.catch_signals()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    signal.signal(signal.SIGTERM, lambda *_: shutdown.begin())
     if source is not None:
         on_sighup(Reloader(source, settings))
     else:
@@ -98,6 +98,7 @@ def worker_main(
                 grace=grace,
                 on_exit=shutdown.begin,
             )
+            shutdown.on_begin(http.request_exit)  # a SIGTERM before uvicorn caught signals
             ready.set()
             if not shutdown.begun:
                 http.run(sockets=[http_socket])
@@ -140,22 +141,25 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         raise ConfigError(
             f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
         ) from exc
+    shutdown = Shutdown(grace)
+    shutdown.catch_signals()  # no longer killed by a SIGTERM while starting
     dimse.start(listener)
+    shutdown.on_begin(dimse.drain)
     workers = WorkerPool(
         worker_main, settings, listener, processes - 1, board, http_socket, (source,)
     )
     workers.start(grace)
+    shutdown.on_begin(workers.begin_stop)
     runner = job_runner(archive, settings)
     runner.start()
-    shutdown = Shutdown(grace)
-    for step in (dimse.drain, workers.begin_stop, runner.request_stop):
-        shutdown.on_begin(step)
+    shutdown.on_begin(runner.request_stop)
     if source is not None:
         reloader = Reloader(source, settings, seed_peers=archive.peers.seed)
         on_sighup(reloader, then=lambda: workers.signal_all(signal.SIGHUP))
     http = http_server(
         http_app(archive, settings), http_limits(settings), grace=grace, on_exit=shutdown.begin
     )
+    shutdown.on_begin(http.request_exit)
     log.info(
         "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
         settings["dicom.ae_title"],
@@ -165,7 +169,8 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         settings.data_dir.resolve(),
     )
     try:
-        http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
+        if not shutdown.begun:
+            http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
     finally:
         shutdown.begin()  # when uvicorn returned for another reason
         shutdown.hold_signals()

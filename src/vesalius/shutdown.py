@@ -84,6 +84,12 @@ class Shutdown:
             return self.grace
         return max(0.0, self._began + self.grace - time.monotonic())
 
+    def catch_signals(self) -> None:
+        """Make SIGTERM and SIGINT begin the shutdown (until uvicorn takes them over while it
+        runs, ``HttpServer.on_exit``); call from the main thread."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda _sig, _frame: self.begin())
+
     def hold_signals(self) -> None:
         """While the process drains after the HTTP server returned (which restores Python's
         own handlers), a second SIGTERM or SIGINT is noted rather than killing the process

@@ -313,6 +313,10 @@ class HttpServer(uvicorn.Server):
         self.ignore_sigint = ignore_sigint
         self.on_exit = on_exit
 
+    def request_exit(self) -> None:
+        """Ask the server to exit (it checks between its ticks), as a signal would."""
+        self.should_exit = True
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGINT and self.ignore_sigint:
             return
