@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"errors"},
 }
 #: Wire everything; nothing imports them.
-WIRING = {"server", "cli", "commands", "wiring", "processes", "logs"}
+#: (shutdown, reload: the signal handling of ``serve``, over every part of a process.)
+WIRING = {"server", "cli", "commands", "wiring", "processes", "logs", "shutdown", "reload"}
 #: The front doors: they reach the archive through its services only.
 ADAPTERS = {"dimse", "dicomweb", "web", "viewer", "commands", "cli"}
 #: Third-party modules a layer must not import (DESIGN.md: dicom/ is pure DICOM helpers over

@@ -30,13 +30,14 @@ def serve(
     config: Path | None, data_dir: str | None, dicom_port: int | None, http_port: int | None
 ) -> None:
     """Start the PACS (DIMSE and HTTP) on the configured ports."""
+    from vesalius.reload import SettingsSource
     from vesalius.server import serve as run
 
-    settings = settings_from(
-        config, **{"data_dir": data_dir, "dicom.port": dicom_port, "http.port": http_port}
-    )
+    overrides = {"data_dir": data_dir, "dicom.port": dicom_port, "http.port": http_port}
+    settings = settings_from(config, **overrides)
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        run(settings)
+        run(settings, SettingsSource(config, given))
     except VesaliusError as exc:
         raise click.ClickException(exc.message) from exc
 

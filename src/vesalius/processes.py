@@ -21,6 +21,7 @@ that dies, and logs it (:class:`WorkerPool`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -147,8 +148,9 @@ class WorkerPool:
     """``count`` extra processes accepting on ``listener``, on slots 1 to ``count`` of
     ``board`` (slot 0 is the main process's). Each runs ``entry`` (a module-level function,
     ``vesalius.server.worker_main``) with ``(settings, listener, grace, ready, slot,
-    http_socket, parent_pid, log_setup)`` (``log_setup``: how it logs, ``vesalius.logs``); it
-    sets ``ready`` once it accepts and returns after SIGTERM.
+    http_socket, parent_pid, *extra_args)`` (the wiring's ``extra_args``: how it logs,
+    ``vesalius.logs``, and where its settings come from); it sets ``ready`` once it accepts and
+    returns after SIGTERM (its own grace period of ``grace`` seconds starts then).
 
     A worker that dies while the pool runs is logged and replaced; one that keeps dying is
     restarted after a growing pause (:data:`RESTART_PAUSES`), so a crash loop does not spin.
@@ -162,15 +164,15 @@ class WorkerPool:
         count: int,
         board: LoadBoard,
         http_socket: socket.socket | None = None,
-        log_setup: object = None,
+        extra_args: tuple[Any, ...] = (),
     ) -> None:
         self.entry = entry
+        self.extra_args = extra_args
         self.settings = settings
         self.listener = listener
         self.count = count
         self.board = board
         self.http_socket = http_socket
-        self.log_setup = log_setup
         self.processes: list[BaseProcess] = []
         self.grace = 10.0
         self._context = multiprocessing.get_context("spawn")  # no inherited threads
@@ -192,7 +194,7 @@ class WorkerPool:
                 slot,
                 self.http_socket,
                 os.getpid(),
-                self.log_setup,
+                *self.extra_args,
             ),
             name=f"vesalius-worker-{number + 1}",
             daemon=True,
@@ -255,15 +257,30 @@ class WorkerPool:
         self._restarts[number] = recent
         return RESTART_PAUSES[min(len(recent) - 1, len(RESTART_PAUSES) - 1)]
 
-    def stop(self, timeout: float = 15.0) -> None:
-        self._stopping.set()
-        if self._watcher is not None:
-            self._watcher.join(WATCH_INTERVAL + 2)
+    def signal_all(self, sig: int) -> None:
+        """Send ``sig`` to every worker alive (SIGHUP: reload; SIGTERM: begin the drain)."""
         for process in self.processes:
             if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, sig)
+
+    def begin_stop(self) -> None:
+        """Stop replacing workers and send them SIGTERM, without waiting: each drains for its
+        grace period, which so starts when the main process's does (returns at once)."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            self.signal_all(signal.SIGTERM)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the workers (SIGTERM unless :meth:`begin_stop` sent it) and wait at most
+        ``timeout`` seconds for all of them; kill those still there."""
+        deadline = time.monotonic() + timeout
+        self.begin_stop()
+        if self._watcher is not None:
+            self._watcher.join(WATCH_INTERVAL + 2)
+        self.signal_all(signal.SIGTERM)  # one the watcher restarted meanwhile
         for process in self.processes:
-            process.join(timeout)
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("worker %s did not stop; killing it", process.name)
                 process.kill()

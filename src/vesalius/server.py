@@ -21,7 +21,9 @@ from vesalius.processes import (
     raise_descriptor_limit,
     worker_count,
 )
+from vesalius.reload import Reloader, SettingsSource, on_sighup
 from vesalius.settings import Settings
+from vesalius.shutdown import Shutdown
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import (
     assemble,
@@ -34,6 +36,9 @@ from vesalius.wiring import (
 
 log = logging.getLogger(__name__)
 
+#: Seconds a worker has, past the grace period, to send its A-ABORTs and exit before it is killed.
+WORKER_MARGIN = 5.0
+
 
 def worker_main(
     settings: Settings,
@@ -44,36 +49,45 @@ def worker_main(
     http_socket: socket.socket | None,
     parent_pid: int,
     log_setup: logs.WorkerLogging,
+    source: SettingsSource | None = None,
 ) -> None:
-    """Entry point of a worker process (``dimse/workers.py``): DIMSE on ``listener``, HTTP on
-    ``http_socket``, until SIGTERM or the main process's death; then it drains its
-    associations for ``grace`` seconds."""
+    """Entry point of a worker process (``vesalius/processes.py``): DIMSE on ``listener``, HTTP
+    on ``http_socket``, until SIGTERM or the main process's death; then it drains for ``grace``
+    seconds (``vesalius/shutdown.py``). SIGHUP re-reads ``source`` for the log level."""
     logs.configure_worker(log_setup)
     done = threading.Event()
     http = None
+    shutdown = Shutdown(grace, announce=False)  # the main process says it
+    shutdown.on_begin(done.set)
+    shutdown.catch_signals()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-
-    def on_sigterm(*_: Any) -> None:
-        done.set()
-        if http is not None:
-            http.should_exit = True  # uvicorn checks this between its ticks
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    if source is not None:
+        on_sighup(Reloader(source, settings))
+    else:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     die_with_parent(parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
     archive = assemble(settings).archive
     dimse = DimseServer(archive, dimse_config(settings), load=load)
     dimse.start(listener)
+    shutdown.on_begin(dimse.drain)
     runner = job_runner(archive, settings) if runs_jobs(settings, main_process=False) else None
     if runner is not None:
         runner.start()
+        shutdown.on_begin(runner.request_stop)
     try:
         if http_socket is not None:
-            # uvicorn takes SIGTERM over while it runs (HttpServer: it only asks to exit).
+            # uvicorn takes SIGTERM over while it runs (HttpServer: it only asks to exit, and
+            # begins the drain of the rest).
             http = http_server(
-                http_app(archive, settings), http_limits(settings), ignore_sigint=True
+                http_app(archive, settings),
+                http_limits(settings),
+                ignore_sigint=True,
+                grace=grace,
+                on_exit=shutdown.begin,
             )
+            shutdown.on_begin(http.request_exit)  # a SIGTERM before uvicorn caught signals
             ready.set()
-            if not done.is_set():
+            if not shutdown.begun:
                 http.run(sockets=[http_socket])
         else:
             ready.set()
@@ -82,15 +96,19 @@ def worker_main(
         if os.getppid() != parent_pid:
             logs.detach(log_setup)  # the main process wrote the log
             log.warning("the main process %d is gone: stopping this worker", parent_pid)
+        shutdown.begin()
         if runner is not None:
-            runner.stop()
-        dimse.stop(grace)
+            runner.stop(shutdown.remaining())
+        dimse.stop(shutdown.remaining())
         archive.close()
 
 
-def serve(settings: Settings) -> None:
-    """Run the PACS until SIGINT/SIGTERM, then shut down cleanly."""
+def serve(settings: Settings, source: SettingsSource | None = None) -> None:
+    """Run the PACS until SIGINT/SIGTERM, then shut down cleanly (``vesalius/shutdown.py``);
+    SIGHUP re-reads ``source`` (``vesalius/reload.py``)."""
     logging_ = logs.configure(settings)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reloader is in place
+    grace = float(settings["shutdown_grace"])
     raise_descriptor_limit()  # before the workers start: they inherit it
     archive = assemble(settings).archive
     processes = worker_count(settings)
@@ -111,14 +129,31 @@ def serve(settings: Settings) -> None:
         raise ConfigError(
             f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
         ) from exc
+    shutdown = Shutdown(grace)
+    shutdown.catch_signals()  # no longer killed by a SIGTERM while starting
     dimse.start(listener)
+    shutdown.on_begin(dimse.drain)
     workers = WorkerPool(
-        worker_main, settings, listener, processes - 1, board, http_socket, logging_.for_workers
+        worker_main,
+        settings,
+        listener,
+        processes - 1,
+        board,
+        http_socket,
+        (logging_.for_workers, source),
     )
-    workers.start()
+    workers.start(grace)
+    shutdown.on_begin(workers.begin_stop)
     runner = job_runner(archive, settings)
     runner.start()
-    http = http_server(http_app(archive, settings), http_limits(settings))
+    shutdown.on_begin(runner.request_stop)
+    if source is not None:
+        reloader = Reloader(source, settings, seed_peers=archive.peers.seed)
+        on_sighup(reloader, then=lambda: workers.signal_all(signal.SIGHUP))
+    http = http_server(
+        http_app(archive, settings), http_limits(settings), grace=grace, on_exit=shutdown.begin
+    )
+    shutdown.on_begin(http.request_exit)
     log.info(
         "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
         settings["dicom.ae_title"],
@@ -128,12 +163,15 @@ def serve(settings: Settings) -> None:
         settings.data_dir.resolve(),
     )
     try:
-        http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
+        if not shutdown.begun:
+            http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
     finally:
-        log.info("shutting down: draining associations")
-        runner.stop()
-        workers.stop()
-        dimse.stop()
+        shutdown.begin()  # when uvicorn returned for another reason
+        shutdown.hold_signals()
+        runner.stop(shutdown.remaining())
+        dimse.stop(shutdown.remaining())
+        # The workers' grace periods began with ours: a little more for their last aborts.
+        workers.stop(shutdown.remaining() + WORKER_MARGIN)
         archive.close()
         log.info("stopped")
         logging_.stop()

@@ -71,6 +71,13 @@ SETTINGS: tuple[Setting, ...] = (
         "The audit trail, one JSON object per line, written whatever log_level says. Empty: "
         "audit.log in data_dir; a path (relative: in data_dir); or - for with the log.",
     ),
+    Setting(
+        "shutdown_grace",
+        float,
+        10.0,
+        "Seconds that running associations, HTTP requests and jobs get to finish after "
+        "SIGTERM/SIGINT; then peers still associated get an A-ABORT and jobs go back to the queue.",
+    ),
     Setting("dicom.ae_title", str, "VESALIUS", "AE title of the DIMSE server."),
     Setting("dicom.host", str, "0.0.0.0", "Address the DIMSE server listens on."),
     Setting("dicom.port", int, 11112, "TCP port of the DIMSE server."),
@@ -286,6 +293,7 @@ _BY_KEY = {s.key: s for s in SETTINGS}
 _DUPLICATE_POLICIES = ("replace", "keep", "reject")
 #: Limits and timeouts where 0 means "no limit" or makes sense; negative never does.
 _NON_NEGATIVE = (
+    "shutdown_grace",
     "dicom.max_associations_per_host",
     "dicom.max_pdu",
     "ingest.max_inflated_mb",

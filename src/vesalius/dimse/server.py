@@ -46,7 +46,7 @@ from vesalius.dimse.association import (
 )
 from vesalius.dimse.board import LoadBoard, LoadSlot, host_bucket
 from vesalius.dimse.config import DimseConfig, ScpContext
-from vesalius.dimse.negotiation import AcceptorPolicy, Rejected
+from vesalius.dimse.negotiation import RJ_CONGESTION, AcceptorPolicy, Rejected
 from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.dimse.transport import listen
 from vesalius.errors import PeerError
@@ -66,6 +66,8 @@ EXTRA_CONNECTIONS = 32
 #: to :data:`REFUSE_WAIT` seconds for its A-ASSOCIATE-RQ); past that they are closed at once.
 MAX_REFUSING = 16
 REFUSE_WAIT = 2.0
+#: Seconds the A-ABORTs sent when the grace period is over may take, all together.
+ABORT_WAIT = 3.0
 
 __all__ = ["IMPLEMENTATION_VERSION", "DimseServer", "listen", "supported_contexts"]
 
@@ -156,6 +158,7 @@ class DimseServer:
         self._connections: dict[int, _Connection] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._draining = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -174,6 +177,7 @@ class DimseServer:
         self._listener = listener
         self.load.publish(0)
         self._stopping.clear()
+        self._draining.clear()
         self._accepting = threading.Thread(target=self._accept_loop, name="dimse-accept")
         self._accepting.daemon = True
         self._accepting.start()
@@ -210,7 +214,9 @@ class DimseServer:
         bucket = host_bucket(address)
         with self._lock:
             refusal = ""
-            if len(self._connections) >= self.max_associations + EXTRA_CONNECTIONS:
+            if self._draining.is_set():
+                refusal = "shutting down"
+            elif len(self._connections) >= self.max_associations + EXTRA_CONNECTIONS:
                 refusal = f"{len(self._connections)} connections open in this process"
             elif self.max_per_host and self.load.host_total(bucket) >= self.max_per_host:
                 refusal = (
@@ -244,29 +250,37 @@ class DimseServer:
             conn.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         return not self.active()
 
+    def drain(self) -> None:
+        """Begin shutting down (``vesalius/shutdown.py``): running associations go on, and a
+        new association request is answered A-ASSOCIATE-RJ (transient, service-provider
+        presentation, temporary congestion: PS3.8 Table 9-21) rather than with a closed
+        socket, so the peer knows to try again later. :meth:`stop` ends the drain."""
+        if not self._draining.is_set():
+            self._draining.set()
+            self.load.leave()  # a draining process is never the least busy one
+
     def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let running associations finish for ``grace`` seconds, then abort."""
+        """Drain: let running associations finish for ``grace`` seconds while new ones are
+        refused; then stop accepting and send every association still open an A-ABORT
+        (PS3.8 9.3.8), all at once."""
         if self._listener is None:
             return
+        self.drain()
+        self.wait_idle(grace)
         self._stopping.set()
-        self.load.leave()
         listener, self._listener = self._listener, None
         if self._accepting is not None:
             self._accepting.join(timeout=2 + ACCEPT_POLL)
         listener.close()  # no shutdown(): worker processes may share this socket
-        for conn in self.active():
-            if conn.negotiating:  # e.g. a bare port probe waiting on its A-ASSOCIATE-RQ
-                log.info("closing an unnegotiated connection at shutdown")
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-        self.wait_idle(grace)
-        for conn in self.active():
-            if conn.association is not None:
-                log.warning("aborting association with %s at shutdown", conn.association.calling_ae)
-                conn.association.abort()
-            else:
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+        enders = [
+            threading.Thread(target=_end_at_shutdown, args=(conn,), daemon=True)
+            for conn in self.active()
+        ]
+        for ender in enders:  # in parallel: a peer that reads nothing delays only its own
+            ender.start()
+        deadline = time.monotonic() + ABORT_WAIT
+        for ender in enders:
+            ender.join(max(0.0, deadline - time.monotonic()))
         self.wait_idle(2)
 
     # -- one connection ------------------------------------------------------------------
@@ -294,7 +308,7 @@ class DimseServer:
         """Tell the other accepting processes how busy this one is (call holding the lock)."""
         established = sum(1 for c in self._connections.values() if not c.negotiating)
         self.load.set_established(established)
-        if not self._stopping.is_set():
+        if not self._draining.is_set():
             self.load.publish(len(self._connections))
 
     def _negotiate(self, sock: socket.socket, address: str) -> Association | None:
@@ -321,6 +335,12 @@ class DimseServer:
         if request.kind != pdu.ASSOCIATE_RQ:
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_UNEXPECTED_PDU))
+            return None
+        if self._draining.is_set():
+            log.info("rejecting association from %s: shutting down", address)
+            with contextlib.suppress(OSError):
+                sock.sendall(pdu.associate_rj(*RJ_CONGESTION))
+                _linger(sock)
             return None
         if not refusal and self.load.established_total() >= self.max_associations:
             refusal = f"{self.max_associations} associations established (dicom.max_associations)"
@@ -422,6 +442,19 @@ class DimseServer:
 def _tally(counts: Counter[str]) -> str:
     """``3 C-STORE-RQ, 1 C-ECHO-RQ`` (or ``no messages``)."""
     return ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "no messages"
+
+
+def _end_at_shutdown(conn: _Connection) -> None:
+    """The grace period is over: A-ABORT an association, close a connection not yet one."""
+    if conn.association is not None:
+        log.warning(
+            "aborting association with %s at shutdown: the grace period is over",
+            conn.association.calling_ae,
+        )
+        conn.association.abort()
+    else:
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 def _linger(sock: socket.socket, timeout: float = 2.0) -> None:

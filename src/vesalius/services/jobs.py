@@ -168,6 +168,8 @@ class JobService:
         self.kinds: dict[str, JobKind] = {}
         #: Set when the process shuts down: running handlers stop at their next progress report.
         self.stopping = threading.Event()
+        #: The jobs this process's runners are running now: pk → owner.
+        self._running: dict[int, str] = {}
 
     def register(self, kind: str, handler: Handler, action: Action) -> None:
         """Make ``kind`` runnable; submitting it needs ``action``."""
@@ -308,6 +310,7 @@ class JobService:
         log.info("job %d (%s) attempt %d by %s", job.pk, job.kind, job.attempts, owner)
         ticker = _Ticker(context, max(0.2, self.stale_after / 4))
         ticker.start()
+        self._running[job.pk] = owner
         try:
             result = kind.handler(context)
         except JobCancelled as exc:
@@ -345,10 +348,22 @@ class JobService:
         else:
             self._end(job, owner, "succeeded", result)
         finally:
+            self._running.pop(job.pk, None)
             ticker.stop()
         with self.catalog.read() as conn:
             ended = table.get(conn, job.pk)
         return ended or job
+
+    def release_running(self, message: str) -> int:
+        """Hand the jobs still running here back to the queue (shutdown, when a handler did
+        not reach a progress report within the grace period); how many there were."""
+        released = 0
+        for pk, owner in list(self._running.items()):
+            with self.catalog.write() as conn:
+                if table.release(conn, pk, owner, message):
+                    released += 1
+                    log.info("job %d handed back: %s", pk, message)
+        return released
 
     def _end(self, job: JobRow, owner: str, state: JobState, message: str) -> None:
         with self.catalog.write() as conn:
@@ -432,11 +447,20 @@ class JobRunner:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop: the job at hand (if any) is handed back to the queue at its next progress
-        report; wait at most ``timeout`` seconds (past that its heartbeat stops with the
-        process, and another runner takes it back after ``jobs.stale_after``)."""
+        report; wait at most ``timeout`` seconds, and past that put it back in the queue
+        here (its handler ends with the process)."""
+        self.request_stop()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.service.release_running(
+                "interrupted: the server stopped; it runs again at the next start"
+            )
+
+    def request_stop(self) -> None:
+        """Ask the runner to stop (returns at once): no new job is claimed, and the one at
+        hand is handed back at its next progress report."""
         self._stop.set()
         self.service.stopping.set()
-        self._thread.join(timeout)
 
     def _loop(self) -> None:
         last_sweep = 0.0

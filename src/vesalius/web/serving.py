@@ -298,11 +298,24 @@ def guarded_protocol(limits: HttpLimits) -> type[GuardedProtocol]:
 class HttpServer(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT after its own shutdown, which would kill the process
     before the DIMSE side drains; here a signal only asks the server to exit. Worker processes
-    ignore SIGINT (``ignore_sigint``): the main process decides when they stop."""
+    ignore SIGINT (``ignore_sigint``): the main process decides when they stop. ``on_exit`` is
+    called when a signal asks it to exit, so the rest of the process starts its own drain at
+    the same moment (``vesalius/shutdown.py``)."""
 
-    def __init__(self, config: uvicorn.Config, *, ignore_sigint: bool = False) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        ignore_sigint: bool = False,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.ignore_sigint = ignore_sigint
+        self.on_exit = on_exit
+
+    def request_exit(self) -> None:
+        """Ask the server to exit (it checks between its ticks), as a signal would."""
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGINT and self.ignore_sigint:
@@ -311,11 +324,36 @@ class HttpServer(uvicorn.Server):
             self.force_exit = True
         else:
             self.should_exit = True
+        if self.on_exit is not None:
+            self.on_exit()
 
 
-def http_server(app: Starlette, limits: HttpLimits, *, ignore_sigint: bool = False) -> HttpServer:
+class CancelledAtShutdown(logging.Filter):
+    """uvicorn logs a request it cancels when the grace period is over (``shutdown_grace``) as
+    "Exception in ASGI application" with a traceback of ``CancelledError``; say it in a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError):
+            record.msg, record.args, record.exc_info = (
+                "HTTP request cancelled at shutdown",
+                (),
+                None,
+            )
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def http_server(
+    app: Starlette,
+    limits: HttpLimits,
+    *,
+    ignore_sigint: bool = False,
+    grace: float | None = None,
+    on_exit: Callable[[], None] | None = None,
+) -> HttpServer:
     """A uvicorn server for ``app`` within ``limits``, to ``run(sockets=[...])`` (address from
-    the socket)."""
+    the socket); at exit, requests in flight get ``grace`` seconds (None: without limit)."""
     config = uvicorn.Config(
         app,
         log_config=None,  # uvicorn's records go to the root logger's handlers (vesalius.logs)
@@ -326,8 +364,13 @@ def http_server(app: Starlette, limits: HttpLimits, *, ignore_sigint: bool = Fal
         ws="none",
         # Annotated int, but only ever handed to loop.call_later.
         timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]
+        # Annotated int, but only ever handed to asyncio.timeout.
+        timeout_graceful_shutdown=grace,  # type: ignore[arg-type]
     )
-    return HttpServer(config, ignore_sigint=ignore_sigint)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, CancelledAtShutdown) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(CancelledAtShutdown())
+    return HttpServer(config, ignore_sigint=ignore_sigint, on_exit=on_exit)
 
 
 def bind_http(host: str, port: int) -> socket.socket:
