@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"errors"},
 }
 #: Wire everything; nothing imports them.
-WIRING = {"server", "cli", "commands", "wiring", "processes", "logs"}
+#: systemd: the readiness protocol (sd_notify) that server.py speaks.
+WIRING = {"server", "cli", "commands", "wiring", "processes", "logs", "systemd"}
 #: The front doors: they reach the archive through its services only.
 ADAPTERS = {"dimse", "dicomweb", "web", "viewer", "commands", "cli"}
 #: Third-party modules a layer must not import (DESIGN.md: dicom/ is pure DICOM helpers over

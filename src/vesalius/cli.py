@@ -12,6 +12,7 @@ from vesalius.commands import config_option, settings_from
 from vesalius.commands import importer as importer_commands
 from vesalius.commands import jobs as job_commands
 from vesalius.commands import scu as scu_commands
+from vesalius.commands import service as service_commands
 from vesalius.commands import viewer as viewer_commands
 from vesalius.errors import VesaliusError
 
@@ -53,6 +54,7 @@ main.add_command(job_commands.delete)
 main.add_command(job_commands.jobs)
 main.add_command(backup_commands.backup)
 main.add_command(backup_commands.restore)
+main.add_command(service_commands.service)
 
 
 if __name__ == "__main__":  # pragma: no cover

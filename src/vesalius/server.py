@@ -22,6 +22,7 @@ from vesalius.processes import (
     worker_count,
 )
 from vesalius.settings import Settings
+from vesalius.systemd import notify
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import (
     assemble,
@@ -127,9 +128,11 @@ def serve(settings: Settings) -> None:
         settings["http.port"],
         settings.data_dir.resolve(),
     )
+    notify("READY=1")  # systemd Type=notify: both ports listen
     try:
         http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
     finally:
+        notify("STOPPING=1")
         log.info("shutting down: draining associations")
         runner.stop()
         workers.stop()
