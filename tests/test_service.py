@@ -247,33 +247,36 @@ os.execv(sys.argv[1], sys.argv[1:])
 """
 
 
+#: pydicom test files and the storescu option that proposes their transfer syntax: JPEG
+#: baseline, JPEG 2000 and JPEG lossless, decoded by pylibjpeg's libjpeg and openjpeg.
+CODED = {
+    "SC_rgb_jpeg_dcmtk.dcm": "-xy",
+    "JPEG2000.dcm": "-xw",
+    "SC_rgb_jpeg_gdcm.dcm": "-xs",
+}
+
+
 def test_serving_works_under_memory_deny_write_execute(tmp_path: Path) -> None:
     """MemoryDenyWriteExecute=yes forbids memory that is writable and executable; numpy,
     pylibjpeg, uvloop and the rest must not need it. The kernel's MDWE (Linux 6.3+), inherited
-    by the workers, enforces the same rule here: a JPEG image is stored, then decoded for
+    by the workers, enforces the same rule here: JPEG images are stored, then decoded for
     /rendered."""
     probe = subprocess.run(
         [sys.executable, "-c", MDWE, "/bin/true"], capture_output=True, text=True, check=False
     )
     if probe.returncode != 0:
         pytest.skip(f"no MDWE prctl on this kernel: {probe.stderr.strip()}")
-    jpeg = Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
-    ds = dcmread(jpeg)
     with serve(tmp_path, command_prefix=[sys.executable, "-c", MDWE]) as served:
-        dcmtk(
-            "storescu",
-            "-xy",
-            "-aec",
-            served.ae_title,
-            "127.0.0.1",
-            str(served.dicom_port),
-            str(jpeg),
-        )
-        url = (
-            f"{served.url}/dicom-web/studies/{ds.StudyInstanceUID}/series/"
-            f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/rendered"
-        )
-        answer = httpx.get(url, headers={"Accept": "image/png"}, timeout=60)
-        assert answer.status_code == 200, answer.text
-        assert answer.content.startswith(b"\x89PNG")
+        for name, propose in CODED.items():
+            path = Path(get_testdata_file(name))
+            ds = dcmread(path)
+            address = ["-aec", served.ae_title, "127.0.0.1", str(served.dicom_port)]
+            dcmtk("storescu", propose, *address, str(path))
+            url = (
+                f"{served.url}/dicom-web/studies/{ds.StudyInstanceUID}/series/"
+                f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/rendered"
+            )
+            answer = httpx.get(url, headers={"Accept": "image/png"}, timeout=60)
+            assert answer.status_code == 200, (name, answer.text)
+            assert answer.content.startswith(b"\x89PNG")
         assert served.alive()
