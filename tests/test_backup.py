@@ -374,3 +374,21 @@ def test_a_sqlite_backup_restores_into_postgresql(
                 _refused(run, "other session(s)")
         finally:
             holder.dispose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
+def test_restore_as_root_gives_the_index_to_the_data_folder_owner(
+    archive: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Restored by root for a service that runs as its own user: that user must write it."""
+    _config, backup = archive
+    data = tmp_path / "service-data"
+    data.mkdir()
+    os.chown(data, 65534, 65534)
+    config = tmp_path / "service.toml"
+    write_config(
+        config, {"data_dir": str(data), "dicom.port": free_port(), "http.port": free_port()}
+    )
+    _vesalius("restore", str(backup), "--config", str(config))
+    index = data / "index.sqlite"
+    assert (index.stat().st_uid, index.stat().st_gid) == (65534, 65534)

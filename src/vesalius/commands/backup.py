@@ -9,6 +9,7 @@ docs/operations.md, "Backup and restore".
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sys
 import tempfile
@@ -155,6 +156,7 @@ def restore(file: Path, config: Path | None, data_dir: str | None, force: bool) 
                 restore_index(
                     manifest, folder, settings.database_url, force=force, progress=progress
                 )
+            _give_back(settings)
             if config is not None and SETTINGS in manifest.files:
                 note = _put_settings(saved, config, write_settings)
                 if write_settings and data_dir is not None:
@@ -172,6 +174,21 @@ def restore(file: Path, config: Path | None, data_dir: str | None, force: bool) 
         f"now put the images back into {settings.data_dir / 'storage' / 'blobs'}, then start "
         "the server"
     )
+
+
+def _give_back(settings: Settings) -> None:
+    """Run as root, a restore leaves the SQLite index owned by the data folder's owner (the
+    service's user), who must write it."""
+    if os.geteuid() != 0 or not settings.database_url.startswith("sqlite"):
+        return
+    try:
+        owner = settings.data_dir.stat()
+    except OSError:
+        return
+    index = Path(settings.database_url.removeprefix("sqlite:///"))
+    for path in (index, Path(f"{index}-wal"), Path(f"{index}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _put_settings(saved: Path, config: Path, new: bool) -> str:
