@@ -65,6 +65,12 @@ def _refused(run: subprocess.CompletedProcess[str], words: str) -> None:
     assert lines[0].startswith("Error: ") and words in lines[0], lines[0]
 
 
+def _free_ports() -> dict[str, int]:
+    """Ports for a restore target's settings: restore refuses while its ports answer, and the
+    defaults (11112, 8080) may be anyone's on a shared machine."""
+    return {"dicom.port": free_port(), "http.port": free_port()}
+
+
 def _corpus(folder: Path, patient: str) -> Path:
     for study in range(STUDIES):
         study_uid = f"2.25.{abs(hash((patient, study))) % 10**30}"
@@ -336,7 +342,7 @@ def test_backup_refuses_to_overwrite_and_a_pg_dump_into_sqlite(
         _vesalius("backup", str(dump), "--config", str(pg_config))
         assert _manifest(dump)["index_format"] == "pg_dump"
     target = tmp_path / "sqlite-target.toml"
-    write_config(target, {"data_dir": str(tmp_path / "sqlite-target")})
+    write_config(target, {"data_dir": str(tmp_path / "sqlite-target"), **_free_ports()})
     _refused(
         _vesalius("restore", str(dump), "--config", str(target), check=False),
         "restore it into PostgreSQL",
@@ -351,7 +357,9 @@ def test_a_sqlite_backup_restores_into_postgresql(
     _config, backup = archive
     with scratch_database("postgresql", tmp_path) as url:
         config = tmp_path / "pg.toml"
-        write_config(config, {"data_dir": str(tmp_path / "pgdata"), "database_url": url})
+        write_config(
+            config, {"data_dir": str(tmp_path / "pgdata"), "database_url": url, **_free_ports()}
+        )
         restored = _vesalius("restore", str(backup), "--config", str(config))
         assert "restored 3 studies, 3 instances" in restored.stdout
         more = tmp_path / "more"
@@ -392,3 +400,17 @@ def test_restore_as_root_gives_the_index_to_the_data_folder_owner(
     _vesalius("restore", str(backup), "--config", str(config))
     index = data / "index.sqlite"
     assert (index.stat().st_uid, index.stat().st_gid) == (65534, 65534)
+
+
+def test_backup_and_restore_with_the_database_down_say_so(
+    archive: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _config, backup = archive
+    down = tmp_path / "down.toml"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"  # nothing listens there
+    write_config(down, {"data_dir": str(tmp_path / "d"), "database_url": url, **_free_ports()})
+    run = _vesalius("backup", str(tmp_path / "x.vbk"), "--config", str(down), check=False)
+    _refused(run, "Connection refused")
+    assert not (tmp_path / "x.vbk").exists()
+    run = _vesalius("restore", str(backup), "--config", str(down), check=False)
+    _refused(run, "Connection refused")

@@ -15,6 +15,7 @@ then the migrations bring the schema to the head.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import sqlite3
@@ -22,12 +23,13 @@ import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, func, inspect, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from vesalius.errors import VesaliusError
 from vesalius.index.database import MIGRATIONS, alembic_config, migrate, normalise_url, open_engine
@@ -43,6 +45,27 @@ class IndexBackupError(VesaliusError):
     """A backup or restore of the index cannot be done (tool missing, database refused)."""
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _database_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """The database's own errors (unreachable, refused, corrupt) as one-line
+    :class:`IndexBackupError`."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            text = str(getattr(exc, "orig", None) or exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise IndexBackupError(f"index database: {first}") from exc
+
+    return wrapper
+
+
+@_database_errors
 def dialect(url: str) -> str:
     """``sqlite`` or ``postgresql`` (anything else is refused by :func:`open_engine` users)."""
     name = make_url(normalise_url(url)).get_backend_name()
@@ -95,6 +118,7 @@ def counts(conn: Connection) -> dict[str, int]:
     return found
 
 
+@_database_errors
 def is_empty(url: str) -> bool:
     """Whether the index at ``url`` holds no patient, study, series or instance."""
     if dialect(url) == "sqlite" and not sqlite_path(url).exists():
@@ -107,6 +131,7 @@ def is_empty(url: str) -> bool:
         engine.dispose()
 
 
+@_database_errors
 def other_sessions(url: str) -> int:
     """PostgreSQL: sessions connected to this database besides ours (a serving node, an
     import); 0 on SQLite, where the caller checks in other ways."""
@@ -130,6 +155,7 @@ def other_sessions(url: str) -> int:
 # -- taking a copy -------------------------------------------------------------------------
 
 
+@_database_errors
 def backup_sqlite(url: str, dest: Path) -> tuple[str | None, dict[str, int]]:
     """Copy the SQLite index at ``url`` into the new file ``dest`` (one read transaction);
     return the copy's schema revision and row counts."""
@@ -173,6 +199,7 @@ def server_version(conn: Connection) -> int:
     return int(conn.execute(text("SHOW server_version_num")).scalar_one()) // 10000
 
 
+@_database_errors
 def pg_dump_refusal(url: str) -> str | None:
     """Why ``pg_dump`` cannot dump the server at ``url`` (None: it can)."""
     dump = tool_version("pg_dump")
@@ -193,6 +220,7 @@ def _snapshot(conn: Connection) -> None:
     conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
 
 
+@_database_errors
 def backup_pg_dump(url: str, dest: Path) -> tuple[str | None, dict[str, int], int]:
     """``pg_dump`` the PostgreSQL index at ``url`` into ``dest`` on the snapshot of our own
     transaction; return its revision, row counts and pg_dump's major version."""
@@ -225,6 +253,7 @@ def backup_pg_dump(url: str, dest: Path) -> tuple[str | None, dict[str, int], in
     return revision, found, version
 
 
+@_database_errors
 def export_portable(
     url: str, dest: Path, progress: Progress | None = None
 ) -> tuple[str | None, dict[str, int]]:
@@ -254,6 +283,7 @@ def export_portable(
 # -- restoring -----------------------------------------------------------------------------
 
 
+@_database_errors
 def clear(url: str) -> None:
     """Drop every table of the index at ``url`` (``restore --force``)."""
     if dialect(url) == "sqlite":
@@ -271,6 +301,7 @@ def clear(url: str) -> None:
         engine.dispose()
 
 
+@_database_errors
 def restore_sqlite_file(source: Path, url: str, progress: Progress | None = None) -> None:
     """Write the SQLite backup file ``source`` into the (empty) index at ``url``: by the backup
     API into SQLite, by copying rows at its revision into PostgreSQL. Migrations are the
@@ -334,6 +365,7 @@ def restore_pg_dump(dump: Path, url: str, dumped_by: int) -> None:
         raise IndexBackupError(f"pg_restore failed: {_last_line(run.stderr)}")
 
 
+@_database_errors
 def upgrade(url: str) -> None:
     """Bring the restored index's schema to this code's head."""
     engine = open_engine(url)

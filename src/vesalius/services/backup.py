@@ -272,10 +272,8 @@ def check_restorable(manifest: Manifest, database_url: str, *, force: bool) -> N
     try:
         sessions = index_backup.other_sessions(database_url)
         empty = index_backup.is_empty(database_url)
-    except VesaliusError:
-        raise
-    except Exception as exc:  # the driver's own errors: the database cannot be reached
-        raise BackupError(f"cannot open the index {database_url}: {_first_line(exc)}") from None
+    except index_backup.IndexBackupError as exc:
+        raise BackupError(exc.message) from exc
     if sessions:
         raise BackupError(
             f"{sessions} other session(s) use the index database (a running server or "
