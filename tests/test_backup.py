@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -140,6 +141,23 @@ def _senders(served: Served, folders: list[Path]) -> Iterator[list[subprocess.Po
                 proc.kill()
 
 
+@contextlib.contextmanager
+def _long_reader(served: Served, kind: str) -> Iterator[None]:
+    """SQLite: a read transaction held open over the ingest and the backup (a long query), so
+    no checkpoint moves what is committed from the WAL into the database file: a backup that
+    copied the file alone would miss it."""
+    if kind != "sqlite":
+        yield
+        return
+    reader = sqlite3.connect(served.data_dir / "index.sqlite")
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM instances").fetchone()
+        yield
+    finally:
+        reader.close()
+
+
 def _check_index(url: str, blobs: Path) -> dict[str, int]:
     """The index at ``url`` agrees with itself (each study's and series' counters with its
     rows) and every row's file is in ``blobs``; its counts."""
@@ -188,7 +206,11 @@ def test_backup_while_ingesting_restores_a_consistent_archive(tmp_path: Path, ba
         settings = {} if kind == "sqlite" else {"database_url": old_url}
         backup = tmp_path / "pacs.backup"
         copy = tmp_path / "copied-blobs"
-        with serve(tmp_path / "old", settings) as served, _senders(served, folders) as procs:
+        with (
+            serve(tmp_path / "old", settings) as served,
+            _long_reader(served, kind),
+            _senders(served, folders) as procs,
+        ):
             # some instances are in before the backup starts
             while _find_instances(served, tmp_path) == 0:
                 assert all(p.poll() in (None, 0) for p in procs)
