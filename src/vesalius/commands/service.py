@@ -174,7 +174,12 @@ def _create_user(root: Path, user: str, home: Path) -> str:
     command += ["--home-dir", str(home), "--shell", "/usr/sbin/nologin"]
     if root != Path("/"):
         command += ["--prefix", str(root)]
-    run = subprocess.run([*command, user], capture_output=True, text=True, check=False)
+    try:
+        run = subprocess.run([*command, user], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"useradd not found: create the system user {user} yourself, then install again"
+        ) from None
     if run.returncode != 0:
         message = run.stderr.strip().splitlines()
         raise click.ClickException(
@@ -250,6 +255,28 @@ def install(
     if print_only:
         click.echo(text, nl=False)
         return
+    as_root = os.geteuid() == 0
+    try:
+        done = _put_files(root, user, config, data_dir, unit_dir / f"{NAME}.service", text)
+    except OSError as exc:
+        where = exc.filename or root
+        raise click.ClickException(
+            f"cannot write {where}: {exc.strerror} (run as root, or --print the unit)"
+        ) from exc
+    for line in done:
+        click.echo(line)
+    if not as_root:
+        click.echo(f"not root: check that the user {user} exists and owns {data_dir}")
+    click.echo("next:")
+    click.echo("  systemctl daemon-reload")
+    click.echo(f"  systemctl enable --now {NAME}")
+    click.echo(f"  journalctl -u {NAME} -f")
+
+
+def _put_files(
+    root: Path, user: str, config: Path, data_dir: Path, unit: Path, text: str
+) -> list[str]:
+    """Create what is missing under ``root`` (as root: the user, owners); what was done."""
     done: list[str] = []
     as_root = os.geteuid() == 0
     if as_root and _passwd_entry(root, user) is None:
@@ -261,6 +288,7 @@ def install(
         done.append(f"created {data_dir}")
     if owner is not None:
         os.chown(folder, *owner)
+    existing = _under(root, config)
     if not existing.is_file():
         existing.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         existing.write_text(default_config(data_dir))
@@ -269,21 +297,11 @@ def install(
             os.chown(existing.parent, 0, owner[1])
             os.chown(existing, 0, owner[1])
         done.append(f"wrote default settings to {config}")
-    path = _under(root, unit_dir / f"{NAME}.service")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from exc
-    done.append(f"wrote {unit_dir / f'{NAME}.service'}")
-    for line in done:
-        click.echo(line)
-    if not as_root:
-        click.echo(f"not root: check that the user {user} exists and owns {data_dir}")
-    click.echo("next:")
-    click.echo("  systemctl daemon-reload")
-    click.echo(f"  systemctl enable --now {NAME}")
-    click.echo(f"  journalctl -u {NAME} -f")
+    path = _under(root, unit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    done.append(f"wrote {unit}")
+    return done
 
 
 @service.command()
