@@ -23,6 +23,7 @@ import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -357,18 +358,45 @@ def test_backup_refuses_to_overwrite_and_a_pg_dump_into_sqlite(
     config, backup = archive
     _refused(_vesalius("backup", str(backup), "--config", str(config), check=False), "exists")
     with scratch_database("postgresql", tmp_path) as url:
+        engine = open_engine(url)
+        try:  # sessions answer times in Tokyo's zone: the copy must still hold UTC
+            with engine.begin() as conn:
+                name = conn.execute(text("SELECT current_database()")).scalar_one()
+                conn.execute(text(f"ALTER DATABASE \"{name}\" SET timezone = 'Asia/Tokyo'"))
+        finally:
+            engine.dispose()
         pg_config = tmp_path / "pg.toml"
         write_config(pg_config, {"data_dir": str(tmp_path / "pgdata"), "database_url": url})
         _vesalius("import", str(tmp_path / "in"), "--config", str(pg_config))
+        engine = open_engine(url)
+        try:
+            with engine.connect() as conn:
+                stamps = conn.execute(text("SELECT received_at FROM instances")).scalars().all()
+        finally:
+            engine.dispose()
+        expected = sorted(t.astimezone(UTC).replace(tzinfo=None) for t in stamps)
         dump = tmp_path / "pg.backup"
         _vesalius("backup", str(dump), "--config", str(pg_config))
         assert _manifest(dump)["index_format"] == "pg_dump"
+        portable = tmp_path / "pg-portable.backup"
+        _vesalius("backup", str(portable), "--config", str(pg_config), "--portable")
+        assert _manifest(portable)["index_format"] == "sqlite"
     target = tmp_path / "sqlite-target.toml"
     write_config(target, {"data_dir": str(tmp_path / "sqlite-target"), **_free_ports()})
     _refused(
         _vesalius("restore", str(dump), "--config", str(target), check=False),
         "restore it into PostgreSQL",
     )
+    # a portable backup of the same PostgreSQL index does restore into SQLite
+    restored = _vesalius("restore", str(portable), "--config", str(target))
+    assert "restored 3 studies, 3 instances" in restored.stdout
+    engine = open_engine(f"sqlite:///{tmp_path / 'sqlite-target' / 'index.sqlite'}")
+    try:
+        with engine.connect() as conn:
+            received = conn.execute(text("SELECT received_at FROM instances")).scalars().all()
+    finally:
+        engine.dispose()
+    assert sorted(datetime.fromisoformat(t) for t in received) == expected
 
 
 def test_a_sqlite_backup_restores_into_postgresql(

@@ -403,11 +403,14 @@ def copy_rows(source: Connection, target: Engine, progress: Progress | None = No
 
 
 def _row(values: dict[str, Any], aware: set[str]) -> dict[str, Any]:
-    """SQLite keeps no time zone: naive times are UTC (as Vesalius writes them)."""
-    for name in aware:
-        value = values.get(name)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            values[name] = value.replace(tzinfo=UTC)
+    """Times in UTC: SQLite keeps no time zone (naive times are UTC, as Vesalius writes them),
+    and PostgreSQL answers in the session's zone."""
+    for name, value in values.items():
+        if isinstance(value, datetime):
+            if value.tzinfo is not None:
+                values[name] = value.astimezone(UTC)
+            elif name in aware:
+                values[name] = value.replace(tzinfo=UTC)
     return values
 
 
