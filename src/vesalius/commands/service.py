@@ -44,12 +44,14 @@ class Unit:
     grace: float = DEFAULT_GRACE
     low_port: bool = False
     postgres: bool = False
+    #: Folders it writes besides the data folder (a SQLite index kept elsewhere).
+    also_writes: tuple[Path, ...] = ()
 
     def render(self) -> str:
         """The unit file's text."""
         in_home = any(
             p == home or home in p.parents
-            for p in (self.executable, self.config, self.data_dir)
+            for p in (self.executable, self.config, self.data_dir, *self.also_writes)
             for home in HOMES
         )
         after = "network-online.target" + (" postgresql.service" if self.postgres else "")
@@ -83,7 +85,7 @@ class Unit:
             "# sandboxing (systemd.exec(5)); `systemd-analyze security vesalius` rates it",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
-            f"ReadWritePaths={_quote(self.data_dir)}",
+            "ReadWritePaths=" + " ".join(_quote(p) for p in (self.data_dir, *self.also_writes)),
             f"ProtectHome={'read-only' if in_home else 'yes'}",
             "PrivateTmp=yes",
             "PrivateDevices=yes",
@@ -188,19 +190,39 @@ def _create_user(root: Path, user: str, home: Path) -> str:
     return f"created the system user {user}"
 
 
-def unit_for(config: Path, data_dir: Path, user: str, settings_file: Path | None) -> Unit:
-    """The unit for these paths, reading ports, grace period and database from
-    ``settings_file`` when it exists (the defaults otherwise)."""
+def unit_for(config: Path, data_dir: Path | None, user: str, settings_file: Path | None) -> Unit:
+    """The unit for these paths, reading the data folder, ports, grace period and database
+    from ``settings_file`` when it exists (the defaults otherwise)."""
     try:
         settings = load_settings(settings_file, environ={}) if settings_file else None
     except VesaliusError as exc:
         raise click.ClickException(exc.message) from exc
-    grace, low_port, postgres = DEFAULT_GRACE, False, False
-    if settings is not None:
-        grace = float(settings.values.get("shutdown_grace", DEFAULT_GRACE))
-        low_port = any(0 < int(settings[k]) < 1024 for k in ("dicom.port", "http.port"))
-        postgres = bool(settings["database_url"]) and "postgres" in settings["database_url"]
-    return Unit(executable(), config, data_dir, user, grace, low_port, postgres)
+    if settings is None:
+        return Unit(executable(), config, data_dir or DATA_DIR, user)
+    configured = Path(settings["data_dir"])
+    if not configured.is_absolute():  # relative to the settings file that names it
+        configured = Path(os.path.normpath(config.parent / configured))
+    if data_dir is not None and data_dir != configured:
+        raise click.ClickException(
+            f"--data-dir {data_dir} is not the data_dir of {config} ({configured}): "
+            "change one of them"
+        )
+    url = str(settings["database_url"])
+    also: tuple[Path, ...] = ()
+    if url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if folder.is_absolute() and configured not in (folder, *folder.parents):
+            also = (folder,)
+    return Unit(
+        executable(),
+        config,
+        configured,
+        user,
+        grace=float(settings.values.get("shutdown_grace", DEFAULT_GRACE)),
+        low_port=any(0 < int(settings[k]) < 1024 for k in ("dicom.port", "http.port")),
+        postgres=url.startswith("postgres"),
+        also_writes=also,
+    )
 
 
 @click.group()
@@ -236,21 +258,30 @@ _unit_dir_option = click.option(
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    default=DATA_DIR,
-    show_default=True,
-    help="The data folder (the only one the service may write).",
+    help="The data folder, the only one the service may write (default: the settings' "
+    f"data_dir, else {DATA_DIR}).",
 )
 @_unit_dir_option
 @_root_option
 @click.option("--print", "print_only", is_flag=True, help="Print the unit; write nothing.")
 def install(
-    user: str, config: Path, data_dir: Path, unit_dir: Path, root: Path, print_only: bool
+    user: str,
+    config: Path,
+    data_dir: Path | None,
+    unit_dir: Path,
+    root: Path,
+    print_only: bool,
 ) -> None:
     """Write the systemd unit; as root, also create the user, data folder and settings."""
-    config, data_dir, unit_dir = config.absolute(), data_dir.absolute(), unit_dir.absolute()
-    root = root.absolute()
+    config, unit_dir, root = config.absolute(), unit_dir.absolute(), root.absolute()
     existing = _under(root, config)
-    unit = unit_for(config, data_dir, user, existing if existing.is_file() else None)
+    unit = unit_for(
+        config,
+        data_dir.absolute() if data_dir is not None else None,
+        user,
+        existing if existing.is_file() else None,
+    )
+    data_dir = unit.data_dir
     text = unit.render()
     if print_only:
         click.echo(text, nl=False)
