@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 from bench.tools import dcmtk_tool
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from conftest import free_port, scratch_database
 from find_support import findscu
@@ -464,3 +464,53 @@ def test_backup_and_restore_with_the_database_down_say_so(
     assert not (tmp_path / "x.vbk").exists()
     run = _vesalius("restore", str(backup), "--config", str(down), check=False)
     _refused(run, "Connection refused")
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgresql"])
+def test_a_backup_of_an_older_schema_is_migrated_on_restore(
+    archive: tuple[Path, Path], tmp_path: Path, target: str
+) -> None:
+    """An index left at 0005 by an older Vesalius, backed up as it is, comes back at the head
+    (0006: instances name their blob store), into SQLite or PostgreSQL."""
+    from alembic import command
+
+    from vesalius.index.database import alembic_config
+
+    config, _backup = archive
+    index = tmp_path / "data" / "index.sqlite"
+    engine = create_engine(f"sqlite:///{index}")  # without foreign keys: 0006 down rebuilds
+    try:
+        with engine.connect() as conn:
+            command.downgrade(alembic_config(conn), "0005")
+            conn.commit()
+    finally:
+        engine.dispose()
+    older = tmp_path / "older.backup"
+    _vesalius("backup", str(older), "--config", str(config))
+    assert _manifest(older)["schema_revision"] == "0005"
+    with scratch_database(target, tmp_path / "target") as url:
+        fresh = tmp_path / "fresh.toml"
+        write_config(
+            fresh,
+            {
+                "data_dir": str(tmp_path / "target" / "data"),
+                **({} if target == "sqlite" else {"database_url": url}),
+                **_free_ports(),
+            },
+        )
+        _vesalius("restore", str(older), "--config", str(fresh))
+        restored = (
+            url
+            if target == "postgresql"
+            else f"sqlite:///{tmp_path / 'target' / 'data' / 'index.sqlite'}"
+        )
+        engine = open_engine(restored)
+        try:
+            with engine.connect() as conn:
+                assert (
+                    conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+                )
+                stores = conn.execute(text("SELECT blob_store FROM instances")).scalars().all()
+        finally:
+            engine.dispose()
+        assert stores == ["folder"] * 3
