@@ -117,20 +117,22 @@ def test_a_port_below_1024_gets_only_net_bind_service(tmp_path: Path) -> None:
 
 
 def test_the_unit_writes_where_the_settings_say(tmp_path: Path) -> None:
-    """An existing settings file names the data folder (relative to the file) and a SQLite
-    index kept elsewhere: those are the unit's writable paths; a --data-dir that contradicts
-    it is refused in one line."""
+    """An existing settings file names the data folder (relative to the file), and a SQLite
+    index, a log file and an audit file kept elsewhere: those are the unit's writable paths; a
+    --data-dir that contradicts it is refused in one line."""
     root = tmp_path / "root"
     config = root / "etc" / "pacs" / "pacs.toml"
     config.parent.mkdir(parents=True)
     config.write_text(
         'data_dir = "../../srv/archive"\ndatabase_url = "sqlite:////db/index.sqlite"\n'
+        '[log]\nfile = "/var/log/vesalius/vesalius.log"\n'
+        '[audit]\nfile = "/var/log/vesalius/audit.log"\n'
     )
     args = ["service", "install", "--print", "--root", str(root), "--config", "/etc/pacs/pacs.toml"]
     run = _run(*args)
     assert run.returncode == 0, run.stderr
     lines = _lines(run.stdout)
-    assert "ReadWritePaths=/srv/archive /db" in lines
+    assert "ReadWritePaths=/srv/archive /var/log/vesalius /db" in lines
     assert "WorkingDirectory=/srv/archive" in lines
     refused = _run(*args, "--data-dir", "/var/lib/other")
     assert refused.returncode != 0

@@ -44,7 +44,7 @@ class Unit:
     grace: float = DEFAULT_GRACE
     low_port: bool = False
     postgres: bool = False
-    #: Folders it writes besides the data folder (a SQLite index kept elsewhere).
+    #: Folders it writes besides the data folder (a SQLite index, log or audit file elsewhere).
     also_writes: tuple[Path, ...] = ()
 
     def render(self) -> str:
@@ -208,11 +208,15 @@ def unit_for(config: Path, data_dir: Path | None, user: str, settings_file: Path
             "change one of them"
         )
     url = str(settings["database_url"])
-    also: tuple[Path, ...] = ()
+    files = [str(settings.values.get(key, "")) for key in ("log.file", "audit.file")]
     if url.startswith("sqlite:///"):
-        folder = Path(url.removeprefix("sqlite:///")).parent
-        if folder.is_absolute() and configured not in (folder, *folder.parents):
-            also = (folder,)
+        files.append(url.removeprefix("sqlite:///"))
+    also: list[Path] = []
+    for name in files:  # absolute paths outside the data folder: their folders
+        folder = Path(name).parent
+        outside = configured not in (folder, *folder.parents)
+        if name not in ("", "-") and folder.is_absolute() and outside and folder not in also:
+            also.append(folder)
     return Unit(
         executable(),
         config,
@@ -221,7 +225,7 @@ def unit_for(config: Path, data_dir: Path | None, user: str, settings_file: Path
         grace=float(settings.values.get("shutdown_grace", DEFAULT_GRACE)),
         low_port=any(0 < int(settings[k]) < 1024 for k in ("dicom.port", "http.port")),
         postgres=url.startswith("postgres"),
-        also_writes=also,
+        also_writes=tuple(also),
     )
 
 
