@@ -27,8 +27,19 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"errors"},
 }
 #: Wire everything; nothing imports them.
-#: (shutdown, reload: the signal handling of ``serve``, over every part of a process.)
-WIRING = {"server", "cli", "commands", "wiring", "processes", "logs", "shutdown", "reload"}
+#: (shutdown, reload: the signal handling of ``serve``, over every part of a process;
+#: systemd: the readiness protocol, sd_notify, that server.py speaks.)
+WIRING = {
+    "server",
+    "cli",
+    "commands",
+    "wiring",
+    "processes",
+    "logs",
+    "shutdown",
+    "reload",
+    "systemd",
+}
 #: The front doors: they reach the archive through its services only.
 ADAPTERS = {"dimse", "dicomweb", "web", "viewer", "commands", "cli"}
 #: Third-party modules a layer must not import (DESIGN.md: dicom/ is pure DICOM helpers over

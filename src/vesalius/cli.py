@@ -7,10 +7,12 @@ from pathlib import Path
 import click
 
 from vesalius import __version__
+from vesalius.commands import backup as backup_commands
 from vesalius.commands import config_option, settings_from
 from vesalius.commands import importer as importer_commands
 from vesalius.commands import jobs as job_commands
 from vesalius.commands import scu as scu_commands
+from vesalius.commands import service as service_commands
 from vesalius.commands import viewer as viewer_commands
 from vesalius.errors import VesaliusError
 
@@ -51,6 +53,9 @@ main.add_command(importer_commands.import_command)
 main.add_command(viewer_commands.viewer)
 main.add_command(job_commands.delete)
 main.add_command(job_commands.jobs)
+main.add_command(backup_commands.backup)
+main.add_command(backup_commands.restore)
+main.add_command(service_commands.service)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ from vesalius.processes import (
 from vesalius.reload import Reloader, SettingsSource, on_sighup
 from vesalius.settings import Settings
 from vesalius.shutdown import Shutdown
+from vesalius.systemd import notify
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import (
     assemble,
@@ -130,6 +131,7 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
             f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
         ) from exc
     shutdown = Shutdown(grace)
+    shutdown.on_begin(lambda: notify("STOPPING=1"))  # systemd: the drain has begun
     shutdown.catch_signals()  # no longer killed by a SIGTERM while starting
     dimse.start(listener)
     shutdown.on_begin(dimse.drain)
@@ -162,6 +164,7 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         settings["http.port"],
         settings.data_dir.resolve(),
     )
+    notify("READY=1")  # systemd Type=notify: both ports listen
     try:
         if not shutdown.begun:
             http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
