@@ -21,6 +21,8 @@ from vesalius.processes import (
     worker_count,
 )
 from vesalius.settings import Settings
+from vesalius.telemetry import metrics
+from vesalius.telemetry import shared as shared_metrics
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import (
     assemble,
@@ -62,6 +64,8 @@ def worker_main(
         format="%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s",
     )
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    if settings["metrics.enabled"]:
+        metrics.enable()  # in the folder the main process named (telemetry/shared.py)
     done = threading.Event()
     http = None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
@@ -104,6 +108,10 @@ def serve(settings: Settings) -> None:
     """Run the PACS until SIGINT/SIGTERM, then shut down cleanly."""
     configure_logging(settings["log_level"])
     raise_descriptor_limit()  # before the workers start: they inherit it
+    # before the workers start: they inherit the shared folder's name
+    metrics_folder = shared_metrics.create() if settings["metrics.enabled"] else None
+    if metrics_folder is not None:
+        metrics.enable()
     archive = assemble(settings).archive
     processes = worker_count(settings)
     board = LoadBoard(processes)
@@ -125,6 +133,7 @@ def serve(settings: Settings) -> None:
         ) from exc
     dimse.start(listener)
     workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
+    workers.on_death = shared_metrics.process_died
     workers.start()
     runner = job_runner(archive, settings)
     runner.start()
@@ -145,4 +154,6 @@ def serve(settings: Settings) -> None:
         workers.stop()
         dimse.stop()
         archive.close()
+        if metrics_folder is not None:
+            shared_metrics.remove(metrics_folder)
         log.info("stopped")

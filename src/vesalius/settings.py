@@ -250,6 +250,12 @@ SETTINGS: tuple[Setting, ...] = (
         "https://registry.npmjs.org",
         "npm registry that `vesalius viewer install` downloads @ohif/app from.",
     ),
+    Setting(
+        "metrics.enabled",
+        bool,
+        True,
+        "Count Prometheus metrics and serve them at /metrics.",
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

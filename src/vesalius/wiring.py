@@ -35,6 +35,7 @@ from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.settings import Settings
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
+from vesalius.telemetry.events import count_event
 from vesalius.viewer.app import ViewerConfig, viewer_routes
 from vesalius.web.host import HostConfig, create_host
 from vesalius.web.serving import HttpLimits, connection_cap
@@ -81,6 +82,7 @@ def assemble(
         log.debug("staging: %d file(s) of running processes left alone", recovered.kept)
     events = EventBus()
     events.subscribe(auditor or Auditor())
+    events.subscribe(count_event)  # metrics; a no-op unless telemetry.metrics is enabled
     oversight = Oversight(policy or AllowAll(), events)
     min_free = settings["storage.min_free_mb"] << 20
     ingest = IngestService(
@@ -131,6 +133,7 @@ def assemble(
         closer=close,
     )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
+    archive.health.stale_after = settings["jobs.stale_after"]
     return Assembly(settings, catalog, spool, stores, archive)
 
 
@@ -149,11 +152,13 @@ def runs_jobs(settings: Settings, *, main_process: bool) -> bool:
 def job_runner(archive: Archive, settings: Settings) -> JobRunner:
     """A runner for ``archive``'s jobs (``jobs.*``), which also finishes pending blob
     deletions; the caller starts and stops it."""
-    return JobRunner(
+    runner = JobRunner(
         archive.jobs,
         poll_interval=settings["jobs.poll_interval"],
         housekeeping=archive.deletion.sweep,
     )
+    archive.health.runner_alive = runner.alive  # for /readyz
+    return runner
 
 
 def dimse_config(settings: Settings) -> DimseConfig:
@@ -212,7 +217,11 @@ def http_app(archive: Archive, settings: Settings) -> Starlette:
     return create_host(
         archive,
         [dicomweb_routes(archive, upload), viewer_routes(viewer_config(settings))],
-        HostConfig(cors_origins=origins, public_url=settings["http.public_url"]),
+        HostConfig(
+            cors_origins=origins,
+            public_url=settings["http.public_url"],
+            metrics=bool(settings["metrics.enabled"]),
+        ),
     )
 
 

@@ -201,7 +201,7 @@ class SubOperations:
             raise
         except Exception as exc:
             log.info("sub-operation for %s failed: %s", instance.sop_instance_uid, exc)
-        self.tally.record(status)
+        self.tally.record(status, instance.size)
         if status is None or not (status == 0 or 0xB000 <= status <= 0xBFFF or status == 0x0107):
             self.failed_uids.append(instance.sop_instance_uid)
 

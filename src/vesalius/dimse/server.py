@@ -49,6 +49,7 @@ from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.dimse.transport import listen
 from vesalius.errors import PeerError
 from vesalius.services.archive import Archive
+from vesalius.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +315,7 @@ class DimseServer:
             log.info("connection from %s ended before association: %s", address, exc)
             return None
         if request.kind != pdu.ASSOCIATE_RQ:
+            metrics.association_rejected(None)
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_UNEXPECTED_PDU))
             return None
@@ -322,12 +324,14 @@ class DimseServer:
         try:
             answer, agreed = negotiation.accept(request.body, self.policy, bool(refusal))
         except Rejected as exc:
+            metrics.association_rejected(exc.reason)
             log.info("rejecting association from %s: %s", address, refusal or exc)
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.associate_rj(*exc.reason))
                 _linger(sock)
             return None
         except PeerError as exc:
+            metrics.association_rejected(None)
             log.info("bad association request from %s: %s", address, exc)
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_INVALID_PARAMETER))
@@ -360,6 +364,7 @@ class DimseServer:
 
     def _run(self, assoc: Association) -> None:
         """Handle messages until the peer releases or the association ends."""
+        metrics.association_accepted()
         try:
             while True:
                 message = assoc.receive()
@@ -381,6 +386,7 @@ class DimseServer:
             log.info("association with %s ended: %s", assoc.calling_ae, exc)
         finally:
             assoc.close()
+            metrics.association_ended()
 
     @staticmethod
     def _wrong_context(assoc: Association, message: Message) -> None:

@@ -206,6 +206,7 @@ class IngestService:
             study_uid=header.study_uid,
             sop_instance_uid=header.sop_instance_uid,
             sha256=sha256,
+            size=size,
         )
         return IngestResult(header, outcome, size)
 

@@ -18,6 +18,7 @@ tells other front doors, e.g. QIDO-RS's Warning header).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +131,7 @@ class QueryResult:
         trailer = {"RetrieveAETitle": service.ae_title, "InstanceAvailability": "ONLINE"}
         self.count, self.truncated = 0, False
         outcome = "failure"
+        started = time.monotonic()
         try:
             if self.cancelled():
                 raise CancelledError("C-FIND cancelled")
@@ -175,6 +177,7 @@ class QueryResult:
                 keys=sorted(k for k, v in query.filters.items() if v),
                 matches=self.count,
                 truncated=self.truncated,
+                seconds=round(time.monotonic() - started, 6),
             )
 
 

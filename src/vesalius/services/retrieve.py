@@ -62,9 +62,13 @@ class RetrieveTally:
     #: Instances not attempted (yet): the transfer counts them down.
     remaining: int = 0
 
-    def sent(self) -> None:
-        """One instance (or piece) went out whole."""
+    #: Stored bytes of the instances sent whole (as the adapters report them).
+    bytes: int = 0
+
+    def sent(self, size: int = 0) -> None:
+        """One instance (or piece) went out whole; ``size``: its stored bytes, if an instance."""
         self.completed += 1
+        self.bytes += size
         self.remaining = max(0, self.remaining - 1)
 
     def not_sent(self) -> None:
@@ -72,13 +76,16 @@ class RetrieveTally:
         self.failed += 1
         self.remaining = max(0, self.remaining - 1)
 
-    def record(self, status: int | None) -> None:
-        """Count one C-STORE sub-operation by its response status (None: no response)."""
+    def record(self, status: int | None, size: int = 0) -> None:
+        """Count one C-STORE sub-operation by its response status (None: no response);
+        ``size``: the stored bytes of the instance, counted if it was stored."""
         self.remaining = max(0, self.remaining - 1)
         if status == 0x0000:
             self.completed += 1
+            self.bytes += size
         elif status is not None and (0xB000 <= status <= 0xBFFF or status in (0x0001, 0x0107)):
             self.warning += 1
+            self.bytes += size
         else:
             self.failed += 1
 
@@ -181,6 +188,7 @@ class RetrieveService:
             warning=tally.warning,
             failed=tally.failed,
             remaining=remaining,
+            bytes=tally.bytes,
         )
 
     def refuse(self, who: Identity, operation: str, reason: str, destination: str = "") -> None:

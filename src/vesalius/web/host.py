@@ -4,7 +4,9 @@ It owns what they share: the identity of each request (``web/identity.py``), err
 (a :class:`~vesalius.errors.VesaliusError` from any app becomes its HTTP status with a JSON
 reason, in one place), the public base URL, compression (JSON and text gzip-compressed for
 clients that accept it; DICOM and image payloads are not: compressed already or too large to
-be worth the CPU), CORS (off unless ``http.cors_origins`` is set) and ``/health``. The apps
+be worth the CPU), CORS (off unless ``http.cors_origins`` is set), ``/health``, and what
+monitors poll (``web/observe.py``: ``/healthz``, ``/readyz``, ``/metrics`` and the request
+metrics). The apps
 (DICOMweb, the viewer, the coming REST API and UI) are handed in as route lists by the wiring;
 the host imports none of them, and they never import each other.
 """
@@ -26,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
 from vesalius.web.identity import IdentityMiddleware
+from vesalius.web.observe import MetricsMiddleware, observe_routes
 from vesalius.web.requests import error_response, json_response
 
 #: Never gzip these: already compressed, or bulk DICOM where the CPU cost outweighs the gain.
@@ -47,7 +50,7 @@ NO_GZIP = (
     "text/event-stream",
 )
 #: Path prefixes answered with JSON errors (the others are the viewer's pages).
-API_PREFIXES = ("/dicom-web", "/wado", "/api", "/health")
+API_PREFIXES = ("/dicom-web", "/wado", "/api", "/health", "/readyz", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,13 @@ class HostConfig:
     cors_origins: tuple[str, ...] = ()
     #: The URL clients reach this server at, for RetrieveURLs; empty: each request's Host.
     public_url: str = ""
+    #: Serve ``/metrics`` (``metrics.enabled``).
+    metrics: bool = True
 
 
 def _middleware(config: HostConfig) -> list[Middleware]:
     middleware = [
+        Middleware(MetricsMiddleware),
         Middleware(IdentityMiddleware),
         Middleware(GZipMiddleware, minimum_size=1024, exclude_content_types=NO_GZIP),
     ]
@@ -104,7 +110,10 @@ def create_host(
         report = archive.health.report()
         return json_response(report, 200 if report["status"] == "ok" else 503)
 
-    routes: list[BaseRoute] = [Route("/health", health)]
+    routes: list[BaseRoute] = [
+        Route("/health", health),
+        *observe_routes(archive, expose_metrics=config.metrics),
+    ]
     for app in apps:
         routes.extend(app)
     host = Starlette(

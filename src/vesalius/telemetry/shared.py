@@ -1,0 +1,44 @@
+"""The folder the server's processes share their metrics in (prometheus-client's
+multiprocess mode).
+
+A scrape reaches one process (the kernel hands each HTTP connection to one of them), so each
+process writes its values to memory-mapped files in one folder, named in the environment
+variable :data:`ENV` that spawned workers inherit, and a scrape sums the files of all
+(``exposition.py``). The main process makes a new private folder at every start (so no
+stale file of an earlier run is ever read; Prometheus sees counters restart, as with any
+restart), removes the live gauges of a worker that dies (:func:`process_died`; its counters
+stay, since what it counted happened) and removes the folder at shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from prometheus_client.multiprocess import mark_process_dead
+
+#: The environment variable prometheus-client reads.
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def create() -> Path:
+    """A new, empty, private (mode 0700) folder, named in :data:`ENV` for this process and
+    the workers it starts."""
+    folder = Path(tempfile.mkdtemp(prefix="vesalius-metrics-"))
+    os.environ[ENV] = str(folder)
+    return folder
+
+
+def process_died(pid: int) -> None:
+    """Forget the live gauges (e.g. active associations) of a process that is gone."""
+    folder = os.environ.get(ENV)
+    if folder:
+        mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+
+
+def remove(folder: Path) -> None:
+    if os.environ.get(ENV) == str(folder):
+        del os.environ[ENV]
+    shutil.rmtree(folder, ignore_errors=True)
