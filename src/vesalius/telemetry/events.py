@@ -12,7 +12,7 @@ STORED_BY = {"ae": "dimse", "user": "stow", "system": "import"}
 #: The protocol a query came by.
 QUERIED_BY = {"ae": "dimse", "user": "dicomweb", "system": "local"}
 #: Outcomes after which the instance's bytes were written to storage.
-WRITTEN = frozenset({"stored", "replaced"})
+WRITTEN = frozenset({"created", "replaced"})
 #: Job events and the outcome they end a job with.
 JOB_ENDS = {"job-succeeded": "succeeded", "job-failed": "failed", "job-cancelled": "cancelled"}
 

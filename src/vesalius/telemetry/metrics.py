@@ -65,13 +65,13 @@ class Metrics:
         self.instances_stored = Counter(
             "vesalius_instances_stored",
             "Instances received and indexed, by protocol (dimse, stow, import) and outcome "
-            "(stored, replaced, kept, discarded).",
+            "(created, replaced, kept, discarded).",
             ["protocol", "outcome"],
             registry=None,
         )
         self.stored_bytes = Counter(
             "vesalius_stored_bytes",
-            "Bytes of instances written to storage (outcomes stored and replaced).",
+            "Bytes of instances written to storage (outcomes created and replaced).",
             ["protocol"],
             registry=None,
         )
