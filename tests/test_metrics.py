@@ -6,6 +6,7 @@ counter must equal the work done, whichever process did it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from synth import make_instance
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 BOUNDARY = "metrics-test-boundary"
+DASHBOARD = Path(__file__).parents[1] / "docs" / "grafana" / "vesalius.json"
 
 
 def scrape(served: Served) -> Samples:
@@ -271,6 +273,10 @@ def test_counters_match_the_work_done_across_processes(tmp_path: Path) -> None:
             assert value(after, "vesalius_storage_free_bytes") > 0
             labels = {v for (n, ls) in after for k, v in ls if k == "route"}
             assert not any(study in v or doomed in v for v in labels)  # no UIDs in labels
+        # the example Grafana dashboard uses only metrics the server exposes
+        exposed = {name for name, _ in after}
+        used = set(re.findall(r"vesalius_[a-z_]+", DASHBOARD.read_text()))
+        assert used and used <= exposed, used - exposed
     assert not folder.exists()  # removed at shutdown
 
 
