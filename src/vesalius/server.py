@@ -108,10 +108,6 @@ def serve(settings: Settings) -> None:
     """Run the PACS until SIGINT/SIGTERM, then shut down cleanly."""
     configure_logging(settings["log_level"])
     raise_descriptor_limit()  # before the workers start: they inherit it
-    # before the workers start: they inherit the shared folder's name
-    metrics_folder = shared_metrics.create() if settings["metrics.enabled"] else None
-    if metrics_folder is not None:
-        metrics.enable()
     archive = assemble(settings).archive
     processes = worker_count(settings)
     board = LoadBoard(processes)
@@ -131,6 +127,9 @@ def serve(settings: Settings) -> None:
         raise ConfigError(
             f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
         ) from exc
+    if settings["metrics.enabled"]:
+        shared_metrics.create()  # before the workers start: they inherit its name
+        metrics.enable()
     dimse.start(listener)
     workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
     workers.on_death = shared_metrics.process_died
@@ -154,6 +153,4 @@ def serve(settings: Settings) -> None:
         workers.stop()
         dimse.stop()
         archive.close()
-        if metrics_folder is not None:
-            shared_metrics.remove(metrics_folder)
         log.info("stopped")

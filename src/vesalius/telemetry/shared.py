@@ -7,11 +7,14 @@ variable :data:`ENV` that spawned workers inherit, and a scrape sums the files o
 (``exposition.py``). The main process makes a new private folder at every start (so no
 stale file of an earlier run is ever read; Prometheus sees counters restart, as with any
 restart), removes the live gauges of a worker that dies (:func:`process_died`; its counters
-stay, since what it counted happened) and removes the folder at shutdown.
+stay, since what it counted happened) and removes the folder when it exits. A folder left by
+a server killed with SIGKILL is never read again (the next start makes its own); the system's
+temporary-file cleaning removes it.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -25,9 +28,10 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 def create() -> Path:
     """A new, empty, private (mode 0700) folder, named in :data:`ENV` for this process and
-    the workers it starts."""
+    the workers it starts, and removed when this process exits (however ``serve`` ends)."""
     folder = Path(tempfile.mkdtemp(prefix="vesalius-metrics-"))
     os.environ[ENV] = str(folder)
+    atexit.register(remove, folder)
     return folder
 
 
