@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import create_engine, text, update
 
+from conftest import PG_ADMIN_URL, scratch_database
 from served import serve
 from vesalius.index import jobs as job_table
 from vesalius.settings import load_settings
@@ -59,6 +60,26 @@ def test_not_ready_when_the_data_folder_is_removed_while_serving(tmp_path: Path)
             storage = report["checks"]["storage"]
             assert storage["ok"] is False
             assert "No such file or directory" in storage["detail"], storage
+        assert httpx.get(served.url + "/healthz").status_code == 200
+
+
+def test_not_ready_when_the_database_goes_away(tmp_path: Path) -> None:
+    """PostgreSQL: the index database dropped under a serving server (its connections cut)."""
+    with (
+        scratch_database("postgresql", tmp_path) as url,
+        serve(tmp_path / "pacs", {"database_url": url, "dicom.workers": 2}) as served,
+    ):
+        assert readyz(served.url)[0] == 200
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+        admin.dispose()
+        for _ in range(4):  # whichever process answers
+            status, report = readyz(served.url)
+            assert status == 503, report
+            database = report["checks"]["database"]
+            assert database["ok"] is False and "does not exist" in database["detail"]
+            assert report["checks"]["storage"]["ok"] is True
         assert httpx.get(served.url + "/healthz").status_code == 200
 
 
