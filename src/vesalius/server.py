@@ -21,7 +21,7 @@ from vesalius.processes import (
     worker_count,
 )
 from vesalius.settings import Settings
-from vesalius.telemetry import metrics
+from vesalius.telemetry import metrics, tracing
 from vesalius.telemetry import shared as shared_metrics
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import (
@@ -66,6 +66,8 @@ def worker_main(
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     if settings["metrics.enabled"]:
         metrics.enable()  # in the folder the main process named (telemetry/shared.py)
+    if settings["tracing.otlp_endpoint"]:
+        tracing.configure(settings["tracing.otlp_endpoint"])
     done = threading.Event()
     http = None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
@@ -130,6 +132,8 @@ def serve(settings: Settings) -> None:
     if settings["metrics.enabled"]:
         shared_metrics.create()  # before the workers start: they inherit its name
         metrics.enable()
+    if settings["tracing.otlp_endpoint"]:
+        tracing.configure(settings["tracing.otlp_endpoint"])
     dimse.start(listener)
     workers = WorkerPool(worker_main, settings, listener, processes - 1, board, http_socket)
     workers.on_death = shared_metrics.process_died

@@ -49,7 +49,7 @@ from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.dimse.transport import listen
 from vesalius.errors import PeerError
 from vesalius.services.archive import Archive
-from vesalius.telemetry import metrics
+from vesalius.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,9 @@ class DimseServer:
                 if message.context.abstract_syntax not in COMMAND_SOP_CLASSES[field]:
                     self._wrong_context(assoc, message)
                     continue
-                handler(self.context, assoc, message)
+                name = message.command.name.removesuffix("-RQ")
+                with tracing.dimse_span(name, assoc.calling_ae):
+                    handler(self.context, assoc, message)
         except Released:
             log.info("association with %s released", assoc.calling_ae)
         except (Aborted, PeerError) as exc:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from opentelemetry import trace
+
 from vesalius.dicom.model import Level, Model
 from vesalius.errors import NotFoundError, QueryError, VesaliusError
 from vesalius.identity import Identity
@@ -24,6 +26,9 @@ from vesalius.index.lookup import InstanceLocation, RetrieveKeys, find_instances
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import keys_resource
 from vesalius.storage import Stores
+
+#: OpenTelemetry (API only: spans are recorded when the wiring installs the SDK).
+tracer = trace.get_tracer(__name__)
 
 __all__ = [
     "MAX_SUBOPERATIONS",
@@ -134,10 +139,15 @@ class RetrieveService:
         frames): the caller counts each on the tally yielded; the transfer is audited when the
         context ends, however it ends, with what was never sent counted as remaining."""
         tally = RetrieveTally(remaining=len(plan.instances) if items is None else items)
+        # not made current: a streamed answer ends the transfer in another context
+        span = tracer.start_span("retrieve", attributes={"vesalius.operation": plan.operation})
         try:
             yield tally
         finally:
             self._finish(plan, tally)
+            span.set_attribute("vesalius.completed", tally.completed)
+            span.set_attribute("vesalius.failed", tally.failed)
+            span.end()
 
     @contextmanager
     def open(self, instance: InstanceLocation) -> Iterator[BinaryIO]:

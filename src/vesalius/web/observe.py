@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vesalius.services.archive import Archive
-from vesalius.telemetry import exposition, metrics
+from vesalius.telemetry import exposition, metrics, tracing
 from vesalius.web.requests import json_response
 
 #: The route label of a request no route matched.
@@ -34,15 +34,26 @@ def route_template(scope: Scope) -> str:
 
 class MetricsMiddleware:
     """Counts each HTTP request by method, route template and status, and observes its
-    latency until the last byte of the response is handed to the server."""
+    latency until the last byte of the response is handed to the server; with tracing on,
+    wraps it in a server span (``telemetry/tracing.py``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or metrics.current() is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif tracing.enabled():
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            with tracing.http_span(scope["method"], headers) as span:
+                status = await self._measured(scope, receive, send)
+                tracing.finish_http_span(span, scope["method"], route_template(scope), status)
+        elif metrics.current() is not None:
+            await self._measured(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _measured(self, scope: Scope, receive: Receive, send: Send) -> int:
         started = time.perf_counter()
         status = 500  # unless a response starts
 
@@ -58,6 +69,7 @@ class MetricsMiddleware:
             metrics.http_request(
                 scope["method"], route_template(scope), status, time.perf_counter() - started
             )
+        return status
 
 
 def observe_routes(archive: Archive, *, expose_metrics: bool) -> list[BaseRoute]:
