@@ -123,7 +123,12 @@ def assemble(
         retrieve=RetrieveService(catalog, stores, oversight=oversight),
         metadata=MetadataService(catalog, stores, spool, oversight=oversight),
         health=HealthService(
-            catalog, spool, stores, ae_title=settings["dicom.ae_title"], min_free_bytes=min_free
+            catalog,
+            spool,
+            stores,
+            ae_title=settings["dicom.ae_title"],
+            min_free_bytes=min_free,
+            stale_after=settings["jobs.stale_after"],
         ),
         peers=peers,
         jobs=jobs,
@@ -133,7 +138,6 @@ def assemble(
         closer=close,
     )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
-    archive.health.stale_after = settings["jobs.stale_after"]
     return Assembly(settings, catalog, spool, stores, archive)
 
 

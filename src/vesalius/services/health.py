@@ -57,7 +57,10 @@ class HealthService:
         *,
         ae_title: str,
         min_free_bytes: int,
+        stale_after: float = 0.0,
     ) -> None:
+        """``stale_after``: ``jobs.stale_after``; a running job silent for twice that has no
+        runner left (0: not checked)."""
         self.catalog = catalog
         self.spool = spool
         self.stores = stores
@@ -65,8 +68,7 @@ class HealthService:
         self.min_free_bytes = min_free_bytes
         #: Whether this process's job runner (if it has one) is alive; set by the wiring.
         self.runner_alive: Callable[[], bool] | None = None
-        #: ``jobs.stale_after``: a running job silent for twice that has no runner left.
-        self.stale_after: float = 0.0
+        self.stale_after = stale_after
 
     def report(self) -> dict[str, Any]:
         """``status`` is ``ok`` or ``degraded``, with the reason under ``index`` or

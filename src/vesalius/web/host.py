@@ -5,10 +5,10 @@ It owns what they share: the identity of each request (``web/identity.py``), err
 reason, in one place), the public base URL, compression (JSON and text gzip-compressed for
 clients that accept it; DICOM and image payloads are not: compressed already or too large to
 be worth the CPU), CORS (off unless ``http.cors_origins`` is set), ``/health``, and what
-monitors poll (``web/observe.py``: ``/healthz``, ``/readyz``, ``/metrics`` and the request
-metrics). The apps
-(DICOMweb, the viewer, the coming REST API and UI) are handed in as route lists by the wiring;
-the host imports none of them, and they never import each other.
+monitors poll (``web/observe.py``: ``/healthz``, ``/readyz``, ``/metrics``, and the metrics
+and spans of each request). The apps (DICOMweb, the viewer, the coming REST API and UI) are
+handed in as route lists by the wiring; the host imports none of them, and they never import
+each other.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
 from vesalius.web.identity import IdentityMiddleware
-from vesalius.web.observe import MetricsMiddleware, observe_routes
+from vesalius.web.observe import TelemetryMiddleware, observe_routes
 from vesalius.web.requests import error_response, json_response
 
 #: Never gzip these: already compressed, or bulk DICOM where the CPU cost outweighs the gain.
@@ -67,7 +67,7 @@ class HostConfig:
 
 def _middleware(config: HostConfig) -> list[Middleware]:
     middleware = [
-        Middleware(MetricsMiddleware),
+        Middleware(TelemetryMiddleware),
         Middleware(IdentityMiddleware),
         Middleware(GZipMiddleware, minimum_size=1024, exclude_content_types=NO_GZIP),
     ]

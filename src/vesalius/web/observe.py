@@ -32,7 +32,7 @@ def route_template(scope: Scope) -> str:
     return UNMATCHED
 
 
-class MetricsMiddleware:
+class TelemetryMiddleware:
     """Counts each HTTP request by method, route template and status, and observes its
     latency until the last byte of the response is handed to the server; with tracing on,
     wraps it in a server span (``telemetry/tracing.py``)."""
