@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -301,3 +302,14 @@ def test_a_dead_workers_live_gauges_are_dropped(tmp_path: Path) -> None:
         wait_until(lambda: not (folder / f"gauge_livesum_{worker}.db").exists(), 30, "cleanup")
         wait_until(lambda: len(list(folder.glob("gauge_livesum_*.db"))) == 2, 60, "a new worker")
         assert value(scrape(served), "vesalius_dimse_associations_active") == 0
+
+
+def test_the_folder_of_a_killed_server_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    with serve(tmp_path / "one", {"dicom.workers": 2}) as served:
+        killed = shared_folder(served)
+        os.killpg(served.proc.pid, signal.SIGKILL)  # no chance to clean up
+        served.proc.wait()
+    assert killed.is_dir()
+    with serve(tmp_path / "two", {"dicom.workers": 2}) as served:
+        assert not killed.exists()
+        assert shared_folder(served).is_dir()

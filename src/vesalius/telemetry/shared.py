@@ -8,8 +8,7 @@ variable :data:`ENV` that spawned workers inherit, and a scrape sums the files o
 stale file of an earlier run is ever read; Prometheus sees counters restart, as with any
 restart), removes the live gauges of a worker that dies (:func:`process_died`; its counters
 stay, since what it counted happened) and removes the folder when it exits. A folder left by
-a server killed with SIGKILL is never read again (the next start makes its own); the system's
-temporary-file cleaning removes it.
+a server killed with SIGKILL is never read again: the next start removes it.
 """
 
 from __future__ import annotations
@@ -24,15 +23,35 @@ from prometheus_client.multiprocess import mark_process_dead
 
 #: The environment variable prometheus-client reads.
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Our folders are ``<tmp>/vesalius-metrics-<main pid>-<random>``.
+PREFIX = "vesalius-metrics-"
 
 
 def create() -> Path:
     """A new, empty, private (mode 0700) folder, named in :data:`ENV` for this process and
-    the workers it starts, and removed when this process exits (however ``serve`` ends)."""
-    folder = Path(tempfile.mkdtemp(prefix="vesalius-metrics-"))
+    the workers it starts, and removed when this process exits (however ``serve`` ends).
+    Folders of servers that were killed (their main process is gone) are removed first."""
+    remove_orphans(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
     os.environ[ENV] = str(folder)
     atexit.register(remove, folder)
     return folder
+
+
+def remove_orphans(parent: Path) -> None:
+    """Remove our folders in ``parent`` whose main process no longer runs (it was killed
+    before it could remove its own). Only folders this user owns; a reused pid keeps its
+    folder, which is harmless."""
+    for folder in parent.glob(f"{PREFIX}*-*"):
+        pid = folder.name.removeprefix(PREFIX).split("-", 1)[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # not ours to signal, or gone already: leave it
 
 
 def process_died(pid: int) -> None:
