@@ -16,9 +16,11 @@ ALLOWED: dict[str, set[str]] = {
     "index": {"index", "dicom", "errors"},
     "services": {"services", "index", "storage", "dicom", "settings"} | BASE,
     # settings: the CLI's SCU (dimse/scu/) takes its peers (Modality) and options from them
-    "dimse": {"dimse", "services", "dicom", "settings"} | BASE,
+    "dimse": {"dimse", "services", "dicom", "settings", "telemetry"} | BASE,
+    # metrics: counted from the services' events and by hooks in the front doors above it
+    "telemetry": {"telemetry", "services"} | BASE,
     # the HTTP host, and the apps it mounts; the apps never import each other
-    "web": {"web", "services", "dicom"} | BASE,
+    "web": {"web", "services", "dicom", "telemetry"} | BASE,
     "dicomweb": {"dicomweb", "web", "services", "dicom"} | BASE,
     "viewer": {"viewer", "web"} | BASE,
     "errors": {"__init__"},
@@ -49,6 +51,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "services": {"starlette", "uvicorn", "httpx", "pynetdicom", "anyio", "h11"},
     "index": {"starlette", "uvicorn", "httpx", "pynetdicom"},
     "storage": {"sqlalchemy", "starlette", "uvicorn", "pynetdicom"},
+    "telemetry": {"starlette", "uvicorn", "httpx", "pynetdicom", "sqlalchemy"},
 }
 
 

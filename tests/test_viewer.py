@@ -188,6 +188,40 @@ def test_other_front_doors_paths_are_never_the_viewer(viewer_url: str) -> None:
     assert httpx.post(viewer_url + "/viewer").status_code == 405
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/foo.php", "/foo", "/wp-login.php", "/.env", "/admin/", "/viewerx", "/studies", "/ohif"],
+)
+def test_paths_outside_the_viewers_routes_are_404(viewer_url: str, path: str) -> None:
+    for accept in ("*/*", "text/html"):
+        response = httpx.get(viewer_url + path, headers={"Accept": accept})
+        assert response.status_code == 404, (path, accept)
+        assert response.content != INDEX
+
+
+def test_unknown_api_paths_are_404_in_json(viewer_url: str) -> None:
+    for path in ("/api/x", "/dicom-web/nothing/here", "/wado/x", "/metrics/x", "/readyz/x"):
+        response = httpx.get(viewer_url + path, headers={"Accept": "text/html"})
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/json", path
+        assert response.json()["status"] == 404
+
+
+def test_every_mode_of_the_installed_build_is_a_viewer_route() -> None:
+    """PAGES lists OHIF's routes by hand: a new mode in a newer build must be added there."""
+    from vesalius.viewer.app import PAGES
+
+    build = viewer_dir(load_settings(environ={}, overrides={}))
+    bundles = sorted(build.glob("*.js"))
+    if not bundles:
+        pytest.skip(f"no OHIF build installed in {build} (`vesalius viewer install`)")
+    names = set()
+    for bundle in bundles:
+        names.update(re.findall(r"routeName: ?['\"]([A-Za-z0-9_-]+)['\"]", bundle.read_text()))
+    assert names, "no routeName found: has the build's shape changed?"
+    assert names <= PAGES, names - PAGES
+
+
 def test_not_installed_says_how_to_install(tmp_path: Path) -> None:
     with serving(tmp_path, **{"viewer.dir": str(tmp_path / "empty")}) as url:
         text = httpx.get(url + "/viewer?StudyInstanceUIDs=1.2.3")

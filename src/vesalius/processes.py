@@ -179,6 +179,8 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._restarts: list[list[float]] = []
+        #: Called with the pid of each worker that died (e.g. to forget its live metrics).
+        self.on_death: Callable[[int], None] | None = None
 
     def _spawn(self, number: int) -> tuple[BaseProcess, ReadyFlag]:
         ready = ReadyFlag(self._context)
@@ -235,6 +237,8 @@ class WorkerPool:
                 number = sentinels[cast(int, sentinel)]
                 dead = self.processes[number]
                 dead.join(1)
+                if self.on_death is not None and dead.pid is not None:
+                    self.on_death(dead.pid)
                 log.error(
                     "worker %s (pid %s) %s; starting a new one",
                     dead.name,

@@ -25,6 +25,8 @@ from vesalius.reload import Reloader, SettingsSource, on_sighup
 from vesalius.settings import Settings
 from vesalius.shutdown import Shutdown
 from vesalius.systemd import notify
+from vesalius.telemetry import metrics, tracing
+from vesalius.telemetry import shared as shared_metrics
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import (
     assemble,
@@ -56,6 +58,10 @@ def worker_main(
     on ``http_socket``, until SIGTERM or the main process's death; then it drains for ``grace``
     seconds (``vesalius/shutdown.py``). SIGHUP re-reads ``source`` for the log level."""
     logs.configure_worker(log_setup)
+    if settings["metrics.enabled"]:
+        metrics.enable()  # in the folder the main process named (telemetry/shared.py)
+    if settings["tracing.otlp_endpoint"]:
+        tracing.configure(settings["tracing.otlp_endpoint"])
     done = threading.Event()
     http = None
     shutdown = Shutdown(grace, announce=False)  # the main process says it
@@ -104,6 +110,11 @@ def worker_main(
         archive.close()
 
 
+def _notify_stopping() -> None:
+    """Tell systemd (Type=notify) that the drain has begun."""
+    notify("STOPPING=1")
+
+
 def serve(settings: Settings, source: SettingsSource | None = None) -> None:
     """Run the PACS until SIGINT/SIGTERM, then shut down cleanly (``vesalius/shutdown.py``);
     SIGHUP re-reads ``source`` (``vesalius/reload.py``)."""
@@ -131,8 +142,13 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
             f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
         ) from exc
     shutdown = Shutdown(grace)
-    shutdown.on_begin(lambda: notify("STOPPING=1"))  # systemd: the drain has begun
+    shutdown.on_begin(_notify_stopping)
     shutdown.catch_signals()  # no longer killed by a SIGTERM while starting
+    if settings["metrics.enabled"]:
+        shared_metrics.create()  # before the workers start: they inherit its name
+        metrics.enable()
+    if settings["tracing.otlp_endpoint"]:
+        tracing.configure(settings["tracing.otlp_endpoint"])
     dimse.start(listener)
     shutdown.on_begin(dimse.drain)
     workers = WorkerPool(
@@ -144,6 +160,7 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         http_socket,
         (logging_.for_workers, source),
     )
+    workers.on_death = shared_metrics.process_died
     workers.start(grace)
     shutdown.on_begin(workers.begin_stop)
     runner = job_runner(archive, settings)

@@ -287,6 +287,19 @@ SETTINGS: tuple[Setting, ...] = (
         "https://registry.npmjs.org",
         "npm registry that `vesalius viewer install` downloads @ohif/app from.",
     ),
+    Setting(
+        "metrics.enabled",
+        bool,
+        True,
+        "Count Prometheus metrics and serve them at /metrics.",
+    ),
+    Setting(
+        "tracing.otlp_endpoint",
+        str,
+        "",
+        "OTLP/HTTP traces URL to export OpenTelemetry spans to (e.g. "
+        "http://localhost:4318/v1/traces; needs the tracing extra). Empty: no tracing.",
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

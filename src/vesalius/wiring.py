@@ -35,6 +35,7 @@ from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.settings import Settings
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
+from vesalius.telemetry.events import count_event
 from vesalius.viewer.app import ViewerConfig, viewer_routes
 from vesalius.web.host import HostConfig, create_host
 from vesalius.web.serving import HttpLimits, connection_cap
@@ -81,6 +82,7 @@ def assemble(
         log.debug("staging: %d file(s) of running processes left alone", recovered.kept)
     events = EventBus()
     events.subscribe(auditor or Auditor())
+    events.subscribe(count_event)  # metrics; a no-op unless telemetry.metrics is enabled
     oversight = Oversight(policy or AllowAll(), events)
     min_free = settings["storage.min_free_mb"] << 20
     ingest = IngestService(
@@ -121,7 +123,12 @@ def assemble(
         retrieve=RetrieveService(catalog, stores, oversight=oversight),
         metadata=MetadataService(catalog, stores, spool, oversight=oversight),
         health=HealthService(
-            catalog, spool, stores, ae_title=settings["dicom.ae_title"], min_free_bytes=min_free
+            catalog,
+            spool,
+            stores,
+            ae_title=settings["dicom.ae_title"],
+            min_free_bytes=min_free,
+            stale_after=settings["jobs.stale_after"],
         ),
         peers=peers,
         jobs=jobs,
@@ -149,11 +156,13 @@ def runs_jobs(settings: Settings, *, main_process: bool) -> bool:
 def job_runner(archive: Archive, settings: Settings) -> JobRunner:
     """A runner for ``archive``'s jobs (``jobs.*``), which also finishes pending blob
     deletions; the caller starts and stops it."""
-    return JobRunner(
+    runner = JobRunner(
         archive.jobs,
         poll_interval=settings["jobs.poll_interval"],
         housekeeping=archive.deletion.sweep,
     )
+    archive.health.runner_alive = runner.alive  # for /readyz
+    return runner
 
 
 def dimse_config(settings: Settings) -> DimseConfig:
@@ -216,6 +225,7 @@ def http_app(archive: Archive, settings: Settings) -> Starlette:
             cors_origins=origins,
             public_url=settings["http.public_url"],
             access_log=settings["log.access"],
+            metrics=bool(settings["metrics.enabled"]),
         ),
     )
 

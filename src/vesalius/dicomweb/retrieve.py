@@ -176,7 +176,7 @@ def retrieve(archive: Archive, request: Request) -> Response:
 
         def single(tally: RetrieveTally) -> Iterator[bytes]:
             yield from instance_chunks(archive, instance, syntax)
-            tally.sent()
+            tally.sent(instance.size)
 
         headers = {"Content-Length": str(instance.size)} if syntax is None else None
         media = f"application/dicom; transfer-syntax={syntax or instance.transfer_syntax_uid}"
@@ -200,7 +200,7 @@ def retrieve(archive: Archive, request: Request) -> Response:
                     instance_chunks(archive, instance, syntax),
                     location,
                 )
-                tally.sent()
+                tally.sent(instance.size)
 
         yield from multipart.stream(parts(), boundary)
 

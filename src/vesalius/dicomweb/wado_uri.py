@@ -79,7 +79,7 @@ def wado(archive: Archive, request: Request) -> Response:
 
         def body(tally: RetrieveTally) -> Iterator[bytes]:
             yield from instance_chunks(archive, instance, syntax)
-            tally.sent()
+            tally.sent(instance.size)
 
         headers = {"Content-Length": str(instance.size)} if syntax is None else None
         return StreamingResponse(

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from vesalius.dimse.pdu import REASON_INVALID_PARAMETER, ProtocolError
+from vesalius.telemetry import metrics
 
 # Command Field values (PS3.7 E.1-1).
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
@@ -234,4 +235,6 @@ def response(
     if field == N_ACTION_RQ:
         elements.append((ACTION_TYPE_ID, request.us(ACTION_TYPE_ID)))
     elements.extend(extra)
+    # every answer to a request goes through here: count the final ones (pending ones skip)
+    metrics.dimse_response(NAMES.get(field, "other").removesuffix("-RQ"), status)
     return encode(elements)

@@ -202,7 +202,7 @@ class SubOperations:
         except Exception as exc:
             log.warning("a sub-operation failed: %s", exc)  # UIDs only at debug
             log.debug("the failed sub-operation was for %s", instance.sop_instance_uid)
-        self.tally.record(status)
+        self.tally.record(status, instance.size)
         if status is None or not (status == 0 or 0xB000 <= status <= 0xBFFF or status == 0x0107):
             self.failed_uids.append(instance.sop_instance_uid)
 

@@ -51,6 +51,7 @@ from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.dimse.transport import listen
 from vesalius.errors import PeerError
 from vesalius.services.archive import Archive
+from vesalius.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,7 @@ class DimseServer:
             log.info("connection from %s ended before association: %s", address, exc)
             return None
         if request.kind != pdu.ASSOCIATE_RQ:
+            metrics.association_rejected(None)
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_UNEXPECTED_PDU))
             return None
@@ -347,12 +349,14 @@ class DimseServer:
         try:
             answer, agreed = negotiation.accept(request.body, self.policy, bool(refusal))
         except Rejected as exc:
+            metrics.association_rejected(exc.reason)
             log.info("rejecting association from %s: %s", address, refusal or exc)
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.associate_rj(*exc.reason))
                 _linger(sock)
             return None
         except PeerError as exc:
+            metrics.association_rejected(None)
             log.info("bad association request from %s: %s", address, exc)
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_INVALID_PARAMETER))
@@ -389,6 +393,7 @@ class DimseServer:
         """Handle messages until the peer releases or the association ends."""
         started = time.monotonic()
         counts: Counter[str] = Counter()
+        metrics.association_accepted()
         try:
             while True:
                 message = assoc.receive()
@@ -404,7 +409,9 @@ class DimseServer:
                 if message.context.abstract_syntax not in COMMAND_SOP_CLASSES[field]:
                     self._wrong_context(assoc, message)
                     continue
-                handler(self.context, assoc, message)
+                name = message.command.name.removesuffix("-RQ")
+                with tracing.dimse_span(name, assoc.calling_ae):
+                    handler(self.context, assoc, message)
         except Released:
             log.info(
                 "association with %s released after %.1f s: %s",
@@ -422,6 +429,7 @@ class DimseServer:
             )
         finally:
             assoc.close()
+            metrics.association_ended()
 
     @staticmethod
     def _wrong_context(assoc: Association, message: Message) -> None:

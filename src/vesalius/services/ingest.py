@@ -19,6 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from opentelemetry import trace
+
 from vesalius.dicom.header import InstanceHeader
 from vesalius.dicom.structure import dataset_offset_in
 from vesalius.dicom.uids import STORAGE_SOP_CLASS_UIDS
@@ -36,6 +38,8 @@ from vesalius.services.oversight import Oversight
 from vesalius.storage import Spool, Stores, new_blob_key
 
 log = logging.getLogger(__name__)
+#: OpenTelemetry (API only: spans are recorded when the wiring installs the SDK).
+tracer = trace.get_tracer(__name__)
 CHUNK = 1 << 20
 
 
@@ -121,6 +125,7 @@ class IngestService:
         os.close(fd)
         return path
 
+    @tracer.start_as_current_span("ingest")
     def ingest_staged(
         self,
         path: Path,
@@ -198,6 +203,7 @@ class IngestService:
                 who,
             )
             log.debug("the instance sent again: %s", header.sop_instance_uid)  # UIDs at debug
+        trace.get_current_span().set_attribute("vesalius.outcome", outcome)
         self.oversight.record(
             "instance-stored",
             who,
@@ -206,6 +212,7 @@ class IngestService:
             study_uid=header.study_uid,
             sop_instance_uid=header.sop_instance_uid,
             sha256=sha256,
+            size=size,
         )
         return IngestResult(header, outcome, size)
 

@@ -315,6 +315,9 @@ class JobService:
             result = kind.handler(context)
         except JobCancelled as exc:
             self._end(job, owner, "cancelled", exc.message)
+            self.oversight.record(
+                "job-cancelled", context.who, "success", job=job.pk, kind=job.kind
+            )
         except JobFailed as exc:
             self._end(job, owner, "failed", exc.message)
             self.oversight.record(
@@ -347,6 +350,7 @@ class JobService:
                 )
         else:
             self._end(job, owner, "succeeded", result)
+            self.oversight.record("job-succeeded", context.who, job=job.pk, kind=job.kind)
         finally:
             self._running.pop(job.pk, None)
             ticker.stop()
@@ -444,6 +448,10 @@ class JobRunner:
 
     def start(self) -> None:
         self._thread.start()
+
+    def alive(self) -> bool:
+        """Whether the runner's thread runs (it ends only when stopped, or with the process)."""
+        return self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop: the job at hand (if any) is handed back to the queue at its next progress

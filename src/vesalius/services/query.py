@@ -18,9 +18,12 @@ tells other front doors, e.g. QIDO-RS's Warning header).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from opentelemetry import trace
 
 from vesalius.dicom.model import MODEL_LEVELS, UNIQUE_KEYS, Level, Model
 from vesalius.errors import CancelledError, DataSetMismatchError, QueryError
@@ -47,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: OpenTelemetry (API only: spans are recorded when the wiring installs the SDK).
+tracer = trace.get_tracer(__name__)
 
 #: Keys the service answers itself and never matches (PS3.4 C.4.1.1.3.2).
 SERVICE_KEYS = frozenset(
@@ -130,6 +135,9 @@ class QueryResult:
         trailer = {"RetrieveAETitle": service.ae_title, "InstanceAvailability": "ONLINE"}
         self.count, self.truncated = 0, False
         outcome = "failure"
+        started = time.monotonic()
+        # not made current: a generator may be resumed in another thread or context
+        span = tracer.start_span("query", attributes={"dicom.level": query.level})
         try:
             if self.cancelled():
                 raise CancelledError("C-FIND cancelled")
@@ -175,7 +183,11 @@ class QueryResult:
                 keys=sorted(k for k, v in query.filters.items() if v),
                 matches=self.count,
                 truncated=self.truncated,
+                seconds=round(time.monotonic() - started, 6),
             )
+            span.set_attribute("vesalius.matches", self.count)
+            span.set_attribute("vesalius.outcome", outcome)
+            span.end()
 
 
 class QueryService:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from opentelemetry import trace
+
 from vesalius.dicom.model import Level, Model
 from vesalius.errors import NotFoundError, QueryError, VesaliusError
 from vesalius.identity import Identity
@@ -24,6 +26,9 @@ from vesalius.index.lookup import InstanceLocation, RetrieveKeys, find_instances
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import keys_resource
 from vesalius.storage import Stores
+
+#: OpenTelemetry (API only: spans are recorded when the wiring installs the SDK).
+tracer = trace.get_tracer(__name__)
 
 __all__ = [
     "MAX_SUBOPERATIONS",
@@ -62,9 +67,13 @@ class RetrieveTally:
     #: Instances not attempted (yet): the transfer counts them down.
     remaining: int = 0
 
-    def sent(self) -> None:
-        """One instance (or piece) went out whole."""
+    #: Stored bytes of the instances sent whole (as the adapters report them).
+    bytes: int = 0
+
+    def sent(self, size: int = 0) -> None:
+        """One instance (or piece) went out whole; ``size``: its stored bytes, if an instance."""
         self.completed += 1
+        self.bytes += size
         self.remaining = max(0, self.remaining - 1)
 
     def not_sent(self) -> None:
@@ -72,13 +81,16 @@ class RetrieveTally:
         self.failed += 1
         self.remaining = max(0, self.remaining - 1)
 
-    def record(self, status: int | None) -> None:
-        """Count one C-STORE sub-operation by its response status (None: no response)."""
+    def record(self, status: int | None, size: int = 0) -> None:
+        """Count one C-STORE sub-operation by its response status (None: no response);
+        ``size``: the stored bytes of the instance, counted if it was stored."""
         self.remaining = max(0, self.remaining - 1)
         if status == 0x0000:
             self.completed += 1
+            self.bytes += size
         elif status is not None and (0xB000 <= status <= 0xBFFF or status in (0x0001, 0x0107)):
             self.warning += 1
+            self.bytes += size
         else:
             self.failed += 1
 
@@ -127,10 +139,15 @@ class RetrieveService:
         frames): the caller counts each on the tally yielded; the transfer is audited when the
         context ends, however it ends, with what was never sent counted as remaining."""
         tally = RetrieveTally(remaining=len(plan.instances) if items is None else items)
+        # not made current: a streamed answer ends the transfer in another context
+        span = tracer.start_span("retrieve", attributes={"vesalius.operation": plan.operation})
         try:
             yield tally
         finally:
             self._finish(plan, tally)
+            span.set_attribute("vesalius.completed", tally.completed)
+            span.set_attribute("vesalius.failed", tally.failed)
+            span.end()
 
     @contextmanager
     def open(self, instance: InstanceLocation) -> Iterator[BinaryIO]:
@@ -181,6 +198,7 @@ class RetrieveService:
             warning=tally.warning,
             failed=tally.failed,
             remaining=remaining,
+            bytes=tally.bytes,
         )
 
     def refuse(self, who: Identity, operation: str, reason: str, destination: str = "") -> None:

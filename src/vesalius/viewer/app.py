@@ -13,8 +13,10 @@ and everything else lives under reserved prefixes (``/dicom-web``, ``/wado``, ``
   works behind any host name, port or TLS-terminating proxy;
 - scripts of the build with a fix from :mod:`vesalius.viewer.ohif_fixes` (for conformant data
   OHIF fails on), served patched from memory and revalidated;
-- ``index.html`` for the viewer's own routes (``/``, ``/viewer?StudyInstanceUIDs=…``,
-  ``/local``, …): a single-page application routes in the browser.
+- ``index.html`` for the viewer's own routes (:data:`PAGES`: ``/``,
+  ``/viewer?StudyInstanceUIDs=…``, ``/local``, …): a single-page application routes in the
+  browser. Any other path is a 404 (rendered by the host: JSON under the API prefixes), so
+  ``/foo.php`` or a mistyped API path is never answered with the viewer's page.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -36,7 +39,37 @@ from starlette.routing import BaseRoute, Route
 from vesalius.viewer.ohif_fixes import apply_fixes
 
 #: Path prefixes the viewer never answers for (other front doors own them).
-RESERVED = ("dicom-web", "wado", "api", "ui", "health")
+RESERVED = ("dicom-web", "wado", "api", "ui", "health", "healthz", "readyz", "metrics")
+#: The first path segments of OHIF's routes (``platform/app/src/routes``): one per mode's
+#: ``routeName`` (each also as ``<routeName>/<data source>``), the study list's data source
+#: pages, and the routes built into the app; ``/`` (the study list) besides.
+#: tests/test_viewer.py checks the installed build names no mode missing here.
+PAGES = frozenset(
+    {
+        # modes of the @ohif/app build
+        "viewer",
+        "basic",
+        "basic-test",
+        "segmentation",
+        "microscopy",
+        "tmtv",
+        "dynamic-volume",
+        "preclinical-4d",
+        "usAnnotation",
+        "dev",
+        # routes built into the app
+        "local",
+        "localbasic",
+        "datasources",
+        "notfoundserver",
+        "notfoundstudy",
+        "debug",
+        "login",
+        "logout",
+        "callback",
+        "silent-refresh.html",
+    }
+)
 #: ``1602.bundle.94f12cceab7c2762.js``, ``0ddf166f7a343eda.wasm``: content-hashed names.
 _HASHED = re.compile(r"(^|\.)[0-9a-f]{16,}\.[A-Za-z0-9]+$")
 #: A file extension (``.js``, ``.png``), as opposed to the last part of a UID (``.1234``).
@@ -240,7 +273,7 @@ class ViewerFiles:
         path = request.path_params["path"]
         parts = path.split("/")
         if parts[0] in RESERVED:
-            return PlainTextResponse("Not Found", status_code=404)
+            raise HTTPException(404)
         if request.method not in ("GET", "HEAD"):
             return PlainTextResponse(
                 "Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD"}
@@ -258,11 +291,15 @@ class ViewerFiles:
             return self._file(request, entry)
         if self._is_page(request, parts):
             return self._file(request, self.files["index.html"])
-        return PlainTextResponse("Not Found", status_code=404)
+        raise HTTPException(404)
 
     def _is_page(self, request: Request, parts: list[str]) -> bool:
         """A viewer route (answered with ``index.html``) rather than a missing file."""
         if any(p in ("..", ".") or "\\" in p or "\x00" in p for p in parts):
+            return False
+        if parts == [""]:
+            return True  # the study list
+        if parts[0] not in PAGES:
             return False
         if len(parts) > 1 and parts[0] in self.folders:
             return False  # a missing /assets/… file is a 404, never the page

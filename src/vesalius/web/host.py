@@ -4,9 +4,11 @@ It owns what they share: the identity of each request (``web/identity.py``), err
 (a :class:`~vesalius.errors.VesaliusError` from any app becomes its HTTP status with a JSON
 reason, in one place), the public base URL, compression (JSON and text gzip-compressed for
 clients that accept it; DICOM and image payloads are not: compressed already or too large to
-be worth the CPU), CORS (off unless ``http.cors_origins`` is set) and ``/health``. The apps
-(DICOMweb, the viewer, the coming REST API and UI) are handed in as route lists by the wiring;
-the host imports none of them, and they never import each other.
+be worth the CPU), CORS (off unless ``http.cors_origins`` is set), ``/health``, and what
+monitors poll (``web/observe.py``: ``/healthz``, ``/readyz``, ``/metrics``, and the metrics
+and spans of each request). The apps (DICOMweb, the viewer, the coming REST API and UI) are
+handed in as route lists by the wiring; the host imports none of them, and they never import
+each other.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
 from vesalius.web.access import AccessLogMiddleware
 from vesalius.web.identity import IdentityMiddleware
+from vesalius.web.observe import TelemetryMiddleware, observe_routes
 from vesalius.web.requests import error_response, json_response
 
 #: Never gzip these: already compressed, or bulk DICOM where the CPU cost outweighs the gain.
@@ -48,7 +51,7 @@ NO_GZIP = (
     "text/event-stream",
 )
 #: Path prefixes answered with JSON errors (the others are the viewer's pages).
-API_PREFIXES = ("/dicom-web", "/wado", "/api", "/health")
+API_PREFIXES = ("/dicom-web", "/wado", "/api", "/health", "/readyz", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,13 @@ class HostConfig:
     public_url: str = ""
     #: Log a line per request (``log.access``).
     access_log: bool = True
+    #: Serve ``/metrics`` (``metrics.enabled``).
+    metrics: bool = True
 
 
 def _middleware(config: HostConfig) -> list[Middleware]:
     middleware = [
+        Middleware(TelemetryMiddleware),
         Middleware(IdentityMiddleware),
         Middleware(GZipMiddleware, minimum_size=1024, exclude_content_types=NO_GZIP),
     ]
@@ -109,7 +115,10 @@ def create_host(
         report = archive.health.report()
         return json_response(report, 200 if report["status"] == "ok" else 503)
 
-    routes: list[BaseRoute] = [Route("/health", health)]
+    routes: list[BaseRoute] = [
+        Route("/health", health),
+        *observe_routes(archive, expose_metrics=config.metrics),
+    ]
     for app in apps:
         routes.extend(app)
     host = Starlette(
