@@ -22,9 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pynetdicom import build_context
-from pynetdicom.presentation import PresentationContext
-
 from vesalius.dicom.uids import (
     ALL_TRANSFER_SYNTAXES,
     IMPLEMENTATION_VERSION,
@@ -44,6 +41,7 @@ from vesalius.dimse.association import (
 )
 from vesalius.dimse.board import LoadBoard, LoadSlot, host_bucket
 from vesalius.dimse.config import DimseConfig, ScpContext
+from vesalius.dimse.contexts import PresentationContext, build_context
 from vesalius.dimse.negotiation import AcceptorPolicy, Rejected
 from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.dimse.transport import listen
