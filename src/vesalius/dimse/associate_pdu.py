@@ -10,6 +10,7 @@ are not UIDs (PS3.5 9.1) are errors.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Iterator
@@ -264,11 +265,23 @@ def _text(value: bytes | memoryview, what: str) -> str:
         raise _malformed(what, f"{raw[:64]!r} is not ASCII") from None
 
 
+@functools.lru_cache(maxsize=4096)
+def _valid_uid(raw: bytes) -> str | None:
+    """``raw`` as a UID (PS3.5 9.1, trailing NUL or space padding removed), None if it is not
+    one; cached, since a request names the same few transfer syntaxes again and again."""
+    try:
+        text = raw.decode("ascii").rstrip("\0 ")
+    except UnicodeDecodeError:
+        return None
+    return text if len(text) <= 64 and _UID.fullmatch(text) else None
+
+
 def _decode_uid(value: bytes | memoryview, what: str) -> str:
-    text = _text(value, what)
-    if len(text) > 64 or not _UID.fullmatch(text):
+    uid = _valid_uid(bytes(value))
+    if uid is None:
+        text = _text(value, what)  # raises when not ASCII
         raise _malformed(what, f"{text[:80]!r} is not a UID")
-    return text
+    return uid
 
 
 def _take_short(value: memoryview, pos: int, what: str) -> tuple[bytes, int]:
