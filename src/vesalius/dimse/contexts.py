@@ -78,8 +78,10 @@ class RoleReply:
 Roles = tuple[bool | None, bool | None]
 
 #: The outcome of role selection, as (requestor is SCU, requestor is SCP, we are SCU, we are
-#: SCP), by the requestor's proposal and then our (SCU, SCP) support (PS3.7 Table D.3-10):
-#: a role is taken only when the requestor proposed it and the acceptor allows it.
+#: SCP), by the requestor's proposal and then our (SCU, SCP) support (PS3.7 D.3.3.4; the same
+#: table as pynetdicom's, tests/test_associate_pdu.py): a role is taken only when the requestor
+#: proposed it and the acceptor allows it; combinations the standard does not define fall back
+#: to the default roles or reject the context, as there.
 _DEFAULT = (True, False, False, True)
 _BOTH = (True, True, True, True)
 _REJECTED = (False, False, False, False)
