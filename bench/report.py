@@ -222,6 +222,15 @@ def _meta_lines(results: dict[str, Any]) -> list[str]:
 
 #: Hand-written notes on what limits each gap (from profiles), appended to every report.
 ANALYSIS = Path(__file__).with_name("analysis.md")
+HOW_TO_RUN = (
+    "How to run: in the venv `./scripts/serve` sets up, add the `bench` extra "
+    "(`.venv/bin/pip install -e '.[bench]'`: httpx, matplotlib, Playwright; `python -m "
+    "bench.run` names this command when they are missing), then `.venv/bin/python -m "
+    "bench.run` (`--quick` for a smoke run, `--only N...` for some scenarios, `--servers`, "
+    "`--repeat N`). As root it installs Debian's orthanc, orthanc-dicomweb and dcmtk when "
+    "missing; the viewer scenario also needs Debian's chromium and `vesalius viewer "
+    "install`."
+)
 
 
 def write_report(results: dict[str, Any], report: Path) -> list[Path]:
@@ -238,6 +247,8 @@ def write_report(results: dict[str, Any], report: Path) -> list[Path]:
         "Vesalius is better**: the reference's time or memory divided by Vesalius's, or "
         "Vesalius's throughput divided by the reference's. DCMTK storescp writes files and "
         "keeps no index: it is the near-physical limit for ingest, not a PACS.",
+        "",
+        HOW_TO_RUN,
         "",
         *_meta_lines(results),
     ]

@@ -24,11 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.corpus import Corpora, Sizes
-from bench.report import write_report
-from bench.scenarios import REGISTRY, Context, Row, Scenario, by_name
-from bench.servers import SERVER_TYPES, Pool
-from bench.tools import dcmtk_tool
+from bench import extras
+
+extras.require()  # before the imports below: one clear line, not an ImportError
+
+from bench.corpus import Corpora, Sizes  # noqa: E402
+from bench.report import write_report  # noqa: E402
+from bench.scenarios import REGISTRY, Context, Row, Scenario, by_name  # noqa: E402
+from bench.servers import SERVER_TYPES, Pool  # noqa: E402
+from bench.tools import dcmtk_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_PACKAGES = ("orthanc", "orthanc-dicomweb", "dcmtk")

@@ -27,12 +27,12 @@ from urllib.parse import quote
 
 import httpx
 from pydicom.dataset import Dataset
-from pynetdicom import build_context
 
 from bench.corpus import Corpora, Corpus, Query
 from bench.servers import DEST_AE, LOOPBACK, Pool, Server, StoreScp, dcmtk_env
 from bench.tools import require_dcmtk
 from vesalius.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, STUDY_ROOT_FIND
+from vesalius.dimse.contexts import build_context
 
 ALL = ("vesalius", "orthanc", "storescp")
 ARCHIVES = ("vesalius", "orthanc")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE, build_context
+from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from conftest import dcmtk, wait_until
@@ -29,6 +29,7 @@ from synth import CT_IMAGE_STORAGE, make_instance
 from vesalius.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, VERIFICATION
 from vesalius.dimse import commands, negotiation, pdu
 from vesalius.dimse.association import Aborted, Association
+from vesalius.dimse.contexts import build_context
 from vesalius.dimse.requestor import connect
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"

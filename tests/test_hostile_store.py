@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from pydicom.dataelem import DataElement
 from pydicom.uid import generate_uid
-from pynetdicom import build_context
 
 from conftest import dcmtk
 from dimse_client import store
@@ -22,6 +21,7 @@ from synth import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, make_instance
 from vesalius.dicom.structure import dataset_offset
 from vesalius.dicom.uids import EXPLICIT_VR_LE
 from vesalius.dimse.association import Association
+from vesalius.dimse.contexts import build_context
 from vesalius.dimse.requestor import connect
 
 

@@ -1,5 +1,5 @@
 """Logging (wiring): one line per record, in one format (logfmt or JSON lines) for every
-logger, Vesalius's and uvicorn's, alembic's and pynetdicom's alike; written by the main process
+logger, Vesalius's, uvicorn's and alembic's alike; written by the main process
 only; the audit trail in a handler of its own (docs/operations.md, "Logs").
 
 Every process (the main one and each worker) hands its records to a multiprocessing queue; a
@@ -290,9 +290,6 @@ def _install(queue: LogQueue, config: LogConfig) -> None:
         root.removeHandler(handler)
     root.addHandler(ToQueue(queue))
     set_level(config.level)
-    # pynetdicom only decodes PDUs for the server; what it would log there (with a traceback)
-    # about a malformed request, the server reports in one line of its own.
-    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     # The audit trail does not depend on the log level (services/audit.py).
     logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)
     logging.captureWarnings(True)

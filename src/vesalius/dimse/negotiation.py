@@ -1,36 +1,31 @@
 """Association negotiation (PS3.8 7.1, 9.3.2-9.3.4; PS3.7 Annex D.3.3).
 
-The A-ASSOCIATE PDUs and their nested items are decoded and encoded with pynetdicom's PDU
-classes, and presentation contexts are matched with its ``negotiate_as_acceptor`` (including
-SCP/SCU role selection); this module holds the decisions: which requests are rejected and why,
-which transfer syntax wins (the requestor's first choice that we support, PS3.8 9.3.2.2), and
-which extended negotiation items are answered.
+The A-ASSOCIATE PDUs are decoded and encoded by :mod:`vesalius.dimse.associate_pdu` and
+presentation contexts answered by :func:`vesalius.dimse.contexts.negotiate_as_acceptor`
+(including SCP/SCU role selection); this module holds the decisions: which requests are
+rejected and why, and which extended negotiation items are answered.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pydicom.uid import UID
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    AsynchronousOperationsWindowNegotiation,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
-    SCP_SCU_RoleSelectionNegotiation,
-    SOPClassExtendedNegotiation,
-    UserIdentityNegotiation,
-)
-from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
-
 from vesalius.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
-from vesalius.dimse.pdu import ASSOCIATE_AC, ASSOCIATE_RQ, REASON_INVALID_PARAMETER, ProtocolError
-
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+from vesalius.dimse.associate_pdu import (
+    APPLICATION_CONTEXT,
+    AssociateAccept,
+    AssociateRequest,
+    ExtendedNegotiation,
+    RoleSelection,
+    UserInformation,
+    decode_accept,
+    decode_request,
+    encode_accept,
+    encode_request,
+)
+from vesalius.dimse.contexts import ACCEPTANCE, PresentationContext, negotiate_as_acceptor
+from vesalius.dimse.pdu import REASON_INVALID_PARAMETER, ProtocolError
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 Table 9-21.
 RJ_NO_REASON = (0x01, 0x01, 0x01)
@@ -40,8 +35,6 @@ RJ_CALLED_AE = (0x01, 0x01, 0x07)
 RJ_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
 RJ_CONGESTION = (0x02, 0x03, 0x01)
 RJ_LIMIT = (0x02, 0x03, 0x02)
-
-_HEADER = struct.Struct(">BxL")
 
 
 class Rejected(Exception):
@@ -105,33 +98,9 @@ def ae_title_problem(raw: bytes) -> str:
     return ""
 
 
-def full_pdu(kind: int, body: bytes | bytearray) -> bytes:
-    return _HEADER.pack(kind, len(body)) + bytes(body)
-
-
-def decode_request(body: bytes | bytearray) -> A_ASSOCIATE:
-    """The A-ASSOCIATE-RQ as a primitive; a malformed one is a :class:`ProtocolError`."""
-    pdu = A_ASSOCIATE_RQ()
-    try:
-        pdu.decode(full_pdu(ASSOCIATE_RQ, body))
-        return pdu.to_primitive()
-    except Exception as exc:
-        raise ProtocolError(f"malformed A-ASSOCIATE-RQ: {exc}", REASON_INVALID_PARAMETER) from exc
-
-
-def _items(primitive: A_ASSOCIATE, kind: type) -> list[object]:
-    return [item for item in primitive.user_information if isinstance(item, kind)]
-
-
-def _own_user_info(max_pdu: int) -> list[object]:
+def _own_user_info(max_pdu: int) -> UserInformation:
     """Our Maximum Length, Implementation Class UID and Version Name items (PS3.7 D.3.3.1-2)."""
-    length = MaximumLengthNotification()
-    length.maximum_length_received = max_pdu
-    implementation = ImplementationClassUIDNotification()
-    implementation.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = IMPLEMENTATION_VERSION
-    return [length, implementation, version]
+    return UserInformation(max_pdu, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
 
 
 def accept(
@@ -156,9 +125,9 @@ def accept(
         if problem:
             raise Rejected(reason, f"{name} AE title {raw!r} {problem}")
     rq = decode_request(body)
-    calling = str(rq.calling_ae_title).strip()
-    called = str(rq.called_ae_title).strip()
-    if str(rq.application_context_name) != APPLICATION_CONTEXT:
+    calling = rq.calling_ae.strip()
+    called = rq.called_ae.strip()
+    if rq.application_context != APPLICATION_CONTEXT:
         raise Rejected(RJ_APPLICATION_CONTEXT, "unknown application context")
     if policy.require_called_ae and called != policy.ae_title.strip():
         raise Rejected(RJ_CALLED_AE, f"called AE title {called!r} is not ours")
@@ -167,92 +136,39 @@ def accept(
     if over_limit:
         raise Rejected(RJ_LIMIT, "too many associations")
 
-    roles = {
-        UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role)  # type: ignore[attr-defined]
-        for item in _items(rq, SCP_SCU_RoleSelectionNegotiation)
+    asked = rq.user_info
+    roles: dict[str, tuple[bool | None, bool | None]] = {
+        role.sop_class: (role.scu, role.scp) for role in asked.roles
     }
-    proposed = rq.presentation_context_definition_list
-    results, role_replies = negotiate_as_acceptor(proposed, list(policy.supported), roles)
-    _prefer_requestor_order(results, proposed, policy.supported)
-
-    max_pdu = 0
-    for item in _items(rq, MaximumLengthNotification):
-        max_pdu = int(item.maximum_length_received or 0)  # type: ignore[attr-defined]
+    results, role_replies = negotiate_as_acceptor(rq.contexts, policy.supported, roles)
     agreed = Negotiated(
         calling_ae=calling,
         called_ae=called,
         contexts={
-            int(cx.context_id): Context(
-                int(cx.context_id),
-                str(cx.abstract_syntax),
-                str(cx.transfer_syntax[0]),
-                bool(cx.as_scu),
-                bool(cx.as_scp),
+            cx.context_id: Context(
+                cx.context_id, cx.abstract_syntax, cx.transfer_syntax[0], cx.as_scu, cx.as_scp
             )
             for cx in results
-            if cx.result == 0x00 and cx.context_id is not None
+            if cx.result == ACCEPTANCE and cx.context_id is not None
         },
-        peer_max_pdu=max_pdu,
+        peer_max_pdu=asked.max_length or 0,
+        peer_implementation=asked.implementation_class_uid,
+        peer_version=asked.implementation_version,
+        user_identity=asked.user_identity.primary if asked.user_identity else b"",
     )
-    for item in _items(rq, ImplementationClassUIDNotification):
-        agreed.peer_implementation = str(item.implementation_class_uid or "")  # type: ignore[attr-defined]
-    for item in _items(rq, ImplementationVersionNameNotification):
-        agreed.peer_version = str(item.implementation_version_name or "")  # type: ignore[attr-defined]
-    for item in _items(rq, UserIdentityNegotiation):
-        agreed.user_identity = bytes(item.primary_field or b"")  # type: ignore[attr-defined]
-
-    ac = A_ASSOCIATE()
-    ac.application_context_name = UID(APPLICATION_CONTEXT)
-    ac.calling_ae_title = rq.calling_ae_title
-    ac.called_ae_title = rq.called_ae_title
-    ac.result = 0x00
-    ac.result_source = 0x01
-    ac.presentation_context_definition_results_list = results
     info = _own_user_info(policy.max_pdu)
-    if _items(rq, AsynchronousOperationsWindowNegotiation):
-        window = AsynchronousOperationsWindowNegotiation()  # we perform one at a time
-        window.maximum_number_operations_invoked = 1
-        window.maximum_number_operations_performed = 1
-        info.append(window)
-    info.extend(role_replies)
-    for item in _items(rq, SOPClassExtendedNegotiation):
-        sop = str(item.sop_class_uid)  # type: ignore[attr-defined]
-        answer = policy.extended.get(sop)
-        asked = bytes(item.service_class_application_information or b"")  # type: ignore[attr-defined]
-        if answer is None or not asked:
+    if asked.async_window is not None:
+        info.async_window = (1, 1)  # we perform one operation at a time
+    info.roles = [RoleSelection(r.sop_class, r.scu, r.scp) for r in role_replies]
+    for item in asked.extended:
+        answer = policy.extended.get(item.sop_class)
+        if answer is None or not item.info:
             continue
-        accepted = answer(asked)
-        agreed.extended[sop] = accepted
-        reply = SOPClassExtendedNegotiation()
-        reply.sop_class_uid = UID(sop)
-        reply.service_class_application_information = accepted
-        info.append(reply)
-    ac.user_information = info  # type: ignore[assignment]
-    pdu = A_ASSOCIATE_AC()
-    pdu.from_primitive(ac)
-    return pdu.encode(), agreed
-
-
-def _prefer_requestor_order(
-    results: list[PresentationContext],
-    proposed: list[PresentationContext],
-    supported: Sequence[PresentationContext],
-) -> None:
-    """Of the transfer syntaxes proposed in one context, the first one we support wins
-    (pynetdicom picks by our list). A modality offering JPEG first then sends JPEG, stored
-    as it is, rather than decompressing for us (PS3.8 9.3.2.2: the acceptor chooses; the
-    requestor's order is its preference)."""
-    ours = {str(cx.abstract_syntax): {str(s) for s in cx.transfer_syntax} for cx in supported}
-    by_id = {cx.context_id: cx for cx in proposed}
-    for cx in results:
-        request = by_id.get(cx.context_id)
-        if cx.result != 0x00 or request is None:
-            continue
-        syntaxes = ours.get(str(cx.abstract_syntax), set())
-        for syntax in request.transfer_syntax:
-            if str(syntax) in syntaxes:
-                cx.transfer_syntax = [syntax]
-                break
+        accepted = answer(item.info)
+        agreed.extended[item.sop_class] = accepted
+        info.extended.append(ExtendedNegotiation(item.sop_class, accepted))
+    ac = AssociateAccept(rq.called_ae, rq.calling_ae, results, info)
+    return encode_accept(ac), agreed
 
 
 # -- requestor side --------------------------------------------------------------------------
@@ -267,57 +183,32 @@ def request(
 ) -> bytes:
     """An A-ASSOCIATE-RQ PDU proposing ``contexts`` (ids assigned 1, 3, 5, ...); ``roles``
     are SCP/SCU Role Selection items ``(sop class, scu, scp)``."""
-    rq = A_ASSOCIATE()
-    rq.application_context_name = UID(APPLICATION_CONTEXT)
-    rq.calling_ae_title = calling_ae
-    rq.called_ae_title = called_ae
     for number, cx in enumerate(contexts):
         cx.context_id = 2 * number + 1
-    rq.presentation_context_definition_list = list(contexts)
     info = _own_user_info(max_pdu)
-    for sop, scu, scp in roles:
-        role = SCP_SCU_RoleSelectionNegotiation()
-        role.sop_class_uid = UID(sop)
-        role.scu_role = scu
-        role.scp_role = scp
-        info.append(role)
-    rq.user_information = info  # type: ignore[assignment]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(rq)
-    return pdu.encode()
+    info.roles = [RoleSelection(sop, scu, scp) for sop, scu, scp in roles]
+    return encode_request(AssociateRequest(called_ae, calling_ae, list(contexts), info))
 
 
 def accepted(
     body: bytes | bytearray, proposed: Sequence[PresentationContext], calling_ae: str
 ) -> Negotiated:
     """What an A-ASSOCIATE-AC agreed to, from the requestor's side."""
-    pdu = A_ASSOCIATE_AC()
-    try:
-        pdu.decode(full_pdu(ASSOCIATE_AC, body))
-        ac = pdu.to_primitive()
-    except Exception as exc:
-        raise ProtocolError(f"malformed A-ASSOCIATE-AC: {exc}", REASON_INVALID_PARAMETER) from exc
+    ac = decode_accept(body)
     by_id = {cx.context_id: cx for cx in proposed}
-    roles = {
-        str(item.sop_class_uid): (bool(item.scu_role), bool(item.scp_role))  # type: ignore[attr-defined]
-        for item in _items(ac, SCP_SCU_RoleSelectionNegotiation)
-    }
+    roles = {role.sop_class: (role.scu, role.scp) for role in ac.user_info.roles}
     contexts: dict[int, Context] = {}
-    for cx in ac.presentation_context_definition_results_list:
+    for cx in ac.contexts:
         mine = by_id.get(cx.context_id)
-        if cx.result != 0x00 or mine is None or not cx.transfer_syntax:
+        if cx.result != ACCEPTANCE or mine is None or not cx.transfer_syntax:
             continue
-        sop = str(mine.abstract_syntax)
+        sop = mine.abstract_syntax
         scu, scp = roles.get(sop, (True, False))
-        contexts[int(cx.context_id or 0)] = Context(
-            int(cx.context_id or 0), sop, str(cx.transfer_syntax[0]), scu, scp
-        )
-    max_pdu = 0
-    for item in _items(ac, MaximumLengthNotification):
-        max_pdu = int(item.maximum_length_received or 0)  # type: ignore[attr-defined]
+        context_id = cx.context_id or 0
+        contexts[context_id] = Context(context_id, sop, cx.transfer_syntax[0], scu, scp)
     return Negotiated(
         calling_ae=calling_ae,
-        called_ae=str(ac.called_ae_title).strip(),
+        called_ae=ac.called_ae.strip(),
         contexts=contexts,
-        peer_max_pdu=max_pdu,
+        peer_max_pdu=ac.user_info.max_length or 0,
     )

@@ -1,10 +1,10 @@
 """PDU framing for the DICOM Upper Layer (PS3.8 9.3): reading whole PDUs off a blocking socket
 and encoding the small fixed-format ones.
 
-Association PDUs (A-ASSOCIATE-RQ/AC/RJ) carry nested items; those are decoded and encoded with
-pynetdicom's PDU classes (:mod:`vesalius.dimse.negotiation`). Everything on the hot path —
-P-DATA-TF, A-RELEASE, A-ABORT — is framed here with ``struct`` and ``recv_into``, so receiving a
-fragment costs one or two system calls and no intermediate objects.
+Association PDUs (A-ASSOCIATE-RQ/AC/RJ) carry nested items; those are decoded and encoded in
+:mod:`vesalius.dimse.associate_pdu`. Everything on the hot path (P-DATA-TF, A-RELEASE,
+A-ABORT) is framed here with ``struct`` and ``recv_into``, so receiving a fragment costs one
+or two system calls and no intermediate objects.
 """
 
 from __future__ import annotations

@@ -11,10 +11,9 @@ import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pynetdicom.presentation import PresentationContext
-
 from vesalius.dimse import negotiation, pdu, transport
 from vesalius.dimse.association import Association
+from vesalius.dimse.contexts import PresentationContext
 from vesalius.dimse.pdu import ProtocolError
 from vesalius.errors import PeerError
 

@@ -29,8 +29,6 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import BinaryIO, cast
 
 from pydicom.dataset import Dataset
-from pynetdicom import build_context
-from pynetdicom.presentation import PresentationContext
 
 from vesalius.dicom.inflate import inflated_size, open_inflated
 from vesalius.dicom.source import Source
@@ -56,6 +54,7 @@ from vesalius.dimse.association import (
     encode_data_set,
 )
 from vesalius.dimse.config import DimseConfig, ScpContext
+from vesalius.dimse.contexts import PresentationContext, build_context
 from vesalius.dimse.identifiers import keys_from_identifier
 from vesalius.dimse.requestor import connect
 from vesalius.dimse.status import CANCEL, PENDING, SUCCESS, failure_status

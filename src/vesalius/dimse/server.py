@@ -23,9 +23,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pynetdicom import build_context
-from pynetdicom.presentation import PresentationContext
-
 from vesalius import logcontext
 from vesalius.dicom.uids import (
     ALL_TRANSFER_SYNTAXES,
@@ -46,6 +43,7 @@ from vesalius.dimse.association import (
 )
 from vesalius.dimse.board import LoadBoard, LoadSlot, host_bucket
 from vesalius.dimse.config import DimseConfig, ScpContext
+from vesalius.dimse.contexts import PresentationContext, build_context
 from vesalius.dimse.negotiation import RJ_CONGESTION, AcceptorPolicy, Rejected
 from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.dimse.transport import listen

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pynetdicom import build_context
-
 from vesalius.dicom.uids import VERIFICATION
 from vesalius.dimse import commands
+from vesalius.dimse.contexts import build_context
 from vesalius.dimse.scu.link import ScuOptions, Status, associate, context_for
 from vesalius.settings import Modality
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydicom.dataset import Dataset
-from pynetdicom import build_context
-from pynetdicom.presentation import PresentationContext
 
 from vesalius.dicom.uids import (
     EXPLICIT_VR_LE,
@@ -22,6 +20,7 @@ from vesalius.dicom.uids import (
 )
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, decode_data_set, encode_data_set
+from vesalius.dimse.contexts import PresentationContext, build_context
 from vesalius.dimse.scu.link import ScuOptions, Status, associate, context_for
 from vesalius.errors import PeerError
 from vesalius.settings import Modality

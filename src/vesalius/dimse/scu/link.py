@@ -9,27 +9,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pynetdicom import status as _status
-from pynetdicom.presentation import PresentationContext
-
 from vesalius.dimse.association import Aborted, Association, Released
 from vesalius.dimse.commands import ERROR_COMMENT, STATUS, Command
+from vesalius.dimse.contexts import PresentationContext
 from vesalius.dimse.requestor import Unreachable, connect
+from vesalius.dimse.status_codes import PENDING, SUCCESS, category, meaning
 from vesalius.errors import PeerError
 from vesalius.settings import Modality, Settings
 
 #: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2).
 MAX_CONTEXTS = 128
-
-#: What each service's statuses mean (PS3.4, PS3.7 C), as pynetdicom tabulates them: the one
-#: thing the SCU still takes from pynetdicom besides PDU items (``dimse/negotiation.py``).
-_SERVICE_STATUSES: dict[str, dict[int, tuple[str, str]]] = {
-    "C-ECHO": _status.VERIFICATION_SERVICE_CLASS_STATUS,
-    "C-STORE": _status.STORAGE_SERVICE_CLASS_STATUS,
-    "C-FIND": _status.QR_FIND_SERVICE_CLASS_STATUS,
-    "C-MOVE": _status.QR_MOVE_SERVICE_CLASS_STATUS,
-    "C-GET": _status.QR_GET_SERVICE_CLASS_STATUS,
-}
 
 
 @dataclass(frozen=True)
@@ -50,22 +39,21 @@ class Status:
         """Success, Warning, Failure, Cancel, Pending, or "No response"."""
         if self.code is None:
             return "No response"
-        return str(_status.code_to_category(self.code))
+        return category(self.code)
 
     @property
     def ok(self) -> bool:
-        return self.category == _status.STATUS_SUCCESS
+        return self.category == SUCCESS
 
     @property
     def pending(self) -> bool:
-        return self.category == _status.STATUS_PENDING
+        return self.category == PENDING
 
     def __str__(self) -> str:
         if self.code is None:
             return "no response (association aborted or timed out)"
-        table = _SERVICE_STATUSES.get(self.service, _status.GENERAL_STATUS)
-        _, meaning = table.get(self.code, _status.GENERAL_STATUS.get(self.code, ("", "")))
-        text = f"0x{self.code:04X} ({self.category}{': ' + meaning if meaning else ''})"
+        name = meaning(self.service, self.code)
+        text = f"0x{self.code:04X} ({self.category}{': ' + name if name else ''})"
         return f"{text}: {self.comment}" if self.comment else text
 
 

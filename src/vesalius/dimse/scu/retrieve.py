@@ -19,12 +19,11 @@ from typing import NamedTuple
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pynetdicom import build_context
-from pynetdicom.presentation import PresentationContext
 
 from vesalius.dicom.uids import is_valid_uid
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message, decode_data_set
+from vesalius.dimse.contexts import PresentationContext, build_context
 from vesalius.dimse.scu.find import UNCOMPRESSED, Model, qr_context, send_request
 from vesalius.dimse.scu.link import MAX_CONTEXTS, ScuOptions, Status, associate
 from vesalius.dimse.status import failure_status

@@ -17,12 +17,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
-from pynetdicom import build_context
-from pynetdicom import status as _status
 
 from vesalius.dicom.structure import dataset_offset
 from vesalius.dimse import commands
 from vesalius.dimse.association import Aborted, Association, Released
+from vesalius.dimse.contexts import build_context
 from vesalius.dimse.scu.link import (
     MAX_CONTEXTS,
     ScuOptions,
@@ -30,6 +29,7 @@ from vesalius.dimse.scu.link import (
     context_for,
     open_link,
 )
+from vesalius.dimse.status_codes import SUCCESS, WARNING
 from vesalius.errors import InvalidDataError, PeerError
 from vesalius.settings import Modality
 
@@ -93,9 +93,9 @@ class StoreOutcome:
         if self.status is None:
             return "failure"
         category = self.status.category
-        if category == _status.STATUS_SUCCESS:
+        if category == SUCCESS:
             return "success"
-        if category == _status.STATUS_WARNING:
+        if category == WARNING:
             return "warning"
         return "failure"
 
