@@ -12,7 +12,7 @@ from typing import Any
 
 from vesalius import logs
 from vesalius.dimse.server import DimseServer, listen
-from vesalius.errors import ConfigError
+from vesalius.errors import ListenError
 from vesalius.processes import (
     LoadBoard,
     LoadSlot,
@@ -131,15 +131,15 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         listener = listen(host, port)
     except OSError as exc:
         archive.close()
-        raise ConfigError(f"cannot listen for DIMSE on {host}:{port}: {exc.strerror}") from exc
+        raise ListenError.from_os_error("DIMSE", "dicom.host, dicom.port", host, port, exc) from exc
     http_host, http_port = settings["http.host"], settings["http.port"]
     try:
         http_socket = bind_http(http_host, http_port)
     except OSError as exc:
         listener.close()
         archive.close()
-        raise ConfigError(
-            f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
+        raise ListenError.from_os_error(
+            "HTTP", "http.host, http.port", http_host, http_port, exc
         ) from exc
     shutdown = Shutdown(grace)
     shutdown.on_begin(_notify_stopping)
