@@ -88,6 +88,8 @@ def check_archive(settings: Settings, *, create: str | None) -> None:
     ``"serve"`` says that a new archive is being created; ``"warn"`` warns that a new, empty
     archive was created there. A schema that a migration will bring up to date is announced."""
     say(f"archive: {describe_archive(settings)}")
+    if settings.data_dir.exists():  # a folder there: first whether it can be written
+        prepare_data_dir(settings)
     exists, revision = index_revision(settings)
     if not exists and create is None:
         raise NoArchiveError(
