@@ -98,8 +98,9 @@ def test_every_problem_is_collected_one_line_each(tmp_path: Path) -> None:
         f"{cfg}: unknown setting 'dicom.prot' (did you mean dicom.port?)",
         f"{cfg}: dicom.workers must not be negative",
         f"{cfg}: http.port must be an integer, got 'x'",
-        f"{cfg}: ingest.duplicate_policy is 'merge': choose one of replace, keep, reject",
-        "environment variable VESALIUS_LOG_LEVEL is 'loud'",
+        f"{cfg}: ingest.duplicate_policy must be one of replace, keep, reject, got 'merge'",
+        "environment variable VESALIUS_LOG_LEVEL must be one of debug, info, warning, error, "
+        "critical, got 'loud'",
         "VESALIUS_HTTP_HOTS is not a Vesalius setting (did you mean VESALIUS_HTTP_HOST?)",
         "environment variable VESALIUS_MODALITY_X: expected AET@HOST:PORT",
     ):

@@ -582,8 +582,8 @@ def _check_values(check: _Checker, values: dict[str, Any]) -> None:
             values[key] = values[key].strip().lower()
             if values[key] not in choices:
                 check.add(
-                    f"{check.where(key)} is {values[key]!r}: choose one of {', '.join(choices)}"
-                    + _suggest(values[key], choices)
+                    f"{check.where(key)} must be one of {', '.join(choices)}, got "
+                    f"{values[key]!r}" + _suggest(values[key], choices)
                 )
     for key in _PORTS:
         if isinstance(values[key], int) and not 0 <= values[key] <= 65535:
