@@ -405,9 +405,9 @@ def test_serve_says_once_that_it_creates_a_new_archive(tmp_path: Path) -> None:
     for run in range(2):
         with serve(tmp_path) as served:
             pass
-        log = served.log_text()
-        assert f"vesalius: archive: data in {served.data_dir}," in log
-        created = f"vesalius: creating a new archive in {served.data_dir}" in log
+        log = served.log_text()  # in the log's format (logfmt), like every line of serve
+        assert f'msg="archive: data in {served.data_dir},' in log
+        created = f'msg="creating a new archive in {served.data_dir}"' in log
         assert created == (run == 0), log
         assert "Traceback" not in log
 

@@ -43,12 +43,10 @@ def serve(
     """Start the PACS (DIMSE and HTTP) on the configured ports."""
     from vesalius.reload import SettingsSource
     from vesalius.server import serve as run
-    from vesalius.startup import check_archive
 
     overrides = {"data_dir": data_dir, "dicom.port": dicom_port, "http.port": http_port}
     settings = settings_from(config, **overrides)
     given = {k: v for k, v in overrides.items() if v is not None}
-    check_archive(settings, create="serve")
     run(settings, SettingsSource(config, given))
 
 

@@ -24,6 +24,7 @@ from vesalius.processes import (
 from vesalius.reload import Reloader, SettingsSource, on_sighup
 from vesalius.settings import Settings
 from vesalius.shutdown import Shutdown
+from vesalius.startup import check_archive
 from vesalius.systemd import notify
 from vesalius.telemetry import metrics, tracing
 from vesalius.telemetry import shared as shared_metrics
@@ -121,6 +122,13 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
     logging_ = logs.configure(settings)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reloader is in place
     grace = float(settings["shutdown_grace"])
+    # Which archive, whether it is new, the data folder writable, the index reachable: in
+    # the log's format; a problem ends the start with one line (fatal.py).
+    try:
+        check_archive(settings, create="serve", notify=log.log)
+    except BaseException:
+        logging_.stop()  # the lines so far first, then the error
+        raise
     raise_descriptor_limit()  # before the workers start: they inherit it
     archive = assemble(settings).archive
     processes = worker_count(settings)

@@ -10,9 +10,11 @@ hide the mistake (:class:`~vesalius.errors.NoArchiveError`).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -28,10 +30,15 @@ from vesalius.index.database import (
 from vesalius.settings import Settings
 from vesalius.wiring import Assembly, assemble
 
+#: Where :func:`check_archive` tells what it finds: ``(level, text)``, a ``logging`` level.
+Notify = Callable[[int, str], None]
 
-def say(line: str) -> None:
-    """One line to stderr, as the command's own (not a log record)."""
-    print(f"vesalius: {line}", file=sys.stderr, flush=True)
+
+def say(level: int, text: str) -> None:
+    """One line to stderr, as a command's own (``vesalius: [warning: ]TEXT``); ``serve``
+    passes its logger's ``log`` instead, so its lines keep the log's one format."""
+    warning = "warning: " if level >= logging.WARNING else ""
+    print(f"vesalius: {warning}{text}", file=sys.stderr, flush=True)
 
 
 def describe_archive(settings: Settings) -> str:
@@ -81,13 +88,14 @@ def prepare_data_dir(settings: Settings) -> None:
         ) from exc
 
 
-def check_archive(settings: Settings, *, create: str | None) -> None:
+def check_archive(settings: Settings, *, create: str | None, notify: Notify = say) -> None:
     """Print the archive used, then check it: the data folder writable, the index reachable.
 
     Where there is no archive yet: ``create`` None refuses (:class:`NoArchiveError`);
     ``"serve"`` says that a new archive is being created; ``"warn"`` warns that a new, empty
-    archive was created there. A schema that a migration will bring up to date is announced."""
-    say(f"archive: {describe_archive(settings)}")
+    archive was created there. A schema that a migration will bring up to date is announced.
+    What it finds goes to ``notify``."""
+    notify(logging.INFO, f"archive: {describe_archive(settings)}")
     if settings.data_dir.exists():  # a folder there: first whether it can be written
         prepare_data_dir(settings)
     exists, revision = index_revision(settings)
@@ -99,17 +107,18 @@ def check_archive(settings: Settings, *, create: str | None) -> None:
         )
     prepare_data_dir(settings)
     if not exists and create == "serve":
-        say(f"creating a new archive in {settings.data_dir}")
+        notify(logging.INFO, f"creating a new archive in {settings.data_dir}")
     elif not exists:
-        say(
-            f"warning: there was no archive in {settings.data_dir} (data_dir, "
+        notify(
+            logging.WARNING,
+            f"there was no archive in {settings.data_dir} (data_dir, "
             f"{settings.origin('data_dir')}): a new, empty one is created there; if you meant "
-            "another archive, give its --config or --data-dir"
+            "another archive, give its --config or --data-dir",
         )
     else:
         known, head = known_revisions()
         if revision in known and revision != head:
-            say(f"migrating the index schema from revision {revision} to {head}")
+            notify(logging.INFO, f"migrating the index schema from revision {revision} to {head}")
 
 
 def open_local(settings: Settings, *, create: str | None) -> Assembly:
