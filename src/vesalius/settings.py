@@ -630,13 +630,14 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
     cwd: Path | None = None,
+    file_dir: Path | None = None,
 ) -> Settings:
     """Resolve settings from defaults, an optional TOML file, the environment and overrides,
     and check them as a whole: :class:`ConfigError` lists every problem found, one a line.
 
     Relative paths (``data_dir``, ``viewer.dir``, a SQLite ``database_url``) from the file are
-    resolved against the file's folder; the others against ``cwd`` (default: the current
-    folder)."""
+    resolved against the file's folder (or ``file_dir``: where the file will be, for a file
+    read under another root); the others against ``cwd`` (default: the current folder)."""
     env = os.environ if environ is None else environ
     here = Path.cwd() if cwd is None else cwd
     values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
@@ -695,7 +696,13 @@ def load_settings(
     if check.problems:
         raise ConfigError("\n".join(check.problems), tuple(check.problems))
 
-    file_base = Path(os.path.abspath(config_file)).parent if config_file is not None else here
+    file_base = (
+        file_dir
+        if file_dir is not None
+        else Path(os.path.abspath(config_file)).parent
+        if config_file is not None
+        else here
+    )
     for key in _PATH_KEYS:
         base = file_base if check.sources.get(key) == "file" else here
         values[key] = _resolve_path(str(values[key]), base)

@@ -194,7 +194,11 @@ def unit_for(config: Path, data_dir: Path | None, user: str, settings_file: Path
     """The unit for these paths, reading the data folder, ports, grace period and database
     from ``settings_file`` when it exists (the defaults otherwise)."""
     try:
-        settings = load_settings(settings_file, environ={}) if settings_file else None
+        settings = (  # relative paths in it: against where the file will be (config)
+            load_settings(settings_file, environ={}, file_dir=config.parent)
+            if settings_file
+            else None
+        )
     except VesaliusError as exc:
         raise click.ClickException(exc.message) from exc
     if settings is None:
