@@ -77,6 +77,9 @@ class Unit:
             f"TimeoutStopSec={_seconds(self.grace + STOP_MARGIN)}",
             "Restart=on-failure",
             "RestartSec=5",
+            # a start-up error only a person can fix (errors.py: schema, settings file, data
+            # folder, permission, configuration) is not retried; database or port busy is
+            "RestartPreventExitStatus=65 66 73 77 78",
             "StandardOutput=journal",
             "StandardError=journal",
             "SyslogIdentifier=vesalius",
