@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 #: Wire everything; nothing imports them.
 #: (shutdown, reload: the signal handling of ``serve``, over every part of a process;
-#: systemd: the readiness protocol, sd_notify, that server.py speaks.)
+#: systemd: the readiness protocol, sd_notify, that server.py speaks; startup: the commands'
+#: checks of the data folder and the index; fatal: how the command ends on an error.)
 WIRING = {
     "server",
     "cli",
@@ -41,6 +42,8 @@ WIRING = {
     "shutdown",
     "reload",
     "systemd",
+    "startup",
+    "fatal",
 }
 #: The front doors: they reach the archive through its services only.
 ADAPTERS = {"dimse", "dicomweb", "web", "viewer", "commands", "cli"}

@@ -46,6 +46,7 @@ HARDENING = (
     "LimitNOFILE=65536",
     "UMask=0027",
     "Restart=on-failure",
+    "RestartPreventExitStatus=65 66 73 77 78",
     "StandardOutput=journal",
     "KillSignal=SIGTERM",
     "ExecReload=/bin/kill -HUP $MAINPID",

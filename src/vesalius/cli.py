@@ -14,13 +14,22 @@ from vesalius.commands import jobs as job_commands
 from vesalius.commands import scu as scu_commands
 from vesalius.commands import service as service_commands
 from vesalius.commands import viewer as viewer_commands
-from vesalius.errors import VesaliusError
+from vesalius.fatal import MainGroup
 
 
-@click.group()
+@click.group(cls=MainGroup)
 @click.version_option(__version__, prog_name="vesalius")
-def main() -> None:
-    """Vesalius, an open PACS: DICOM archive over DIMSE and DICOMweb."""
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="VESALIUS_DEBUG",
+    help="Show the traceback of an error (also VESALIUS_DEBUG=1).",
+)
+def main(debug: bool) -> None:
+    """Vesalius, an open PACS: DICOM archive over DIMSE and DICOMweb.
+
+    An error ends a command with one line on stderr and an exit status of its kind
+    (docs/operations.md, "Start-up errors and exit statuses")."""
 
 
 @main.command()
@@ -38,10 +47,7 @@ def serve(
     overrides = {"data_dir": data_dir, "dicom.port": dicom_port, "http.port": http_port}
     settings = settings_from(config, **overrides)
     given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        run(settings, SettingsSource(config, given))
-    except VesaliusError as exc:
-        raise click.ClickException(exc.message) from exc
+    run(settings, SettingsSource(config, given))
 
 
 main.add_command(scu_commands.echo)

@@ -2,10 +2,18 @@
 
 Every failure the services raise is a :class:`VesaliusError`. Each kind knows the DIMSE status
 (PS3.7 Annex C, PS3.4 B.2.3 / C.4) and the HTTP status it becomes, so the protocol adapters turn
-exceptions into answers in one place and never guess::
+exceptions into answers in one place and never guess; and the exit status of the ``vesalius``
+command it ends (sysexits(3); docs/operations.md "Start-up errors and exit statuses")::
 
-    VesaliusError                      0xC000 / 500
-    ├── ConfigError                    (start-up only)
+    VesaliusError                      0xC000 / 500         exit 1
+    ├── ConfigError                    (start-up only)      exit 78 EX_CONFIG
+    │   └── ConfigFileError            settings file unreadable    66 EX_NOINPUT
+    ├── NoArchiveError                 no archive where one is needed   66 EX_NOINPUT
+    ├── DataDirError                   data folder cannot be made or written   73 EX_CANTCREAT
+    ├── DatabaseUnavailableError       the index database cannot be reached    69 EX_UNAVAILABLE
+    ├── SchemaError                    the index schema cannot be brought up to date  65 EX_DATAERR
+    ├── ListenError                    a port cannot be listened on: in use 75 EX_TEMPFAIL,
+    │                                  no permission 77 EX_NOPERM, bad address 78 EX_CONFIG
     ├── InvalidDataError               0xC000 / 400  cannot understand
     │   ├── InvalidUIDError            0xC000 / 400  a UID breaks PS3.5 9.1
     │   └── DataSetMismatchError       0xA900 / 400  data set does not match SOP class / command
@@ -25,12 +33,20 @@ exceptions into answers in one place and never guess::
 
 from __future__ import annotations
 
+import errno
+
+#: Exit status of the ``vesalius`` command when something it did not expect went wrong (a bug):
+#: EX_SOFTWARE, sysexits(3).
+BUG_EXIT_STATUS = 70
+
 
 class VesaliusError(Exception):
     """Base of every error Vesalius raises on purpose."""
 
     dimse_status: int = 0xC000
     http_status: int = 500
+    #: Exit status of the ``vesalius`` command this error ends (sysexits(3) for start-up errors).
+    exit_status: int = 1
 
     #: (SOP Class UID, SOP Instance UID) of the instance refused, when known (for the
     #: Failed SOP Sequence of a STOW-RS response, PS3.18 10.5.3).
@@ -47,7 +63,73 @@ class VesaliusError(Exception):
 
 
 class ConfigError(VesaliusError):
-    """A setting is missing, malformed or contradictory."""
+    """A setting is missing, malformed or contradictory. ``problems`` holds one line per problem
+    found (settings are checked as a whole); ``message`` joins them."""
+
+    exit_status = 78  # EX_CONFIG
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
+
+
+class ConfigFileError(ConfigError):
+    """The settings file named by ``--config`` or ``VESALIUS_CONFIG`` cannot be read."""
+
+    exit_status = 66  # EX_NOINPUT
+
+
+class NoArchiveError(VesaliusError):
+    """A command that works on stored data found no archive where the settings point."""
+
+    exit_status = 66  # EX_NOINPUT
+
+
+class DataDirError(VesaliusError):
+    """The data folder (or the SQLite index in it) cannot be created or written."""
+
+    exit_status = 73  # EX_CANTCREAT
+
+
+class DatabaseUnavailableError(VesaliusError):
+    """The index database cannot be reached (PostgreSQL down, wrong host, refused login)."""
+
+    exit_status = 69  # EX_UNAVAILABLE
+
+
+class SchemaError(VesaliusError):
+    """The index database's schema cannot be brought up to this version's: it is newer than
+    this code knows, or a migration failed."""
+
+    exit_status = 65  # EX_DATAERR
+
+
+class ListenError(VesaliusError):
+    """A configured port cannot be listened on."""
+
+    exit_status = 75  # EX_TEMPFAIL: the port is in use, try again when it is free
+
+    @classmethod
+    def from_os_error(cls, what: str, keys: str, host: str, port: int, exc: OSError) -> ListenError:
+        """The error for ``bind``/``listen`` failing with ``exc`` on ``host:port``, which the
+        settings ``keys`` (e.g. "dicom.host/dicom.port") name."""
+        where = f"cannot listen for {what} on {host}:{port} ({keys})"
+        if exc.errno == errno.EADDRINUSE:
+            error = cls(
+                f"{where}: the port is in use by another program: stop it or choose another port"
+            )
+        elif exc.errno == errno.EACCES:
+            error = cls(
+                f"{where}: permission denied: ports below 1024 need privileges "
+                "(CAP_NET_BIND_SERVICE); choose a port from 1024 up"
+            )
+            error.exit_status = 77  # EX_NOPERM
+        else:
+            error = cls(
+                f"{where}: {exc.strerror}: use an address of this machine (0.0.0.0 for all)"
+            )
+            error.exit_status = 78  # EX_CONFIG
+        return error
 
 
 class InvalidDataError(VesaliusError):

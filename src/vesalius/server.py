@@ -12,7 +12,7 @@ from typing import Any
 
 from vesalius import logs
 from vesalius.dimse.server import DimseServer, listen
-from vesalius.errors import ConfigError
+from vesalius.errors import ListenError
 from vesalius.processes import (
     LoadBoard,
     LoadSlot,
@@ -24,6 +24,7 @@ from vesalius.processes import (
 from vesalius.reload import Reloader, SettingsSource, on_sighup
 from vesalius.settings import Settings
 from vesalius.shutdown import Shutdown
+from vesalius.startup import check_archive
 from vesalius.systemd import notify
 from vesalius.telemetry import metrics, tracing
 from vesalius.telemetry import shared as shared_metrics
@@ -121,6 +122,13 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
     logging_ = logs.configure(settings)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reloader is in place
     grace = float(settings["shutdown_grace"])
+    # Which archive, whether it is new, the data folder writable, the index reachable: in
+    # the log's format; a problem ends the start with one line (fatal.py).
+    try:
+        check_archive(settings, create="serve", notify=log.log)
+    except BaseException:
+        logging_.stop()  # the lines so far first, then the error
+        raise
     raise_descriptor_limit()  # before the workers start: they inherit it
     archive = assemble(settings).archive
     processes = worker_count(settings)
@@ -131,15 +139,15 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         listener = listen(host, port)
     except OSError as exc:
         archive.close()
-        raise ConfigError(f"cannot listen for DIMSE on {host}:{port}: {exc.strerror}") from exc
+        raise ListenError.from_os_error("DIMSE", "dicom.host, dicom.port", host, port, exc) from exc
     http_host, http_port = settings["http.host"], settings["http.port"]
     try:
         http_socket = bind_http(http_host, http_port)
     except OSError as exc:
         listener.close()
         archive.close()
-        raise ConfigError(
-            f"cannot listen for HTTP on {http_host}:{http_port}: {exc.strerror}"
+        raise ListenError.from_os_error(
+            "HTTP", "http.host, http.port", http_host, http_port, exc
         ) from exc
     shutdown = Shutdown(grace)
     shutdown.on_begin(_notify_stopping)

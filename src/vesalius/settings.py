@@ -7,15 +7,16 @@ Remote AEs live under ``[modalities.NAME]`` in TOML, or ``VESALIUS_MODALITY_<NAM
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vesalius.errors import ConfigError
+from vesalius.errors import ConfigError, ConfigFileError
 
 
 @dataclass(frozen=True)
@@ -304,9 +305,40 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_KEY = {s.key: s for s in SETTINGS}
 _DUPLICATE_POLICIES = ("replace", "keep", "reject")
+#: Settings that take one of a few words (compared in lower case).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "log_level": ("debug", "info", "warning", "error", "critical"),
+    "log.format": ("logfmt", "json"),
+    "ingest.duplicate_policy": _DUPLICATE_POLICIES,
+}
+#: TCP ports: 1 to 65535, or 0 for one the system picks (tests).
+_PORTS = ("dicom.port", "http.port")
+#: Paths: relative ones are resolved against the folder of the settings file that names them
+#: (from the environment or the command line: against the current folder).
+_PATH_KEYS = ("data_dir", "viewer.dir")
+#: ``VESALIUS_*`` variables Vesalius (or its test suite and benchmark) reads besides the
+#: settings'; any other is refused as a likely misspelling.
+OTHER_VARIABLES = (
+    "VESALIUS_CONFIG",
+    "VESALIUS_DEBUG",
+    "VESALIUS_REQUIRE_POSTGRES",
+    "VESALIUS_REQUIRE_BROWSER",
+)
+#: Prefixes of further variables that are not settings: the modalities, the test suite's and
+#: the benchmark's.
+OTHER_PREFIXES = ("VESALIUS_MODALITY_", "VESALIUS_TEST_", "VESALIUS_BENCH_")
+#: Database URL schemes (``dialect`` or ``dialect+driver``) Vesalius runs on.
+_DATABASES = {
+    "sqlite": ("", "pysqlite"),
+    "postgresql": ("", "psycopg"),
+    "postgres": ("",),
+}
 #: Limits and timeouts where 0 means "no limit" or makes sense; negative never does.
 _NON_NEGATIVE = (
     "shutdown_grace",
+    "dicom.workers",
+    "log.max_mb",
+    "log.backups",
     "dicom.max_associations_per_host",
     "dicom.max_pdu",
     "ingest.max_inflated_mb",
@@ -360,6 +392,20 @@ class Settings:
 
     values: Mapping[str, Any]
     modalities: Mapping[str, Modality] = field(default_factory=dict)
+    #: Where each value not a default came from: "file", "env" or "override".
+    sources: Mapping[str, str] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` was set, for messages ("set in FILE", …)."""
+        source = self.sources.get(key)
+        if source == "file":
+            return f"set in {self.config_file}"
+        if source == "env":
+            return f"set by {_BY_KEY[key].env_var}"
+        if source == "override":
+            return "set on the command line"
+        return "the default"
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -396,24 +442,34 @@ class Settings:
         )
 
 
-def _coerce(setting: Setting, raw: Any, source: str) -> Any:
-    try:
-        if setting.type is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if setting.type is int and isinstance(raw, bool):
-            raise ValueError(raw)
-        return setting.type(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{source}: {setting.key} must be {setting.type.__name__}, got {raw!r}"
-        ) from None
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_SCHEME_RE = re.compile(r"^(?P<dialect>[A-Za-z][A-Za-z0-9]*)(\+(?P<driver>[A-Za-z0-9_]+))?://")
+_SQLITE_PATH_RE = re.compile(r"^(?P<scheme>sqlite(\+\w+)?:///)(?P<path>[^?]*)(?P<query>\?.*)?$")
+
+
+def _coerce(setting: Setting, raw: Any, strict: bool) -> Any:
+    """``raw`` as the setting's type; ValueError when it is not one. ``strict``: ``raw`` comes
+    from TOML, which has its own types (no text for a number, no 1.5 for an integer)."""
+    if setting.type is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if not strict and text in ("1", "true", "yes", "on"):
+            return True
+        if not strict and text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if isinstance(raw, bool) or (strict and isinstance(raw, str) and setting.type is not str):
+        raise ValueError(raw)
+    if setting.type is int and isinstance(raw, float):
+        raise ValueError(raw)
+    if setting.type is str and strict and not isinstance(raw, str):
+        raise ValueError(raw)
+    if setting.type is str:
+        return str(raw)
+    if isinstance(raw, (dict, list)):
+        raise ValueError(raw)
+    return setting.type(str(raw).strip() if isinstance(raw, str) else raw)
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -427,64 +483,233 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _suggest(word: str, known: Iterable[str]) -> str:
+    """``" (did you mean X?)"`` for the closest of ``known``, or nothing."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+class _Checker:
+    """Collects every problem of a set of settings, each as one line naming where it is."""
+
+    def __init__(self, config_file: Path | None) -> None:
+        self.config_file = config_file
+        self.problems: list[str] = []
+        self.sources: dict[str, str] = {}
+
+    def where(self, key: str) -> str:
+        source = self.sources.get(key, "default")
+        if source == "file":
+            return f"{self.config_file}: {key}"
+        if source == "env":
+            return f"environment variable {_BY_KEY[key].env_var}"
+        if source == "override":
+            return f"command line: {key}"
+        return f"default {key}"
+
+    def add(self, text: str) -> None:
+        self.problems.append(text)
+
+    def set(self, values: dict[str, Any], key: str, raw: Any, source: str) -> None:
+        setting = _BY_KEY[key]
+        self.sources[key] = source
+        try:
+            values[key] = _coerce(setting, raw, strict=source == "file")
+        except (TypeError, ValueError):
+            example = setting.default if setting.type is not bool else "true"
+            if isinstance(example, str):
+                example = f'"{example}"'
+            self.add(
+                f"{self.where(key)} must be {_TYPE_NAMES[setting.type]}, got {raw!r}: "
+                f"write e.g. {str(example).lower() if setting.type is bool else example}"
+            )
+
+
+def _read_toml(config_file: Path) -> dict[str, Any]:
+    try:
+        with open(config_file, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigFileError(
+            f"cannot read the settings file {config_file} (from --config or VESALIUS_CONFIG): "
+            f"{exc.strerror}; check the path"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{config_file}: not valid TOML: {exc}; fix the file there (see docs/configuration.md)"
+        ) from None
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    """``value`` (``~`` expanded) made absolute against ``base``; empty stays empty."""
+    if not value:
+        return value
+    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+
+def _check_database_url(check: _Checker, url: str) -> None:
+    if not url:
+        return
+    match = _SCHEME_RE.match(url)
+    hint = (
+        "leave it empty for SQLite in data_dir, or give sqlite:///PATH or "
+        "postgresql://USER@HOST/DATABASE"
+    )
+    if not match:
+        check.add(f"{check.where('database_url')} is not a database URL: {hint}")
+        return
+    dialect, driver = match["dialect"].lower(), (match["driver"] or "").lower()
+    if dialect not in _DATABASES:
+        check.add(
+            f"{check.where('database_url')}: {dialect} is not supported (Vesalius runs on SQLite "
+            f"and PostgreSQL): {hint}"
+        )
+    elif driver not in _DATABASES[dialect]:
+        check.add(
+            f"{check.where('database_url')}: driver {driver} is not supported for {dialect}: "
+            f"write {dialect}:// (psycopg 3 is used for PostgreSQL)"
+        )
+
+
+def _wildcard(host: str) -> bool:
+    return host.strip() in ("", "0.0.0.0", "::", "[::]")
+
+
+def _check_values(check: _Checker, values: dict[str, Any]) -> None:
+    """Ranges, choices and contradictions, once every value has its type."""
+    for key, choices in _CHOICES.items():
+        if key in values and isinstance(values[key], str):
+            values[key] = values[key].strip().lower()
+            if values[key] not in choices:
+                check.add(
+                    f"{check.where(key)} must be one of {', '.join(choices)}, got "
+                    f"{values[key]!r}" + _suggest(values[key], choices)
+                )
+    for key in _PORTS:
+        if isinstance(values[key], int) and not 0 <= values[key] <= 65535:
+            check.add(f"{check.where(key)} is {values[key]}: a TCP port is 1 to 65535")
+    for key in _NON_NEGATIVE:
+        if isinstance(values[key], int | float) and values[key] < 0:
+            check.add(f"{check.where(key)} must not be negative, got {values[key]}")
+    for key in _POSITIVE:
+        if isinstance(values[key], int | float) and values[key] <= 0:
+            check.add(f"{check.where(key)} must be greater than 0, got {values[key]}")
+    if not 1 <= len(str(values["dicom.ae_title"]).strip()) <= 16:
+        check.add(f"{check.where('dicom.ae_title')} must be 1 to 16 characters")
+    if not str(values["data_dir"]).strip():
+        check.add(f"{check.where('data_dir')} is empty: name the folder for the archive")
+    dicom, http = values["dicom.port"], values["http.port"]
+    hosts = values["dicom.host"], values["http.host"]
+    if (
+        dicom == http
+        and dicom != 0
+        and (hosts[0].strip() == hosts[1].strip() or any(_wildcard(h) for h in hosts))
+    ):
+        check.add(
+            f"{check.where('dicom.port')} and {check.where('http.port')} are both {dicom} on "
+            f"overlapping addresses ({hosts[0]} and {hosts[1]}): give them different ports"
+        )
+    _check_database_url(check, str(values["database_url"]))
+
+
+def _check_environment(check: _Checker, env: Mapping[str, str]) -> None:
+    known = {s.env_var for s in SETTINGS} | set(OTHER_VARIABLES)
+    for var in sorted(env):
+        if not var.startswith("VESALIUS_") or var in known or var.startswith(OTHER_PREFIXES):
+            continue
+        check.add(
+            f"environment variable {var} is not a Vesalius setting"
+            + (_suggest(var, known) or " (see docs/configuration.md)")
+            + ": rename or unset it"
+        )
+
+
 def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    cwd: Path | None = None,
+    file_dir: Path | None = None,
 ) -> Settings:
-    """Resolve settings from defaults, an optional TOML file, the environment and overrides."""
+    """Resolve settings from defaults, an optional TOML file, the environment and overrides,
+    and check them as a whole: :class:`ConfigError` lists every problem found, one a line.
+
+    Relative paths (``data_dir``, ``viewer.dir``, a SQLite ``database_url``) from the file are
+    resolved against the file's folder (or ``file_dir``: where the file will be, for a file
+    read under another root); the others against ``cwd`` (default: the current folder)."""
     env = os.environ if environ is None else environ
+    here = Path.cwd() if cwd is None else cwd
     values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
     modalities: dict[str, Modality] = {}
+    check = _Checker(config_file)
 
     if config_file is not None:
-        try:
-            with open(config_file, "rb") as fh:
-                document = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_file}: {exc}") from None
+        document = _read_toml(config_file)
         raw_modalities = document.pop("modalities", {})
         for key, raw in _flatten(document).items():
             if key not in _BY_KEY:
-                raise ConfigError(f"{config_file}: unknown setting {key!r}")
-            values[key] = _coerce(_BY_KEY[key], raw, str(config_file))
+                check.add(
+                    f"{config_file}: unknown setting {key!r}"
+                    + (_suggest(key, _BY_KEY) or " (see docs/configuration.md)")
+                    + ": remove or rename it"
+                )
+                continue
+            check.set(values, key, raw, "file")
         if not isinstance(raw_modalities, Mapping):
-            raise ConfigError(f"{config_file}: [modalities] must be a table")
+            check.add(f"{config_file}: modalities must be tables [modalities.NAME]")
+            raw_modalities = {}
         for name, entry in raw_modalities.items():
             try:
                 modalities[name] = Modality(
                     name, str(entry["ae_title"]), str(entry["host"]), int(entry["port"])
                 )
             except (KeyError, TypeError, ValueError):
-                raise ConfigError(
-                    f"{config_file}: [modalities.{name}] needs ae_title, host and port"
-                ) from None
+                check.add(
+                    f"{config_file}: [modalities.{name}] needs ae_title, host and port "
+                    "(a string, a string and an integer)"
+                )
 
     for setting in SETTINGS:
         if setting.env_var in env:
-            values[setting.key] = _coerce(setting, env[setting.env_var], setting.env_var)
+            check.set(values, setting.key, env[setting.env_var], "env")
     for var, text in env.items():
         if var.startswith("VESALIUS_MODALITY_"):
             name = var.removeprefix("VESALIUS_MODALITY_")
-            modalities[name] = Modality.parse(text, name)
+            try:
+                modalities[name] = Modality.parse(text, name)
+            except ConfigError as exc:
+                check.add(f"environment variable {var}: {exc.message}")
+    _check_environment(check, env)
 
     for key, raw in (overrides or {}).items():
         if key not in _BY_KEY:
-            raise ConfigError(f"unknown setting {key!r}")
-        values[key] = _coerce(_BY_KEY[key], raw, "override")
+            check.add(f"unknown setting {key!r}" + _suggest(key, _BY_KEY))
+            continue
+        check.set(values, key, raw, "override")
 
-    if values["ingest.duplicate_policy"] not in _DUPLICATE_POLICIES:
-        raise ConfigError(
-            f"ingest.duplicate_policy must be one of {', '.join(_DUPLICATE_POLICIES)}"
+    for name, modality in modalities.items():
+        if not 1 <= modality.port <= 65535:
+            check.add(f"modality {name}: port {modality.port} is not 1 to 65535")
+
+    _check_values(check, values)  # a value of the wrong type kept its default: checked as one
+    if check.problems:
+        raise ConfigError("\n".join(check.problems), tuple(check.problems))
+
+    file_base = (
+        file_dir
+        if file_dir is not None
+        else Path(os.path.abspath(config_file)).parent
+        if config_file is not None
+        else here
+    )
+    for key in _PATH_KEYS:
+        base = file_base if check.sources.get(key) == "file" else here
+        values[key] = _resolve_path(str(values[key]), base)
+    sqlite = _SQLITE_PATH_RE.match(str(values["database_url"]))
+    if sqlite and sqlite["path"] and not sqlite["path"].startswith(("/", ":memory:", "file:")):
+        base = file_base if check.sources.get("database_url") == "file" else here
+        values["database_url"] = (
+            sqlite["scheme"] + _resolve_path(sqlite["path"], base) + (sqlite["query"] or "")
         )
-    for key in _NON_NEGATIVE:
-        if values[key] < 0:
-            raise ConfigError(f"{key} must not be negative, got {values[key]}")
-    for key in _POSITIVE:
-        if values[key] <= 0:
-            raise ConfigError(f"{key} must be greater than 0, got {values[key]}")
-    if not 1 <= len(values["dicom.ae_title"].strip()) <= 16:
-        raise ConfigError("dicom.ae_title must be 1 to 16 characters")
-    return Settings(values, modalities)
+    return Settings(values, modalities, dict(check.sources), config_file)

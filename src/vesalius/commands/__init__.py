@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from vesalius.errors import VesaliusError
 from vesalius.identity import Identity
 from vesalius.settings import Settings, load_settings
 
@@ -27,13 +26,9 @@ config_option = click.option(
 
 
 def settings_from(config: Path | None, **overrides: object) -> Settings:
-    """Settings from the file, the environment and the given (non-None) overrides."""
-    try:
-        return load_settings(
-            config, overrides={k: v for k, v in overrides.items() if v is not None}
-        )
-    except VesaliusError as exc:
-        raise click.UsageError(exc.message) from exc
+    """Settings from the file, the environment and the given (non-None) overrides; a
+    :class:`~vesalius.errors.ConfigError` listing every problem ends the command (``fatal.py``)."""
+    return load_settings(config, overrides={k: v for k, v in overrides.items() if v is not None})
 
 
 def operator() -> Identity:

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from vesalius.commands import config_option, operator, settings_from
-from vesalius.errors import VesaliusError
 
 MAX_LISTED = 50
 
@@ -37,13 +36,11 @@ def import_command(
     from tqdm import tqdm
 
     from vesalius.services.importer import Importer, ImportItem, count_sources
-    from vesalius.wiring import assemble
+    from vesalius.startup import open_local
 
-    settings = settings_from(config, data_dir=data_dir)
-    try:
-        archive = assemble(settings).archive
-    except VesaliusError as exc:
-        raise click.ClickException(exc.message) from exc
+    # A new archive is made with a warning (startup.py); start-up errors end the command with
+    # their own exit status (fatal.py).
+    archive = open_local(settings_from(config, data_dir=data_dir), create="warn").archive
     try:
         importer = Importer(archive.ingest, operator())
         total = count_sources(paths)

@@ -30,32 +30,32 @@ if TYPE_CHECKING:
 
 @contextmanager
 def opened(config: Path | None, data_dir: str | None = None) -> Iterator[Archive]:
-    """The archive of the settings, closed afterwards; errors become click errors. Its audit
+    """The archive of the settings, closed afterwards; errors of the work become click errors
+    (exit status 1), start-up errors end the command with their own (``fatal.py``). A folder
+    without an archive is refused (``startup.py``) before anything is written there. Its audit
     records (a deletion, a send) go to stderr, one JSON line each, and to the server's audit
     trail (``audit.file``, docs/operations.md "Logs")."""
     import logging
 
     from vesalius.logs import audit_handler
     from vesalius.services.audit import AUDIT_LOGGER
-    from vesalius.wiring import assemble
+    from vesalius.startup import open_local
 
     settings = settings_from(config, data_dir=data_dir)
+    archive = open_local(settings, create=None).archive
     audit = logging.getLogger(AUDIT_LOGGER)
     if not audit.handlers:
+        try:
+            trail = audit_handler(settings)
+        except BaseException:
+            archive.close()
+            raise
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("audit: %(message)s"))
         audit.addHandler(handler)
         audit.propagate = False
-        try:
-            trail = audit_handler(settings)
-        except VesaliusError as exc:
-            raise click.ClickException(exc.message) from exc
         if trail is not None:
             audit.addHandler(trail)
-    try:
-        archive = assemble(settings).archive
-    except VesaliusError as exc:
-        raise click.ClickException(exc.message) from exc
     try:
         yield archive
     except VesaliusError as exc:

@@ -77,6 +77,9 @@ class Unit:
             f"TimeoutStopSec={_seconds(self.grace + STOP_MARGIN)}",
             "Restart=on-failure",
             "RestartSec=5",
+            # a start-up error only a person can fix (errors.py: schema, settings file, data
+            # folder, permission, configuration) is not retried; database or port busy is
+            "RestartPreventExitStatus=65 66 73 77 78",
             "StandardOutput=journal",
             "StandardError=journal",
             "SyslogIdentifier=vesalius",
@@ -194,7 +197,11 @@ def unit_for(config: Path, data_dir: Path | None, user: str, settings_file: Path
     """The unit for these paths, reading the data folder, ports, grace period and database
     from ``settings_file`` when it exists (the defaults otherwise)."""
     try:
-        settings = load_settings(settings_file, environ={}) if settings_file else None
+        settings = (  # relative paths in it: against where the file will be (config)
+            load_settings(settings_file, environ={}, file_dir=config.parent)
+            if settings_file
+            else None
+        )
     except VesaliusError as exc:
         raise click.ClickException(exc.message) from exc
     if settings is None:

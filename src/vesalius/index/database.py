@@ -17,8 +17,18 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
+
+from vesalius.errors import (
+    DatabaseUnavailableError,
+    DataDirError,
+    SchemaError,
+    VesaliusError,
+)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -72,12 +82,17 @@ def open_engine(url: str) -> Engine:
     # by default PostgreSQL plans a cursor for its first 10% of rows, which for a sorted,
     # filtered join picks an ordered scan of every study (150 ms instead of 1 ms for a
     # wildcard name at a million instances). Plan cursors for reading them whole.
+    # A server that does not answer is an error after 10 s, not a wait without end (libpq
+    # waits forever by default); a connect_timeout in the URL wins.
+    connect_args: dict[str, Any] = {"options": "-c cursor_tuple_fraction=1.0"}
+    if "connect_timeout" not in make_url(url).query:
+        connect_args["connect_timeout"] = 10
     return create_engine(
         url,
         pool_size=8,
         max_overflow=24,
         pool_pre_ping=True,
-        connect_args={"options": "-c cursor_tuple_fraction=1.0"},
+        connect_args=connect_args,
     )
 
 
@@ -126,6 +141,47 @@ def writer_gate(url: str) -> WriterGate | None:
     return WriterGate(Path(database + ".writer-lock"))
 
 
+def describe_url(url: str) -> str:
+    """``url`` with its password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _cannot_open(engine: Engine, exc: DBAPIError) -> VesaliusError:
+    """The start-up error for a database that cannot be opened: one line, what to do."""
+    url = engine.url.render_as_string(hide_password=True)
+    reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    if engine.dialect.name == "sqlite":
+        return DataDirError(
+            f"cannot open the index database {url}: {reason}; check that its folder exists "
+            "and is writable"
+        )
+    return DatabaseUnavailableError(
+        f"cannot connect to the index database {url}: {reason}; check that the database "
+        "server runs and database_url (host, port, user, database name)"
+    )
+
+
+def connect(engine: Engine) -> Connection:
+    """A connection to ``engine``; a start-up error (:class:`DatabaseUnavailableError`, or
+    :class:`DataDirError` for SQLite) when the database cannot be opened."""
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        raise _cannot_open(engine, exc) from exc
+
+
+def schema_revision(connection: Connection) -> str | None:
+    """The Alembic revision the database is at; None for an empty database."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def known_revisions() -> tuple[list[str], str]:
+    """Every migration this code has, and the newest (the head)."""
+    script = ScriptDirectory(str(MIGRATIONS))
+    revisions = [r.revision for r in script.walk_revisions()]
+    return revisions, script.get_current_head() or ""
+
+
 def alembic_config(connection: Connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -134,14 +190,36 @@ def alembic_config(connection: Connection) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Apply every pending migration (run at start; safe with several nodes on PostgreSQL)."""
-    with engine.connect() as conn:
+    """Apply every pending migration (run at start; safe with several nodes on PostgreSQL).
+
+    :class:`SchemaError` when the database is at a revision this code does not know (a newer
+    Vesalius wrote it) or a migration fails; :class:`DatabaseUnavailableError` when it cannot
+    be reached."""
+    url = engine.url.render_as_string(hide_password=True)
+    with connect(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(7353001)"))
             conn.commit()
         try:
-            command.upgrade(alembic_config(conn), "head")
-            conn.commit()
+            current = schema_revision(conn)
+            known, head = known_revisions()
+            if current is not None and current not in known:
+                raise SchemaError(
+                    f"the index database {url} is at schema revision {current}, newer than this "
+                    f"Vesalius knows (up to {head}): run the version that wrote it, or restore "
+                    "the backup taken before the upgrade"
+                )
+            try:
+                command.upgrade(alembic_config(conn), "head")
+                conn.commit()
+            except Exception as exc:
+                conn.rollback()
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise SchemaError(
+                    f"migrating the index database {url} from revision {current} to {head} "
+                    f"failed: {reason}; restore the backup taken before the upgrade, or fix "
+                    "the cause and start again"
+                ) from exc
         finally:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_unlock(7353001)"))
