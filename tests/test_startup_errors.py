@@ -187,6 +187,17 @@ def test_a_missing_settings_file(tmp_path: Path) -> None:
 # --- the environment ------------------------------------------------------------------------
 
 
+def test_a_log_file_that_cannot_be_written(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("not a folder")
+    log_file = a_file / "vesalius.log"
+    text = f'data_dir = "data"\n[log]\nfile = "{log_file}"\n' + ports()
+    cfg = config(tmp_path, text)
+    fails_clearly(
+        vesalius("serve", "--config", str(cfg)), EX_CANTCREAT, "cannot write the log file"
+    )
+
+
 def test_a_data_folder_that_is_a_file(tmp_path: Path) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("not a folder")

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from vesalius import logcontext
-from vesalius.errors import ConfigError
+from vesalius.errors import ConfigError, DataDirError
 from vesalius.services.audit import AUDIT_LOGGER
 from vesalius.settings import Settings
 
@@ -249,7 +249,7 @@ def _open(path: Path, config: LogConfig, *, rotate: bool, create: bool = True) -
         # Rotated by someone else (logrotate): reopened when it is moved away.
         return logging.handlers.WatchedFileHandler(path, encoding="utf-8", delay=not create)
     except OSError as exc:
-        raise ConfigError(f"cannot write the log file {path}: {exc.strerror}") from None
+        raise DataDirError(f"cannot write the log file {path}: {exc.strerror}") from None
 
 
 def handlers(config: LogConfig, *, rotate: bool = True) -> list[logging.Handler]:
