@@ -232,6 +232,29 @@ class ToQueue(logging.handlers.QueueHandler):
         return record
 
 
+class Inline(logging.Handler):
+    """The main process's own records, written in the thread that logs them (prepared as
+    :class:`ToQueue` would, then handed to the handlers the queue's reader writes to): no
+    pickling, pipe or thread hop for them, which cost a request served by the main process
+    up to a third of its time at a few hundred QIDO-RS requests a second. Each handler's lock
+    keeps lines whole and rotation single beside the reader thread."""
+
+    def __init__(self, targets: list[logging.Handler]) -> None:
+        super().__init__()
+        self.targets = targets
+        self._prepare = ToQueue(None).prepare  # type: ignore[arg-type]
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no lock of its own: the targets'
+        record = self._prepare(record)
+        for handler in self.targets:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does it
+        self.handle(record)
+
+
 def _open(path: Path, config: LogConfig, *, rotate: bool, create: bool = True) -> logging.Handler:
     """A handler writing ``path``; ``create``: make its folder now (else the file is opened
     at the first record, in a folder made by then: the audit trail in data_dir)."""
@@ -283,12 +306,13 @@ def audit_handler(settings: Settings) -> logging.Handler | None:
     return handler
 
 
-def _install(queue: LogQueue, config: LogConfig) -> None:
-    """Route this process's records to ``queue``, at ``config.level``."""
+def _install(to: logging.Handler, config: LogConfig) -> None:
+    """Route this process's records to ``to`` (the queue, or the main process's writers),
+    at ``config.level``."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(ToQueue(queue))
+    root.addHandler(to)
     set_level(config.level)
     # The audit trail does not depend on the log level (services/audit.py).
     logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)
@@ -332,7 +356,7 @@ class Logging:
 
     def start(self) -> None:
         self.listener.start()
-        _install(self.queue, self.config)
+        _install(Inline(self.handlers), self.config)
         atexit.register(self.stop)
 
     def stop(self) -> None:
@@ -368,7 +392,7 @@ def set_level(level: str) -> None:
 
 def configure_worker(setup: WorkerLogging) -> None:
     """Set up a worker process's logging: its records go to the main process."""
-    _install(setup.queue, setup.config)
+    _install(ToQueue(setup.queue), setup.config)
 
 
 def detach(setup: WorkerLogging) -> None:
