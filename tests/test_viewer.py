@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import io
 import json
+import logging
 import re
 import tarfile
 import threading
@@ -488,3 +489,18 @@ def test_a_script_with_an_ohif_fix_is_served_patched(tmp_path: Path) -> None:
         assert client.get("/" + twice).content == SR_CONTENT_ITEM.old * 2
         assert client.get("/" + BUNDLE).headers["cache-control"].endswith("immutable")
     assert (dist / chunk).read_bytes() == original
+
+
+def test_a_fix_the_build_has_no_text_for_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from vesalius.viewer.ohif_fixes import FIXES, apply_fixes
+
+    script = tmp_path / "app.bundle.js"
+    script.write_text("console.log('another OHIF version');\n")
+    with caplog.at_level(logging.WARNING, logger="vesalius.viewer.ohif_fixes"):
+        assert apply_fixes({"/app.bundle.js": script}) == {}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == len(FIXES)
+    for fix in FIXES:
+        assert any(fix.name in line and "not applied" in line for line in warned), warned

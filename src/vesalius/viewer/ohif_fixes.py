@@ -89,8 +89,11 @@ def apply_fixes(
     files: dict[str, Path], fixes: tuple[Fix, ...] = FIXES
 ) -> dict[str, tuple[bytes, tuple[str, ...]]]:
     """The patched text of each script in ``files`` (URL path to file) that a fix applies to,
-    with the names of the fixes applied. A fix whose text is found twice is not applied."""
+    with the names of the fixes applied. A fix whose text is found twice is not applied; one
+    applied nowhere (another OHIF version) is logged as a warning, so an upgrade of
+    ``viewer.version`` does not lose it silently."""
     patched: dict[str, tuple[bytes, tuple[str, ...]]] = {}
+    done: set[str] = set()
     for url_path, path in files.items():
         if not url_path.endswith(".js"):
             continue
@@ -102,5 +105,13 @@ def apply_fixes(
                 applied.append(fix.name)
         if applied:
             patched[url_path] = (text, tuple(applied))
+            done.update(applied)
             log.info("viewer: %s patched (%s)", url_path, ", ".join(applied))
+    for fix in fixes:
+        if fix.name not in done:
+            log.warning(
+                "viewer: fix %s not applied (its text is not in this OHIF build): %s",
+                fix.name,
+                fix.reason,
+            )
     return patched
