@@ -209,32 +209,37 @@ class LogQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
         return None
 
 
+def prepared(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of ``record`` ready to leave the thread that logged it: the message rendered,
+    the traceback as text, the request or association id in force attached, and odd
+    ``extra`` values as strings (all must pickle)."""
+    message = record.getMessage()
+    record = copy.copy(record)
+    record.message = record.msg = message
+    record.args = None
+    if record.exc_info:
+        if not record.exc_text:
+            record.exc_text = _PLAIN.formatException(record.exc_info)
+        record.exc_info = None
+    bound = logcontext.current()
+    if bound is not None and not hasattr(record, bound[0]):
+        setattr(record, bound[0], bound[1])
+    for key, value in list(record.__dict__.items()):
+        if key not in _STANDARD and not isinstance(value, (str, int, float, bool, type(None))):
+            record.__dict__[key] = str(value)
+    return record
+
+
 class ToQueue(logging.handlers.QueueHandler):
-    """Hands records to the queue with the message rendered, the traceback as text, the
-    request or association id in force attached, and odd ``extra`` values as strings (all
-    must pickle)."""
+    """Hands :func:`prepared` records to the queue (a worker's records, for the main process)."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        message = record.getMessage()
-        record = copy.copy(record)
-        record.message = record.msg = message
-        record.args = None
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = _PLAIN.formatException(record.exc_info)
-            record.exc_info = None
-        bound = logcontext.current()
-        if bound is not None and not hasattr(record, bound[0]):
-            setattr(record, bound[0], bound[1])
-        for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD and not isinstance(value, (str, int, float, bool, type(None))):
-                record.__dict__[key] = str(value)
-        return record
+        return prepared(record)
 
 
 class Inline(logging.Handler):
-    """The main process's own records, written in the thread that logs them (prepared as
-    :class:`ToQueue` would, then handed to the handlers the queue's reader writes to): no
+    """The main process's own records, written in the thread that logs them (:func:`prepared`,
+    then handed to the handlers the queue's reader writes to): no
     pickling, pipe or thread hop for them, which cost a request served by the main process
     up to a third of its time at a few hundred QIDO-RS requests a second. Each handler's lock
     keeps lines whole and rotation single beside the reader thread."""
@@ -242,10 +247,9 @@ class Inline(logging.Handler):
     def __init__(self, targets: list[logging.Handler]) -> None:
         super().__init__()
         self.targets = targets
-        self._prepare = ToQueue(None).prepare  # type: ignore[arg-type]
 
     def handle(self, record: logging.LogRecord) -> bool:  # no lock of its own: the targets'
-        record = self._prepare(record)
+        record = prepared(record)
         for handler in self.targets:
             if record.levelno >= handler.level:
                 handler.handle(record)

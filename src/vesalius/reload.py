@@ -82,9 +82,7 @@ class Reloader:
         """Re-read and apply; False (running settings kept) when the file does not load."""
         where = self.source.config_file or "the environment"
         try:
-            new = self.source.load()
-            if not isinstance(logging.getLevelName(new["log_level"].upper()), int):
-                raise VesaliusError(f"log_level: unknown level {new['log_level']!r}")
+            new = self.source.load()  # checked as a whole, log_level's choices included
         except VesaliusError as exc:
             if self.main_process:
                 log.error("reload: %s; the running settings stay", exc.message)

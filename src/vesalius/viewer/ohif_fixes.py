@@ -19,12 +19,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Fix:
-    """Replace ``old`` (exactly once in a file) with ``new``; ``reason`` says why."""
+    """In ``old`` (found exactly once in a file), replace the line ``was`` with ``now``;
+    ``reason`` says why. ``old`` is the whole passage, so that the match is unambiguous."""
 
     name: str
     reason: str
     old: bytes
-    new: bytes
+    was: bytes
+    now: bytes
+
+    @property
+    def new(self) -> bytes:
+        """The passage as served."""
+        return self.old.replace(self.was, self.now, 1)
 
 
 #: PS3.3 C.17.3 (Table C.17-5): Concept Name Code Sequence is Type 1C, absent from e.g. IMAGE,
@@ -50,21 +57,8 @@ SR_CONTENT_ITEM = Fix(
         b"    CodeMeaning\n"
         b"  } = ConceptNameCodeSequence;\n"
     ),
-    new=(
-        b"function OHIFCornerstoneSRContentItem(props) {\n"
-        b"  const {\n"
-        b"    contentItem,\n"
-        b"    nodeIndexesTree,\n"
-        b"    continuityOfContent\n"
-        b"  } = props;\n"
-        b"  const {\n"
-        b"    ConceptNameCodeSequence\n"
-        b"  } = contentItem;\n"
-        b"  const {\n"
-        b"    CodeValue,\n"
-        b"    CodeMeaning\n"
-        b"  } = ConceptNameCodeSequence ?? {}; /* vesalius: Type 1C, may be absent */\n"
-    ),
+    was=b"  } = ConceptNameCodeSequence;\n",
+    now=b"  } = ConceptNameCodeSequence ?? {}; /* vesalius: Type 1C, may be absent */\n",
 )
 
 #: PS3.18 Table 10.6.3-3 lists Modalities in Study as a return attribute of a study search, sent
@@ -76,10 +70,8 @@ EMPTY_MODALITIES_IN_STUDY = Fix(
     name="empty-modalities-in-study",
     reason="one study with an empty Modalities in Study empties OHIF's whole study list",
     old=b"  modalities.Value = modalities.Value || [];\n  if (ModalitiesInStudy) {\n",
-    new=(
-        b"  modalities.Value = modalities.Value || [];\n"
-        b"  if (ModalitiesInStudy && ModalitiesInStudy.Value) { /* vesalius: may be empty */\n"
-    ),
+    was=b"  if (ModalitiesInStudy) {\n",
+    now=b"  if (ModalitiesInStudy && ModalitiesInStudy.Value) { /* vesalius: may be empty */\n",
 )
 
 FIXES: tuple[Fix, ...] = (SR_CONTENT_ITEM, EMPTY_MODALITIES_IN_STUDY)
