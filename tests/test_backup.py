@@ -36,6 +36,7 @@ from conftest import free_port, scratch_database
 from find_support import findscu
 from served import Served, serve, write_config
 from synth import make_instance
+from vesalius.index.backup import head_revision
 from vesalius.index.database import open_engine
 
 VESALIUS = Path(sys.executable).absolute().parent / "vesalius"
@@ -228,7 +229,7 @@ def test_backup_while_ingesting_restores_a_consistent_archive(tmp_path: Path, ba
         manifest = _manifest(backup)
         assert manifest["database"] == kind
         assert manifest["index_format"] == ("pg_dump" if backend == "postgresql" else "sqlite")
-        assert manifest["schema_revision"] == "0006"
+        assert manifest["schema_revision"] == head_revision()
         assert "settings.toml" in manifest["files"]
         assert before <= manifest["counts"]["instances"] <= after
         assert total == 2 * STUDIES * SERIES_PER_STUDY * PER_SERIES
@@ -508,7 +509,8 @@ def test_a_backup_of_an_older_schema_is_migrated_on_restore(
         try:
             with engine.connect() as conn:
                 assert (
-                    conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+                    conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                    == head_revision()
                 )
                 stores = conn.execute(text("SELECT blob_store FROM instances")).scalars().all()
         finally:

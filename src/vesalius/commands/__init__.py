@@ -32,9 +32,10 @@ def settings_from(config: Path | None, **overrides: object) -> Settings:
 
 
 def operator() -> Identity:
-    """The person at the terminal, as the audit trail names them."""
+    """The person at the terminal, as the audit trail names them: an administrator, since
+    whoever can run the command can read the index and the files themselves."""
     try:
         name = getpass.getuser()
     except (KeyError, OSError):
         name = "operator"
-    return Identity("user", name, "localhost")
+    return Identity("user", name, "localhost", roles=frozenset({"admin"}), method="local")

@@ -203,3 +203,13 @@ deleted_blobs = Table(
     Column("store", String(32), nullable=False, server_default="folder"),  # as blob_store
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# --- issue 14, tls: peers' TLS columns (migration 0007) ---
+
+# --- issue 14, accounts: users, groups, tokens, sessions (migration 0008) ---
+
+# --- issue 14, labels: access labels, grants, ingest rules (migration 0009) ---
+
+# --- issue 14, audit: the hash-chained audit trail (migration 0010) ---
+
+# --- issue 14, deid: the pseudonym map (migration 0011) ---

@@ -31,6 +31,11 @@ class Oversight:
         """Raise :class:`~vesalius.errors.ForbiddenError` unless ``who`` may do ``action``."""
         self.policy.check(who, action, resource)
 
+    def visible_labels(self, who: Identity) -> frozenset[str] | None:
+        """The access labels ``who`` may see studies of (``None``: every study); the query
+        engine filters by them in the same SQL statement."""
+        return self.policy.visible_labels(who)
+
     def record(self, event: str, who: Identity, outcome: str = "success", **details: Any) -> None:
         """Publish what happened; the audit trail records it whatever the log level."""
         self.events.publish(Event(event, who, outcome, details))

@@ -2,9 +2,11 @@
 ``policy.check(who, action, resource)`` (DESIGN.md, "Services own who-may and who-did").
 
 A refusal is :class:`~vesalius.errors.ForbiddenError`, which the protocol adapters answer as
-DIMSE 0x0124 (Refused: Not Authorized, PS3.7 C.5.2.1) or HTTP 403. The policy in force today
-allows everything; users, roles, per-peer permissions and per-study access labels (the security
-issue) replace :class:`AllowAll` without touching the services or the adapters.
+DIMSE 0x0124 (Refused: Not Authorized, PS3.7 C.5.2.1) or HTTP 403. Two questions make a policy:
+may ``who`` do ``action`` (users by their roles, :data:`ROLE_ACTIONS`; remote AEs by their
+peer permissions), and which studies may ``who`` see at all (:meth:`Policy.visible_labels`:
+per-study access labels, a filter the query engine puts into the one SQL statement a query
+runs, so a study one may not see is absent, and answers "not found" on retrieve).
 """
 
 from __future__ import annotations
@@ -15,11 +17,27 @@ from typing import Literal, Protocol
 from vesalius.identity import Identity
 from vesalius.index.lookup import RetrieveKeys
 
-#: What an identity asks to do. ``store``: add instances (C-STORE, STOW-RS, import); ``query``:
-#: search the index (C-FIND, QIDO-RS); ``retrieve``: read stored instances, frames, renderings
-#: or bulk data (C-MOVE, C-GET, WADO); ``read``: read metadata; ``delete``; ``send``: push to a
-#: remote AE; ``admin``: configuration and peers.
-Action = Literal["store", "query", "retrieve", "read", "delete", "send", "admin"]
+#: What an identity asks to do. ``echo``: verify (C-ECHO); ``store``: add instances (C-STORE,
+#: STOW-RS, import); ``query``: search the index (C-FIND, QIDO-RS); ``retrieve``: read stored
+#: instances, frames, renderings or bulk data (C-MOVE, C-GET, WADO); ``read``: read metadata;
+#: ``delete``; ``send``: push to a remote AE; ``export``: de-identified export (PS3.15 Annex E);
+#: ``audit``: read the audit trail; ``admin``: configuration, users, peers and labels.
+Action = Literal[
+    "echo", "store", "query", "retrieve", "read", "delete", "send", "export", "audit", "admin"
+]
+
+#: The user roles and what each may do (issue 14: admin; radiologist, read; technologist,
+#: upload and send; researcher, de-identified export; auditor, the audit trail only).
+ROLE_ACTIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset(
+        {"echo", "store", "query", "retrieve", "read", "delete", "send", "export", "audit", "admin"}
+    ),
+    "radiologist": frozenset({"echo", "query", "retrieve", "read"}),
+    "technologist": frozenset({"echo", "store", "query", "retrieve", "read", "send"}),
+    "researcher": frozenset({"echo", "export"}),
+    "auditor": frozenset({"audit"}),
+}
+ROLES = tuple(ROLE_ACTIONS)
 
 
 @dataclass(frozen=True)
@@ -44,11 +62,21 @@ class Policy(Protocol):
 
     def check(self, who: Identity, action: Action, resource: Resource = ARCHIVE) -> None: ...
 
+    def visible_labels(self, who: Identity) -> frozenset[str] | None:
+        """The access labels ``who`` was granted, or ``None`` when ``who`` sees every study
+        (administrators, the system). A study with no label is visible to whoever may query;
+        a study with labels only to identities granted at least one of them."""
+        ...
+
 
 class AllowAll:
-    """Everyone may do everything: the policy until authentication and permissions land."""
+    """Everyone may do everything and see every study (tests, and the embedded laptop
+    defaults before any user, permission or label is configured)."""
 
     def check(self, who: Identity, action: Action, resource: Resource = ARCHIVE) -> None:
+        return None
+
+    def visible_labels(self, who: Identity) -> frozenset[str] | None:
         return None
 
 
