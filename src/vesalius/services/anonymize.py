@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,8 +171,13 @@ class _ZipWriter:
         self.archive = zipfile.ZipFile(path, "x", compression=zipfile.ZIP_DEFLATED)
 
     def write(self, name: str, ds: Dataset) -> None:
-        with self.archive.open(name, "w", force_zip64=True) as fh:
-            _save(ds, fh)
+        # pydicom seeks while it writes; a zip member cannot: through a spooled file (one
+        # instance at most, on disk past a few MiB), then streamed into the member
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spooled:
+            _save(ds, spooled)
+            spooled.seek(0)
+            with self.archive.open(name, "w", force_zip64=True) as member:
+                shutil.copyfileobj(spooled, member, 1 << 20)
 
     def close(self) -> None:
         self.archive.close()
