@@ -423,7 +423,7 @@ class _Walker:
                 for item in elem.value:
                     self.walk(item, text or "C")
             elif elem.VR in OB_VRS:
-                self.outcome.review.append(f"{elem.name} kept (option {action}): review it")
+                self.outcome.review.append(f"{elem.name} kept by a Clean option")
             else:
                 _clean(elem, self.keys, self.outcome)
         elif action == "K" and elem.VR == "SQ":

@@ -294,12 +294,14 @@ class AnonymizeService:
                 keys = self._keys(ds, secret, options, result, who)
             reason = burned_in_reason(ds)
             keys.identifying = identifying_values(ds)
-            deidentify(ds, options, keys)
+            kept = deidentify(ds, options, keys).review  # bitmaps kept by Clean Graphics
             if "PatientName" in ds:
                 ds.PatientName = keys.patient_pseudonym  # a pseudonym, not the empty Z
+            new_uid = str(ds.get("SOPInstanceUID", ""))
             if reason:
-                new_uid = str(ds.get("SOPInstanceUID", ""))
                 result.flagged.append(Flagged(new_uid, reason, include_burned_in))
+            elif kept:
+                result.flagged.append(Flagged(new_uid, "; ".join(kept), True))
             if not reason or include_burned_in:
                 series = series_numbers.setdefault(instance.series_uid, len(series_numbers) + 1)
                 counts[instance.series_uid] = counts.get(instance.series_uid, 0) + 1
