@@ -21,7 +21,7 @@ from conftest import RunningServer, dcmtk, make_server
 from synth import make_instance
 from test_deid import dciodvfy_errors
 from vesalius.dicom.deid import Options, remap_uid
-from vesalius.errors import ForbiddenError, QueryError
+from vesalius.errors import ForbiddenError, NotFoundError, OutOfResourcesError, QueryError
 from vesalius.identity import Identity
 from vesalius.index.lookup import RetrieveKeys, find_instances
 from vesalius.services.anonymize import SiteSecret
@@ -153,6 +153,16 @@ def test_cli_anonymizes_into_the_archive_and_exports(server: RunningServer, tmp_
     assert back.returncode == 0, back.stderr
     assert "MRN-4711" in back.stdout and study in back.stdout and new_study in back.stdout
 
+    # Mistakes get one clear line, not a traceback.
+    missing = vesalius("anonymize", "-c", str(config), "1.2.3.999")
+    assert missing.returncode != 0 and "no study 1.2.3.999" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    both = vesalius("anonymize", "-c", str(config), study, "--retain-dates", "--modify-dates")
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+    again_out = vesalius("anonymize", "-c", str(config), study, "--output", str(out))
+    assert again_out.returncode != 0 and "File exists" in again_out.stderr
+    assert "Traceback" not in again_out.stderr
+
     # A zip export, written member by member.
     archive_file = tmp_path / "study.zip"
     zipped = vesalius("anonymize", "-c", str(config), study, "--zip", str(archive_file))
@@ -206,6 +216,17 @@ def test_service_export_is_audited_and_reidentification_is_for_admins(
     with pytest.raises(QueryError):
         service.anonymize(study, ADMIN, Options(retain_uids=True))
 
+    with pytest.raises(NotFoundError):
+        service.anonymize("1.2.3.999", ADMIN, output=tmp_path / "none")
+    (tmp_path / "taken.zip").write_bytes(b"")
+    with pytest.raises(OutOfResourcesError):
+        service.anonymize(study, ADMIN, zip_file=tmp_path / "taken.zip")
+    failures = [e for e in guarded.sink.events if e.outcome == "failure"]  # type: ignore[attr-defined]
+    assert {e.details.get("reason", "")[:20] for e in failures} >= {
+        "no study 1.2.3.999 i",
+        "user:r may not expor",
+    }
+
     rows = service.reidentify(result.pseudonym, ADMIN)
     assert next((r.patient_id, r.patient_name, r.study_uid) for r in rows) == (
         "MRN-4711",
@@ -215,7 +236,11 @@ def test_service_export_is_audited_and_reidentification_is_for_admins(
     assert service.reidentify(result.new_study_uid, ADMIN)[0].created_by == str(RESEARCHER)
 
     events = {e.kind: e for e in guarded.sink.events}  # type: ignore[attr-defined]
-    exported = events["study-exported"]
+    exported = next(
+        e
+        for e in guarded.sink.events  # type: ignore[attr-defined]
+        if e.kind == "study-exported" and e.outcome == "success"
+    )
     assert exported.details["study_uid"] == study
     assert exported.details["new_study_uid"] == result.new_study_uid
     assert exported.details["patient_id"] == "MRN-4711"

@@ -236,6 +236,15 @@ def test_private_attributes_overlays_and_curves_go() -> None:
     assert 0x60003000 in kept and outcome.review  # kept, and a person is told to look
 
 
+def test_group_lengths_go_with_what_they_counted() -> None:
+    ds = Dataset()
+    ds.add_new(0x00080000, "UL", 1234)
+    ds.add_new(0x00100000, "UL", 99)
+    ds.PatientName = "Doe^Jane"
+    deidentify(ds, Options(), keys())
+    assert 0x00080000 not in ds and 0x00100000 not in ds
+
+
 def test_burned_in_annotation_is_recognised(tmp_path: Path) -> None:
     ct = make_instance(tmp_path / "ct.dcm")
     assert burned_in_reason(ct) is None

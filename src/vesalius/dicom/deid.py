@@ -19,7 +19,8 @@ names another (a ``K`` of any chosen option wins over a ``C``; PS3.15 E.3). The 
 - A sequence whose action is ``D`` keeps its items, de-identified, with every free text value
   in them replaced by a dummy (a dummy structure, so Type 1 content stays present).
 
-Attributes not in the table are kept (nested ones too, within sequences the walk visits).
+Attributes not in the table are kept (nested ones too, within sequences the walk visits),
+except group lengths (retired; they would no longer be right).
 Private attributes are all removed (the Retain Safe Private Option is not offered: Table
 E.3.10-1 is not applied). Overlays (60xx) are removed as whole groups, curves (50xx) too.
 The result carries Patient Identity Removed, De-identification Method (Code Sequence, CID 7050)
@@ -367,8 +368,8 @@ class _Walker:
 
     def element(self, ds: Dataset, tag: BaseTag, elem: DataElement, text: str) -> None:
         group = tag.group
-        if tag.is_private:
-            del ds[tag]
+        if tag.is_private or (tag.element == 0 and group > 2):
+            del ds[tag]  # private, or a group length (retired, PS3.5 7.2) no longer right
             return
         if 0x5000 <= group <= 0x50FF and not group % 2:
             action = self.rules.curve

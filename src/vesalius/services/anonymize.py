@@ -46,7 +46,13 @@ from vesalius.dicom.deid import (
     pseudonym,
     remap_uid,
 )
-from vesalius.errors import ConfigError, InvalidDataError, NotFoundError, QueryError
+from vesalius.errors import (
+    ConfigError,
+    InvalidDataError,
+    NotFoundError,
+    OutOfResourcesError,
+    QueryError,
+)
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import InstanceLocation, RetrieveKeys, find_instances
@@ -220,28 +226,38 @@ class AnonymizeService:
         options = options or Options()
         destination = "zip" if zip_file else "folder" if output else "archive"
         kind = "study-anonymized" if destination == "archive" else "study-exported"
-        self.oversight.check(who, "export", Resource((study_uid,)))
-        if destination == "archive" and options.retain_uids:
-            raise QueryError(
-                "a study keeping its UIDs cannot be a new study in the same archive: export it"
-            )
-        with self.catalog.read() as conn:
-            found = find_instances(conn, RetrieveKeys("STUDY", study_uids=(study_uid,)))
-        if not found:
-            raise NotFoundError(f"no study {study_uid} in the archive")
-        secret = self.secret.value()
-        new_study = study_uid if options.retain_uids else remap_uid(secret, study_uid)
-        writer: _Writer
-        if zip_file is not None:
-            writer = _ZipWriter(zip_file)
-        elif output is not None:
-            writer = _FolderWriter(output)
-        else:
-            writer = _ArchiveWriter(self.ingest, who)
-        result = AnonymizeResult(study_uid, new_study, "", destination)
-        patient_id = found[0].patient_id
+        result = AnonymizeResult(study_uid, "", "", destination)
+        patient_id = ""
+        writer: _Writer | None = None
         try:
-            self._run(found, options, writer, result, who, include_burned_in, progress)
+            self.oversight.check(who, "export", Resource((study_uid,)))
+            if destination == "archive" and options.retain_uids:
+                raise QueryError(
+                    "a study keeping its UIDs cannot be a new study in the same archive: export it"
+                )
+            with self.catalog.read() as conn:
+                found = find_instances(conn, RetrieveKeys("STUDY", study_uids=(study_uid,)))
+            if not found:
+                raise NotFoundError(f"no study {study_uid} in the archive")
+            patient_id = found[0].patient_id
+            secret = self.secret.value()
+            result.new_study_uid = (
+                study_uid if options.retain_uids else remap_uid(secret, study_uid)
+            )
+            try:
+                if zip_file is not None:
+                    writer = _ZipWriter(zip_file)
+                elif output is not None:
+                    writer = _FolderWriter(output)
+                else:
+                    writer = _ArchiveWriter(self.ingest, who)
+                self._run(found, options, writer, result, who, include_burned_in, progress)
+            except OSError as exc:
+                where = zip_file or output or "the archive's spool"
+                raise OutOfResourcesError(f"cannot write {where}: {exc.strerror or exc}") from exc
+            finally:
+                if writer is not None:
+                    writer.close()
         except Exception as exc:
             self.oversight.record(
                 kind,
@@ -249,14 +265,13 @@ class AnonymizeService:
                 outcome="failure",
                 reason=getattr(exc, "message", type(exc).__name__),
                 study_uid=study_uid,
-                new_study_uid=new_study,
+                new_study_uid=result.new_study_uid,
                 patient_id=patient_id,
                 instances=result.written,
                 destination=destination,
             )
             raise
-        finally:
-            writer.close()
+        new_study = result.new_study_uid
         self.oversight.record(
             kind,
             who,
