@@ -125,7 +125,13 @@ def test_cli_anonymizes_into_the_archive_and_exports(server: RunningServer, tmp_
 
     # The same call again gives the same study (the UIDs are keyed, not random).
     again = vesalius("anonymize", "-c", str(config), study, "--modify-dates")
-    assert again.stdout.strip() == new_study
+    assert again.stdout.strip() == new_study and "stored before" not in again.stderr
+    # Other options make the same UIDs: the archive keeps what it has, and says so.
+    other = vesalius("anonymize", "-c", str(config), study, "--retain-dates")
+    assert (
+        other.stdout.strip() == new_study
+        and "4 instance(s) of this study were stored before" in other.stderr
+    )
 
     # Exported to a folder: generated names, no new dciodvfy errors, no identity left.
     out = tmp_path / "out"

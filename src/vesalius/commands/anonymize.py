@@ -138,6 +138,13 @@ def anonymize(
     for flagged in result.flagged:
         what = "included, review it" if flagged.included else "left out"
         click.echo(f"review: {flagged.sop_instance_uid}: {flagged.reason} ({what})", err=True)
+    if result.discarded:
+        click.echo(
+            f"warning: {result.discarded} instance(s) of this study were stored before with "
+            "other content (other options?); the stored copies are kept "
+            "(ingest.duplicate_policy): delete the new study first to remake it",
+            err=True,
+        )
     if result.destination == "archive":
         click.echo(result.new_study_uid)
     else:

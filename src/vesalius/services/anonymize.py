@@ -123,6 +123,9 @@ class AnonymizeResult:
     destination: str
     written: int = 0
     flagged: list[Flagged] = field(default_factory=list)
+    #: Into the archive: instances that were there already with other content (a run with
+    #: other options made the same UIDs); the stored copies were kept.
+    discarded: int = 0
 
     @property
     def excluded(self) -> int:
@@ -142,6 +145,9 @@ class _ArchiveWriter:
     def __init__(self, ingest: IngestService, who: Identity) -> None:
         self.ingest = ingest
         self.who = who
+        #: Instances stored before with other content (an earlier run, other options): the
+        #: archive kept the stored copy (ingest.duplicate_policy).
+        self.discarded = 0
 
     def write(self, name: str, ds: Dataset) -> None:
         staged = self.ingest.staging_path()
@@ -151,7 +157,9 @@ class _ArchiveWriter:
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
-        self.ingest.ingest_staged(staged, self.who)
+        outcome = self.ingest.ingest_staged(staged, self.who).outcome
+        if outcome == "discarded":
+            self.discarded += 1
 
     def close(self) -> None:
         return None
@@ -252,6 +260,8 @@ class AnonymizeService:
                 else:
                     writer = _ArchiveWriter(self.ingest, who)
                 self._run(found, options, writer, result, who, include_burned_in, progress)
+                if isinstance(writer, _ArchiveWriter):
+                    result.discarded = writer.discarded
             except OSError as exc:
                 where = zip_file or output or "the archive's spool"
                 raise OutOfResourcesError(f"cannot write {where}: {exc.strerror or exc}") from exc
@@ -282,6 +292,7 @@ class AnonymizeService:
             instances=result.written,
             flagged=len(result.flagged),
             excluded=result.excluded,
+            discarded=result.discarded,
             destination=destination,
             options=",".join(options.chosen()),
         )
@@ -311,7 +322,9 @@ class AnonymizeService:
             keys.identifying = identifying_values(ds)
             kept = deidentify(ds, options, keys).review  # bitmaps kept by Clean Graphics
             if "PatientName" in ds:
-                ds.PatientName = keys.patient_pseudonym  # a pseudonym, not the empty Z
+                # the pseudonym as family name (not the empty Z; "^": not the retired
+                # one-component form dciodvfy warns about)
+                ds.PatientName = keys.patient_pseudonym + "^"
             new_uid = str(ds.get("SOPInstanceUID", ""))
             if reason:
                 result.flagged.append(Flagged(new_uid, reason, include_burned_in))
