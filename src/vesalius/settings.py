@@ -73,6 +73,14 @@ SETTINGS: tuple[Setting, ...] = (
         "audit.log in data_dir; a path (relative: in data_dir); or - for with the log.",
     ),
     Setting(
+        "anonymize.secret_file",
+        str,
+        "",
+        "Key of de-identification (UIDs, pseudonyms, date offsets; PS3.15 Annex E), made at "
+        "first use with mode 0600. Empty: anonymize.secret in data_dir; a path (relative: in "
+        "data_dir). Keep it safe and keep it: a new one gives the same studies new UIDs.",
+    ),
+    Setting(
         "shutdown_grace",
         float,
         10.0,

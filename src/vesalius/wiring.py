@@ -18,6 +18,7 @@ from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
 from vesalius.dimse.sender import send_handler
 from vesalius.index.catalog import Catalog
+from vesalius.services.anonymize import AnonymizeService, SiteSecret
 from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
 from vesalius.services.deletion import DeleteService
@@ -56,6 +57,12 @@ class Assembly:
 
     def close(self) -> None:
         self.archive.close()
+
+
+def secret_file(settings: Settings) -> Path:
+    """The de-identification secret (``anonymize.secret_file``; relative: in data_dir)."""
+    given = str(settings["anonymize.secret_file"]).strip()
+    return settings.data_dir / (given or "anonymize.secret")
 
 
 def assemble(
@@ -117,10 +124,11 @@ def assemble(
         stale_after=settings["jobs.stale_after"],
     )
 
+    retrieve = RetrieveService(catalog, stores, oversight=oversight)
     archive = Archive(
         ingest=ingest,
         query=query,
-        retrieve=RetrieveService(catalog, stores, oversight=oversight),
+        retrieve=retrieve,
         metadata=MetadataService(catalog, stores, spool, oversight=oversight),
         health=HealthService(
             catalog,
@@ -135,6 +143,9 @@ def assemble(
         deletion=DeleteService(catalog, stores, oversight=oversight, jobs=jobs),
         sending=SendService(jobs, peers),
         oversight=oversight,
+        anonymize=AnonymizeService(
+            catalog, retrieve, ingest, oversight=oversight, secret=SiteSecret(secret_file(settings))
+        ),
         closer=close,
     )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")

@@ -213,3 +213,23 @@ deleted_blobs = Table(
 # --- issue 14, audit: the hash-chained audit trail (migration 0010) ---
 
 # --- issue 14, deid: the pseudonym map (migration 0011) ---
+
+#: Original patient and study <-> their pseudonym and new study (PS3.15 E.1: re-identification by
+#: authorised users only, through the ``admin`` action). One row per de-identified study.
+pseudonyms = Table(
+    "pseudonyms",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    _s("patient_id"),
+    _s("issuer_of_patient_id"),
+    _s("patient_name"),
+    _s("pseudonym"),
+    _s("study_uid"),
+    _s("new_study_uid"),
+    Column("date_offset", Integer, nullable=False, server_default="0"),
+    Column("options", Text, nullable=False, server_default=""),
+    _s("created_by"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index(None, "pseudonym"),
+    Index(None, "new_study_uid"),
+)
