@@ -217,8 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
         "auth.anonymous_roles",
         str,
         "admin",
-        "Roles of HTTP requests without credentials while authentication is off "
-        "(comma-separated).",
+        "Roles of HTTP requests without credentials while authentication is off (comma-separated).",
     ),
     Setting(
         "auth.basic",
