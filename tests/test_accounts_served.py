@@ -184,6 +184,18 @@ def test_basic_is_refused_over_plain_http_and_accepted_over_https(tmp_path: Path
             refused = client.get(f"{url}/dicom-web/studies", auth=wrong)
             assert refused.status_code == 401
             assert 'Basic realm="Vesalius"' in refused.headers["WWW-Authenticate"]
+            # A verified password is remembered only while it is the user's: after a reset
+            # the old one is refused, and a disabled user is refused at once.
+            accounts = running.archive.accounts
+            assert client.get(f"{url}/dicom-web/studies", auth=good).status_code == 200
+            accounts.reset_password("rad", PASSWORD + "!", operator())
+            assert client.get(f"{url}/dicom-web/studies", auth=good).status_code == 401
+            renewed = ("rad", PASSWORD + "!")
+            assert client.get(f"{url}/dicom-web/studies", auth=renewed).status_code == 200
+            accounts.set_disabled("rad", True, operator())
+            assert client.get(f"{url}/dicom-web/studies", auth=renewed).status_code == 401
+            accounts.set_disabled("rad", False, operator())
+            accounts.reset_password("rad", PASSWORD, operator())
             # Over HTTPS the session cookie is __Host-, Secure, HttpOnly.
             page = client.get(f"{url}/login")
             csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
