@@ -59,6 +59,15 @@ def test_serving_beyond_loopback_with_authentication_off_refuses_to_start(
     assert "auth.required = true" in text and "vesalius user add" in text
 
 
+def test_beyond_loopback_without_users_everything_is_refused_and_the_log_says_why(
+    tmp_path: Path,
+) -> None:
+    with serve(tmp_path, {"http.host": "0.0.0.0"}) as served:
+        assert httpx.get(f"{served.url}/dicom-web/studies").status_code == 401
+        wait_until(lambda: "no user exists yet" in served.log_text(), what="the warning")
+        assert "vesalius user add NAME --role admin" in served.log_text()
+
+
 def test_beyond_loopback_the_first_admin_and_a_token_come_from_the_commands(
     tmp_path: Path,
 ) -> None:

@@ -93,6 +93,10 @@ def user_by_name(conn: Connection, name: str) -> UserRow | None:
     return None if found is None else _user(conn, found)
 
 
+def any_user(conn: Connection) -> bool:
+    return conn.execute(select(users.c.pk).limit(1)).first() is not None
+
+
 def all_users(conn: Connection) -> list[UserRow]:
     rows = conn.execute(select(*_USER_COLUMNS).order_by(users.c.name)).all()
     return [_user(conn, row) for row in rows]

@@ -188,6 +188,11 @@ class AccountService:
         self.oversight.record("user-changed", who, user=name, change="added", roles=sorted(roles))
         return self.user(name, who)
 
+    def has_users(self) -> bool:
+        """Whether any user exists (``serve`` warns when authentication is on and none does)."""
+        with self.catalog.read() as conn:
+            return table.any_user(conn)
+
     def user(self, name: str, who: Identity) -> User:
         self.oversight.check(who, "admin")
         with self.catalog.read() as conn:
