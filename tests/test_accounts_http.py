@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from conftest import RunningServer, make_server, running_http
 from synth import make_instance
 from vesalius.commands import operator
+from vesalius.errors import InvalidDataError
 from vesalius.index.schema import api_tokens, login_sessions, users
 from vesalius.services.policy import ROLE_ACTIONS
 
@@ -179,7 +180,7 @@ def test_a_token_carries_its_scopes_among_its_users_roles(sqlite_site: Site) -> 
         headers={**STOW_TYPE, **bearer(full)},
     )
     assert allowed.status_code == 200
-    with pytest.raises(Exception, match="does not have the role"):
+    with pytest.raises(InvalidDataError, match="does not have the role"):
         web.accounts.create_token("both", operator(), frozenset({"auditor"}))
 
 

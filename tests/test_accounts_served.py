@@ -24,6 +24,7 @@ import uvicorn
 from conftest import make_server, running_http, wait_until
 from served import serve
 from vesalius.commands import operator
+from vesalius.errors import ForbiddenError
 from vesalius.identity import Identity
 from vesalius.services.jobs import JobContext, _identity, submitter
 from vesalius.web.serving import bind_http
@@ -280,7 +281,7 @@ def test_a_job_runs_with_its_submitters_roles(tmp_path: Path) -> None:
             "token",
         )
         radiologist = Identity("user", "rad", "10.0.0.8", frozenset({"radiologist"}))
-        with pytest.raises(Exception, match="may not send"):
+        with pytest.raises(ForbiddenError, match="may not send"):
             jobs.submit("probe", {}, radiologist)
     finally:
         running.dimse.stop(grace=2)
