@@ -24,6 +24,8 @@ command it ends (sysexits(3); docs/operations.md "Start-up errors and exit statu
     ├── DuplicateInstanceError         0x0111 / 409  policy "reject" and the instance exists
     ├── OutOfResourcesError            0xA700 / 507  disk full, storage unwritable
     ├── ForbiddenError                 0x0124 / 403  the policy refuses this identity
+    ├── AuthenticationError            0x0124 / 401  no credentials, or wrong ones
+    │   └── ThrottledError             0x0124 / 429  too many failed logins: wait
     ├── NotFoundError                  0xC000 / 404
     │   └── UnknownDestinationError    0xA801 / 404  C-MOVE destination not configured
     ├── QueryError                     0xC000 / 400  identifier cannot be matched
@@ -197,6 +199,25 @@ class ForbiddenError(VesaliusError):
 
     dimse_status = 0x0124
     http_status = 403
+
+
+class AuthenticationError(VesaliusError):
+    """The caller is not authenticated: no credentials, or a wrong password, an unknown,
+    expired or revoked token, a disabled user (HTTP 401, RFC 9110 15.5.2)."""
+
+    dimse_status = 0x0124
+    http_status = 401
+
+
+class ThrottledError(AuthenticationError):
+    """Too many failed logins for this user or from this address: refused without checking
+    the password until ``retry_after`` seconds have passed (HTTP 429, RFC 6585 4)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotFoundError(VesaliusError):

@@ -31,6 +31,7 @@ from vesalius.telemetry import shared as shared_metrics
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import (
     assemble,
+    auth_required,
     dimse_config,
     http_app,
     http_limits,
@@ -189,6 +190,11 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         settings["http.port"],
         settings.data_dir.resolve(),
     )
+    if auth_required(settings) and not archive.accounts.has_users():
+        log.warning(
+            "authentication is on (auth.required) and no user exists yet: create the first "
+            "administrator with `vesalius user add NAME --role admin`"
+        )
     notify("READY=1")  # systemd Type=notify: both ports listen
     try:
         if not shutdown.begun:

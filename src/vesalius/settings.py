@@ -215,6 +215,51 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("query.max_results", int, 0, "Most C-FIND matches returned (0 = no limit)."),
     Setting(
+        "auth.required",
+        str,
+        "auto",
+        "Require a login, token or Basic credentials on HTTP: true, false, or auto (true when "
+        "http.host is not a loopback address; false there is refused at start).",
+    ),
+    Setting(
+        "auth.anonymous_roles",
+        str,
+        "admin",
+        "Roles of HTTP requests without credentials while authentication is off (comma-separated).",
+    ),
+    Setting(
+        "auth.basic",
+        bool,
+        False,
+        "Accept HTTP Basic credentials (for DICOMweb clients that know nothing else); only "
+        "ever over HTTPS.",
+    ),
+    Setting(
+        "auth.session_minutes",
+        float,
+        480.0,
+        "Minutes of inactivity after which a login session ends.",
+    ),
+    Setting(
+        "auth.max_failures",
+        int,
+        5,
+        "Failed logins in a row after which a user is locked (auth.lockout_minutes, doubled "
+        "for each further failure, at most a day).",
+    ),
+    Setting(
+        "auth.max_failures_per_address",
+        int,
+        20,
+        "Failed logins after which a client address is locked the same way.",
+    ),
+    Setting(
+        "auth.lockout_minutes",
+        float,
+        15.0,
+        "Minutes of the first lock after too many failed logins.",
+    ),
+    Setting(
         "http.cors_origins",
         str,
         "",
@@ -318,7 +363,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error", "critical"),
     "log.format": ("logfmt", "json"),
     "ingest.duplicate_policy": _DUPLICATE_POLICIES,
+    "auth.required": ("auto", "true", "false"),
 }
+#: Text settings that also take a boolean (``[auth] required = true``).
+_TRI_STATE = ("auth.required",)
 #: TCP ports: 1 to 65535, or 0 for one the system picks (tests).
 _PORTS = ("dicom.port", "http.port")
 #: Paths: relative ones are resolved against the folder of the settings file that names them
@@ -371,6 +419,10 @@ _POSITIVE = (
     "http.body_timeout",
     "http.send_timeout",
     "http.max_connections",
+    "auth.session_minutes",
+    "auth.max_failures",
+    "auth.max_failures_per_address",
+    "auth.lockout_minutes",
 )
 _MODALITY_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[^\]]+\]):(?P<port>\d{1,5})$")
 
@@ -458,6 +510,10 @@ _SQLITE_PATH_RE = re.compile(r"^(?P<scheme>sqlite(\+\w+)?:///)(?P<path>[^?]*)(?P
 def _coerce(setting: Setting, raw: Any, strict: bool) -> Any:
     """``raw`` as the setting's type; ValueError when it is not one. ``strict``: ``raw`` comes
     from TOML, which has its own types (no text for a number, no 1.5 for an integer)."""
+    if setting.key in _TRI_STATE:
+        text = str(raw).strip().lower()
+        aliases = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false"}
+        return aliases.get(text, "false" if text == "off" else text)
     if setting.type is bool:
         if isinstance(raw, bool):
             return raw

@@ -208,6 +208,93 @@ deleted_blobs = Table(
 
 # --- issue 14, accounts: users, groups, tokens, sessions (migration 0008) ---
 
+#: Users of the HTTP side (issue 14, docs/security.md "Users, roles, sessions and tokens"):
+#: ``password_hash`` is an argon2id PHC string (empty: no password, an external login only);
+#: ``roles`` comma-separated (``services/policy.py`` ROLE_ACTIONS); ``failed_logins`` and
+#: ``locked_until`` throttle password guessing per user.
+users = Table(
+    "users",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("name", String(), nullable=False),
+    Column("password_hash", String(), nullable=False, server_default=""),
+    Column("roles", String(), nullable=False, server_default=""),
+    Column("disabled", Integer, nullable=False, server_default="0"),
+    Column("failed_logins", Integer, nullable=False, server_default="0"),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "name", unique=True),
+)
+
+#: Named groups of users, to which access labels may be granted.
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("name", String(), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index(None, "name", unique=True),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_pk", PK, ForeignKey("user_groups.pk", ondelete="CASCADE"), primary_key=True),
+    Column("user_pk", PK, ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
+    Index(None, "user_pk"),
+)
+
+#: API tokens: ``token_id`` is the public part of a token (``ves_<id>_<secret>``);
+#: ``secret_hash`` the SHA-256 of the secret, which is shown once and never stored;
+#: ``scopes`` the roles the token carries (comma-separated; empty: all of the user's).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("token_id", String(32), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("user_pk", PK, ForeignKey("users.pk", ondelete="CASCADE"), nullable=False),
+    Column("scopes", String(), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Index(None, "token_id", unique=True),
+    Index(None, "user_pk"),
+)
+
+#: Login sessions, shared by every node: ``session_hash`` is the SHA-256 of the cookie's
+#: value (never the value itself); the user's name, roles and groups are kept as at login
+#: (an external login has no ``users`` row); ``expires_at`` slides with use.
+login_sessions = Table(
+    "login_sessions",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("session_hash", String(64), nullable=False),
+    Column("user_name", String(), nullable=False),
+    Column("roles", String(), nullable=False, server_default=""),
+    Column("groups", String(), nullable=False, server_default=""),
+    Column("method", String(16), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("client", String(), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index(None, "session_hash", unique=True),
+    Index(None, "user_name"),
+)
+
+#: Failed logins per client address (the per-user count is on ``users``).
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("address", String(), primary_key=True),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 # --- issue 14, labels: access labels, grants, ingest rules (migration 0009) ---
 
 # --- issue 14, audit: the hash-chained audit trail (migration 0010) ---

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.health import HealthService
@@ -34,6 +35,7 @@ class Archive:
     deletion: DeleteService
     sending: SendService
     oversight: Oversight
+    accounts: AccountService
     #: De-identification (PS3.15 Annex E); None where the wiring built no secret for it.
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
