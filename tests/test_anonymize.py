@@ -1,7 +1,8 @@
 """``vesalius anonymize`` and the anonymize service against a real archive (SQLite and
 PostgreSQL): a synthetic study imported, de-identified into a new study that C-FIND finds,
 exported to a folder and a zip with no new dciodvfy errors, the pseudonym map read back by an
-administrator only, and burned-in instances flagged and left out."""
+administrator only, burned-in instances flagged and left out, and safe private attributes kept
+with ``--retain-safe-private`` only."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pydicom import dcmread
 
 from conftest import RunningServer, dcmtk, make_server
 from synth import make_instance
-from test_deid import dciodvfy_errors
+from test_deid import dciodvfy_errors, private_dataset
 from vesalius.dicom.deid import Options, remap_uid
 from vesalius.errors import ForbiddenError, NotFoundError, OutOfResourcesError, QueryError
 from vesalius.identity import Identity
@@ -176,6 +177,42 @@ def test_cli_anonymizes_into_the_archive_and_exports(server: RunningServer, tmp_
     with zipfile.ZipFile(archive_file) as members:
         assert sorted(members.namelist())[0] == "S001/I00001.dcm"
         assert len(members.namelist()) == 4
+
+
+def test_cli_retains_safe_private_attributes_when_asked(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "in" / "ct.dcm"
+    source.parent.mkdir()
+    ds = make_instance(source, PatientID="MRN-4712", PatientName="Roe^Rick")
+    for elem in private_dataset():
+        if elem.tag.is_private:
+            ds.add(elem)
+    ds.save_as(source, enforce_file_format=True)
+    config = config_for(server, tmp_path)
+    imported = vesalius("import", "-c", str(config), str(source.parent))
+    assert imported.returncode == 0, imported.stderr
+
+    plain, safe = tmp_path / "plain", tmp_path / "safe"
+    run = vesalius("anonymize", "-c", str(config), ds.StudyInstanceUID, "--output", str(plain))
+    assert run.returncode == 0, run.stderr
+    run = vesalius(
+        "anonymize", "-c", str(config), ds.StudyInstanceUID, "--output", str(safe),
+        "--retain-safe-private",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    without = dcmread(next(plain.rglob("*.dcm")))
+    assert not [e for e in without if e.tag.is_private]
+    out = next(safe.rglob("*.dcm"))
+    kept = dcmread(out)
+    assert {int(e.tag) for e in kept if e.tag.is_private} == {
+        0x00190030, 0x00193023, 0x00193024,
+        0x20010045, 0x20014503, 0x2001455F,
+        0x00990012, 0x00991202,
+    }  # fmt: skip
+    assert "113111" in {i.CodeValue for i in kept.DeidentificationMethodCodeSequence}
+    assert "Roe" not in str(kept) and "MRN-4712" not in str(kept)
+    assert dciodvfy_errors(out) - dciodvfy_errors(source) == set()
 
 
 class RolePolicy:

@@ -1,8 +1,9 @@
 """The de-identification engine (``dicom/deid.py``, PS3.15 Annex E): every attribute of Table
 E.1-1 gets its action under the Basic Profile and under each option; UIDs map consistently
 across instances and calls; dates keep their intervals; private attributes, overlays and curves
-go; burned-in annotation is recognised; and real encodings (pydicom's test files) come out with
-no dciodvfy error they did not have."""
+go, except the safe private attributes of Table E.3.10-1 under Retain Safe Private (known by
+their Private Creator, in whatever block); burned-in annotation is recognised; and real
+encodings (pydicom's test files) come out with no dciodvfy error they did not have."""
 
 from __future__ import annotations
 
@@ -30,9 +31,12 @@ from vesalius.dicom.deid import (
     deidentify,
     pseudonym,
     remap_uid,
+    safe_private_tags,
     shift_date,
 )
 from vesalius.dicom.deid_table import TABLE_E1_1
+from vesalius.dicom.safe_private_table import EDITION as SAFE_EDITION
+from vesalius.dicom.safe_private_table import TABLE_E3_10_1
 from vesalius.errors import QueryError
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -236,6 +240,103 @@ def test_private_attributes_overlays_and_curves_go() -> None:
     assert 0x60003000 in kept and outcome.review  # kept, and a person is told to look
 
 
+def private_dataset() -> Dataset:
+    """Safe and unsafe private attributes (Table E.3.10-1), in blocks other than the vendors'
+    usual 0x10, beside a block whose creator is not in the table but whose element numbers are
+    those of safe attributes, and an orphan without a creator."""
+    ds = Dataset()
+    ds.PatientName = f"{SECRET_NAME}^Jane"
+    # group 0019: a foreign block at 0x10 (element 23 is safe only for GEMS_ACQU_01), and
+    # GEMS_ACQU_01 moved to block 0x30: Table Speed (xx23) safe, xx10 not
+    ds.add_new(0x00190010, "LO", "ACME PRIVATE")
+    ds.add_new(0x00191023, "DS", "9.5")
+    ds.add_new(0x00190030, "LO", "GEMS_ACQU_01")
+    ds.add_new(0x00193010, "LO", TEXT)
+    ds.add_new(0x00193023, "DS", "18.75")
+    ds.add_new(0x00193024, "DS", "0.5")
+    ds.add_new(0x00195023, "DS", "1")  # an orphan: no (0019,0050)
+    # group 2001: Philips Imaging DD 001 in block 0x45, a safe FL and an unsafe LO (xx20 is not
+    # in the table); a safe sequence whose item holds a standard UID and private attributes
+    ds.add_new(0x20010045, "LO", "Philips Imaging DD 001")
+    ds.add_new(0x20014503, "FL", 1000.0)
+    ds.add_new(0x20014520, "LO", TEXT)
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3.4.5.6"
+    item.add_new(0x20010011, "LO", "Philips Imaging DD 001")
+    item.add_new(0x20011160, "SL", 3)  # MR Series Nr Of Stacks: safe
+    item.add_new(0x20011120, "LO", TEXT)  # not safe
+    ds.add_new(0x2001455F, "SQ", Sequence([item]))  # Stack Sequence: safe
+    # group 0099: NQHeader in block 0x12: a safe UID (Analyzed Series UID)
+    ds.add_new(0x00990012, "LO", "NQHeader")
+    ds.add_new(0x00991202, "UI", "1.2.826.0.1.3680043.8.498.99")
+    # group 0029: a block with nothing safe in it
+    ds.add_new(0x00290010, "LO", "SIEMENS CSA HEADER")
+    ds.add_new(0x00291010, "OB", b"\x01\x02")
+    return ds
+
+
+def test_table_e3_10_1_is_the_standards() -> None:
+    rows = {(g, low, creator): (vr, meaning) for g, low, creator, vr, _vm, meaning in TABLE_E3_10_1}
+    assert SAFE_EDITION == "2024c" and len(TABLE_E3_10_1) == 479
+    assert rows[(0x7053, 0x00, "Philips PET Private Group")][0] == "DS"
+    assert rows[(0x7053, 0x00, "Philips PET Private Group")][1].startswith("SUV Factor")
+    assert rows[(0x0019, 0x23, "GEMS_ACQU_01")] == ("DS", "Table Speed [mm/rotation]")
+    assert rows[(0x0043, 0x27, "GEMS_PARM_01")][0] == "SH"
+    assert rows[(0x01F1, 0x26, "ELSCINT1")] == ("DS", "Pitch")
+    assert rows[(0x2001, 0x5F, "Philips Imaging DD 001")] == ("SQ", "Stack Sequence")
+    assert (0x0019, 0x10, "GEMS_ACQU_01") not in rows
+
+
+def test_safe_private_attributes_are_known_by_creator_in_any_block() -> None:
+    kept = safe_private_tags(private_dataset())
+    assert kept == {
+        0x00190030, 0x00193023, 0x00193024,
+        0x20010045, 0x20014503, 0x2001455F,
+        0x00990012, 0x00991202,
+    }  # fmt: skip
+
+
+def test_retain_safe_private_keeps_the_safe_ones_with_their_creators() -> None:
+    plain = private_dataset()
+    deidentify(plain, Options(), keys())
+    assert not any(e.tag.is_private for e in plain.iterall())
+
+    ds = private_dataset()
+    deidentify(ds, Options(retain_safe_private=True), keys())
+    private = {int(e.tag) for e in ds if e.tag.is_private}
+    assert private == {
+        0x00190030, 0x00193023, 0x00193024,
+        0x20010045, 0x20014503, 0x2001455F,
+        0x00990012, 0x00991202,
+    }  # fmt: skip
+    assert ds[0x00190030].value == "GEMS_ACQU_01" and ds[0x00193023].value == "18.75"
+    assert ds[0x20014503].value == 1000.0
+    # the kept sequence's item is de-identified: its UID replaced, its own unsafe private gone
+    item = ds[0x2001455F].value[0]
+    assert item.ReferencedSOPInstanceUID == remap_uid(SECRET, "1.2.3.4.5.6")
+    assert {int(e.tag) for e in item if e.tag.is_private} == {0x20010011, 0x20011160}
+    # a kept private UID is replaced like the standard ones, unless Retain UIDs
+    assert ds[0x00991202].value == remap_uid(SECRET, "1.2.826.0.1.3680043.8.498.99")
+    assert SECRET_NAME not in str(ds)
+    codes = {(i.CodeValue, i.CodeMeaning) for i in ds.DeidentificationMethodCodeSequence}
+    assert ("113111", "Retain Safe Private Option") in codes
+    assert "113111" not in {i.CodeValue for i in plain.DeidentificationMethodCodeSequence}
+
+    retained = private_dataset()
+    deidentify(retained, Options(retain_safe_private=True, retain_uids=True), keys())
+    assert retained[0x00991202].value == "1.2.826.0.1.3680043.8.498.99"
+
+
+def test_retain_safe_private_on_a_real_ct() -> None:
+    ct = dcmread(get_testdata_file("CT_small.dcm"))
+    assert ct[0x00190010].value == "GEMS_ACQU_01" and 0x00191002 in ct
+    deidentify(ct, Options(retain_safe_private=True), keys())
+    assert {int(e.tag) for e in ct if e.tag.group == 0x0019} == {
+        0x00190010, 0x00191023, 0x00191024, 0x00191027,
+    }  # fmt: skip
+    assert 0x00090010 not in ct  # GEMS_IDEN_01: nothing of it is safe
+
+
 def test_group_lengths_go_with_what_they_counted() -> None:
     ds = Dataset()
     ds.add_new(0x00080000, "UL", 1234)
@@ -307,3 +408,17 @@ def test_dciodvfy_finds_no_new_error(name: str, options: Options, tmp_path: Path
     before, after = dciodvfy_errors(source), dciodvfy_errors(out)
     assert after - before == set()
     assert dcmread(out).PatientIdentityRemoved == "YES"
+
+
+def test_dciodvfy_finds_no_new_error_with_safe_private_kept(tmp_path: Path) -> None:
+    source = tmp_path / "in.dcm"
+    ds = make_instance(source)
+    for elem in private_dataset():
+        if elem.tag.is_private:
+            ds.add(elem)
+    ds.save_as(source, enforce_file_format=True)
+    deidentify(ds, Options(retain_safe_private=True), keys())
+    assert 0x00193023 in ds and 0x2001455F in ds
+    out = tmp_path / "out.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    assert dciodvfy_errors(out) - dciodvfy_errors(source) == set()

@@ -36,6 +36,8 @@ OPTION_FLAGS = {
     "clean_structured_content": "Keep structured content, cleaned (Clean Structured Content "
     "Option).",
     "clean_graphics": "Keep graphics, cleaned (Clean Graphics Option).",
+    "retain_safe_private": "Keep the private attributes PS3.15 Table E.3.10-1 calls safe, "
+    "with their Private Creators (Retain Safe Private Option).",
 }
 
 

@@ -21,8 +21,12 @@ names another (a ``K`` of any chosen option wins over a ``C``; PS3.15 E.3). The 
 
 Attributes not in the table are kept (nested ones too, within sequences the walk visits),
 except group lengths (retired; they would no longer be right).
-Private attributes are all removed (the Retain Safe Private Option is not offered: Table
-E.3.10-1 is not applied). Overlays (60xx) are removed as whole groups, curves (50xx) too.
+Private attributes are removed, except under the Retain Safe Private Option (PS3.15 E.3.10):
+then those of Table E.3.10-1 (``dicom/safe_private_table.py``) are kept with the Private
+Creator elements of their blocks (and no other), a private attribute being known by its
+group, its Private Creator and the low byte of its element, whatever block it is in (PS3.5
+7.8.1); a kept sequence has its items de-identified, a kept UID is replaced like any other
+(``U``, unless Retain UIDs). Overlays (60xx) are removed as whole groups, curves (50xx) too.
 The result carries Patient Identity Removed, De-identification Method (Code Sequence, CID 7050)
 and Longitudinal Temporal Information Modified (PS3.3 C.7.1.1, C.12.1).
 """
@@ -41,6 +45,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from vesalius.dicom.deid_table import EDITION, TABLE_E1_1
+from vesalius.dicom.safe_private_table import TABLE_E3_10_1
 from vesalius.errors import QueryError
 
 #: CID 7050 (De-identification Method), scheme DCM: the profile and each option.
@@ -58,6 +63,7 @@ OPTION_CODES: dict[str, tuple[str, str]] = {
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
     "clean_structured_content": ("113104", "Clean Structured Content Option"),
     "clean_graphics": ("113103", "Clean Graphics Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
 }
 #: The Table E.1-1 column each option chooses.
 OPTION_COLUMNS: dict[str, str] = {
@@ -70,7 +76,11 @@ OPTION_COLUMNS: dict[str, str] = {
     "clean_descriptors": "descriptors",
     "clean_structured_content": "structured_content",
     "clean_graphics": "graphics",
+    "retain_safe_private": "safe_private",
 }
+#: Table E.3.10-1 as (group, Private Creator, element low byte): what the Retain Safe Private
+#: Option keeps.
+SAFE_PRIVATE = frozenset((group, creator, low) for group, low, creator, *_ in TABLE_E3_10_1)
 
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN"})
 DUMMY_TEXT = "ANONYMIZED"
@@ -111,8 +121,8 @@ _IDENTIFYING = (
 
 @dataclass(frozen=True)
 class Options:
-    """The options of the profile chosen (PS3.15 E.3.1-E.3.11; Retain Safe Private and Clean
-    Pixel Data are not offered: see the module's docstring)."""
+    """The options of the profile chosen (PS3.15 E.3.1-E.3.11; Clean Pixel Data and Clean
+    Recognizable Visual Features are not offered: see the module's docstring)."""
 
     retain_uids: bool = False
     retain_device: bool = False
@@ -123,6 +133,7 @@ class Options:
     clean_descriptors: bool = False
     clean_structured_content: bool = False
     clean_graphics: bool = False
+    retain_safe_private: bool = False
 
     def __post_init__(self) -> None:
         if self.retain_full_dates and self.modify_dates:
@@ -150,6 +161,7 @@ class Options:
             "clean_descriptors": "cleandesc",
             "clean_structured_content": "cleansc",
             "clean_graphics": "cleangr",
+            "retain_safe_private": "safepriv",
         }
         chosen = "+".join(names[n] for n in self.chosen())
         return (f"PS3.15 E.1 Basic {EDITION}" + (f" {chosen}" if chosen else ""))[:64]
@@ -180,12 +192,15 @@ def effective(action: str) -> str:
 @dataclass(frozen=True)
 class Rules:
     """Table E.1-1 resolved for a set of options: an action per tag, and for the repeating
-    groups (curves 50xx, overlays 60xx)."""
+    groups (curves 50xx, overlays 60xx); whether safe private attributes are kept, and the
+    action for a kept private UID."""
 
     by_tag: dict[int, str]
     curve: str
     overlay_data: str
     overlay_comments: str
+    safe_private: bool = False
+    private_uid: str = "U"
 
     @classmethod
     def for_options(cls, options: Options) -> Rules:
@@ -200,7 +215,14 @@ class Rules:
                 repeating[tag] = action
             else:
                 by_tag[int(tag, 16)] = action
-        return cls(by_tag, repeating["50XXXXXX"], repeating["60XX3000"], repeating["60XX4000"])
+        return cls(
+            by_tag,
+            repeating["50XXXXXX"],
+            repeating["60XX3000"],
+            repeating["60XX4000"],
+            safe_private=options.retain_safe_private,
+            private_uid="K" if options.retain_uids else "U",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +328,36 @@ def clean_text(text: str, identifying: Iterable[str]) -> str:
     return lowered
 
 
+def private_creator(ds: Dataset, tag: int) -> str | None:
+    """The Private Creator (PS3.5 7.8.1) reserving the block of private ``tag`` in ``ds``, or
+    None (no creator element: an orphan, which no table can call safe)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if element < 0x1000:
+        return None
+    elem = ds.get((group << 16) | (element >> 8))
+    if elem is None or elem.value is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value).rstrip(" \0")
+
+
+def safe_private_tags(ds: Dataset) -> frozenset[int]:
+    """The private tags of ``ds`` (this level) that Table E.3.10-1 calls safe, with the Private
+    Creator elements of their blocks: matched by group, creator and element low byte, so a
+    block moved to another number is still known (PS3.5 7.8.1)."""
+    kept: set[int] = set()
+    for tag in list(ds.keys()):
+        group, element = tag >> 16, tag & 0xFFFF
+        if not group % 2 or element < 0x1000:
+            continue
+        creator = private_creator(ds, tag)
+        if creator and (group, creator, element & 0xFF) in SAFE_PRIVATE:
+            kept.update((int(tag), (group << 16) | (element >> 8)))
+    return frozenset(kept)
+
+
 def _dummy(elem: DataElement, keys: Keys) -> object:
     if elem.tag in (PATIENT_ID, PATIENT_NAME):
         return keys.patient_pseudonym
@@ -360,11 +412,24 @@ class _Walker:
     def walk(self, ds: Dataset, text: str = "") -> None:
         """Apply the rules to ``ds``; ``text`` is how free text not in the table is treated
         inside a sequence that is cleaned (``C``) or dummied (``D``)."""
+        kept = safe_private_tags(ds) if self.rules.safe_private else frozenset()
         for tag in list(ds.keys()):
             elem = ds.get(tag)
             if elem is None:
                 continue  # removed with its overlay group
-            self.element(ds, BaseTag(tag), elem, text)
+            if tag in kept:
+                self.safe_private(elem, text)
+            else:
+                self.element(ds, BaseTag(tag), elem, text)
+
+    def safe_private(self, elem: DataElement, text: str) -> None:
+        """A private attribute of Table E.3.10-1, or its block's Private Creator: kept; a
+        sequence's items walked, a UID replaced (unless Retain UIDs)."""
+        if elem.VR == "SQ":
+            for item in elem.value:
+                self.walk(item, text)
+        elif elem.VR == "UI" and self.rules.private_uid == "U":
+            elem.value = _remap(elem.value, self.keys)
 
     def element(self, ds: Dataset, tag: BaseTag, elem: DataElement, text: str) -> None:
         group = tag.group
