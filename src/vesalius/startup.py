@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from vesalius.errors import DataDirError, NoArchiveError
+from vesalius.errors import ConfigError, DataDirError, NoArchiveError
 from vesalius.index.database import (
     connect,
     describe_url,
@@ -28,7 +28,7 @@ from vesalius.index.database import (
     schema_revision,
 )
 from vesalius.settings import Settings
-from vesalius.wiring import Assembly, assemble
+from vesalius.wiring import Assembly, assemble, is_loopback
 
 #: Where :func:`check_archive` tells what it finds: ``(level, text)``, a ``logging`` level.
 Notify = Callable[[int, str], None]
@@ -88,6 +88,21 @@ def prepare_data_dir(settings: Settings) -> None:
         ) from exc
 
 
+def check_auth(settings: Settings) -> None:
+    """Refuse to serve HTTP beyond loopback without authentication (issue 14, "Default
+    posture"): :class:`ConfigError` (exit 78) saying what to set."""
+    host = settings["http.host"]
+    if settings["auth.required"] == "false" and not is_loopback(host):
+        where = settings.origin("auth.required")
+        raise ConfigError(
+            f"auth.required is false ({where}) while HTTP listens on {host} (http.host, "
+            f"{settings.origin('http.host')}), beyond this machine: anyone on the network "
+            "could read and change the archive. Set auth.required = true (the default, auto, "
+            "does) and create the first administrator with `vesalius user add NAME --role "
+            "admin`, or listen on 127.0.0.1 only (http.host)"
+        )
+
+
 def check_archive(settings: Settings, *, create: str | None, notify: Notify = say) -> None:
     """Print the archive used, then check it: the data folder writable, the index reachable.
 
@@ -95,6 +110,8 @@ def check_archive(settings: Settings, *, create: str | None, notify: Notify = sa
     ``"serve"`` says that a new archive is being created; ``"warn"`` warns that a new, empty
     archive was created there. A schema that a migration will bring up to date is announced.
     What it finds goes to ``notify``."""
+    if create == "serve":
+        check_auth(settings)
     notify(logging.INFO, f"archive: {describe_archive(settings)}")
     if settings.data_dir.exists():  # a folder there: first whether it can be written
         prepare_data_dir(settings)

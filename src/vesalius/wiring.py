@@ -6,6 +6,7 @@ nothing below it reads raw settings.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
 from vesalius.dimse.sender import send_handler
 from vesalius.index.catalog import Catalog
+from vesalius.services.accounts import AccountConfig, AccountService
 from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
 from vesalius.services.deletion import DeleteService
@@ -31,6 +33,7 @@ from vesalius.services.peers import PeerDirectory
 from vesalius.services.policy import AllowAll, Policy
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
+from vesalius.services.roles import RolePolicy
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.settings import Settings
@@ -38,6 +41,7 @@ from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, St
 from vesalius.telemetry.events import count_event
 from vesalius.viewer.app import ViewerConfig, viewer_routes
 from vesalius.web.host import HostConfig, create_host
+from vesalius.web.identity import AuthConfig
 from vesalius.web.serving import HttpLimits, connection_cap
 
 log = logging.getLogger(__name__)
@@ -83,7 +87,7 @@ def assemble(
     events = EventBus()
     events.subscribe(auditor or Auditor())
     events.subscribe(count_event)  # metrics; a no-op unless telemetry.metrics is enabled
-    oversight = Oversight(policy or AllowAll(), events)
+    oversight = Oversight(policy or default_policy(settings), events)
     min_free = settings["storage.min_free_mb"] << 20
     ingest = IngestService(
         catalog,
@@ -135,10 +139,62 @@ def assemble(
         deletion=DeleteService(catalog, stores, oversight=oversight, jobs=jobs),
         sending=SendService(jobs, peers),
         oversight=oversight,
+        accounts=AccountService(catalog, oversight=oversight, config=account_config(settings)),
         closer=close,
     )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     return Assembly(settings, catalog, spool, stores, archive)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an ``http.host``) is reachable from this machine only."""
+    text = host.strip().strip("[]")
+    if text == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_required(settings: Settings) -> bool:
+    """``auth.required``: ``auto`` is on unless ``http.host`` is a loopback address (the
+    laptop quick start stays as it is; anything reachable from the network asks who)."""
+    configured = settings["auth.required"]
+    if configured == "auto":
+        return not is_loopback(settings["http.host"])
+    return bool(configured == "true")
+
+
+def anonymous_roles(settings: Settings) -> frozenset[str]:
+    return frozenset(r.strip() for r in settings["auth.anonymous_roles"].split(",") if r.strip())
+
+
+def default_policy(settings: Settings) -> Policy:
+    """Who may do what: by user roles (``services/roles.py``) when authentication is on or
+    anonymous requests are not administrators; else everyone may do everything."""
+    if auth_required(settings) or anonymous_roles(settings) != {"admin"}:
+        return RolePolicy()
+    return AllowAll()
+
+
+def account_config(settings: Settings) -> AccountConfig:
+    """The accounts service's configuration (``auth.*``)."""
+    return AccountConfig(
+        session_minutes=settings["auth.session_minutes"],
+        max_failures=settings["auth.max_failures"],
+        max_failures_per_address=settings["auth.max_failures_per_address"],
+        lockout_minutes=settings["auth.lockout_minutes"],
+    )
+
+
+def auth_config(settings: Settings) -> AuthConfig:
+    """The HTTP host's authentication (``auth.*``; ``web/identity.py``)."""
+    return AuthConfig(
+        required=auth_required(settings),
+        basic=bool(settings["auth.basic"]),
+        anonymous_roles=anonymous_roles(settings),
+    )
 
 
 def folder_store(settings: Settings) -> FolderStorage:
@@ -226,6 +282,7 @@ def http_app(archive: Archive, settings: Settings) -> Starlette:
             public_url=settings["http.public_url"],
             access_log=settings["log.access"],
             metrics=bool(settings["metrics.enabled"]),
+            auth=auth_config(settings),
         ),
     )
 

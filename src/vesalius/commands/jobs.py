@@ -29,10 +29,13 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def opened(config: Path | None, data_dir: str | None = None) -> Iterator[Archive]:
+def opened(
+    config: Path | None, data_dir: str | None = None, create: str | None = None
+) -> Iterator[Archive]:
     """The archive of the settings, closed afterwards; errors of the work become click errors
     (exit status 1), start-up errors end the command with their own (``fatal.py``). A folder
-    without an archive is refused (``startup.py``) before anything is written there. Its audit
+    without an archive is refused (``startup.py``) before anything is written there, unless
+    ``create`` (``startup.check_archive``). Its audit
     records (a deletion, a send) go to stderr, one JSON line each, and to the server's audit
     trail (``audit.file``, docs/operations.md "Logs")."""
     import logging
@@ -42,7 +45,7 @@ def opened(config: Path | None, data_dir: str | None = None) -> Iterator[Archive
     from vesalius.startup import open_local
 
     settings = settings_from(config, data_dir=data_dir)
-    archive = open_local(settings, create=None).archive
+    archive = open_local(settings, create=create).archive
     audit = logging.getLogger(AUDIT_LOGGER)
     if not audit.handlers:
         try:

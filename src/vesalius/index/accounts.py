@@ -133,8 +133,9 @@ def set_groups(conn: Connection, user_pk: int, groups: Iterable[str], now: datet
 def address_failures(conn: Connection, address: str) -> tuple[int, datetime | None, datetime]:
     """(failures, locked until, last update) of ``address``; (0, None, ...) if none."""
     found = conn.execute(
-        select(login_failures.c.failures, login_failures.c.locked_until, login_failures.c.updated_at)
-        .where(login_failures.c.address == address)
+        select(
+            login_failures.c.failures, login_failures.c.locked_until, login_failures.c.updated_at
+        ).where(login_failures.c.address == address)
     ).first()
     if found is None:
         return 0, None, _at(None)

@@ -240,9 +240,7 @@ user_groups = Table(
 group_members = Table(
     "group_members",
     metadata,
-    Column(
-        "group_pk", PK, ForeignKey("user_groups.pk", ondelete="CASCADE"), primary_key=True
-    ),
+    Column("group_pk", PK, ForeignKey("user_groups.pk", ondelete="CASCADE"), primary_key=True),
     Column("user_pk", PK, ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
     Index(None, "user_pk"),
 )

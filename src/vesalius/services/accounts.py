@@ -176,9 +176,7 @@ class AccountService:
                 table.set_groups(conn, pk, groups, now)
         except IntegrityError as exc:
             raise InvalidDataError(f"user {name!r} exists already") from exc
-        self.oversight.record(
-            "user-changed", who, user=name, change="added", roles=sorted(roles)
-        )
+        self.oversight.record("user-changed", who, user=name, change="added", roles=sorted(roles))
         return self.user(name, who)
 
     def user(self, name: str, who: Identity) -> User:
@@ -251,7 +249,7 @@ class AccountService:
 
     def _check(self, name: str, password: str, host: str, now: datetime) -> UserRow:
         with self.catalog.read() as conn:
-            failures, address_lock, _seen = table.address_failures(conn, host)
+            _failures, address_lock, _seen = table.address_failures(conn, host)
             row = table.user_by_name(conn, name) if NAME_RE.match(name) else None
         for locked in (address_lock, row.locked_until if row else None):
             if locked is not None and locked > now:
@@ -286,7 +284,8 @@ class AccountService:
     def _lock(self, failures: int, limit: int, now: datetime) -> datetime | None:
         if failures < limit:
             return None
-        lock = timedelta(minutes=self.config.lockout_minutes) * 2 ** min(failures - limit, 16)
+        factor: int = 2 ** min(failures - limit, 16)
+        lock = timedelta(minutes=self.config.lockout_minutes) * factor
         return now + min(lock, MAX_LOCK)
 
     def _failed(self, row: UserRow | None, host: str, now: datetime) -> None:

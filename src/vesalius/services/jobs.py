@@ -30,11 +30,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from vesalius import logcontext
 from vesalius.errors import NotFoundError, VesaliusError
-from vesalius.identity import Identity
+from vesalius.identity import Identity, Method
 from vesalius.index import jobs as table
 from vesalius.index.catalog import Catalog
 from vesalius.index.jobs import FINISHED, JobRow, JobState
@@ -135,13 +135,38 @@ class JobContext:
 Handler = Callable[[JobContext], str]
 
 
+def submitter(who: Identity) -> str:
+    """How a job records who submitted it: ``kind:name@host``, then what the policy reads
+    when the job runs (``[roles=a,b;groups=g;method=token]``), so a job runs with the rights
+    of its submitter, neither refused nor escalated (:func:`_identity` reads it back)."""
+    extras = []
+    if who.roles:
+        extras.append("roles=" + ",".join(sorted(who.roles)))
+    if who.groups:
+        extras.append("groups=" + ",".join(sorted(who.groups)))
+    if who.method != "none":
+        extras.append(f"method={who.method}")
+    return f"{who} [{';'.join(extras)}]" if extras else str(who)
+
+
 def _identity(text: str) -> Identity:
-    """The identity a job was submitted by, from its ``kind:name@host`` form."""
+    """The identity a job was submitted by, from :func:`submitter`'s form."""
+    bracket = ""
+    if text.endswith("]") and " [" in text:
+        text, _, bracket = text.rpartition(" [")
+    fields = dict(
+        part.split("=", 1) for part in bracket.removesuffix("]").split(";") if "=" in part
+    )
     kind, _, rest = text.partition(":")
     name, _, host = rest.rpartition("@") if "@" in rest else (rest, "", "")
     if kind not in ("ae", "user", "system"):
         return Identity.system()
-    return Identity(kind, name, host)  # type: ignore[arg-type]
+    roles = frozenset(r for r in fields.get("roles", "").split(",") if r)
+    groups = frozenset(g for g in fields.get("groups", "").split(",") if g)
+    method = fields.get("method", "none")
+    if method not in get_args(Method):
+        method = "none"
+    return Identity(kind, name, host, roles, groups, method)  # type: ignore[arg-type]
 
 
 def _owner() -> str:
@@ -195,7 +220,7 @@ class JobService:
             self.oversight.check(who, known.action, resource)
         with self.catalog.write() as conn:
             pk = table.enqueue(
-                conn, kind, payload, max_attempts=self.max_attempts, submitted_by=str(who)
+                conn, kind, payload, max_attempts=self.max_attempts, submitted_by=submitter(who)
             )
             job = table.get(conn, pk)
         assert job is not None

@@ -14,7 +14,7 @@ each other.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +28,8 @@ from starlette.routing import BaseRoute, Route
 from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
 from vesalius.web.access import AccessLogMiddleware
-from vesalius.web.identity import IdentityMiddleware
+from vesalius.web.identity import AuthConfig, IdentityMiddleware
+from vesalius.web.login import login_routes
 from vesalius.web.observe import TelemetryMiddleware, observe_routes
 from vesalius.web.requests import error_response, json_response
 
@@ -51,7 +52,7 @@ NO_GZIP = (
     "text/event-stream",
 )
 #: Path prefixes answered with JSON errors (the others are the viewer's pages).
-API_PREFIXES = ("/dicom-web", "/wado", "/api", "/health", "/readyz", "/metrics")
+API_PREFIXES = ("/dicom-web", "/wado", "/api", "/health", "/readyz", "/metrics", "/session")
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,17 @@ class HostConfig:
     access_log: bool = True
     #: Serve ``/metrics`` (``metrics.enabled``).
     metrics: bool = True
+    #: Authentication (``auth.*``; ``web/identity.py``).
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
-def _middleware(config: HostConfig) -> list[Middleware]:
+def _middleware(config: HostConfig, archive: Archive) -> list[Middleware]:
+    auth = AuthConfig(
+        config.auth.required, config.auth.basic, config.auth.anonymous_roles, API_PREFIXES
+    )
     middleware = [
         Middleware(TelemetryMiddleware),
-        Middleware(IdentityMiddleware),
+        Middleware(IdentityMiddleware, accounts=archive.accounts, config=auth),
         Middleware(GZipMiddleware, minimum_size=1024, exclude_content_types=NO_GZIP),
     ]
     if config.cors_origins:
@@ -118,12 +124,13 @@ def create_host(
     routes: list[BaseRoute] = [
         Route("/health", health),
         *observe_routes(archive, expose_metrics=config.metrics),
+        *login_routes(archive.accounts),
     ]
     for app in apps:
         routes.extend(app)
     host = Starlette(
         routes=routes,
-        middleware=_middleware(config),
+        middleware=_middleware(config, archive),
         exception_handlers={
             VesaliusError: _vesalius_error,
             HTTPException: _http_error,

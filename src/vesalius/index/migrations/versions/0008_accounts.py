@@ -62,7 +62,10 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["user_pk"], ["users.pk"], name=op.f("fk_group_members_user_pk_users"), ondelete="CASCADE"
+            ["user_pk"],
+            ["users.pk"],
+            name=op.f("fk_group_members_user_pk_users"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("group_pk", "user_pk", name=op.f("pk_group_members")),
     )
