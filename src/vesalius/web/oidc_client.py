@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio.to_thread
 import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, import_key
 
-from vesalius.errors import AuthenticationError, ForbiddenError, PeerError
+from vesalius.errors import AuthenticationError, PeerError
 from vesalius.identity import Identity
+from vesalius.services.oversight import Oversight
 
 log = logging.getLogger(__name__)
 
@@ -368,8 +370,8 @@ class OidcClient:
         return claims
 
     def user(self, claims: Mapping[str, Any]) -> OidcUser:
-        """Who ``claims`` name and the roles their groups map to; a user whose groups map to
-        no role is refused (:class:`ForbiddenError`)."""
+        """Who ``claims`` name and the roles their groups map to (none: the sign-in is
+        refused, a bearer token may do nothing)."""
         subject = str(claims["sub"])
         named = claims.get(self.config.username_claim)
         name = named if isinstance(named, str) and _NAME_RE.match(named) else subject
@@ -377,10 +379,30 @@ class OidcClient:
         roles = frozenset(
             role for group in groups for role in self.config.role_map.get(group, frozenset())
         )
-        if not roles:
-            listed = ", ".join(sorted(groups)) or "none"
-            raise ForbiddenError(
-                f"{name} has no Vesalius role: none of their groups ({listed}) is mapped to "
-                "one in auth.oidc_role_map"
-            )
         return OidcUser(name[:128], subject, groups, roles)
+
+
+def is_provider_token(token: str) -> bool:
+    """Whether a bearer token is a JWT (a provider's), not a ``ves_`` API token."""
+    return not token.startswith("ves_") and token.count(".") == 2
+
+
+def record_failure(oversight: Oversight, who: Identity, reason: str) -> None:
+    """A failed OpenID Connect sign-in or bearer token, for the audit trail."""
+    oversight.record("user-login", who, "failure", method="oidc", reason=reason)
+
+
+async def bearer_identity(
+    client: OidcClient, oversight: Oversight, token: str, host: str
+) -> Identity:
+    """The identity a provider's JWT access token gives; :class:`AuthenticationError`
+    (recorded as a failed ``user-login``) when it does not validate."""
+    try:
+        claims = await client.access_token_claims(token)
+    except AuthenticationError as exc:
+        who = Identity("user", "unknown", host, method="oidc")
+        await anyio.to_thread.run_sync(record_failure, oversight, who, str(exc))
+        raise
+    except PeerError as exc:
+        raise AuthenticationError(f"cannot check the token: {exc}") from None
+    return client.user(claims).identity(host)
