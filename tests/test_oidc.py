@@ -29,12 +29,16 @@ from pydicom.uid import generate_uid
 from conftest import RunningServer, make_server, wait_until
 from oidc_provider import API, OTHER_API, Provider, running_provider
 from synth import make_instance
+from test_viewer_browser import CHROMIUM, REQUIRE, _viewer_overrides
+from vesalius.errors import ConfigError
 from vesalius.identity import Identity
 from vesalius.services.audit import Auditor, MemorySink
 from vesalius.services.policy import ROLES
 from vesalius.settings import ROLES as SETTINGS_ROLES
+from vesalius.settings import load_settings
+from vesalius.viewer.app import is_installed
 from vesalius.web.serving import bind_http, http_server
-from vesalius.wiring import http_app, http_limits
+from vesalius.wiring import http_app, http_limits, oidc_config, viewer_dir
 
 ROLE_MAP = "radiology=radiologist,pacs-admins=admin"
 STUDIES = "/dicom-web/studies"
@@ -84,7 +88,7 @@ def server(provider: Provider, tmp_path: Path) -> Iterator[OidcServer]:
             "auth.oidc_scopes": "openid profile groups",
             "auth.oidc_role_map": ROLE_MAP,
             "auth.oidc_audience": API,
-            "viewer.enabled": False,
+            **_viewer_overrides(),
         },
     )
     study = generate_uid()
@@ -424,3 +428,85 @@ def test_api_tokens_of_vesalius_still_work(server: OidcServer) -> None:
 
 def test_settings_roles_are_the_policy_roles() -> None:
     assert SETTINGS_ROLES == ROLES
+
+
+# -- a real browser -----------------------------------------------------------------------
+
+
+def test_chromium_signs_in_and_the_viewer_works(server: OidcServer) -> None:
+    """Chromium (Playwright) signs in through the provider's form, lands on the QIDO it asked
+    for, then opens OHIF, whose same-origin DICOMweb requests carry the session."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found") if REQUIRE else pytest.skip(f"{CHROMIUM} not found")
+    from playwright.sync_api import Response, sync_playwright
+
+    viewer = is_installed(viewer_dir(load_settings(environ={}, overrides=_viewer_overrides())))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_page()
+            target = quote(f"{STUDIES}?PatientID=OIDC-1", safe="")
+            page.goto(f"{server.url}/auth/oidc/login?next={target}")
+            page.fill("input[name=username]", "alice")
+            page.fill("input[name=password]", "alice-password")
+            with page.expect_navigation(url=re.compile(re.escape(server.url + STUDIES))):
+                page.click("button[type=submit]")
+            found = json.loads(page.inner_text("body"))
+            assert [s["0020000D"]["Value"][0] for s in found] == [server.study_uid]
+            if not viewer:
+                if REQUIRE:
+                    pytest.fail("OHIF is not installed: run .venv/bin/vesalius viewer install")
+                return
+
+            def is_qido(response: Response) -> bool:
+                return urlsplit(response.url).path == STUDIES
+
+            with page.expect_response(is_qido, timeout=60000) as study_list:
+                page.goto(server.url + "/")
+            assert study_list.value.status == 200
+            assert "/login" not in page.url
+            page.get_by_text("Synthetic", exact=False).first.wait_for(timeout=60_000)  # listed
+        finally:
+            browser.close()
+
+
+# -- settings -----------------------------------------------------------------------------
+
+GOOD = {
+    "auth.oidc_issuer": "https://login.example.org/realms/pacs",
+    "auth.oidc_client_id": "vesalius",
+    "auth.oidc_client_secret": "s3cret",
+    "auth.oidc_role_map": ROLE_MAP,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"auth.oidc_issuer": "http://login.example.org"}, "must use https"),
+        ({"auth.oidc_issuer": "login.example.org"}, "issuer URL"),
+        ({"auth.oidc_client_id": ""}, "needs a client"),
+        ({"auth.oidc_client_secret": ""}, "client secret"),
+        ({"auth.oidc_client_secret_file": "/run/secret"}, "one of them"),
+        ({"auth.oidc_scopes": "profile groups"}, "must include openid"),
+        ({"auth.oidc_role_map": "radiology"}, "not GROUP=ROLE"),
+        ({"auth.oidc_role_map": "radiology=radiologst"}, "did you mean radiologist"),
+        ({"auth.oidc_role_map": ""}, "map at least one group"),
+    ],
+)
+def test_oidc_settings_are_checked_at_start(change: dict[str, str], problem: str) -> None:
+    load_settings(environ={}, overrides=GOOD)  # the good ones load
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(environ={}, overrides={**GOOD, **change})
+
+
+def test_oidc_is_off_without_an_issuer() -> None:
+    assert oidc_config(load_settings(environ={})) is None
+    config = oidc_config(load_settings(environ={}, overrides=GOOD))
+    assert config is not None
+    assert config.role_map == {
+        "radiology": frozenset({"radiologist"}),
+        "pacs-admins": frozenset({"admin"}),
+    }
