@@ -182,8 +182,8 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def stow(server: OidcServer, client: httpx.Client, tmp_path: Path, **headers: str) -> str:
-    """STOW-RS one new instance: ``stored``, ``refused`` (every instance failed with 0x0124,
-    Refused: Not Authorized, PS3.18 10.5.3) or the HTTP status."""
+    """STOW-RS one new instance: ``stored``, ``refused`` (403, or every instance failed with
+    0x0124, Refused: Not Authorized, PS3.18 10.5.3) or the HTTP status."""
     path = tmp_path / "up.dcm"
     make_instance(path, PatientID="OIDC-2")
     boundary = "vesalius-boundary"
@@ -203,6 +203,8 @@ def stow(server: OidcServer, client: httpx.Client, tmp_path: Path, **headers: st
     )
     if answer.status_code == 200:
         return "stored"
+    if answer.status_code == 403:  # refused before the body is read
+        return "refused"
     if answer.status_code == 409:
         failed = answer.json()["00081198"]["Value"]
         if [f["00081197"]["Value"][0] for f in failed] == [0x0124]:

@@ -397,6 +397,7 @@ async def store(
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise TooLargeError(f"request body is over the {limit >> 20} MiB limit")
+        archive.ingest.may_store(who(request))  # 403 before reading a byte of the body
         await anyio.to_thread.run_sync(archive.ingest.check_space)
         ratio = limits.max_inflation_ratio
         await _receive(decoded_body(raw, encoding, limit, ratio), boundary, staging)

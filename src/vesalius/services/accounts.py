@@ -5,6 +5,8 @@ roles, sessions and tokens"). No protocol here: the HTTP host (``web/identity.py
 - **Passwords** are hashed with argon2id (RFC 9106) by argon2-cffi, with its default
   parameters; a hash made with older parameters is re-hashed at the next good login. An unknown
   name costs a verification against a dummy hash too, so timing does not tell names apart.
+  HTTP Basic's repeated checks of one password are remembered (an HMAC under a per-process key)
+  while the stored hash stays the same.
 - **Throttling** (the brute-force defence): after ``max_failures`` failed logins in a row a user
   is locked for ``lockout_minutes``, doubled for each further failure (at most a day); a client
   address after ``max_failures_per_address`` the same way (so guessing many names from one
@@ -55,6 +57,8 @@ MIN_PASSWORD = 8
 MAX_LOCK = timedelta(days=1)
 #: A session's last use is written at most this often (each write is an index write).
 TOUCH_EVERY = timedelta(seconds=60)
+#: Most HTTP Basic verifications remembered (:meth:`AccountService.verify`).
+MAX_REMEMBERED = 1024
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,11 @@ class AccountService:
         self.config = config or AccountConfig()
         self.hasher = PasswordHasher()
         self._dummy = self.hasher.hash(secrets.token_hex(16))
+        #: HTTP Basic sends the password with every request; an argon2 check each time would
+        #: cost tens of milliseconds. A password once verified is remembered as an HMAC under
+        #: a key of this process alone, valid while the user's stored hash is the same one.
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[str, tuple[str, str]] = {}
 
     # -- users (administrators) -------------------------------------------------------------
 
@@ -231,7 +240,7 @@ class AccountService:
         ``user-login`` either way."""
         now = _now()
         try:
-            row = self._check(name, password, host, now)
+            row = self._check(name, password, host, now, remember=method == "basic")
         except AuthenticationError as exc:
             reason = "throttled" if isinstance(exc, ThrottledError) else str(exc)
             self.oversight.record(
@@ -247,7 +256,9 @@ class AccountService:
             self.oversight.record("user-login", who, method=method)
         return who
 
-    def _check(self, name: str, password: str, host: str, now: datetime) -> UserRow:
+    def _check(
+        self, name: str, password: str, host: str, now: datetime, *, remember: bool = False
+    ) -> UserRow:
         with self.catalog.read() as conn:
             _failures, address_lock, _seen = table.address_failures(conn, host)
             row = table.user_by_name(conn, name) if NAME_RE.match(name) else None
@@ -257,6 +268,11 @@ class AccountService:
                 raise ThrottledError(
                     f"too many failed logins: try again in {wait} seconds", retry_after=wait
                 )
+        mac = hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").hexdigest()
+        if row is not None and not row.disabled and not row.failed_logins:
+            known = self._verified.get(name)
+            if known and known[1] == row.password_hash and hmac.compare_digest(known[0], mac):
+                return row  # checked before against this very hash (HTTP Basic: every request)
         good = self._password_matches(row.password_hash if row else "", password)
         if row is not None and good and not row.disabled:
             if row.failed_logins or row.locked_until:
@@ -265,6 +281,10 @@ class AccountService:
             if good == "rehash":
                 with self.catalog.write() as conn:
                     table.update_user(conn, row.pk, now, password_hash=self.hasher.hash(password))
+            elif remember:
+                if len(self._verified) >= MAX_REMEMBERED:
+                    self._verified.clear()
+                self._verified[name] = (mac, row.password_hash)
             return row
         self._failed(row, host, now)
         if row is not None and good:

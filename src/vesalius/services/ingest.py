@@ -107,6 +107,11 @@ class IngestService:
         go to, whichever has less (one filesystem for the folder store)."""
         return min(self.spool.free_bytes(), self.stores.current.free_bytes())
 
+    def may_store(self, who: Identity) -> None:
+        """Raise :class:`~vesalius.errors.ForbiddenError` unless ``who`` may store at all (a
+        STOW-RS request is refused with 403 before its body is read)."""
+        self.oversight.check(who, "store")
+
     def check_space(self) -> None:
         """Raise :class:`OutOfResourcesError` (0xA700) when storage is nearly full."""
         if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
