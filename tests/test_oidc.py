@@ -26,7 +26,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from pydicom.uid import generate_uid
 
-from conftest import RunningServer, make_server, wait_until
+from conftest import RunningServer, free_port, make_server, running_http, wait_until
 from oidc_provider import API, OTHER_API, Provider, running_provider
 from synth import make_instance
 from test_viewer_browser import CHROMIUM, REQUIRE, _viewer_overrides
@@ -512,3 +512,24 @@ def test_oidc_is_off_without_an_issuer() -> None:
         "radiology": frozenset({"radiologist"}),
         "pacs-admins": frozenset({"admin"}),
     }
+
+
+def test_provider_unreachable_is_a_clear_answer(tmp_path: Path) -> None:
+    """A provider that does not answer: the sign-in says so (502), a JWT bearer token is a
+    401 (it cannot be checked), never a 500."""
+    issuer = f"http://127.0.0.1:{free_port()}"
+    running = make_server(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'index.sqlite'}",
+        **{**GOOD, "auth.required": "true", "auth.oidc_issuer": issuer, "auth.oidc_audience": API},
+    )
+    try:
+        with running_http(running.archive, running.settings) as url:
+            answer = httpx.get(url + "/auth/oidc/login")
+            assert answer.status_code == 502 and "unreachable" in answer.text
+            token = _forge({"sub": "x", "aud": API, "iss": issuer}, RSAKey.generate_key(2048))
+            refused = httpx.get(url + STUDIES, headers=bearer(token))
+            assert refused.status_code == 401 and "cannot check" in refused.json()["error"]
+    finally:
+        running.dimse.stop(grace=2)
+        running.archive.close()
