@@ -155,11 +155,6 @@ def oidc_routes(
                 "Sign-in failed",
                 "no sign-in in progress in this browser (or it took too long): start again",
             )
-        if "error" in params:
-            error = params["error"][:100]
-            detail = params.get("error_description", "")[:200]
-            reason = f"the provider refused: {error}" + (f" ({detail})" if detail else "")
-            return await refuse(request, 401, "Sign-in refused", reason)
         if not secrets.compare_digest(params.get("state", "").encode(), pending["state"].encode()):
             return await refuse(
                 request,
@@ -167,6 +162,11 @@ def oidc_routes(
                 "Sign-in failed",
                 "state mismatch: this answer is not for this sign-in",
             )
+        if "error" in params:
+            error = params["error"][:100]
+            detail = params.get("error_description", "")[:200]
+            reason = f"the provider refused: {error}" + (f" ({detail})" if detail else "")
+            return await refuse(request, 401, "Sign-in refused", reason)
         if "iss" in params and params["iss"] != client.config.issuer:  # RFC 9207 2.4
             return await refuse(request, 400, "Sign-in failed", "the answer names another issuer")
         try:
