@@ -145,18 +145,25 @@ def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 @contextmanager
-def running_provider(workdir: Path) -> Iterator[Provider]:
-    """Start the provider, wait for its discovery document, stop it afterwards."""
+def running_provider(
+    workdir: Path, *, port: int = 0, keys: list[RSAKey] | None = None
+) -> Iterator[Provider]:
+    """Start the provider (on ``port``, 0: any; signing with the first of ``keys``, default a
+    new one, ``test-key-1``), wait for its discovery document, stop it afterwards."""
     folder = install()
-    key = RSAKey.generate_key(2048, parameters={"kid": "test-key-1", "use": "sig"}, private=True)
+    keys = keys or [
+        RSAKey.generate_key(2048, parameters={"kid": "test-key-1", "use": "sig"}, private=True)
+    ]
+    workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "oidc-provider.json"
     config.write_text(
         json.dumps(
             {
-                "jwks": {"keys": [{**key.as_dict(private=True), "alg": "RS256"}]},
+                "jwks": {"keys": [{**k.as_dict(private=True), "alg": "RS256"} for k in keys]},
                 "accounts": ACCOUNTS,
                 "resources": RESOURCES,
                 "cookie_key": os.urandom(16).hex(),
+                "port": port,
             }
         )
     )
@@ -178,7 +185,7 @@ def running_provider(workdir: Path) -> Iterator[Provider]:
             raise AssertionError(
                 f"the OpenID provider did not start: {(workdir / 'oidc-provider.log').read_text()}"
             )
-        provider = Provider(match[1], key, process)
+        provider = Provider(match[1], keys[0], process)
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -9,6 +9,7 @@ Each test server registers its own client at the provider (RFC 7591) for its red
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -16,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
@@ -30,13 +31,14 @@ from conftest import RunningServer, free_port, make_server, running_http, wait_u
 from oidc_provider import API, OTHER_API, Provider, running_provider
 from synth import make_instance
 from test_viewer_browser import CHROMIUM, REQUIRE, _viewer_overrides
-from vesalius.errors import ConfigError
+from vesalius.errors import AuthenticationError, ConfigError
 from vesalius.identity import Identity
 from vesalius.services.audit import Auditor, MemorySink
 from vesalius.services.policy import ROLES
 from vesalius.settings import ROLES as SETTINGS_ROLES
 from vesalius.settings import load_settings
 from vesalius.viewer.app import is_installed
+from vesalius.web.oidc_client import OidcClient, OidcConfig
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import http_app, http_limits, oidc_config, viewer_dir
 
@@ -533,3 +535,28 @@ def test_provider_unreachable_is_a_clear_answer(tmp_path: Path) -> None:
     finally:
         running.dimse.stop(grace=2)
         running.archive.close()
+
+
+def test_keys_are_fetched_again_when_the_provider_rotates_them(tmp_path: Path) -> None:
+    """A token signed with a key the cached set lacks makes the client fetch the provider's
+    set again (a key rotation), unless it fetched one within ``refresh_after``."""
+    old, new = (
+        RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig"}, private=True)
+        for kid in ("old-key", "new-key")
+    )
+    port = free_port()
+    claims = {"sub": "alice", "aud": API, "groups": ["radiology"], "iat": int(time.time())}
+    claims["exp"] = claims["iat"] + 600
+    with running_provider(tmp_path / "before", port=port, keys=[old]) as before:
+        claims["iss"] = before.issuer
+        config = OidcConfig(before.issuer, "vesalius", "secret", audience=API, refresh_after=0)
+        eager, patient = OidcClient(config), OidcClient(replace(config, refresh_after=3600))
+        for client in (eager, patient):
+            asyncio.run(client.access_token_claims(_forge(claims, old, "old-key")))
+    with running_provider(tmp_path / "after", port=port, keys=[new, old]) as after:
+        assert after.issuer == claims["iss"]
+        rotated = _forge(claims, new, "new-key")
+        assert asyncio.run(eager.access_token_claims(rotated))["sub"] == "alice"
+        with pytest.raises(AuthenticationError, match="does not list"):
+            asyncio.run(patient.access_token_claims(rotated))
+        asyncio.run(patient.access_token_claims(_forge(claims, old, "old-key")))

@@ -2,7 +2,8 @@
 // ephemeral loopback port. Usage: node provider.mjs CONFIG.json
 //
 // CONFIG: {"jwks": {"keys": [private JWKs]}, "accounts": {"NAME": {"password": "...",
-//          "groups": [...]}}, "resources": {"urn:...": seconds_ttl}, "cookie_key": "..."}
+//          "groups": [...]}}, "resources": {"urn:...": seconds_ttl}, "cookie_key": "...",
+//          "port": 0 (or a given one: a restart with new keys at the same issuer)}
 // Prints one JSON line {"issuer": "http://127.0.0.1:PORT"} once it listens.
 //
 // Clients register themselves (RFC 7591, open registration), so each test server can name its
@@ -75,7 +76,7 @@ async function interaction(provider, req, res) {
 }
 
 const server = http.createServer();
-server.listen(0, '127.0.0.1', () => {
+server.listen(config.port || 0, '127.0.0.1', () => {
   const issuer = `http://127.0.0.1:${server.address().port}`;
   const provider = new Provider(issuer, {
     jwks: config.jwks,

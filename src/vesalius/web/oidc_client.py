@@ -81,6 +81,8 @@ class OidcConfig:
     audience: str = ""
     #: Seconds to wait for the provider.
     timeout: float = 10.0
+    #: Seconds between two fetches of the key set that unknown key ids trigger.
+    refresh_after: float = REFRESH_AFTER
 
 
 def parse_role_map(text: str, roles: Iterable[str]) -> dict[str, frozenset[str]]:
@@ -206,9 +208,9 @@ class OidcClient:
 
     async def _key(self, kid: str | None) -> Key:
         """The provider's key named ``kid`` (or its only key), fetching the JWK Set again when
-        the id is new (a key rotation), at most once per :data:`REFRESH_AFTER` seconds."""
+        the id is new (a key rotation), at most once per ``refresh_after`` seconds."""
         found = self._pick(kid)
-        if found is None and time.monotonic() - self._keys_at >= REFRESH_AFTER:
+        if found is None and time.monotonic() - self._keys_at >= self.config.refresh_after:
             metadata = await self.metadata()
             document = await self._get_json(metadata["jwks_uri"], "key set")
             keys: dict[str, Key] = {}
