@@ -29,6 +29,7 @@ from pydicom.uid import generate_uid
 
 from conftest import RunningServer, free_port, make_server, running_http, wait_until
 from oidc_provider import API, OTHER_API, Provider, running_provider
+from served import serve
 from synth import make_instance
 from test_viewer_browser import CHROMIUM, REQUIRE, _viewer_overrides
 from vesalius.errors import AuthenticationError, ConfigError
@@ -560,3 +561,50 @@ def test_keys_are_fetched_again_when_the_provider_rotates_them(tmp_path: Path) -
         with pytest.raises(AuthenticationError, match="does not list"):
             asyncio.run(patient.access_token_claims(rotated))
         asyncio.run(patient.access_token_claims(_forge(claims, old, "old-key")))
+
+
+# -- a real `vesalius serve` --------------------------------------------------------------
+
+
+def test_vesalius_serve_signs_in_across_its_workers(provider: Provider, tmp_path: Path) -> None:
+    """``vesalius serve`` with two workers and the settings in TOML (the secret in a file
+    beside it): each sign-in starts on one connection and ends on another, so the two steps
+    may meet different workers; the signed sign-in cookie lets any of them finish it."""
+    port = free_port()
+    client_id, secret = provider.register(f"http://127.0.0.1:{port}/auth/oidc/callback")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "oidc-secret").write_text(secret + "\n")
+    settings = {
+        "http.port": port,
+        "dicom.workers": 2,
+        "auth.required": True,
+        "auth.oidc_issuer": provider.issuer,
+        "auth.oidc_client_id": client_id,
+        "auth.oidc_client_secret_file": "oidc-secret",  # relative to the settings file
+        "auth.oidc_scopes": "openid profile groups",
+        "auth.oidc_role_map": ROLE_MAP,
+        "viewer.enabled": False,
+    }
+    with serve(tmp_path, settings) as served:
+        for _ in range(4):
+            start = httpx.Client(follow_redirects=False, timeout=30)
+            callback = to_callback(start, provider, served.url + "/auth/oidc/login", "alice")
+            finish = httpx.Client(follow_redirects=False, timeout=30)
+            finish.cookies.set(
+                "vesalius-oidc", start.cookies["vesalius-oidc"], "127.0.0.1", "/auth/oidc"
+            )
+            assert finish.get(callback).status_code == 303
+            assert finish.get(served.url + STUDIES).status_code == 200
+
+
+def test_vesalius_serve_refuses_a_role_map_it_cannot_use(tmp_path: Path) -> None:
+    settings = {
+        "auth.oidc_issuer": "https://login.example.org",
+        "auth.oidc_client_id": "vesalius",
+        "auth.oidc_client_secret": "secret",
+        "auth.oidc_role_map": "radiology=reader",
+    }
+    with serve(tmp_path, settings, ready=False) as served:
+        assert served.proc.wait(60) == 78
+        text = served.log_text()
+    assert "auth.oidc_role_map" in text and "unknown role 'reader'" in text
