@@ -80,8 +80,31 @@ def test_beyond_loopback_the_first_admin_and_a_token_come_from_the_commands(
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     assert token.startswith("ves_") and "shown only now" in made.stderr
+    prompted = vesalius(  # no --password-stdin: asked twice (from the pipe here)
+        "user",
+        "add",
+        "tech",
+        "--role",
+        "technologist",
+        "--data-dir",
+        data,
+        stdin=f"{PASSWORD}\n{PASSWORD}\n",
+    )
+    assert prompted.returncode == 0 and "Repeat for confirmation" in prompted.stderr
+    mismatch = vesalius(
+        "user",
+        "add",
+        "tech2",
+        "--role",
+        "technologist",
+        "--data-dir",
+        data,
+        stdin=f"{PASSWORD}\nsomething else\n",
+    )
+    assert mismatch.returncode != 0 and "do not match" in mismatch.stderr
     listed = vesalius("user", "list", "--data-dir", data)
     assert "chief roles admin enabled" in listed.stdout
+    assert "tech roles technologist enabled" in listed.stdout and "tech2" not in listed.stdout
     short = vesalius("user", "reset", "chief", "--password-stdin", "--data-dir", data, stdin="x\n")
     assert short.returncode != 0 and "at least 8 characters" in short.stderr
 

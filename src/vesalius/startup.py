@@ -27,8 +27,9 @@ from vesalius.index.database import (
     open_engine,
     schema_revision,
 )
+from vesalius.services.policy import ROLE_ACTIONS
 from vesalius.settings import Settings
-from vesalius.wiring import Assembly, assemble, is_loopback
+from vesalius.wiring import Assembly, anonymous_roles, assemble, is_loopback
 
 #: Where :func:`check_archive` tells what it finds: ``(level, text)``, a ``logging`` level.
 Notify = Callable[[int, str], None]
@@ -91,6 +92,12 @@ def prepare_data_dir(settings: Settings) -> None:
 def check_auth(settings: Settings) -> None:
     """Refuse to serve HTTP beyond loopback without authentication (issue 14, "Default
     posture"): :class:`ConfigError` (exit 78) saying what to set."""
+    unknown = sorted(anonymous_roles(settings) - set(ROLE_ACTIONS))
+    if unknown:
+        raise ConfigError(
+            f"auth.anonymous_roles ({settings.origin('auth.anonymous_roles')}) names unknown "
+            f"roles {', '.join(unknown)}: the roles are {', '.join(ROLE_ACTIONS)}"
+        )
     host = settings["http.host"]
     if settings["auth.required"] == "false" and not is_loopback(host):
         where = settings.origin("auth.required")

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import DateTime, and_, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from vesalius.index.prepared import Prepared
 from vesalius.index.schema import (
     api_tokens,
     group_members,
@@ -278,38 +279,6 @@ def add_session(conn: Connection, session_hash: str, row: SessionRow) -> None:
     )
 
 
-def session_by_hash(conn: Connection, session_hash: str) -> SessionRow | None:
-    found = conn.execute(
-        select(
-            login_sessions.c.pk,
-            login_sessions.c.user_name,
-            login_sessions.c.roles,
-            login_sessions.c.groups,
-            login_sessions.c.method,
-            login_sessions.c.csrf_token,
-            login_sessions.c.client,
-            login_sessions.c.created_at,
-            login_sessions.c.last_seen_at,
-            login_sessions.c.expires_at,
-        ).where(login_sessions.c.session_hash == session_hash)
-    ).first()
-    if found is None:
-        return None
-    pk, name, roles, groups, method, csrf, client, created, seen, expires = tuple(found)
-    return SessionRow(
-        int(pk),
-        str(name),
-        split(roles),
-        split(groups),
-        str(method),
-        str(csrf),
-        str(client),
-        _at(created),
-        _at(seen),
-        _at(expires),
-    )
-
-
 def touch_session(conn: Connection, pk: int, now: datetime, expires_at: datetime) -> None:
     conn.execute(
         update(login_sessions)
@@ -334,3 +303,128 @@ def delete_sessions_of(conn: Connection, user_name: str, now: datetime | None = 
 def delete_expired_sessions(conn: Connection, now: datetime) -> int:
     gone = conn.execute(delete(login_sessions).where(and_(login_sessions.c.expires_at < now)))
     return int(gone.rowcount)
+
+
+# -- the per-request checks (every authenticated HTTP request runs one) ----------------------
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What authenticating a bearer token needs, in one statement (plus one for groups)."""
+
+    pk: int
+    secret_hash: str
+    scopes: frozenset[str]
+    user_name: str
+    roles: frozenset[str]
+    groups: frozenset[str]
+    disabled: bool
+    revoked: bool
+    expired: bool
+    touch: bool  # its last use is older than ``touch_before`` (or never)
+
+
+def _flag(condition: Any) -> Any:
+    return case((condition, 1), else_=0)
+
+
+_TOKEN_CHECK = Prepared(
+    select(
+        api_tokens.c.pk,
+        api_tokens.c.secret_hash,
+        api_tokens.c.scopes,
+        users.c.name,
+        users.c.roles,
+        users.c.disabled,
+        _flag(api_tokens.c.revoked_at.is_not(None)),
+        _flag(
+            and_(
+                api_tokens.c.expires_at.is_not(None),
+                api_tokens.c.expires_at <= bindparam("now", type_=DateTime(timezone=True)),
+            )
+        ),
+        _flag(
+            or_(
+                api_tokens.c.last_used_at.is_(None),
+                api_tokens.c.last_used_at < bindparam("touch", type_=DateTime(timezone=True)),
+            )
+        ),
+        users.c.pk,
+    )
+    .join(users, users.c.pk == api_tokens.c.user_pk)
+    .where(api_tokens.c.token_id == bindparam("token_id"))
+)
+_GROUPS_OF = Prepared(
+    select(user_groups.c.name)
+    .join(group_members, group_members.c.group_pk == user_groups.c.pk)
+    .where(group_members.c.user_pk == bindparam("user_pk"))
+)
+
+
+def token_check(
+    conn: Connection, token_id: str, now: datetime, touch_before: datetime
+) -> TokenCheck | None:
+    rows = _TOKEN_CHECK.run(conn, {"token_id": token_id, "now": now, "touch": touch_before})
+    if not rows:
+        return None
+    pk, hashed, scopes, name, roles, disabled, revoked, expired, touch, user_pk = rows[0]
+    groups = frozenset(str(g) for (g,) in _GROUPS_OF.run(conn, {"user_pk": user_pk}))
+    return TokenCheck(
+        int(pk),
+        str(hashed),
+        split(scopes),
+        str(name),
+        split(roles),
+        groups,
+        bool(disabled),
+        bool(revoked),
+        bool(expired),
+        bool(touch),
+    )
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    pk: int
+    user_name: str
+    roles: frozenset[str]
+    groups: frozenset[str]
+    method: str
+    csrf_token: str
+    expired: bool
+    touch: bool
+
+
+_SESSION_CHECK = Prepared(
+    select(
+        login_sessions.c.pk,
+        login_sessions.c.user_name,
+        login_sessions.c.roles,
+        login_sessions.c.groups,
+        login_sessions.c.method,
+        login_sessions.c.csrf_token,
+        _flag(login_sessions.c.expires_at <= bindparam("now", type_=DateTime(timezone=True))),
+        _flag(login_sessions.c.last_seen_at < bindparam("touch", type_=DateTime(timezone=True))),
+    ).where(login_sessions.c.session_hash == bindparam("session_hash"))
+)
+
+
+def session_check(
+    conn: Connection, session_hash: str, now: datetime, touch_before: datetime
+) -> SessionCheck | None:
+    rows = _SESSION_CHECK.run(
+        conn, {"session_hash": session_hash, "now": now, "touch": touch_before}
+    )
+    if not rows:
+        return None
+    pk, name, roles, groups, method, csrf, expired, touch = rows[0]
+    return SessionCheck(
+        int(pk),
+        str(name),
+        split(roles),
+        split(groups),
+        str(method),
+        str(csrf),
+        bool(expired),
+        bool(touch),
+    )

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from vesalius.errors import AuthenticationError, InvalidDataError, NotFoundError, ThrottledError
 from vesalius.identity import Identity, Method
 from vesalius.index import accounts as table
-from vesalius.index.accounts import SessionRow, TokenRow, UserRow
+from vesalius.index.accounts import SessionRow, TokenCheck, TokenRow, UserRow
 from vesalius.index.catalog import Catalog
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import ROLE_ACTIONS
@@ -373,14 +373,14 @@ class AccountService:
             return None
         now = _now()
         with self.catalog.read() as conn:
-            row = table.session_by_hash(conn, _sha256(cookie))
+            row = table.session_check(conn, _sha256(cookie), now, now - TOUCH_EVERY)
         if row is None:
             return None
-        if row.expires_at <= now:
+        if row.expired:
             with self.catalog.write() as conn:
                 table.delete_session(conn, _sha256(cookie))
             return None
-        if now - row.last_seen_at >= TOUCH_EVERY:
+        if row.touch:
             with self.catalog.write() as conn:
                 expires = now + timedelta(minutes=self.config.session_minutes)
                 table.touch_session(conn, row.pk, now, expires)
@@ -448,8 +448,9 @@ class AccountService:
         """The identity a bearer token gives (roles: its scopes among its user's roles), or
         :class:`AuthenticationError` for a malformed, unknown, expired or revoked token or a
         disabled user (recorded as a failed ``user-login``)."""
+        now = _now()
         try:
-            row, user = self._token(text)
+            row = self._token(text, now)
         except AuthenticationError as exc:
             self.oversight.record(
                 "user-login",
@@ -459,32 +460,28 @@ class AccountService:
                 reason=str(exc),
             )
             raise
-        now = _now()
-        if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
+        if row.touch:
             with self.catalog.write() as conn:
                 table.token_used(conn, row.pk, now)
-        roles = (row.scopes or user.roles) & user.roles
-        return Identity("user", user.name, host, roles, user.groups, "token")
+        roles = (row.scopes or row.roles) & row.roles
+        return Identity("user", row.user_name, host, roles, row.groups, "token")
 
-    def _token(self, text: str) -> tuple[TokenRow, UserRow]:
+    def _token(self, text: str, now: datetime) -> TokenCheck:
         match = TOKEN_RE.match(text.strip())
         if match is None:
             raise AuthenticationError("malformed bearer token")
         token_id, secret = match.groups()
         with self.catalog.read() as conn:
-            row = table.token_by_id(conn, token_id)
-            user = table.user_by_name(conn, row.user_name) if row is not None else None
-        if row is None or user is None:
+            row = table.token_check(conn, token_id, now, now - TOUCH_EVERY)
+        if row is None or not hmac.compare_digest(row.secret_hash, _sha256(secret)):
             raise AuthenticationError("unknown bearer token")
-        if not hmac.compare_digest(row.secret_hash, _sha256(secret)):
-            raise AuthenticationError("unknown bearer token")
-        if row.revoked_at is not None:
+        if row.revoked:
             raise AuthenticationError("this token was revoked")
-        if row.expires_at is not None and row.expires_at <= _now():
+        if row.expired:
             raise AuthenticationError("this token has expired")
-        if user.disabled:
+        if row.disabled:
             raise AuthenticationError("this user is disabled")
-        return row, user
+        return row
 
 
 def _listed(row: UserRow) -> User:
