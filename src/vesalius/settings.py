@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vesalius.errors import ConfigError, ConfigFileError
 
@@ -260,6 +261,60 @@ SETTINGS: tuple[Setting, ...] = (
         "Minutes of the first lock after too many failed logins.",
     ),
     Setting(
+        "auth.oidc_issuer",
+        str,
+        "",
+        "OpenID Connect: the provider's issuer URL (https; http only on loopback); empty: "
+        "OpenID Connect off. Sign-in at /auth/oidc/login.",
+    ),
+    Setting("auth.oidc_client_id", str, "", "OpenID Connect: this server's client ID."),
+    Setting(
+        "auth.oidc_client_secret",
+        str,
+        "",
+        "OpenID Connect: the client secret (or auth.oidc_client_secret_file).",
+    ),
+    Setting(
+        "auth.oidc_client_secret_file",
+        str,
+        "",
+        "OpenID Connect: a file holding the client secret (relative: to the settings file).",
+    ),
+    Setting(
+        "auth.oidc_scopes",
+        str,
+        "openid profile email",
+        "OpenID Connect: the scopes asked for at sign-in (openid first; add the one that "
+        "releases the groups claim, if the provider has one).",
+    ),
+    Setting(
+        "auth.oidc_groups_claim",
+        str,
+        "groups",
+        "OpenID Connect: the claim listing a user's groups (a dotted path reaches inside "
+        "objects, e.g. realm_access.roles).",
+    ),
+    Setting(
+        "auth.oidc_username_claim",
+        str,
+        "preferred_username",
+        "OpenID Connect: the claim naming the user (sub when absent).",
+    ),
+    Setting(
+        "auth.oidc_role_map",
+        str,
+        "",
+        "OpenID Connect: groups to Vesalius roles, e.g. pacs-admins=admin,radiology=radiologist; "
+        "a user with no mapped group is refused.",
+    ),
+    Setting(
+        "auth.oidc_audience",
+        str,
+        "",
+        "OpenID Connect: the aud a provider's JWT access token must carry to be accepted as a "
+        "bearer token; empty: such tokens are not accepted.",
+    ),
+    Setting(
         "http.cors_origins",
         str,
         "",
@@ -371,7 +426,7 @@ _TRI_STATE = ("auth.required",)
 _PORTS = ("dicom.port", "http.port")
 #: Paths: relative ones are resolved against the folder of the settings file that names them
 #: (from the environment or the command line: against the current folder).
-_PATH_KEYS = ("data_dir", "viewer.dir")
+_PATH_KEYS = ("data_dir", "viewer.dir", "auth.oidc_client_secret_file")
 #: ``VESALIUS_*`` variables Vesalius (or its test suite and benchmark) reads besides the
 #: settings'; any other is refused as a likely misspelling.
 OTHER_VARIABLES = (
@@ -379,6 +434,7 @@ OTHER_VARIABLES = (
     "VESALIUS_DEBUG",
     "VESALIUS_REQUIRE_POSTGRES",
     "VESALIUS_REQUIRE_BROWSER",
+    "VESALIUS_REQUIRE_OIDC",
 )
 #: Prefixes of further variables that are not settings: the modalities, the test suite's and
 #: the benchmark's.
@@ -424,6 +480,9 @@ _POSITIVE = (
     "auth.max_failures_per_address",
     "auth.lockout_minutes",
 )
+#: The user roles (``services/policy.py`` ROLE_ACTIONS; a test keeps them in step), which
+#: ``auth.oidc_role_map`` may name.
+ROLES = ("admin", "radiologist", "technologist", "researcher", "auditor")
 _MODALITY_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[^\]]+\]):(?P<port>\d{1,5})$")
 
 
@@ -639,6 +698,48 @@ def _wildcard(host: str) -> bool:
     return host.strip() in ("", "0.0.0.0", "::", "[::]")
 
 
+def _check_oidc(check: _Checker, values: dict[str, Any]) -> None:
+    """OpenID Connect (``auth.oidc_*``): an issuer URL, a client, a role map of known roles."""
+    issuer = str(values["auth.oidc_issuer"]).strip()
+    if not issuer:
+        return
+    where = check.where("auth.oidc_issuer")
+    url = urlsplit(issuer)
+    if url.scheme not in ("https", "http") or not url.hostname or url.query or url.fragment:
+        check.add(f"{where} must be the provider's issuer URL (https://HOST/...), got {issuer!r}")
+    elif url.scheme == "http" and url.hostname not in ("127.0.0.1", "::1", "localhost"):
+        check.add(f"{where} must use https (http only for a provider on loopback)")
+    if not str(values["auth.oidc_client_id"]).strip():
+        check.add(f"{check.where('auth.oidc_client_id')} is empty: OpenID Connect needs a client")
+    secret, secret_file = values["auth.oidc_client_secret"], values["auth.oidc_client_secret_file"]
+    if bool(secret) == bool(secret_file):
+        check.add(
+            f"{check.where('auth.oidc_client_secret')}: give the client secret either there or "
+            "in auth.oidc_client_secret_file (one of them)"
+        )
+    if "openid" not in str(values["auth.oidc_scopes"]).split():
+        check.add(f"{check.where('auth.oidc_scopes')} must include openid")
+    for item in str(values["auth.oidc_role_map"]).split(","):
+        group, sep, role = item.rpartition("=")
+        if not item.strip():
+            continue
+        if not sep or not group.strip() or not role.strip():
+            check.add(
+                f"{check.where('auth.oidc_role_map')}: {item.strip()!r} is not GROUP=ROLE "
+                "(e.g. pacs-admins=admin,radiology=radiologist)"
+            )
+        elif role.strip() not in ROLES:
+            check.add(
+                f"{check.where('auth.oidc_role_map')}: unknown role {role.strip()!r}: the roles "
+                f"are {', '.join(ROLES)}" + _suggest(role.strip(), ROLES)
+            )
+    if not str(values["auth.oidc_role_map"]).strip():
+        check.add(
+            f"{check.where('auth.oidc_role_map')} is empty: map at least one group to a role "
+            "(e.g. radiology=radiologist), or no one can sign in"
+        )
+
+
 def _check_values(check: _Checker, values: dict[str, Any]) -> None:
     """Ranges, choices and contradictions, once every value has its type."""
     for key, choices in _CHOICES.items():
@@ -674,6 +775,7 @@ def _check_values(check: _Checker, values: dict[str, Any]) -> None:
             f"overlapping addresses ({hosts[0]} and {hosts[1]}): give them different ports"
         )
     _check_database_url(check, str(values["database_url"]))
+    _check_oidc(check, values)
 
 
 def _check_environment(check: _Checker, env: Mapping[str, str]) -> None:

@@ -18,6 +18,7 @@ from vesalius.dicomweb.routes import dicomweb_routes
 from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
 from vesalius.dimse.sender import send_handler
+from vesalius.errors import ConfigError
 from vesalius.index.catalog import Catalog
 from vesalius.services.accounts import AccountConfig, AccountService
 from vesalius.services.anonymize import AnonymizeService, SiteSecret
@@ -31,7 +32,7 @@ from vesalius.services.jobs import JobRunner, JobService
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
-from vesalius.services.policy import AllowAll, Policy
+from vesalius.services.policy import ROLE_ACTIONS, AllowAll, Policy
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.services.roles import RolePolicy
@@ -43,6 +44,7 @@ from vesalius.telemetry.events import count_event
 from vesalius.viewer.app import ViewerConfig, viewer_routes
 from vesalius.web.host import HostConfig, create_host
 from vesalius.web.identity import AuthConfig
+from vesalius.web.oidc_client import OidcConfig, parse_role_map
 from vesalius.web.serving import HttpLimits, connection_cap
 
 log = logging.getLogger(__name__)
@@ -208,6 +210,38 @@ def auth_config(settings: Settings) -> AuthConfig:
     )
 
 
+def oidc_config(settings: Settings) -> OidcConfig | None:
+    """OpenID Connect (``auth.oidc_*``, checked by the settings loader), or ``None``: off."""
+    issuer = str(settings["auth.oidc_issuer"]).strip()
+    if not issuer:
+        return None
+    secret = str(settings["auth.oidc_client_secret"])
+    secret_file = str(settings["auth.oidc_client_secret_file"])
+    if secret_file:
+        try:
+            secret = Path(secret_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"auth.oidc_client_secret_file: cannot read {secret_file}: {exc.strerror}"
+            ) from None
+        if not secret:
+            raise ConfigError(f"auth.oidc_client_secret_file: {secret_file} is empty")
+    try:
+        role_map = parse_role_map(settings["auth.oidc_role_map"], ROLE_ACTIONS)
+    except ValueError as exc:
+        raise ConfigError(f"auth.oidc_role_map: {exc}") from None
+    return OidcConfig(
+        issuer=issuer,
+        client_id=str(settings["auth.oidc_client_id"]).strip(),
+        client_secret=secret,
+        scopes=" ".join(str(settings["auth.oidc_scopes"]).split()),
+        groups_claim=str(settings["auth.oidc_groups_claim"]).strip(),
+        username_claim=str(settings["auth.oidc_username_claim"]).strip(),
+        role_map=role_map,
+        audience=str(settings["auth.oidc_audience"]).strip(),
+    )
+
+
 def folder_store(settings: Settings) -> FolderStorage:
     """The folder store under ``<data_dir>/storage`` (id :data:`FOLDER_STORE`); the spool
     lies beside it, in ``<data_dir>/storage/staging``, so moving a file in is a rename."""
@@ -294,6 +328,7 @@ def http_app(archive: Archive, settings: Settings) -> Starlette:
             access_log=settings["log.access"],
             metrics=bool(settings["metrics.enabled"]),
             auth=auth_config(settings),
+            oidc=oidc_config(settings),
         ),
     )
 

@@ -31,6 +31,8 @@ from vesalius.web.access import AccessLogMiddleware
 from vesalius.web.identity import AuthConfig, IdentityMiddleware
 from vesalius.web.login import login_routes
 from vesalius.web.observe import TelemetryMiddleware, observe_routes
+from vesalius.web.oidc import oidc_routes
+from vesalius.web.oidc_client import OidcClient, OidcConfig
 from vesalius.web.requests import error_response, json_response
 
 #: Never gzip these: already compressed, or bulk DICOM where the CPU cost outweighs the gain.
@@ -69,15 +71,17 @@ class HostConfig:
     metrics: bool = True
     #: Authentication (``auth.*``; ``web/identity.py``).
     auth: AuthConfig = field(default_factory=AuthConfig)
+    #: OpenID Connect (``auth.oidc_*``; ``web/oidc.py``), or ``None``: off.
+    oidc: OidcConfig | None = None
 
 
-def _middleware(config: HostConfig, archive: Archive) -> list[Middleware]:
+def _middleware(config: HostConfig, archive: Archive, oidc: OidcClient | None) -> list[Middleware]:
     auth = AuthConfig(
         config.auth.required, config.auth.basic, config.auth.anonymous_roles, API_PREFIXES
     )
     middleware = [
         Middleware(TelemetryMiddleware),
-        Middleware(IdentityMiddleware, accounts=archive.accounts, config=auth),
+        Middleware(IdentityMiddleware, accounts=archive.accounts, config=auth, oidc=oidc),
         Middleware(GZipMiddleware, minimum_size=1024, exclude_content_types=NO_GZIP),
     ]
     if config.cors_origins:
@@ -121,16 +125,19 @@ def create_host(
         report = archive.health.report()
         return json_response(report, 200 if report["status"] == "ok" else 503)
 
+    oidc = OidcClient(config.oidc) if config.oidc else None
     routes: list[BaseRoute] = [
         Route("/health", health),
         *observe_routes(archive, expose_metrics=config.metrics),
-        *login_routes(archive.accounts),
+        *login_routes(archive.accounts, oidc=oidc is not None),
     ]
+    if oidc is not None:
+        routes.extend(oidc_routes(archive.accounts, archive.oversight, oidc))
     for app in apps:
         routes.extend(app)
     host = Starlette(
         routes=routes,
-        middleware=_middleware(config, archive),
+        middleware=_middleware(config, archive, oidc),
         exception_handlers={
             VesaliusError: _vesalius_error,
             HTTPException: _http_error,

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vesalius.errors import AuthenticationError, ThrottledError
 from vesalius.identity import Identity
 from vesalius.services.accounts import AccountService, Session
+from vesalius.web.oidc_client import OidcClient, bearer_identity, is_provider_token
 
 T = TypeVar("T")
 
@@ -47,7 +48,18 @@ SECURE_SESSION_COOKIE = "__Host-vesalius-session"
 CSRF_HEADER = "x-csrf-token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Open without credentials when authentication is on (monitors; the login pages).
-PUBLIC_PATHS = frozenset({"/health", "/healthz", "/readyz", "/metrics", "/login", "/favicon.ico"})
+PUBLIC_PATHS = frozenset(
+    {
+        "/health",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/login",
+        "/favicon.ico",
+        "/auth/oidc/login",  # OpenID Connect (web/oidc.py)
+        "/auth/oidc/callback",
+    }
+)
 #: Pages whose forms carry and check their own CSRF token (``web/login.py``).
 SELF_CHECKED = frozenset({"/login", "/logout"})
 REALM = "Vesalius"
@@ -112,10 +124,13 @@ class IdentityMiddleware:
         app: ASGIApp,
         accounts: AccountService | None = None,
         config: AuthConfig | None = None,
+        oidc: OidcClient | None = None,
     ) -> None:
         self.app = app
         self.accounts = accounts
         self.config = config or AuthConfig()
+        #: The OpenID provider whose JWT access tokens are accepted as bearer tokens.
+        self.oidc = oidc
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -168,6 +183,8 @@ class IdentityMiddleware:
         scheme, _, value = authorization.partition(" ")
         host = client_host(scope)
         if scheme.lower() == "bearer":
+            if self.oidc is not None and is_provider_token(value.strip()):
+                return await bearer_identity(self.oidc, accounts.oversight, value.strip(), host)
             return await in_thread(accounts.authenticate_token, value.strip(), host)
         if scheme.lower() == "basic":
             if not self.config.basic:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import html
 import secrets
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -68,7 +68,9 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return response
 
 
-def _login_form(request: Request, target: str, error: str = "", status: int = 200) -> Response:
+def _login_form(
+    request: Request, target: str, error: str = "", status: int = 200, oidc: bool = False
+) -> Response:
     token = secrets.token_urlsafe(24)
     problem = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
     body = (
@@ -81,7 +83,14 @@ def _login_form(request: Request, target: str, error: str = "", status: int = 20
         'autocomplete="current-password" required>'
         f'<input type="hidden" name="csrf" value="{token}">'
         f'<input type="hidden" name="next" value="{html.escape(safe_next(target))}">'
-        '<button type="submit">Log in</button></form>'
+        '<button type="submit">Log in</button>'
+        + (  # OpenID Connect (web/oidc.py)
+            f'<p><a href="/auth/oidc/login?next={quote(safe_next(target), safe="")}">'
+            "Sign in with your organisation's account</a></p>"
+            if oidc
+            else ""
+        )
+        + "</form>"
     )
     response = _page("Log in", body, status)
     response.set_cookie(
@@ -116,11 +125,12 @@ def _session(request: Request) -> Session | None:
     return found if isinstance(found, Session) else None
 
 
-def login_routes(accounts: AccountService) -> list[BaseRoute]:
-    """``/login`` (GET form, POST), ``/logout`` (GET form, POST) and ``/session``."""
+def login_routes(accounts: AccountService, oidc: bool = False) -> list[BaseRoute]:
+    """``/login`` (GET form, POST), ``/logout`` (GET form, POST) and ``/session``; ``oidc``:
+    the form links to the OpenID Connect sign-in too."""
 
     async def login_page(request: Request) -> Response:
-        return _login_form(request, request.query_params.get("next", "/"))
+        return _login_form(request, request.query_params.get("next", "/"), oidc=oidc)
 
     async def login(request: Request) -> Response:
         form = await _form(request)
