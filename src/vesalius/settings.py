@@ -73,6 +73,53 @@ SETTINGS: tuple[Setting, ...] = (
         "audit.log in data_dir; a path (relative: in data_dir); or - for with the log.",
     ),
     Setting(
+        "audit.source_id",
+        str,
+        "",
+        "The AuditSourceID of the audit messages (PS3.15 A.5). Empty: the AE title and the host "
+        "name, AE@host.",
+    ),
+    Setting(
+        "audit.site_id",
+        str,
+        "",
+        "The AuditEnterpriseSiteID of the audit messages (e.g. the hospital); empty: left out.",
+    ),
+    Setting(
+        "audit.interval",
+        float,
+        1.0,
+        "Seconds an association or HTTP request may store nothing more before its instances of a "
+        "study become one audit record.",
+    ),
+    Setting(
+        "audit.syslog_url",
+        str,
+        "",
+        "Forward audit messages to a syslog collector (RFC 5424): udp://host:514 (RFC 5426) or "
+        "tls://host:6514 (RFC 5425). Empty: not forwarded.",
+    ),
+    Setting(
+        "audit.syslog_app_name",
+        str,
+        "vesalius",
+        "The APP-NAME of the syslog messages.",
+    ),
+    Setting(
+        "audit.syslog_ca",
+        str,
+        "",
+        "PEM file of the CA that signs the collector's certificate (tls://). Empty: "
+        "tls.ca_certificates if set, else the system's CAs.",
+    ),
+    Setting(
+        "audit.syslog_queue",
+        int,
+        10000,
+        "Audit messages held for the collector while it is slow or down; beyond that they are "
+        "dropped (counted and logged; the index keeps them all).",
+    ),
+    Setting(
         "shutdown_grace",
         float,
         10.0,

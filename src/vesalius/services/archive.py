@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vesalius.services.audit_trail import AuditService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
@@ -33,6 +34,7 @@ class Archive:
     deletion: DeleteService
     sending: SendService
     oversight: Oversight
+    audit: AuditService
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
 

@@ -311,7 +311,9 @@ class _Builder:
         else:
             etree.SubElement(element, "ParticipantObjectName").text = name or object_id or "-"
         for key, value in (details or {}).items():
-            etree.SubElement(element, "ParticipantObjectDetail", {"type": key, "value": _b64(value)})
+            etree.SubElement(
+                element, "ParticipantObjectDetail", {"type": key, "value": _b64(value)}
+            )
         self._objects.append(element)
         return element
 
@@ -446,9 +448,7 @@ class _Builder:
         self.archive(SOURCE)
         destination = str(self.details.get("destination") or self.details.get("output") or "")
         if destination:
-            self.participant(
-                destination, requestor=False, role=DESTINATION_MEDIA, media=URI_MEDIA
-            )
+            self.participant(destination, requestor=False, role=DESTINATION_MEDIA, media=URI_MEDIA)
         self.patients()
         deidentified = self.details.get("deidentified", self.details.get("anonymized"))
         self.studies(
@@ -507,9 +507,7 @@ class _Builder:
 
     def _user_attributes(self, code: Code) -> None:
         """A.5.3.11: a user's security attributes changed (the user, a token of theirs)."""
-        subject = str(
-            self.details.get("user") or self.details.get("name") or self.event.who.name
-        )
+        subject = str(self.details.get("user") or self.details.get("name") or self.event.who.name)
         self.identify(code, "E", USER_ATTRIBUTES_CHANGED)
         self.who()
         self.archive()
