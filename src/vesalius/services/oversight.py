@@ -37,7 +37,7 @@ class Oversight:
             self.record(
                 "access-refused",
                 who,
-                "failure",
+                "refused",
                 action=action,
                 resource=_describe(resource),
                 study_uids=list(resource.study_uids),
