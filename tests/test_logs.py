@@ -166,9 +166,17 @@ def test_no_patient_data_in_the_log(tmp_path: Path, level: str) -> None:
     """The ordinary log (a file here) holds no patient name, ID or birth date at info or at
     debug, and no Study Instance UID at info; the audit file has them."""
     log_file = tmp_path / "logs" / "vesalius.log"
-    settings = {"log_level": level, "log.file": str(log_file), "dicom.workers": 2}
+    settings = {
+        "log_level": level,
+        "log.file": str(log_file),
+        "dicom.workers": 2,
+        # the audit trail's paths too: a syslog collector that is down (warnings logged)
+        "audit.syslog_url": f"tls://127.0.0.1:{free_port()}",
+    }
     with serve(tmp_path, settings) as served:
         study = workload(served, tmp_path)
+        wado = httpx.get(f"{served.url}/dicom-web/studies/{study}", timeout=30)
+        assert wado.status_code == 200
         if level == "info":  # a refused identifier's reason quotes it: at debug only
             refused = dcmtk(
                 "findscu",
@@ -201,6 +209,27 @@ def test_no_patient_data_in_the_log(tmp_path: Path, level: str) -> None:
     stored = [e for e in events if e["event"] == "instance-stored"]
     assert stored and stored[0]["patient_id"] == PATIENT_ID
     assert PATIENT_ID in trail
+    assert "syslog collector" in text  # the forwarding failed, and said so without them
+    # the trail in the index has them, and says who accessed the patient's data how
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vesalius.cli",
+            "audit",
+            "--patient",
+            PATIENT_ID,
+            "--json",
+            "--data-dir",
+            str(served.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    kinds = {json.loads(line)["event"] for line in listed.stdout.splitlines()}
+    assert {"instances-stored", "metadata-read", "instances-transferred"} <= kinds
 
 
 @pytest.mark.parametrize("audit_file", ["", "-"])

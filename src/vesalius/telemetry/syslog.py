@@ -113,6 +113,7 @@ class SyslogSender:
         self.dropped = 0
         self._queue: queue.Queue[AuditRecord | None] = queue.Queue(max_queue)
         self._socket: socket.socket | None = None
+        self._failing = False  # the last attempt failed: a close does not wait for it
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-syslog", daemon=True)
         self._thread.start()
@@ -128,7 +129,10 @@ class SyslogSender:
             self._drop(1, "the queue is full")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (for up to ``timeout`` seconds), then stop."""
+        """Send what is queued (for up to ``timeout`` seconds; not at all while the collector
+        cannot be reached), then stop."""
+        if self._failing:
+            self._stopping.set()
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
         self._thread.join(timeout)
@@ -160,6 +164,7 @@ class SyslogSender:
             try:
                 self._send(format_message(pending, self.app_name, self.hostname, os.getpid()))
             except OSError as exc:
+                self._failing = True
                 self._disconnect()
                 log.warning(
                     "audit: cannot send to the syslog collector %s://%s:%d: %s; trying again "
@@ -175,6 +180,7 @@ class SyslogSender:
                 pause = min(pause * 2, 30.0)
                 continue
             pause = 0.5
+            self._failing = False
             pending = None
             self.sent += 1
             metrics.audit_forwarded("sent")
