@@ -145,6 +145,9 @@ class TrailSink:
     def write(self, event: Event) -> None:
         """Take ``event`` (never blocks on the database; waits only while the queue is full,
         so that nothing is dropped)."""
+        if self._closed:  # after the archive closed: nowhere left to write it durably
+            log.warning("audit: a %s event after the audit trail closed", event.kind)
+            return
         if event.kind == GATHERED:
             self._gather(event)
         else:
