@@ -21,7 +21,8 @@ from lxml import etree
 from pydicom.uid import generate_uid
 from sqlalchemy import text
 
-from conftest import RunningServer, dcmtk, make_server, running_http
+from conftest import RunningServer, dcmtk, make_server, running_http, wait_until
+from served import serve
 from synth import make_instance
 from test_stow import multipart
 from vesalius.commands import operator
@@ -222,23 +223,33 @@ def test_the_schema_rejects_a_broken_message() -> None:
     assert not schema.validate(bad_outcome)
 
 
-def test_instances_stored_are_written_at_a_clean_shutdown(tmp_path: Path) -> None:
-    """With a long gathering interval, nothing is written while the association runs; closing
-    the archive (a clean shutdown) writes it."""
+def test_instances_stored_are_written_when_the_association_ends(tmp_path: Path) -> None:
+    """With a gathering interval of an hour, the association's instances are one record as soon
+    as the association ends; the import (no association) waits, until a clean shutdown writes
+    it."""
     url = f"sqlite:///{tmp_path / 'index.sqlite'}"
     running = make_server(tmp_path / "data", url, **{"audit.interval": 3600.0})
-    study = generate_uid()
+    study, imported = generate_uid(), generate_uid()
     try:
         dcmtk("storescu", *running.address, *map(str, instances(tmp_path, "P9", study, 4)))
+        wait_until(
+            lambda: any(r.kind == "instances-stored" for r in everything(running.catalog)),
+            what="the association's record",
+        )
+        (path,) = instances(tmp_path / "imp", "P8", imported, 1)
+        Importer(running.archive.ingest, operator()).import_file(path)
+        stored = [r for r in everything(running.catalog) if r.kind == "instances-stored"]
+        assert [r.studies for r in stored] == [(study,)]  # the import is still gathering
     finally:
         running.dimse.stop(grace=2)
         running.archive.close()
     catalog = Catalog.open(url)
     try:
-        (stored,) = [r for r in everything(catalog) if r.kind == "instances-stored"]
-        assert stored.studies == (study,) and stored.details["instances"] == 4
-        assert stored.details["outcomes"] == {"created": 4}
-        assert "assoc_id" in stored.details  # which association, as the log names it
+        by_study = {r.studies: r for r in everything(catalog) if r.kind == "instances-stored"}
+        assert set(by_study) == {(study,), (imported,)}  # written at the shutdown
+        received = by_study[(study,)]
+        assert received.details["instances"] == 4 and received.details["outcomes"] == {"created": 4}
+        assert "assoc_id" in received.details  # which association, as the log names it
     finally:
         catalog.close()
 
@@ -395,3 +406,33 @@ def test_sqlite_chain_is_kept_by_the_write_transaction(tmp_path: Path) -> None:
         assert chain_hash(previous, record) == digest
         previous = digest
     assert len(rows) == 20
+
+
+def test_the_server_audits_its_start_and_stop(tmp_path: Path) -> None:
+    """``vesalius serve`` with two processes: one Application Start and one Application Stop
+    (A.5.3.1), the application and who launched it; between them, one record per association,
+    whichever process served it."""
+    with serve(tmp_path, {"dicom.workers": 2, "audit.interval": 3600.0}) as served:
+        study = generate_uid()
+        paths = instances(tmp_path / "i", PATIENT_A, study, 3)
+        for path in paths:  # three associations, whichever process takes each
+            dcmtk(
+                "storescu", "-aec", served.ae_title, "127.0.0.1", str(served.dicom_port), str(path)
+            )
+    assert served.proc.returncode == 0
+    catalog = Catalog.open(f"sqlite:///{served.data_dir / 'index.sqlite'}")
+    try:
+        records = everything(catalog)
+    finally:
+        catalog.close()
+    kinds = [r.kind for r in records]
+    assert kinds[0] == "application-start" and kinds[-1] == "application-stop"
+    assert kinds.count("application-start") == kinds.count("application-stop") == 1
+    schema = validator()
+    start = etree.fromstring(records[0].xml.encode())
+    assert schema.validate(start)
+    assert start.find("EventIdentification/EventTypeCode").get("csd-code") == "110120"
+    roles = {e.get("csd-code") for e in start.iter("RoleIDCode")}
+    assert roles == {"110150", "110151"}  # the application, and its launcher
+    stored = [r for r in records if r.kind == "instances-stored"]
+    assert sum(r.details["instances"] for r in stored) == 3 and len(stored) == 3

@@ -5,10 +5,11 @@ A.5 messages; docs/security.md, "Audit trail").
 written on the request's thread: an event goes into a bounded queue, and a writer thread renders
 its A.5 message and appends it to the chain, many records a transaction. The instances one
 association or HTTP request stores into one study are gathered into one "DICOM Instances
-Transferred" (or "Import") record with their counts by SOP Class, written once the association
-or request has stored nothing more for ``interval`` seconds (or ``10 * interval`` after its
-first instance). Closing the sink (a clean shutdown) writes everything still pending. Each
-record written is handed to ``forward`` too (the syslog sender, ``telemetry/syslog.py``).
+Transferred" (or "Import") record with their counts by SOP Class, written when the association
+or request ends, or once it has stored nothing more for ``interval`` seconds (or ``10 *
+interval`` after its first instance). Closing the sink (a clean shutdown) writes everything
+still pending. Each record written is handed to ``forward`` too (the syslog sender,
+``telemetry/syslog.py``).
 
 :class:`AuditService` answers ``vesalius audit`` (who accessed which patient's data) and
 ``vesalius audit verify``; reading the trail is itself audited (A.5.3.2 Audit Log Used).
@@ -22,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -45,6 +47,8 @@ Forward = Callable[[AuditRecord], None]
 GATHERED = "instance-stored"
 GATHERED_AS = "instances-stored"
 _BATCH = 500
+#: Wakes the writer: an association or request ended, its instances are due.
+_WAKE = object()
 
 
 def to_record(event: Event, source: AuditSource) -> AuditRecord:
@@ -132,12 +136,13 @@ class TrailSink:
         self.source = source
         self.forward = forward
         self.interval = interval
-        self._queue: queue.Queue[Event | threading.Event | None] = queue.Queue(max_queue)
+        self._queue: queue.Queue[Event | threading.Event | object | None] = queue.Queue(max_queue)
         self._gathered: dict[tuple[Any, ...], _Gathered] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="audit-trail", daemon=True)
         self._thread.start()
+        logcontext.on_end(self.ended)
 
     def __call__(self, event: Event) -> None:
         self.write(event)
@@ -167,6 +172,16 @@ class TrailSink:
                 gathered = self._gathered[key] = _Gathered(first, now, now)
             gathered.add(event, now)
 
+    def ended(self, exchange: tuple[str, str]) -> None:
+        """An association or HTTP request ended: what it stored is written now."""
+        with self._lock:
+            ended = [g for key, g in self._gathered.items() if key[0] == exchange]
+            for gathered in ended:
+                gathered.last = gathered.started = float("-inf")
+        if ended:
+            with suppress(queue.Full):
+                self._queue.put_nowait(_WAKE)
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Write everything taken so far, gathered instances included; whether it was done
         within ``timeout`` seconds (tests, and commands before they read the trail)."""
@@ -179,19 +194,20 @@ class TrailSink:
         if self._closed:
             return
         self._closed = True
+        logcontext.forget(self.ended)
         self._queue.put(None)
         self._thread.join()
 
     def _run(self) -> None:
         while True:
-            items: list[Event | threading.Event | None] = []
+            items: list[Event | threading.Event | object | None] = []
             try:
                 items.append(self._queue.get(timeout=self.interval))
                 while len(items) < _BATCH:
                     items.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
-            everything = any(not isinstance(item, Event) for item in items)
+            everything = any(item is None or isinstance(item, threading.Event) for item in items)
             events = [item for item in items if isinstance(item, Event)]
             events.extend(self._due(everything))
             if events:
