@@ -201,7 +201,12 @@ def test_every_message_from_real_workloads_validates(
     assert 'EventOutcomeIndicator="4"' in alert.xml
     (deleted,) = by_kind["instances-deleted"]
     assert deleted.patients == (PATIENT_B,) and 'EventActionCode="D"' in deleted.xml
-    assert "transfer-begun" in by_kind  # C-GET
+    # the C-GET: begun, then transferred, the study with its SOP Class and count
+    for kind in ("transfer-begun", "instances-transferred"):
+        (got,) = [r for r in by_kind[kind] if r.who == "GETSCU"]
+        message = etree.fromstring(got.xml.encode())
+        classes = [(e.get("UID"), e.get("NumberOfInstances")) for e in message.iter("SOPClass")]
+        assert classes == [("1.2.840.10008.5.1.4.1.1.2", "3")], kind
 
 
 def test_the_schema_rejects_a_broken_message() -> None:

@@ -329,7 +329,7 @@ class _Builder:
         classes: Any = self.details.get("sop_classes") or {}
         for study in sorted(set(uids)):
             element = self.obj(study, STUDY_UID, type_code="2", role="3", life_cycle=life_cycle)
-            counts = classes.get(study, classes) if len(uids) > 1 else classes
+            counts = classes.get(study) if isinstance(classes.get(study), dict) else classes
             counts = {k: v for k, v in counts.items() if isinstance(v, int)}
             if counts or anonymized is not None:
                 description = etree.SubElement(element, "ParticipantObjectDescription")
