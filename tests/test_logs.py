@@ -254,7 +254,12 @@ def test_the_audit_does_not_depend_on_the_log_level(tmp_path: Path, audit_file: 
         assert in_log == [] and PATIENT_ID not in served.log_text()
         events = [json.loads(line) for line in audit_trail(served.data_dir).splitlines()]
     assert [e["event"] for e in events].count("instance-stored") == 1
-    assert events[0]["patient_id"] == PATIENT_ID
+    (stored,) = [e for e in events if e["event"] == "instance-stored"]
+    assert stored["patient_id"] == PATIENT_ID
+    assert [e["event"] for e in events if e["event"].startswith("application-")] == [
+        "application-start",
+        "application-stop",
+    ]
 
 
 def test_rotation_with_workers(tmp_path: Path) -> None:
