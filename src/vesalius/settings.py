@@ -89,8 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
         "audit.interval",
         float,
         1.0,
-        "Seconds an association or HTTP request may store nothing more before its instances of a "
-        "study become one audit record.",
+        "Instances an association, HTTP request or import stores into a study become one audit "
+        "record when it ends, or after this many seconds without another.",
     ),
     Setting(
         "audit.syslog_url",
