@@ -7,6 +7,7 @@ answers who accessed a patient's data."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
@@ -18,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 from lxml import etree
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import text
 
@@ -191,10 +194,19 @@ def test_every_message_from_real_workloads_validates(
         assert requestor.get("NetworkAccessPointID") == "127.0.0.1"
     imports = [r for r in by_kind["instances-stored"] if r.message == "Import"]
     assert len(imports) == 2  # STOW-RS and the importer
-    # the query keys, base64 in ParticipantObjectQuery
+    # the query keys: a data set, Explicit VR Little Endian, base64 in ParticipantObjectQuery
     (query,) = [r for r in by_kind["query"] if r.who == "FINDSCU"]
-    keys = etree.fromstring(query.xml.encode()).findtext(".//ParticipantObjectQuery")
-    assert json.loads(__import__("base64").b64decode(keys))["PatientID"] == PATIENT_A
+    asked = etree.fromstring(query.xml.encode()).find(".//ParticipantObjectIdentification")
+    keys = read_dataset(
+        DicomBytesIO(base64.b64decode(asked.findtext("ParticipantObjectQuery"))),
+        is_implicit_VR=False,
+        is_little_endian=True,
+    )
+    assert (keys.QueryRetrieveLevel, keys.PatientID) == ("STUDY", PATIENT_A)
+    (syntax,) = asked.findall("ParticipantObjectDetail")
+    assert syntax.get("type") == "TransferSyntax"
+    assert base64.b64decode(syntax.get("value")) == b"1.2.840.10008.1.2.1"
+    assert asked.get("ParticipantObjectID") == "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root FIND
     # the refusal: a Security Alert, outcome minor failure, naming the study
     (alert,) = by_kind["access-refused"]
     assert alert.who == "NOGET" and alert.studies == (study_a,)

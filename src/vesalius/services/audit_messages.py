@@ -17,12 +17,14 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lxml import etree
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from vesalius.identity import Identity
 from vesalius.services.events import Event
@@ -162,6 +164,42 @@ def render(event: Event, source: AuditSource) -> bytes | None:
 def validator() -> etree.RelaxNG:
     """The schema of PS3.15 A.5.1 (RELAX NG), to validate messages with."""
     return etree.RelaxNG(etree.parse(str(SCHEMA)))
+
+
+def encode_keys(keys: Mapping[str, Any]) -> tuple[bytes, dict[str, str | bytes]]:
+    """The query keys (keyword to value) as the data set of an identifier, Explicit VR Little
+    Endian (PS3.5 7.1.2; UTF-8 with Specific Character Set ISO_IR 192 when a value is not
+    ASCII), and the ParticipantObjectDetail naming that transfer syntax. The values are
+    recorded as sent, unchecked. Keys that are not text (a sequence match) make the whole query
+    JSON instead, said in an ``Encoding`` detail (an extension, docs/conformance.md)."""
+    elements: list[tuple[int, str, bytes]] = []
+    try:
+        for keyword, value in keys.items():
+            tag = tag_for_keyword(keyword)
+            if tag is None or not isinstance(value, str):
+                raise ValueError(keyword)
+            elements.append((tag, dictionary_VR(tag), value.encode("utf-8")))
+        if any(not raw.isascii() for _, _, raw in elements):
+            elements.append((0x00080005, "CS", b"ISO_IR 192"))
+        return b"".join(_element(*e) for e in sorted(elements)), {"TransferSyntax": EXPLICIT_LITTLE}
+    except (ValueError, KeyError):
+        text = json.dumps(dict(keys), sort_keys=True, default=str).encode()
+        return text, {"Encoding": "application/json"}
+
+
+_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
+
+
+def _element(tag: int, vr: str, value: bytes) -> bytes:
+    """One data element, Explicit VR Little Endian, padded to an even length (UI with NUL)."""
+    if len(value) % 2:
+        value += b"\0" if vr == "UI" else b" "
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr[:2].encode("ascii")
+    if vr[:2] in _LONG_VRS:
+        return head + struct.pack("<HI", 0, len(value)) + value
+    if len(value) > 0xFFFF:
+        raise ValueError("value too long")
+    return head + struct.pack("<H", len(value)) + value
 
 
 def _coded(parent: etree._Element, tag: str, code: Code) -> etree._Element:
@@ -458,21 +496,22 @@ class _Builder:
         self.finish()
 
     def _query(self, code: Code) -> None:
-        """A.5.3.12: the query keys, base64, under the SOP Class of the information model
-        queried; the transfer syntax of the keys' encoding as a detail."""
+        """A.5.3.12: the query keys as a data set (Explicit VR Little Endian, the
+        TransferSyntax detail), base64, under the SOP Class of the information model queried."""
         self.identify(code, "E")
         self.who()
         self.archive()
         model = str(self.details.get("model") or "STUDY")
         criteria = self.details.get("criteria") or {}
         keys = {"QueryRetrieveLevel": self.details.get("level", ""), **criteria}
+        encoded, details = encode_keys(keys)
         self.obj(
             FIND_MODELS.get(model, model),
             SOP_CLASS_UID,
             type_code="2",
             role="3",
-            query=json.dumps(keys, sort_keys=True, default=str).encode(),
-            details={"TransferSyntax": EXPLICIT_LITTLE, "Encoding": "application/json"},
+            query=encoded,
+            details=details,
         )
         self.finish()
 
