@@ -390,6 +390,10 @@ def test_audit_lists_who_accessed_a_patient(audited: RunningServer, tmp_path: Pa
     assert len(table) == len(rows) + 2  # and the first listing's own record (Audit Log Used)
     assert "audit-read" in table[1]
     assert cli("audit", "--since", "2999-01-01", "--json", *args).stdout == ""
+    by_study = cli("audit", "--study", study, "--since", rows[-1]["time"], "--json", *args)
+    studied = [json.loads(line) for line in by_study.stdout.splitlines()]
+    assert studied and all(study in r["studies"] for r in studied)
+    assert {r["event"] for r in studied} >= {"instances-stored", "metadata-read"}
     # reading the trail is audited itself (Audit Log Used), naming the patient asked about
     again = [
         json.loads(x)
