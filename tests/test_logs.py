@@ -166,9 +166,17 @@ def test_no_patient_data_in_the_log(tmp_path: Path, level: str) -> None:
     """The ordinary log (a file here) holds no patient name, ID or birth date at info or at
     debug, and no Study Instance UID at info; the audit file has them."""
     log_file = tmp_path / "logs" / "vesalius.log"
-    settings = {"log_level": level, "log.file": str(log_file), "dicom.workers": 2}
+    settings = {
+        "log_level": level,
+        "log.file": str(log_file),
+        "dicom.workers": 2,
+        # the audit trail's paths too: a syslog collector that is down (warnings logged)
+        "audit.syslog_url": f"tls://127.0.0.1:{free_port()}",
+    }
     with serve(tmp_path, settings) as served:
         study = workload(served, tmp_path)
+        wado = httpx.get(f"{served.url}/dicom-web/studies/{study}", timeout=30)
+        assert wado.status_code == 200
         if level == "info":  # a refused identifier's reason quotes it: at debug only
             refused = dcmtk(
                 "findscu",
@@ -201,6 +209,27 @@ def test_no_patient_data_in_the_log(tmp_path: Path, level: str) -> None:
     stored = [e for e in events if e["event"] == "instance-stored"]
     assert stored and stored[0]["patient_id"] == PATIENT_ID
     assert PATIENT_ID in trail
+    assert "syslog collector" in text  # the forwarding failed, and said so without them
+    # the trail in the index has them, and says who accessed the patient's data how
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vesalius.cli",
+            "audit",
+            "--patient",
+            PATIENT_ID,
+            "--json",
+            "--data-dir",
+            str(served.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    kinds = {json.loads(line)["event"] for line in listed.stdout.splitlines()}
+    assert {"instances-stored", "metadata-read", "instances-transferred"} <= kinds
 
 
 @pytest.mark.parametrize("audit_file", ["", "-"])
@@ -225,7 +254,12 @@ def test_the_audit_does_not_depend_on_the_log_level(tmp_path: Path, audit_file: 
         assert in_log == [] and PATIENT_ID not in served.log_text()
         events = [json.loads(line) for line in audit_trail(served.data_dir).splitlines()]
     assert [e["event"] for e in events].count("instance-stored") == 1
-    assert events[0]["patient_id"] == PATIENT_ID
+    (stored,) = [e for e in events if e["event"] == "instance-stored"]
+    assert stored["patient_id"] == PATIENT_ID
+    assert [e["event"] for e in events if e["event"].startswith("application-")] == [
+        "application-start",
+        "application-stop",
+    ]
 
 
 def test_rotation_with_workers(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import click
 from vesalius import __version__
 from vesalius.commands import accounts as account_commands
 from vesalius.commands import anonymize as anonymize_commands
+from vesalius.commands import audit as audit_commands
 from vesalius.commands import backup as backup_commands
 from vesalius.commands import config_option, settings_from
 from vesalius.commands import importer as importer_commands
@@ -67,6 +68,7 @@ main.add_command(service_commands.service)
 main.add_command(anonymize_commands.anonymize)
 main.add_command(account_commands.user)
 main.add_command(account_commands.token)
+main.add_command(audit_commands.audit)
 
 
 if __name__ == "__main__":  # pragma: no cover

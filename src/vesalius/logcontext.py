@@ -12,8 +12,8 @@ the threads that serve associations.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 
 #: The field a request id is logged under.
@@ -39,11 +39,28 @@ def current() -> tuple[str, str] | None:
     return _current.get()
 
 
+#: Called with ``(field, id)`` when a block bound to it ends: the audit trail writes what it
+#: gathered for that association or request (``services/audit_trail.py``).
+_on_end: list[Callable[[tuple[str, str]], None]] = []
+
+
+def on_end(callback: Callable[[tuple[str, str]], None]) -> None:
+    """Call ``callback`` whenever an exchange ends (see :func:`bound`)."""
+    _on_end.append(callback)
+
+
+def forget(callback: Callable[[tuple[str, str]], None]) -> None:
+    with suppress(ValueError):
+        _on_end.remove(callback)
+
+
 @contextmanager
 def bound(field: str, value: str) -> Iterator[str]:
-    """Log lines within this block carry ``field=value``."""
+    """Log lines within this block carry ``field=value``; when it ends, the exchange is over."""
     token = _current.set((field, value))
     try:
         yield value
     finally:
         _current.reset(token)
+        for callback in _on_end:
+            callback((field, value))

@@ -3,6 +3,7 @@ process (:func:`worker_main`). Nothing imports this module but ``cli`` and the w
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ from typing import Any
 from vesalius import logs
 from vesalius.dimse.server import DimseServer, listen
 from vesalius.errors import ListenError
+from vesalius.identity import Identity
 from vesalius.processes import (
     LoadBoard,
     LoadSlot,
@@ -22,6 +24,7 @@ from vesalius.processes import (
     worker_count,
 )
 from vesalius.reload import Reloader, SettingsSource, on_sighup
+from vesalius.services.archive import Archive
 from vesalius.settings import Settings
 from vesalius.shutdown import Shutdown
 from vesalius.startup import check_archive
@@ -112,6 +115,25 @@ def worker_main(
         archive.close()
 
 
+def _application_activity(
+    archive: Archive, settings: Settings, kind: str, launcher: str = ""
+) -> str:
+    """Audit the server's start or stop (PS3.15 A.5.3.1 Application Activity), naming who
+    launched it; returns that name."""
+    try:
+        launcher = launcher or getpass.getuser()
+    except (KeyError, OSError):
+        launcher = launcher or "unknown"
+    archive.oversight.record(
+        kind,
+        Identity.system(),
+        launcher=launcher,
+        ae_title=settings["dicom.ae_title"],
+        pid=os.getpid(),
+    )
+    return launcher
+
+
 def _notify_stopping() -> None:
     """Tell systemd (Type=notify) that the drain has begun."""
     notify("STOPPING=1")
@@ -196,6 +218,7 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
             "administrator with `vesalius user add NAME --role admin`"
         )
     notify("READY=1")  # systemd Type=notify: both ports listen
+    launched = _application_activity(archive, settings, "application-start")
     try:
         if not shutdown.begun:
             http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
@@ -206,6 +229,7 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         dimse.stop(shutdown.remaining())
         # The workers' grace periods began with ours: a little more for their last aborts.
         workers.stop(shutdown.remaining() + WORKER_MARGIN)
-        archive.close()
+        _application_activity(archive, settings, "application-stop", launched)
+        archive.close()  # the audit trail's pending records are written first
         log.info("stopped")
         logging_.stop()

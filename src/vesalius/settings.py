@@ -82,6 +82,53 @@ SETTINGS: tuple[Setting, ...] = (
         "data_dir). Keep it safe and keep it: a new one gives the same studies new UIDs.",
     ),
     Setting(
+        "audit.source_id",
+        str,
+        "",
+        "The AuditSourceID of the audit messages (PS3.15 A.5). Empty: the AE title and the host "
+        "name, AE@host.",
+    ),
+    Setting(
+        "audit.site_id",
+        str,
+        "",
+        "The AuditEnterpriseSiteID of the audit messages (e.g. the hospital); empty: left out.",
+    ),
+    Setting(
+        "audit.interval",
+        float,
+        1.0,
+        "Instances an association, HTTP request or import stores into a study become one audit "
+        "record when it ends, or after this many seconds without another.",
+    ),
+    Setting(
+        "audit.syslog_url",
+        str,
+        "",
+        "Forward audit messages to a syslog collector (RFC 5424): udp://host:514 (RFC 5426) or "
+        "tls://host:6514 (RFC 5425). Empty: not forwarded.",
+    ),
+    Setting(
+        "audit.syslog_app_name",
+        str,
+        "vesalius",
+        "The APP-NAME of the syslog messages.",
+    ),
+    Setting(
+        "audit.syslog_ca",
+        str,
+        "",
+        "PEM file of the CA that signs the collector's certificate (tls://). Empty: "
+        "tls.ca_certificates if set, else the system's CAs.",
+    ),
+    Setting(
+        "audit.syslog_queue",
+        int,
+        10000,
+        "Audit messages held for the collector while it is slow or down; beyond that they are "
+        "dropped (counted and logged; the index keeps them all).",
+    ),
+    Setting(
         "shutdown_grace",
         float,
         10.0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,13 @@ from vesalius.dimse.config import DimseConfig
 from vesalius.dimse.sender import send_handler
 from vesalius.errors import ConfigError
 from vesalius.index.catalog import Catalog
+from vesalius.index.database import describe_url
 from vesalius.services.accounts import AccountConfig, AccountService
 from vesalius.services.anonymize import AnonymizeService, SiteSecret
 from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
+from vesalius.services.audit_messages import AuditSource
+from vesalius.services.audit_trail import AuditService, TrailSink
 from vesalius.services.deletion import DeleteService
 from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
@@ -41,6 +45,7 @@ from vesalius.services.sending import SendService
 from vesalius.settings import Settings
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
+from vesalius.telemetry.syslog import SyslogSender, sender_for
 from vesalius.viewer.app import ViewerConfig, viewer_routes
 from vesalius.web.host import HostConfig, create_host
 from vesalius.web.identity import AuthConfig
@@ -95,6 +100,11 @@ def assemble(
         log.debug("staging: %d file(s) of running processes left alone", recovered.kept)
     events = EventBus()
     events.subscribe(auditor or Auditor())
+    syslog = audit_syslog(settings)
+    trail = TrailSink(
+        catalog, audit_source(settings), forward=syslog, interval=settings["audit.interval"]
+    )
+    events.subscribe(trail)  # the durable trail in the index, whatever auditor is given
     events.subscribe(count_event)  # metrics; a no-op unless telemetry.metrics is enabled
     oversight = Oversight(policy or default_policy(settings), events)
     min_free = settings["storage.min_free_mb"] << 20
@@ -116,6 +126,9 @@ def assemble(
     )
 
     def close() -> None:
+        trail.close()  # what is pending is written before the index closes
+        if syslog is not None:
+            syslog.close()
         spool.close()
         stores.close()
         catalog.close()
@@ -153,8 +166,10 @@ def assemble(
             catalog, retrieve, ingest, oversight=oversight, secret=SiteSecret(secret_file(settings))
         ),
         accounts=AccountService(catalog, oversight=oversight, config=account_config(settings)),
+        audit=AuditService(catalog, oversight=oversight, trail=describe_url(settings.database_url)),
         closer=close,
     )
+    archive.audit.sink = trail
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     return Assembly(settings, catalog, spool, stores, archive)
 
@@ -239,6 +254,35 @@ def oidc_config(settings: Settings) -> OidcConfig | None:
         username_claim=str(settings["auth.oidc_username_claim"]).strip(),
         role_map=role_map,
         audience=str(settings["auth.oidc_audience"]).strip(),
+    )
+
+
+def audit_source(settings: Settings) -> AuditSource:
+    """Who the audit messages say reports them (``audit.source_id``, ``audit.site_id``)."""
+    host = socket.gethostname()
+    ae_title = settings["dicom.ae_title"]
+    return AuditSource(
+        settings["audit.source_id"] or f"{ae_title}@{host}",
+        ae_title,
+        host,
+        settings["audit.site_id"],
+    )
+
+
+def audit_syslog(settings: Settings) -> SyslogSender | None:
+    """The sender to the syslog collector ``audit.syslog_url`` names, if any; its TLS CA is
+    ``audit.syslog_ca`` or else ``tls.ca_certificates``, and our certificate is offered."""
+    url = settings["audit.syslog_url"]
+    if not url:
+        return None
+    values = settings.values
+    return sender_for(
+        url,
+        app_name=settings["audit.syslog_app_name"],
+        ca_file=settings["audit.syslog_ca"] or str(values.get("tls.ca_certificates") or ""),
+        cert_file=str(values.get("tls.certificate") or ""),
+        key_file=str(values.get("tls.private_key") or ""),
+        max_queue=settings["audit.syslog_queue"],
     )
 
 

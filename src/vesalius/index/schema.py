@@ -299,6 +299,33 @@ login_failures = Table(
 
 # --- issue 14, audit: the hash-chained audit trail (migration 0010) ---
 
+#: One audit record each (PS3.15 A.5; docs/security.md "Audit trail"): ``record`` is its
+#: canonical JSON (the A.5 message's XML inside), ``hash`` = SHA-256(previous hash || record),
+#: so changing, removing or inserting a row breaks the chain (``vesalius audit verify``). The
+#: other columns repeat what the record says, for queries; verify checks they still agree.
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("time", String(40), nullable=False, index=True),  # ISO 8601, UTC
+    Column("kind", String(64), nullable=False),  # the event, e.g. instances-stored
+    Column("message", String(64), nullable=False, index=True),  # A.5 EventID meaning
+    Column("outcome", String(16), nullable=False),
+    Column("who", String(256), nullable=False, index=True),  # user name or AE title
+    Column("host", String(256), nullable=False),  # from where
+    Column("record", Text, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+#: The patients and studies a record names (``subject``: ``patient`` or ``study``).
+audit_subjects = Table(
+    "audit_subjects",
+    metadata,
+    Column("record_pk", PK, ForeignKey("audit_records.pk"), nullable=False, index=True),
+    Column("subject", String(8), nullable=False),
+    Column("value", String(), nullable=False),
+    Index("ix_audit_subjects_subject_value", "subject", "value"),
+)
+
 # --- issue 14, deid: the pseudonym map (migration 0011) ---
 
 #: Original patient and study <-> their pseudonym and new study (PS3.15 E.1: re-identification by

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
+from vesalius.services.audit_trail import AuditService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
@@ -36,6 +37,7 @@ class Archive:
     sending: SendService
     oversight: Oversight
     accounts: AccountService
+    audit: AuditService
     #: De-identification (PS3.15 Annex E); None where the wiring built no secret for it.
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).

@@ -215,6 +215,7 @@ class IngestService:
             outcome=outcome,
             patient_id=header.patient_id,
             study_uid=header.study_uid,
+            sop_class_uid=header.sop_class_uid,
             sop_instance_uid=header.sop_instance_uid,
             sha256=sha256,
             size=size,

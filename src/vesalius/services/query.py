@@ -181,6 +181,7 @@ class QueryResult:
                 level=query.level,
                 model=query.model,
                 keys=sorted(k for k, v in query.filters.items() if v),
+                criteria={k: v for k, v in query.filters.items() if v},  # A.5.3.12
                 matches=self.count,
                 truncated=self.truncated,
                 seconds=round(time.monotonic() - started, 6),

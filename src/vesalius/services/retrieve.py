@@ -11,6 +11,7 @@ path) and audits each transfer (PS3.15 A.5.3.3/A.5.3.4 in spirit).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ __all__ = [
 
 #: Sub-operation counts are US (PS3.7 9.3.3.2, 9.3.4.2), so one retrieve moves at most this many.
 MAX_SUBOPERATIONS = 65535
+#: Operations audited as they begin too (PS3.15 A.5.3.3 Begin Transferring DICOM Instances):
+#: those that send instances as sub-operations, which may take a while.
+BEGUN = frozenset({"C-MOVE", "C-GET", "send"})
 
 
 @dataclass
@@ -131,7 +135,15 @@ class RetrieveService:
             reason = exc.message if isinstance(exc, VesaliusError) else type(exc).__name__
             self.refuse(who, operation, reason, destination)
             raise
-        return RetrievePlan(operation, who, keys, found, destination)
+        plan = RetrievePlan(operation, who, keys, found, destination)
+        if found and operation in BEGUN:
+            self.oversight.record(
+                "transfer-begun",
+                who,
+                **self._details(operation, destination, keys),
+                **_objects(plan),
+            )
+        return plan
 
     @contextmanager
     def transfer(self, plan: RetrievePlan, items: int | None = None) -> Iterator[RetrieveTally]:
@@ -191,8 +203,7 @@ class RetrieveService:
             plan.who,
             outcome=outcome,
             **self._details(plan.operation, plan.destination, plan.keys),
-            patient_ids=sorted({i.patient_id for i in plan.instances}),
-            study_uids=sorted({i.study_uid for i in plan.instances}),
+            **_objects(plan),
             matched=len(plan.instances),
             completed=tally.completed,
             warning=tally.warning,
@@ -219,6 +230,19 @@ class RetrieveService:
         if keys is not None:
             details["level"] = keys.level
         return details
+
+
+def _objects(plan: RetrievePlan) -> dict[str, Any]:
+    """The patients and studies ``plan`` names, and its instances by study and SOP Class (the
+    audit message's objects, PS3.15 A.5.3.5)."""
+    classes: dict[str, Counter[str]] = {}
+    for i in plan.instances:
+        classes.setdefault(i.study_uid, Counter())[i.sop_class_uid] += 1
+    return {
+        "patient_ids": sorted({i.patient_id for i in plan.instances}),
+        "study_uids": sorted(classes),
+        "sop_classes": {study: dict(counts) for study, counts in sorted(classes.items())},
+    }
 
 
 def _missing(instance: InstanceLocation) -> str:

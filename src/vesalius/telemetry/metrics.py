@@ -114,6 +114,12 @@ class Metrics:
             ["kind", "outcome"],
             registry=None,
         )
+        self.audit_forwarded = Counter(
+            "vesalius_audit_syslog_messages",
+            "Audit messages for the syslog collector, by outcome (sent, dropped).",
+            ["outcome"],
+            registry=None,
+        )
 
     def collectors(self) -> Iterable[Collector]:
         return [m for m in vars(self).values() if isinstance(m, (Counter, Gauge, Histogram))]
@@ -195,3 +201,10 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "other"
         _metrics.http_requests.labels(method, route, str(status)).inc()
         _metrics.http_duration.labels(method, route).observe(seconds)
+
+
+def audit_forwarded(outcome: str) -> None:
+    """An audit message sent to the syslog collector, or dropped (queue full, collector
+    down)."""
+    if _metrics is not None:
+        _metrics.audit_forwarded.labels(outcome).inc()
