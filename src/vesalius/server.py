@@ -180,6 +180,11 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         metrics.enable()
     if settings["tracing.otlp_endpoint"]:
         tracing.configure(settings["tracing.otlp_endpoint"])
+    # Audited before any port answers, and written at once, so the trail's first record of
+    # this run is its start, before any worker's (PS3.15 A.5.3.1).
+    launched = _application_activity(archive, settings, "application-start")
+    if archive.audit.sink is not None:
+        archive.audit.sink.flush()
     dimse.start(listener)
     shutdown.on_begin(dimse.drain)
     workers = WorkerPool(
@@ -218,7 +223,6 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
             "administrator with `vesalius user add NAME --role admin`"
         )
     notify("READY=1")  # systemd Type=notify: both ports listen
-    launched = _application_activity(archive, settings, "application-start")
     try:
         if not shutdown.begun:
             http.run(sockets=[http_socket])  # returns on SIGINT/SIGTERM (uvicorn's handlers)
