@@ -42,6 +42,7 @@ from vesalius.dimse.associate_pdu import AssociateRequest, UserInformation, enco
 from vesalius.dimse.association import Association
 from vesalius.dimse.contexts import build_context
 from vesalius.dimse.requestor import connect
+from vesalius.storage.folder import FolderStorage
 
 MIB = 1 << 20
 BOUNDARY = "cve-boundary"
@@ -114,6 +115,20 @@ def unharmed(served: Served) -> Iterator[Served]:
     assert outside_files(served) == before[2]
     assert canaries(served) == []
     still_serving(served)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../" * 8 + "etc/passwd", "/etc/passwd", "0" * 32 + "\n", "0" * 31 + "/", "0" * 33, ""],
+)
+def test_blob_keys_are_never_paths(tmp_path: Path, key: str) -> None:
+    """The one place a name becomes a path in storage: a blob key is 32 hex digits or refused
+    (it is the hash of the content, never a UID or a name a client chose)."""
+    store = FolderStorage(tmp_path / "storage")
+    with pytest.raises(ValueError, match="not a storage key"):
+        store.put_file(key, tmp_path / "any")
+    with pytest.raises(ValueError, match="not a storage key"):
+        store.open(key)
 
 
 # ---------------------------------------------------------------------------- DIMSE helpers
