@@ -906,3 +906,38 @@ def test_zip_bombs_are_refused_before_they_are_written(unharmed: Served, tmp_pat
         lines
     ), proc.stdout
     assert "  not DICOM: 1" in lines, proc.stdout  # the zip inside the zip
+
+
+def _overlapping_zip(member: bytes, name: str, entries: int) -> bytes:
+    """One compressed member listed ``entries`` times in the central directory, every entry
+    pointing at the same bytes: each inflates to the whole member (the overlapping,
+    "non-recursive" zip bomb)."""
+    single = io.BytesIO()
+    with zipfile.ZipFile(single, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, member)
+    data = single.getvalue()
+    cd, eocd = data.rindex(b"PK\x01\x02"), data.rindex(b"PK\x05\x06")
+    entry = data[cd:eocd]
+    end = bytearray(data[eocd:])
+    struct.pack_into("<HHL", end, 8, entries, entries, len(entry) * entries)
+    return data[:cd] + entry * entries + bytes(end)
+
+
+def test_overlapping_zip_bomb_is_refused_whole(unharmed: Served, tmp_path: Path) -> None:
+    """A zip whose 200 entries all point at one member of 32 MiB (6.4 GB to extract from a
+    zip of a few hundred kB): refused as a whole before any member is read, nothing stored.
+    Python's zipfile finds such overlaps itself only from 3.11.8 and 3.12.2; before the check
+    in the importer, every entry was extracted in turn."""
+    path = tmp_path / "big.dcm"
+    make_instance(path, rows=4096, columns=4096)  # 32 MiB of zero pixels
+    bomb = tmp_path / "in" / "overlap.zip"
+    bomb.parent.mkdir()
+    bomb.write_bytes(_overlapping_zip(path.read_bytes(), "big.dcm", 200))
+    assert bomb.stat().st_size < 2 * MIB
+    with zipfile.ZipFile(bomb) as zf:
+        assert len(zf.infolist()) == 200  # Python 3.11.7's zipfile lists them all
+    proc = vesalius_import(unharmed, bomb, tmp_path / "cwd")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "imported: 0" in lines, proc.stdout
+    assert f"  {bomb}: unreadable: members overlap (a zip bomb)" in lines, proc.stdout
