@@ -62,7 +62,8 @@ QR_SOP_CLASSES: tuple[str, ...] = (
     STUDY_ROOT_GET,
 )
 
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+#: fullmatch, not ``^…$``: ``$`` also matches before a final newline, so "1.2.3\n" passed.
+_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)+")
 
 
 def is_valid_uid(value: str) -> bool:
@@ -72,7 +73,7 @@ def is_valid_uid(value: str) -> bool:
     Components with a leading zero are tolerated, as much real-world data has them; a lone
     number such as ``1`` is not a UID.
     """
-    return 0 < len(value) <= 64 and bool(_UID_RE.match(value))
+    return 0 < len(value) <= 64 and bool(_UID_RE.fullmatch(value))
 
 
 def check_uid(value: object, keyword: str) -> str:

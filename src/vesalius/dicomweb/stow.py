@@ -415,6 +415,13 @@ async def store(
         staging.discard()
         raise
     await _drain(raw)  # an epilogue, if any
+    if not raw.ended:
+        # The close delimiter came but the body did not end (a chunked body without its last
+        # chunk, a Content-Length never reached): an incomplete request (RFC 9112 8) stores
+        # nothing, so the answer (this, or the server's 408) is never a failure after a store.
+        staging.discard()
+        problem = InvalidDataError("the request body did not end after its close delimiter")
+        return _closing(error_response(problem), raw)
     results = await _ingest_all(archive, staging, who(request), study)
     module = response_module(results, root_url(request), study)
     response = answer(module, status_code(results), media_type, warning_header(results))

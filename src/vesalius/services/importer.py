@@ -15,6 +15,7 @@ DICOM data was not imported.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import struct
@@ -146,6 +147,18 @@ def _members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return [info for info in archive.infolist() if not info.is_dir()]
 
 
+def _overlapping(archive: zipfile.ZipFile) -> bool:
+    """Whether two members share bytes: the "non-recursive" zip bomb, whose entries all point
+    into one compressed stream, each inflating to the whole. A member's local header and data
+    (PKWARE APPNOTE 4.3.7) end before the next member's header in any zip a tool wrote;
+    Python's zipfile checks this itself only from 3.11.8 and 3.12.2."""
+    entries = sorted(archive.infolist(), key=lambda info: info.header_offset)
+    return any(
+        this.header_offset + 30 + this.compress_size > after.header_offset
+        for this, after in itertools.pairwise(entries)
+    )
+
+
 def count_sources(paths: Iterable[Path]) -> int:
     """How many files and zip members an import of ``paths`` will look at."""
     total = 0
@@ -174,6 +187,10 @@ def _sources(
             broken(ImportItem(str(path), "skipped", f"unreadable: {exc}"))
             continue
         members = _members(archive)
+        if members and _overlapping(archive):
+            archive.close()
+            broken(ImportItem(str(path), "skipped", "unreadable: members overlap (a zip bomb)"))
+            continue
         if not members:
             archive.close()
             continue

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from vesalius.errors import OutOfResourcesError
 
 CHUNK = 1 << 20
-_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+_KEY_RE = re.compile(r"[0-9a-f]{32}")  # fullmatch: ``$`` would let a final newline by
 
 
 class FolderStorage:
@@ -31,7 +31,7 @@ class FolderStorage:
         self._blobs.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        if not _KEY_RE.match(key):
+        if not _KEY_RE.fullmatch(key):
             raise ValueError(f"not a storage key: {key!r}")
         return self._blobs / key[:2] / key[2:4] / f"{key}.dcm"
 
