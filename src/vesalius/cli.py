@@ -8,6 +8,7 @@ import click
 
 from vesalius import __version__
 from vesalius.commands import backup as backup_commands
+from vesalius.commands import certs as cert_commands
 from vesalius.commands import config_option, settings_from
 from vesalius.commands import importer as importer_commands
 from vesalius.commands import jobs as job_commands
@@ -62,6 +63,7 @@ main.add_command(job_commands.jobs)
 main.add_command(backup_commands.backup)
 main.add_command(backup_commands.restore)
 main.add_command(service_commands.service)
+main.add_command(cert_commands.cert)
 
 
 if __name__ == "__main__":  # pragma: no cover

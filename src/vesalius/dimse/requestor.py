@@ -8,6 +8,8 @@ messages once the A-ASSOCIATE-AC is in: blocking I/O in the calling thread, no r
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from vesalius.dimse.association import Association
 from vesalius.dimse.contexts import PresentationContext
 from vesalius.dimse.pdu import ProtocolError
 from vesalius.errors import PeerError
+from vesalius.tls import failure_reason
 
 #: A-ASSOCIATE-RJ results, sources and reasons (PS3.8 Table 9-21), as people read them.
 RESULTS = {1: "permanent", 2: "transient"}
@@ -68,9 +71,11 @@ def connect(
     roles: Sequence[tuple[str, bool, bool]] = (),
     staging: Callable[[], tuple[int, Path]] | None = None,
     min_rate: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> Association:
     """Connect, negotiate, and return the established association; ``staging`` makes the
-    association receive C-STORE data sets (C-GET sub-operations) into files it hands out.
+    association receive C-STORE data sets (C-GET sub-operations) into files it hands out;
+    ``tls``: over TLS (PS3.15 B.9), the peer's certificate checked for ``host``.
 
     Raises :class:`Unreachable` when the peer cannot be reached, :class:`AssociationRefused`
     on rejection or abort, :class:`PeerError` for anything else it answers.
@@ -80,6 +85,8 @@ def connect(
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise Unreachable(f"cannot connect to {called_ae} at {host}:{port}: {reason}") from exc
+    if tls is not None:
+        sock = _secure(sock, tls, host, port, called_ae)
     try:
         sock.sendall(negotiation.request(calling_ae, called_ae, contexts, max_pdu, roles))
         sock.settimeout(acse_timeout)
@@ -110,3 +117,18 @@ def connect(
         staging=staging,
         min_rate=min_rate,
     )
+
+
+def _secure(
+    sock: socket.socket, tls: ssl.SSLContext, host: str, port: int, called_ae: str
+) -> socket.socket:
+    """The TLS handshake on a new connection (within its connect timeout)."""
+    try:
+        wrapped = tls.wrap_socket(sock, server_hostname=host)
+    except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise Unreachable(
+            f"TLS handshake with {called_ae} at {host}:{port} failed: {failure_reason(exc)}"
+        ) from exc
+    return wrapped

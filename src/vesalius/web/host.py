@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
 from vesalius.web.access import AccessLogMiddleware
+from vesalius.web.hsts import StrictTransportSecurity
 from vesalius.web.identity import IdentityMiddleware
 from vesalius.web.observe import TelemetryMiddleware, observe_routes
 from vesalius.web.requests import error_response, json_response
@@ -66,6 +67,8 @@ class HostConfig:
     access_log: bool = True
     #: Serve ``/metrics`` (``metrics.enabled``).
     metrics: bool = True
+    #: Served over HTTPS (``http.tls``): HSTS on every answer, and cookies marked Secure.
+    https: bool = False
 
 
 def _middleware(config: HostConfig) -> list[Middleware]:
@@ -85,6 +88,8 @@ def _middleware(config: HostConfig) -> list[Middleware]:
                 expose_headers=["Warning", "Content-Location", "Content-Range"],
             ),
         )
+    if config.https:
+        middleware.insert(0, Middleware(StrictTransportSecurity))
     if config.access_log:  # outermost: it times, ids and logs everything the host answers
         middleware.insert(0, Middleware(AccessLogMiddleware))
     return middleware
