@@ -120,8 +120,8 @@ def issue(
     expired: bool = False,
 ) -> Issued:
     """A certificate signed by ``authority``: a server's (subject alternative ``names``, DNS
-    names or IP addresses) or a client's (``client``); ``expired``: one that ended yesterday
-    (for tests)."""
+    names or IP addresses; good for TLS clients too) or a client's only (``client``);
+    ``expired``: one that ended yesterday (for tests)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -140,7 +140,11 @@ def issue(
             alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             alternatives.append(x509.DNSName(name))
-    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    # A server's certificate is also the one it presents when it calls peers (C-MOVE
+    # sub-operations, send jobs) that ask for a client certificate: both purposes.
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if not client:
+        usage.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -150,7 +154,7 @@ def issue(
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca_certificate.public_key()  # type: ignore[arg-type]

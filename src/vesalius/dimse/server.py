@@ -376,7 +376,7 @@ class DimseServer:
         try:
             secured = tls.wrap(sock)
         except (OSError, ValueError) as exc:
-            log.info('tls handshake failed peer=%s reason="%s"', address, failure_reason(exc))
+            log.warning('tls handshake failed peer=%s reason="%s"', address, failure_reason(exc))
             return None
         with self._lock:
             conn = self._connections.get(key)
@@ -386,7 +386,7 @@ class DimseServer:
             secured.settimeout(self.config.acse_timeout)
             secured.do_handshake()
         except (OSError, ValueError) as exc:
-            log.info('tls handshake failed peer=%s reason="%s"', address, failure_reason(exc))
+            log.warning('tls handshake failed peer=%s reason="%s"', address, failure_reason(exc))
             with contextlib.suppress(OSError):
                 secured.close()
             return None
