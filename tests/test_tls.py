@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -432,7 +433,25 @@ def test_serve_tls_only_with_https_and_hsts(pki: Pki, tmp_path: Path) -> None:
         for _ in range(3):  # spread over both processes
             dcmtk("echoscu", *pki.dcmtk(), "-aec", "VESALIUS", "127.0.0.1", str(tls_port))
         assert not _accepts(served.dicom_port)  # no plain DIMSE port
-    assert "on port " in served.log_text() and "(TLS)" in served.log_text()
+        # SIGHUP with the settings naming another pair: every process serves it.
+        renewed = issue(pki.ca, tmp_path, "renewed", "localhost", names=server_names())
+        config = tmp_path / "vesalius.toml"
+        text = config.read_text()
+        text = text.replace(str(pki.server.certificate), str(renewed.certificate))
+        text = text.replace(str(pki.server.private_key), str(renewed.private_key))
+        config.write_text(text)
+        served.proc.send_signal(signal.SIGHUP)
+        second = _fingerprint(renewed.certificate)
+        wait_until(
+            lambda: all(
+                _served_fingerprint(port, pki.ca.certificate) == second
+                for port in [tls_port] * 4 + [served.http_port] * 4
+            ),
+            what="the new pair in every process",
+        )
+    log = served.log_text()
+    assert "on port " in log and "(TLS)" in log
+    assert "restart needed" not in log
 
 
 def _accepts(port: int) -> bool:
@@ -459,7 +478,6 @@ def test_a_renewed_certificate_is_served_without_a_restart(
     pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "vesalius.tls")
-    tls.watch()  # as vesalius serve does in each process
     live = tmp_path / "live"
     live.mkdir()
     shutil.copy(pki.server.certificate, live / "server.pem")
@@ -479,6 +497,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(
     )
     thread = threading.Thread(target=http.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
+    tls.watch()  # as vesalius serve does in each process, once its contexts are made
     try:
         wait_until(lambda: http.started, what="HTTPS start")
         http_port = listener.getsockname()[1]

@@ -23,6 +23,7 @@ import ssl
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -252,7 +253,7 @@ class ServerTls:
         self._checked = time.monotonic()
         self._lock = threading.Lock()
         with _LIVE_LOCK:
-            _LIVE.append(self)
+            _LIVE.add(self)
 
     def wrap(self, sock: socket.socket) -> TlsSocket:
         """``sock`` as the server side of a TLS connection, the handshake not yet done."""
@@ -293,33 +294,39 @@ class ServerTls:
         return True
 
 
-_LIVE: list[ServerTls] = []
+#: The live server contexts of this process (a context goes when its server does).
+_LIVE: weakref.WeakSet[ServerTls] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
 _watcher: threading.Thread | None = None
 
 
+def _live() -> list[ServerTls]:
+    with _LIVE_LOCK:
+        return list(_LIVE)
+
+
 def reload_all(files: TlsFiles | None = None) -> None:
     """Load the certificates again into every live server context of this process (SIGHUP,
-    ``reload.py``); ``files``: new paths from the re-read settings."""
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for server in live:
-        if files is not None and files.verify_clients != server.files.verify_clients:
-            log.warning("reload: tls.verify_clients changed: restart needed")
-            files = TlsFiles(
+    ``reload.py``); ``files``: the paths of the re-read settings (``tls.verify_clients`` is
+    kept as it started: a restart changes it)."""
+    for server in _live():
+        wanted = server.files
+        if files is not None:
+            wanted = TlsFiles(
                 files.certificate,
                 files.private_key,
                 files.ca_certificates,
                 server.files.verify_clients,
             )
-        server.refresh(force=True, files=files)
+        server.refresh(force=True, files=wanted)
 
 
 def watch() -> None:
-    """Start (once per process) a thread that looks at the live contexts' files each second."""
+    """Start (once per process, when it has a live context) a thread that looks at the live
+    contexts' files each second."""
     global _watcher
     with _LIVE_LOCK:
-        if _watcher is not None:
+        if _watcher is not None or not _LIVE:
             return
         _watcher = threading.Thread(target=_watch_loop, name="tls-watch", daemon=True)
     _watcher.start()
@@ -328,9 +335,7 @@ def watch() -> None:
 def _watch_loop() -> None:
     while True:
         time.sleep(CHECK_INTERVAL)
-        with _LIVE_LOCK:
-            live = list(_LIVE)
-        for server in live:
+        for server in _live():
             with contextlib.suppress(Exception):
                 server.refresh()
 
