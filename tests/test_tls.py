@@ -286,6 +286,37 @@ def test_tls_1_1_is_refused(tls_server: RunningServer, caplog: pytest.LogCapture
         assert cipher.startswith("ECDHE-") and ("GCM" in cipher or "CHACHA20" in cipher)
 
 
+def test_drain_refuses_new_tls_associations_and_stop_closes_the_tls_port(
+    tls_server: RunningServer, pki: Pki
+) -> None:
+    from vesalius.dicom.uids import VERIFICATION
+    from vesalius.dimse.contexts import build_context
+    from vesalius.dimse.requestor import AssociationRefused, connect
+    from vesalius.tls import TlsFiles, client_context
+
+    context = client_context(
+        TlsFiles(
+            str(pki.storescu.certificate), str(pki.storescu.private_key), str(pki.ca.certificate)
+        )
+    )
+    port = tls_server.dimse.tls_port
+
+    def associate() -> None:
+        link = connect(
+            "127.0.0.1", port, calling_ae="STORESCU", called_ae="VESALIUS",
+            contexts=[build_context(VERIFICATION, ["1.2.840.10008.1.2"])], max_pdu=0,
+            acse_timeout=10, network_timeout=10, dimse_timeout=10, tls=context,
+        )  # fmt: skip
+        link.release()
+
+    associate()
+    tls_server.dimse.drain()
+    with pytest.raises(AssociationRefused, match="Temporary congestion"):
+        associate()
+    tls_server.dimse.stop(grace=1)
+    assert not _accepts(port)
+
+
 # -- Mutual TLS ---------------------------------------------------------------------------------
 
 

@@ -179,11 +179,13 @@ def _load_authorities(context: ssl.SSLContext, files: TlsFiles) -> None:
 
 
 def server_context(files: TlsFiles, *, http: bool = False) -> ssl.SSLContext:
-    """A server context with our certificate; it asks for client certificates, checked against
-    ``ca_certificates``, as ``verify_clients`` says (mutual TLS). ``http``: ALPN http/1.1."""
+    """A server context with our certificate; for DIMSE it asks for client certificates,
+    checked against ``ca_certificates``, as ``verify_clients`` says (mutual TLS). ``http``:
+    ALPN http/1.1 and no client certificates (browsers would prompt for one; HTTP clients are
+    authenticated as users)."""
     context = _protocol(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     _load_chain(context, files)
-    if files.verify_clients != "none":
+    if files.verify_clients != "none" and not http:
         if not files.ca_certificates:
             raise ConfigError(
                 f"tls.verify_clients is {files.verify_clients}: set tls.ca_certificates to the "
@@ -280,7 +282,7 @@ class ServerTls:
         try:
             with self._lock:
                 _load_chain(self.context, wanted)
-                if wanted.verify_clients != "none" and wanted.ca_certificates:
+                if wanted.verify_clients != "none" and wanted.ca_certificates and not self.http:
                     _load_authorities(self.context, wanted)
         except ConfigError as exc:
             log.error("tls: the new certificate does not load, the running one stays: %s", exc)
