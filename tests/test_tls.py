@@ -32,6 +32,7 @@ from vesalius.errors import ConfigError
 from vesalius.services.audit import Auditor
 from vesalius.services.events import Event
 from vesalius.settings import Modality, Settings, load_settings
+from vesalius.tls import TlsFiles
 from vesalius.web.serving import bind_http, http_server
 from vesalius.wiring import dimse_tls, http_app, http_limits, http_tls
 
@@ -315,6 +316,39 @@ def test_drain_refuses_new_tls_associations_and_stop_closes_the_tls_port(
         associate()
     tls_server.dimse.stop(grace=1)
     assert not _accepts(port)
+
+
+def test_an_idle_tls_association_is_ended_by_the_network_timeout(tmp_path: Path, pki: Pki) -> None:
+    """The Upper Layer's kernel receive timeouts become the TLS socket's timeouts (OpenSSL
+    would otherwise retry an expired read for ever): a silent peer is aborted."""
+    from vesalius.dicom.uids import VERIFICATION
+    from vesalius.dimse.contexts import build_context
+    from vesalius.dimse.requestor import connect
+    from vesalius.tls import client_context
+
+    running = make_server(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'index.sqlite'}",
+        **pki.settings(**{"dicom.network_timeout": 1}),
+    )
+    try:
+        link = connect(
+            "127.0.0.1", running.dimse.tls_port, calling_ae="IDLE", called_ae="VESALIUS",
+            contexts=[build_context(VERIFICATION, ["1.2.840.10008.1.2"])], max_pdu=0,
+            acse_timeout=10, network_timeout=None, dimse_timeout=None,
+            tls=client_context(_ca_only(pki)),
+        )  # fmt: skip
+        link.sock.settimeout(30)
+        first = link.sock.recv(1)  # the server's A-ABORT (type 0x07), or the end
+        assert first in (b"\x07", b"")
+        wait_until(lambda: not running.dimse.active(), what="the connection to end")
+    finally:
+        running.dimse.stop(grace=1)
+        running.archive.close()
+
+
+def _ca_only(pki: Pki) -> TlsFiles:
+    return TlsFiles("", "", str(pki.ca.certificate))
 
 
 # -- Mutual TLS ---------------------------------------------------------------------------------

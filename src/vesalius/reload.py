@@ -5,8 +5,8 @@ Live: the peers (``[modalities]``, written to the peers table every process read
 level, and the TLS certificates (``tls.certificate``, ``tls.private_key``,
 ``tls.ca_certificates``: loaded again by every process, ``vesalius/tls.py``). Everything else
 (ports, ``data_dir``, ``database_url``, ``dicom.workers``, timeouts, ...) is compared with the
-running value and logged as "X changed: restart needed". A file that does not load (bad TOML, a bad
-value) is logged as an error and the running settings stay.
+running value and logged as "X changed: restart needed". A file that does not load (bad TOML,
+a bad value) is logged as an error and the running settings stay.
 
 The main process reloads, then passes SIGHUP on to its workers, which re-read the same file
 for the log level and the certificates only (the peers are in the shared index, and the main
@@ -53,9 +53,9 @@ def apply_log_level(level: str) -> None:
 
 
 def reload_certificates(settings: Settings) -> None:
-    r"""Load the certificate and key named by ``settings`` into this process's running
-    ``ssl.SSLContext`` objects (``load_cert_chain``), so new connections use them; a pair that does
-    not load is logged and the running one stays (``vesalius/tls.py``)."""
+    """Load the certificate and key named by ``settings`` into this process's running
+    ``ssl.SSLContext`` objects (``load_cert_chain``), so new connections use them; a pair that
+    does not load is logged and the running one stays (``vesalius/tls.py``)."""
     files = tls_files(settings)
     if files is not None and files.certificate:
         tls.reload_all(files)

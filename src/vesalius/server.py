@@ -149,21 +149,17 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
     dimse = DimseServer(archive, config, load=board.slot(0), tls=dimse_secure)
     host, port = settings["dicom.host"], settings["dicom.port"]
     listener = tls_listener = None
+    keys = "dicom.host, dicom.port"
     try:
         if config.plain:
             listener = listen(host, port)
         if dimse_secure is not None:
-            port = config.tls_port
+            keys, port = "dicom.host, dicom.tls_port", config.tls_port
             tls_listener = listen(host, port)
     except OSError as exc:
         if listener is not None:
             listener.close()
         archive.close()
-        keys = (
-            "dicom.host, dicom.tls_port"
-            if listener is not None or not config.plain
-            else ("dicom.host, dicom.port")
-        )
         raise ListenError.from_os_error("DIMSE", keys, host, port, exc) from exc
     http_host, http_port = settings["http.host"], settings["http.port"]
     try:

@@ -84,7 +84,6 @@ class TlsSocket(ssl.SSLSocket):
 
     _receive_timeout: float | None = None
     _send_timeout: float | None = None
-    _applied: float | None = None
 
     def setsockopt(  # type: ignore[override]
         self, level: int, optname: int, value: int | ReadableBuffer, /
@@ -105,12 +104,11 @@ class TlsSocket(ssl.SSLSocket):
 
     def settimeout(self, value: float | None, /) -> None:
         super().settimeout(value)
-        self._receive_timeout = self._send_timeout = self._applied = value
+        self._receive_timeout = self._send_timeout = value
 
     def _use(self, timeout: float | None) -> None:
-        if timeout != self._applied:
+        if timeout != self.gettimeout():  # settimeout costs a system call: only on a change
             super().settimeout(timeout)
-            self._applied = timeout
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
         self._use(self._receive_timeout)

@@ -342,7 +342,8 @@ class DimseServer:
                     conn = self._connections.get(key)
                 tls = conn.tls if conn is not None else None
                 if tls is not None:
-                    secured = self._handshake(sock, address, tls, key)
+                    refused = conn is not None and bool(conn.refusal)
+                    secured = self._handshake(sock, address, tls, key, refused)
                     if secured is None:
                         return
                     sock = secured
@@ -368,10 +369,11 @@ class DimseServer:
             self.load.publish(len(self._connections))
 
     def _handshake(
-        self, sock: socket.socket, address: str, tls: ServerTls, key: int
+        self, sock: socket.socket, address: str, tls: ServerTls, key: int, refused: bool
     ) -> TlsSocket | None:
-        """The TLS handshake (PS3.15 B.9), within the ACSE timeout, in this connection's
-        thread; a failure is one log line and the connection is closed."""
+        """The TLS handshake (PS3.15 B.9), within the ACSE timeout (:data:`REFUSE_WAIT` for a
+        connection to be refused), in this connection's thread; a failure is one log line and
+        the connection is closed."""
         tls.refresh()  # a renewed certificate, looked for at most once a second
         try:
             secured = tls.wrap(sock)
@@ -383,7 +385,7 @@ class DimseServer:
             if conn is not None:
                 conn.sock = secured  # so a shutdown interrupts the handshake
         try:
-            secured.settimeout(self.config.acse_timeout)
+            secured.settimeout(REFUSE_WAIT if refused else self.config.acse_timeout)
             secured.do_handshake()
         except (OSError, ValueError) as exc:
             log.warning('tls handshake failed peer=%s reason="%s"', address, failure_reason(exc))
@@ -392,7 +394,7 @@ class DimseServer:
             return None
         return secured
 
-    def _certified_peer(self, sock: socket.socket, address: str) -> tuple[str, str] | None:
+    def _certified_peer(self, sock: socket.socket) -> tuple[str, str] | None:
         """Over mutual TLS, the peer the client certificate names: (its AE title, the
         certificate's Common Name); None when no certificate was presented. A certificate
         that names no known peer answers ("", its Common Name)."""
@@ -454,7 +456,7 @@ class DimseServer:
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_INVALID_PARAMETER))
             return None
-        certified = self._certified_peer(sock, address)
+        certified = self._certified_peer(sock)
         if certified is not None and certified[0] != agreed.calling_ae.strip():
             metrics.association_rejected(RJ_CALLING_AE)
             ae, name = certified
