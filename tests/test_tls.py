@@ -241,7 +241,11 @@ def test_a_plain_client_on_the_tls_port_is_refused_with_one_line(
 @pytest.mark.parametrize(
     ("which", "reason"),
     [
-        ("other_ca_client", "unable to get local issuer certificate"),
+        (
+            "other_ca_client",
+            "a certificate signed by an authority not in tls.ca_certificates "
+            "(unable to get local issuer certificate)",
+        ),
         ("expired", "certificate has expired"),
     ],
 )
@@ -415,6 +419,14 @@ def test_vesalius_echo_and_send_over_tls(
     assert "Success" in echo.output
     plain = runner.invoke(main, ["echo", target, "--config", str(config)])
     assert plain.exit_code != 0  # a plain association on the TLS port
+    # A server whose authority we do not trust: refused, with the reason.
+    distrust = tmp_path / "distrust.toml"
+    other_ca = pki.other_ca_client.certificate.parent / "ca.pem"
+    distrust.write_text(config.read_text().replace(str(pki.ca.certificate), str(other_ca)))
+    refused = runner.invoke(main, ["echo", target, "--tls", "--config", str(distrust)])
+    assert refused.exit_code != 0
+    assert "TLS handshake with VESALIUS" in refused.output
+    assert "an authority not in tls.ca_certificates" in refused.output
     path = tmp_path / "ct.dcm"
     make_instance(path)
     sent = runner.invoke(main, ["send", str(path), "--to", target, "--tls", "-c", str(config)])

@@ -356,10 +356,19 @@ _REASONS = {
 }
 
 
+#: OpenSSL verify codes (x509_vfy.h) of a certificate whose authority we do not trust.
+_UNTRUSTED = {
+    18: "a self-signed certificate, not in tls.ca_certificates",
+    19: "a certificate chain ending in an authority not in tls.ca_certificates",
+    20: "a certificate signed by an authority not in tls.ca_certificates",
+}
+
+
 def failure_reason(exc: BaseException) -> str:
     """Why a handshake failed, in words (``certificate has expired``, ``not a TLS client``)."""
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return str(exc.verify_message)
+        hint = _UNTRUSTED.get(exc.verify_code)
+        return f"{hint} ({exc.verify_message})" if hint else str(exc.verify_message)
     if isinstance(exc, ssl.SSLError):
         reason = str(exc.reason or "")
         return _REASONS.get(reason, reason.replace("_", " ").lower() or str(exc))

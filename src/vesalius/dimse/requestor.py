@@ -47,6 +47,10 @@ class Unreachable(PeerError):
     """The peer could not be reached (connection refused, no route, timed out)."""
 
 
+class HandshakeFailed(PeerError):
+    """The TLS handshake with the peer failed (PS3.15 B.9): its reason in words."""
+
+
 def rejection(body: bytes | bytearray) -> str:
     """The reason of an A-ASSOCIATE-RJ body, in words: ``Called AE title not recognised
     (permanent, DICOM UL service-user)``."""
@@ -106,7 +110,8 @@ def connect(
             sock.close()
         if isinstance(exc, PeerError):
             raise
-        raise PeerError(f"association with {called_ae} failed: {exc}") from exc
+        reason = failure_reason(exc) if isinstance(exc, ssl.SSLError) else str(exc)
+        raise PeerError(f"association with {called_ae} failed: {reason}") from exc
     return Association(
         sock,
         agreed,
@@ -128,7 +133,7 @@ def _secure(
     except (OSError, ValueError) as exc:
         with contextlib.suppress(OSError):
             sock.close()
-        raise Unreachable(
+        raise HandshakeFailed(
             f"TLS handshake with {called_ae} at {host}:{port} failed: {failure_reason(exc)}"
         ) from exc
     return wrapped
