@@ -479,6 +479,32 @@ def test_unreadable_or_mismatched_files_are_one_config_error(pki: Pki, tmp_path:
         settings(**{"tls.certificate": str(pki.server.certificate)})
     with pytest.raises(ConfigError, match=r"http\.tls is true: set tls\.certificate"):
         settings(**{"http.tls": True})
+    with pytest.raises(ConfigError, match=r"dicom\.plain is false: DIMSE over TLS needs"):
+        settings(**{"dicom.plain": False})
+    with pytest.raises(ConfigError, match=r"dicom\.tls_port is 70000: a TCP port is 1 to 65535"):
+        settings(**pki.settings(**{"dicom.tls_port": 70000}))
+    with pytest.raises(ConfigError, match=r"set tls\.ca_certificates to the authorities"):
+        settings(**{"tls.verify_clients": "required"})
+    with pytest.raises(ConfigError, match="must be one of none, optional, required"):
+        settings(**pki.settings(**{"tls.verify_clients": "yes"}))
+    # Relative paths in a settings file are the file's folder's.
+    (tmp_path / "site").mkdir()
+    config = tmp_path / "site" / "vesalius.toml"
+    config.write_text('[tls]\ncertificate = "tls/server.pem"\nprivate_key = "tls/key.pem"\n')
+    loaded = load_settings(config, environ={})
+    assert loaded["tls.certificate"] == str(tmp_path / "site" / "tls" / "server.pem")
+    assert loaded["dicom.tls_port"] == 2762
+    assert dimse_tls(load_settings(environ={})) is None  # no certificate: no TLS port
+    # [modalities.NAME] tls and certificate_subject.
+    config.write_text(
+        '[modalities.CT1]\nae_title = "CT1"\nhost = "ct1"\nport = 2762\ntls = true\n'
+        'certificate_subject = "ct1.example.org"\n'
+    )
+    ct1 = load_settings(config, environ={}).modalities["CT1"]
+    assert (ct1.tls, ct1.certificate_subject) == (True, "ct1.example.org")
+    config.write_text('[modalities.CT1]\nae_title = "CT1"\nhost = "ct1"\nport = 104\ntls = "yes"\n')
+    with pytest.raises(ConfigError, match="tls is true or false"):
+        load_settings(config, environ={})
 
 
 def test_serve_with_a_mismatched_key_exits_78_with_one_line(pki: Pki, tmp_path: Path) -> None:
