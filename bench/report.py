@@ -26,14 +26,25 @@ SECTIONS = (
     ("viewer", "Viewer (scenario 9)"),
     ("large", "Large object (scenario 10)"),
     ("memory", "Server memory (scenario 10)"),
+    ("tls", "TLS ingest (scenario 11)"),
 )
-SERVER_ORDER = ("vesalius", "orthanc", "storescp", "vesalius-sqlite", "vesalius-postgresql")
+SERVER_ORDER = (
+    "vesalius",
+    "orthanc",
+    "storescp",
+    "vesalius-sqlite",
+    "vesalius-postgresql",
+    "vesalius-plain",
+    "vesalius-tls",
+)
 LABELS = {
     "vesalius": "Vesalius",
     "orthanc": "Orthanc",
     "storescp": "DCMTK storescp",
     "vesalius-sqlite": "Vesalius, SQLite",  # scenario 6: the index backends side by side
     "vesalius-postgresql": "Vesalius, PostgreSQL",
+    "vesalius-plain": "Vesalius, plain DIMSE",  # scenario 11: the two transports side by side
+    "vesalius-tls": "Vesalius, DIMSE over TLS",
 }
 COLORS = {
     "vesalius": "#c0392b",
@@ -41,6 +52,8 @@ COLORS = {
     "storescp": "#7f8c8d",
     "vesalius-sqlite": "#c0392b",
     "vesalius-postgresql": "#8e44ad",
+    "vesalius-plain": "#c0392b",
+    "vesalius-tls": "#27ae60",
 }
 NUMBERS = {s.name: s.number for s in REGISTRY}
 

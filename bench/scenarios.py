@@ -7,8 +7,8 @@ that answers a scenario with a failure (a failed DIMSE status, HTTP 404, missing
 note and "n/a" in its cell instead of a number; the scenario goes on with the others.
 
 Scenarios declared with ``pending`` are not built yet; they are listed in the report as such.
-Scenarios 6 (bench/index_scale.py), 7 (bench/wado.py) and 9 (bench/viewer.py) live in modules
-of their own, imported lazily (they import this one).
+Scenarios 6 (bench/index_scale.py), 7 (bench/wado.py), 9 (bench/viewer.py) and 11
+(bench/tls.py) live in modules of their own, imported lazily (they import this one).
 """
 
 from __future__ import annotations
@@ -736,6 +736,12 @@ def _wado(ctx: Context, kinds: list[str]) -> list[Row]:
     return wado(ctx, kinds)
 
 
+def _store_tls(ctx: Context, kinds: list[str]) -> list[Row]:
+    from bench.tls import store_tls  # it imports this module
+
+    return store_tls(ctx, kinds)
+
+
 def _ohif(ctx: Context, kinds: list[str]) -> list[Row]:
     from bench.viewer import ohif  # it imports this module
 
@@ -783,6 +789,13 @@ REGISTRY: tuple[Scenario, ...] = (
         lambda ctx, kinds: _ohif(ctx, kinds),
     ),
     Scenario(10, "big", "Large object in and out; peak server memory", ALL, big_object),
+    Scenario(
+        11,
+        "store-tls",
+        "C-STORE ingest of corpus (a) over DIMSE-TLS against plain DIMSE, one association",
+        ("vesalius",),
+        _store_tls,
+    ),
 )
 
 

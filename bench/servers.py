@@ -255,6 +255,8 @@ class Vesalius(Server):
     ) -> None:
         super().__init__(workdir, destinations, **options)
         self.http_port = free_port()
+        if options.get("tls_certificate"):  # scenario 11: DIMSE over TLS on a second port
+            self.options["tls_port"] = free_port()
 
     @property
     def data_dir(self) -> Path:
@@ -277,6 +279,10 @@ class Vesalius(Server):
         )
         if self.options.get("database_url"):
             env["VESALIUS_DATABASE_URL"] = str(self.options["database_url"])
+        if self.options.get("tls_certificate"):
+            env["VESALIUS_TLS_CERTIFICATE"] = str(self.options["tls_certificate"])
+            env["VESALIUS_TLS_PRIVATE_KEY"] = str(self.options["tls_private_key"])
+            env["VESALIUS_DICOM_TLS_PORT"] = str(self.options["tls_port"])
         for ae, port in self.destinations.items():
             env[f"VESALIUS_MODALITY_{ae}"] = f"{ae}@{LOOPBACK}:{port}"
         return [sys.executable, "-m", "vesalius.cli", "serve"], env

@@ -32,7 +32,14 @@ from vesalius.services.policy import Policy
 from vesalius.settings import Modality, Settings, load_settings
 from vesalius.storage import BlobStorage, Spool, Stores
 from vesalius.web.serving import bind_http, http_server
-from vesalius.wiring import Assembly, assemble, dimse_config, http_app, http_limits
+from vesalius.wiring import (
+    Assembly,
+    assemble,
+    dimse_config,
+    dimse_tls,
+    http_app,
+    http_limits,
+)
 
 PG_ADMIN_URL = os.environ.get(
     "VESALIUS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -149,7 +156,7 @@ def make_server(
     if modalities:
         settings = type(settings)(settings.values, modalities)
     assembly = assemble(settings, policy=policy, auditor=auditor, store=store)
-    dimse = DimseServer(assembly.archive, dimse_config(settings))
+    dimse = DimseServer(assembly.archive, dimse_config(settings), tls=dimse_tls(settings))
     dimse.start()
     return RunningServer(
         assembly.archive, dimse, settings["dicom.ae_title"], dimse.port, data_dir, assembly

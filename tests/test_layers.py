@@ -16,17 +16,19 @@ ALLOWED: dict[str, set[str]] = {
     "index": {"index", "dicom", "errors"},
     "services": {"services", "index", "storage", "dicom", "settings"} | BASE,
     # settings: the CLI's SCU (dimse/scu/) takes its peers (Modality) and options from them
-    "dimse": {"dimse", "services", "dicom", "settings", "telemetry"} | BASE,
+    "dimse": {"dimse", "services", "dicom", "settings", "telemetry", "tls"} | BASE,
     # metrics: counted from the services' events and by hooks in the front doors above it
     "telemetry": {"telemetry", "services"} | BASE,
     # the HTTP host, and the apps it mounts; the apps never import each other
-    "web": {"web", "services", "dicom", "telemetry"} | BASE,
+    "web": {"web", "services", "dicom", "telemetry", "tls"} | BASE,
     "dicomweb": {"dicomweb", "web", "services", "dicom"} | BASE,
     "viewer": {"viewer", "web"} | BASE,
     "errors": {"__init__"},
     "identity": set(),
     "logcontext": set(),
     "settings": {"errors"},
+    # TLS contexts (PS3.15 B.9) for the front doors and the wiring
+    "tls": {"errors", "settings"},
 }
 #: Wire everything; nothing imports them.
 #: (shutdown, reload: the signal handling of ``serve``, over every part of a process;

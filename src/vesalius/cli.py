@@ -11,6 +11,7 @@ from vesalius.commands import accounts as account_commands
 from vesalius.commands import anonymize as anonymize_commands
 from vesalius.commands import audit as audit_commands
 from vesalius.commands import backup as backup_commands
+from vesalius.commands import certs as cert_commands
 from vesalius.commands import config_option, settings_from
 from vesalius.commands import importer as importer_commands
 from vesalius.commands import jobs as job_commands
@@ -69,6 +70,7 @@ main.add_command(anonymize_commands.anonymize)
 main.add_command(account_commands.user)
 main.add_command(account_commands.token)
 main.add_command(audit_commands.audit)
+main.add_command(cert_commands.cert)
 
 
 if __name__ == "__main__":  # pragma: no cover

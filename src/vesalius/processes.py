@@ -160,7 +160,7 @@ class WorkerPool:
         self,
         entry: Callable[..., None],
         settings: Settings,
-        listener: socket.socket,
+        listener: socket.socket | None,
         count: int,
         board: LoadBoard,
         http_socket: socket.socket | None = None,

@@ -2,13 +2,15 @@
 what can change while serving; the rest is logged as needing a restart.
 
 Live: the peers (``[modalities]``, written to the peers table every process reads), the log
-level, and the TLS certificates (a seam: TLS arrives with issue 14). Everything else (ports,
-``data_dir``, ``database_url``, ``dicom.workers``, timeouts, ...) is compared with the running
-value and logged as "X changed: restart needed". A file that does not load (bad TOML, a bad
-value) is logged as an error and the running settings stay.
+level, and the TLS certificates (``tls.certificate``, ``tls.private_key``,
+``tls.ca_certificates``: loaded again by every process, ``vesalius/tls.py``). Everything else
+(ports, ``data_dir``, ``database_url``, ``dicom.workers``, timeouts, ...) is compared with the
+running value and logged as "X changed: restart needed". A file that does not load (bad TOML,
+a bad value) is logged as an error and the running settings stay.
 
 The main process reloads, then passes SIGHUP on to its workers, which re-read the same file
-for the log level only (the peers are in the shared index, and the main process logs the rest).
+for the log level and the certificates only (the peers are in the shared index, and the main
+process logs the rest).
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from vesalius import logs
+from vesalius import logs, tls
 from vesalius.errors import VesaliusError
 from vesalius.settings import SETTINGS, Modality, Settings, load_settings
+from vesalius.wiring import tls_files
 
 log = logging.getLogger(__name__)
 
 #: Settings applied while serving (besides ``[modalities]``).
-LIVE = frozenset({"log_level"})
+LIVE = frozenset({"log_level", "tls.certificate", "tls.private_key", "tls.ca_certificates"})
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,12 @@ def apply_log_level(level: str) -> None:
 
 
 def reload_certificates(settings: Settings) -> None:
-    """Seam for issue 14 (TLS): load the certificate and key named by ``settings`` into the
-    running ``ssl.SSLContext`` (``load_cert_chain``), so new connections use them. No TLS
-    settings exist yet: nothing to do."""
+    """Load the certificate and key named by ``settings`` into this process's running
+    ``ssl.SSLContext`` objects (``load_cert_chain``), so new connections use them; a pair that
+    does not load is logged and the running one stays (``vesalius/tls.py``)."""
+    files = tls_files(settings)
+    if files is not None and files.certificate:
+        tls.reload_all(files)
 
 
 class Reloader:
@@ -92,12 +98,12 @@ class Reloader:
             if self.main_process:
                 log.warning("reload: log_level is now %s", new["log_level"])
             log.debug("reload: this process logs at %s now", new["log_level"])
+        reload_certificates(new)
         if self.main_process:
             assert self.seed_peers is not None
             if dict(new.modalities) != dict(self.running.modalities):
                 self.seed_peers(new.modalities)
                 log.warning("reload: peers now as in [modalities] (%d)", len(new.modalities))
-            reload_certificates(new)
             for key in restart_needed(self.started, new):
                 log.warning("reload: %s changed: restart needed", key)
             log.info("reload: settings re-read from %s", where)

@@ -11,7 +11,7 @@ import socket
 import threading
 from typing import Any
 
-from vesalius import logs
+from vesalius import logs, tls
 from vesalius.dimse.server import DimseServer, listen
 from vesalius.errors import ListenError
 from vesalius.identity import Identity
@@ -36,8 +36,10 @@ from vesalius.wiring import (
     assemble,
     auth_required,
     dimse_config,
+    dimse_tls,
     http_app,
     http_limits,
+    http_tls,
     job_runner,
     runs_jobs,
 )
@@ -50,7 +52,7 @@ WORKER_MARGIN = 5.0
 
 def worker_main(
     settings: Settings,
-    listener: socket.socket,
+    listener: socket.socket | None,
     grace: float,
     ready: Any,
     load: LoadSlot,
@@ -58,10 +60,12 @@ def worker_main(
     parent_pid: int,
     log_setup: logs.WorkerLogging,
     source: SettingsSource | None = None,
+    tls_listener: socket.socket | None = None,
 ) -> None:
-    """Entry point of a worker process (``vesalius/processes.py``): DIMSE on ``listener``, HTTP
-    on ``http_socket``, until SIGTERM or the main process's death; then it drains for ``grace``
-    seconds (``vesalius/shutdown.py``). SIGHUP re-reads ``source`` for the log level."""
+    """Entry point of a worker process (``vesalius/processes.py``): DIMSE on ``listener`` (and
+    over TLS on ``tls_listener``), HTTP on ``http_socket``, until SIGTERM or the main
+    process's death; then it drains for ``grace`` seconds (``vesalius/shutdown.py``). SIGHUP
+    re-reads ``source`` for the log level and the certificates."""
     logs.configure_worker(log_setup)
     if settings["metrics.enabled"]:
         metrics.enable()  # in the folder the main process named (telemetry/shared.py)
@@ -79,8 +83,10 @@ def worker_main(
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     die_with_parent(parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
     archive = assemble(settings).archive
-    dimse = DimseServer(archive, dimse_config(settings), load=load)
-    dimse.start(listener)
+    dimse = DimseServer(archive, dimse_config(settings), load=load, tls=dimse_tls(settings))
+    dimse.start(listener, tls_listener)
+    secure_http = http_tls(settings)
+    tls.watch()
     shutdown.on_begin(dimse.drain)
     runner = job_runner(archive, settings) if runs_jobs(settings, main_process=False) else None
     if runner is not None:
@@ -96,6 +102,7 @@ def worker_main(
                 ignore_sigint=True,
                 grace=grace,
                 on_exit=shutdown.begin,
+                tls=secure_http,
             )
             shutdown.on_begin(http.request_exit)  # a SIGTERM before uvicorn caught signals
             ready.set()
@@ -156,18 +163,34 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
     archive = assemble(settings).archive
     processes = worker_count(settings)
     board = LoadBoard(processes)
-    dimse = DimseServer(archive, dimse_config(settings), load=board.slot(0))
-    host, port = settings["dicom.host"], settings["dicom.port"]
-    try:
-        listener = listen(host, port)
-    except OSError as exc:
+    try:  # the certificate and key load, or the start ends here (fatal.py, exit 78)
+        dimse_secure, secure_http = dimse_tls(settings), http_tls(settings)
+    except BaseException:
         archive.close()
-        raise ListenError.from_os_error("DIMSE", "dicom.host, dicom.port", host, port, exc) from exc
+        raise
+    config = dimse_config(settings)
+    dimse = DimseServer(archive, config, load=board.slot(0), tls=dimse_secure)
+    host, port = settings["dicom.host"], settings["dicom.port"]
+    listener = tls_listener = None
+    keys = "dicom.host, dicom.port"
+    try:
+        if config.plain:
+            listener = listen(host, port)
+        if dimse_secure is not None:
+            keys, port = "dicom.host, dicom.tls_port", config.tls_port
+            tls_listener = listen(host, port)
+    except OSError as exc:
+        if listener is not None:
+            listener.close()
+        archive.close()
+        raise ListenError.from_os_error("DIMSE", keys, host, port, exc) from exc
     http_host, http_port = settings["http.host"], settings["http.port"]
     try:
         http_socket = bind_http(http_host, http_port)
     except OSError as exc:
-        listener.close()
+        for sock in (listener, tls_listener):
+            if sock is not None:
+                sock.close()
         archive.close()
         raise ListenError.from_os_error(
             "HTTP", "http.host, http.port", http_host, http_port, exc
@@ -185,7 +208,8 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
     launched = _application_activity(archive, settings, "application-start")
     if archive.audit.sink is not None:
         archive.audit.sink.flush()
-    dimse.start(listener)
+    dimse.start(listener, tls_listener)
+    tls.watch()
     shutdown.on_begin(dimse.drain)
     workers = WorkerPool(
         worker_main,
@@ -194,7 +218,7 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         processes - 1,
         board,
         http_socket,
-        (logging_.for_workers, source),
+        (logging_.for_workers, source, tls_listener),
     )
     workers.on_death = shared_metrics.process_died
     workers.start(grace)
@@ -206,13 +230,22 @@ def serve(settings: Settings, source: SettingsSource | None = None) -> None:
         reloader = Reloader(source, settings, seed_peers=archive.peers.seed)
         on_sighup(reloader, then=lambda: workers.signal_all(signal.SIGHUP))
     http = http_server(
-        http_app(archive, settings), http_limits(settings), grace=grace, on_exit=shutdown.begin
+        http_app(archive, settings),
+        http_limits(settings),
+        grace=grace,
+        on_exit=shutdown.begin,
+        tls=secure_http,
     )
     shutdown.on_begin(http.request_exit)
     log.info(
-        "Vesalius ready: DIMSE %s on port %d, HTTP on http://%s:%d, data in %s",
+        "Vesalius ready: DIMSE %s on port %s, HTTP on %s://%s:%d, data in %s",
         settings["dicom.ae_title"],
-        dimse.port,
+        " and ".join(
+            f"{p}{' (TLS)' if tls_on else ''}"
+            for p, tls_on in ((dimse.port, False), (dimse.tls_port, True))
+            if p
+        ),
+        "https" if secure_http is not None else "http",
         settings["http.host"],
         settings["http.port"],
         settings.data_dir.resolve(),

@@ -139,6 +139,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom.host", str, "0.0.0.0", "Address the DIMSE server listens on."),
     Setting("dicom.port", int, 11112, "TCP port of the DIMSE server."),
     Setting(
+        "dicom.tls_port",
+        int,
+        2762,
+        "TCP port of DIMSE over TLS (PS3.15 B.9), served when tls.certificate is set; -1: not "
+        "served.",
+    ),
+    Setting(
+        "dicom.plain",
+        bool,
+        True,
+        "Serve plain DIMSE on dicom.port; false (with TLS on): DIMSE over TLS only.",
+    ),
+    Setting(
         "dicom.max_associations",
         int,
         32,
@@ -203,6 +216,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("http.host", str, "127.0.0.1", "Address the HTTP server listens on."),
     Setting("http.port", int, 8080, "TCP port of the HTTP server."),
+    Setting(
+        "http.tls",
+        bool,
+        False,
+        "Serve HTTPS (with tls.certificate) instead of HTTP on http.port, with HSTS.",
+    ),
     Setting(
         "ingest.duplicate_policy",
         str,
@@ -450,6 +469,28 @@ SETTINGS: tuple[Setting, ...] = (
         "Count Prometheus metrics and serve them at /metrics.",
     ),
     Setting(
+        "tls.certificate",
+        str,
+        "",
+        "Our certificate chain (PEM; relative: to the settings file), for DIMSE over TLS, "
+        "HTTPS and mutual TLS as a client. Reloaded when the file changes.",
+    ),
+    Setting("tls.private_key", str, "", "The certificate's private key (PEM, unencrypted)."),
+    Setting(
+        "tls.ca_certificates",
+        str,
+        "",
+        "Authorities (PEM) that sign peers' certificates: checked on servers we call and on "
+        "clients. Empty: the system's authorities.",
+    ),
+    Setting(
+        "tls.verify_clients",
+        str,
+        "none",
+        "Mutual TLS: none, optional (a client certificate is checked when presented) or "
+        "required; a client certificate names a known peer (docs/security.md).",
+    ),
+    Setting(
         "tracing.otlp_endpoint",
         str,
         "",
@@ -466,6 +507,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log.format": ("logfmt", "json"),
     "ingest.duplicate_policy": _DUPLICATE_POLICIES,
     "auth.required": ("auto", "true", "false"),
+    "tls.verify_clients": ("none", "optional", "required"),
 }
 #: Text settings that also take a boolean (``[auth] required = true``).
 _TRI_STATE = ("auth.required",)
@@ -473,7 +515,14 @@ _TRI_STATE = ("auth.required",)
 _PORTS = ("dicom.port", "http.port")
 #: Paths: relative ones are resolved against the folder of the settings file that names them
 #: (from the environment or the command line: against the current folder).
-_PATH_KEYS = ("data_dir", "viewer.dir", "auth.oidc_client_secret_file")
+_PATH_KEYS = (
+    "data_dir",
+    "viewer.dir",
+    "auth.oidc_client_secret_file",
+    "tls.certificate",
+    "tls.private_key",
+    "tls.ca_certificates",
+)
 #: ``VESALIUS_*`` variables Vesalius (or its test suite and benchmark) reads besides the
 #: settings'; any other is refused as a likely misspelling.
 OTHER_VARIABLES = (
@@ -541,6 +590,10 @@ class Modality:
     ae_title: str
     host: str
     port: int
+    #: Call this peer over TLS (PS3.15 B.9); with mutual TLS, the client certificate Common
+    #: Name that names it (empty: its name).
+    tls: bool = False
+    certificate_subject: str = ""
 
     @classmethod
     def parse(cls, text: str, name: str = "") -> Modality:
@@ -640,6 +693,12 @@ def _coerce(setting: Setting, raw: Any, strict: bool) -> Any:
     if isinstance(raw, (dict, list)):
         raise ValueError(raw)
     return setting.type(str(raw).strip() if isinstance(raw, str) else raw)
+
+
+def _flag(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(raw)
+    return raw
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -823,6 +882,34 @@ def _check_values(check: _Checker, values: dict[str, Any]) -> None:
         )
     _check_database_url(check, str(values["database_url"]))
     _check_oidc(check, values)
+    _check_tls(check, values)
+
+
+def _check_tls(check: _Checker, values: dict[str, Any]) -> None:
+    """The TLS settings agree with each other (the files are read at start: ``tls.py``)."""
+    port = values["dicom.tls_port"]
+    if isinstance(port, int) and not -1 <= port <= 65535:
+        check.add(f"{check.where('dicom.tls_port')} is {port}: a TCP port is 1 to 65535 (-1: off)")
+    certificate, key = values["tls.certificate"], values["tls.private_key"]
+    if bool(certificate) != bool(key):
+        check.add(
+            f"{check.where('tls.certificate')} and {check.where('tls.private_key')}: set both "
+            "(the certificate and its key) or neither"
+        )
+    if values["http.tls"] and not certificate:
+        check.add(f"{check.where('http.tls')} is true: set tls.certificate and tls.private_key")
+    if not values["dicom.plain"] and (not certificate or port == -1):
+        check.add(
+            f"{check.where('dicom.plain')} is false: DIMSE over TLS needs tls.certificate and "
+            "a dicom.tls_port"
+        )
+    if values["tls.verify_clients"] != "none" and not values["tls.ca_certificates"]:
+        check.add(
+            f"{check.where('tls.verify_clients')} is {values['tls.verify_clients']}: set "
+            "tls.ca_certificates to the authorities that sign the clients' certificates"
+        )
+    if certificate and port not in (-1, 0) and port in (values["dicom.port"], values["http.port"]):
+        check.add(f"{check.where('dicom.tls_port')} is {port}, a port taken already: change it")
 
 
 def _check_environment(check: _Checker, env: Mapping[str, str]) -> None:
@@ -875,12 +962,17 @@ def load_settings(
         for name, entry in raw_modalities.items():
             try:
                 modalities[name] = Modality(
-                    name, str(entry["ae_title"]), str(entry["host"]), int(entry["port"])
+                    name,
+                    str(entry["ae_title"]),
+                    str(entry["host"]),
+                    int(entry["port"]),
+                    _flag(entry.get("tls", False)),
+                    str(entry.get("certificate_subject", "")),
                 )
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, AttributeError):
                 check.add(
                     f"{config_file}: [modalities.{name}] needs ae_title, host and port "
-                    "(a string, a string and an integer)"
+                    "(a string, a string and an integer); tls is true or false"
                 )
 
     for setting in SETTINGS:

@@ -46,6 +46,7 @@ from vesalius.settings import Settings
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
 from vesalius.telemetry.syslog import SyslogSender, sender_for
+from vesalius.tls import ClientTls, ServerTls, TlsFiles, files_from
 from vesalius.viewer.app import ViewerConfig, viewer_routes
 from vesalius.web.host import HostConfig, create_host
 from vesalius.web.identity import AuthConfig
@@ -325,7 +326,32 @@ def dimse_config(settings: Settings) -> DimseConfig:
         min_receive_rate=settings["dicom.min_receive_rate"],
         require_called_ae=settings["dicom.require_called_ae"],
         known_callers_only=settings["dicom.known_callers_only"],
+        plain=settings["dicom.plain"],
+        tls_port=settings["dicom.tls_port"] if settings["tls.certificate"] else -1,
+        client_tls=ClientTls(tls_files(settings)),
     )
+
+
+def tls_files(settings: Settings) -> TlsFiles | None:
+    """The PEM files of ``tls.*``, None when neither a certificate nor authorities are set."""
+    return files_from(settings)
+
+
+def dimse_tls(settings: Settings) -> ServerTls | None:
+    """The live TLS context of DIMSE over TLS (``dicom.tls_port``), None when it is off;
+    :class:`~vesalius.errors.ConfigError` when the files do not load."""
+    files = tls_files(settings)
+    if files is None or not files.certificate or settings["dicom.tls_port"] < 0:
+        return None
+    return ServerTls(files)
+
+
+def http_tls(settings: Settings) -> ServerTls | None:
+    """The live TLS context of HTTPS (``http.tls``), None when it is off."""
+    files = tls_files(settings)
+    if files is None or not settings["http.tls"]:
+        return None
+    return ServerTls(files, http=True)
 
 
 def viewer_dir(settings: Settings) -> Path:
@@ -373,6 +399,7 @@ def http_app(archive: Archive, settings: Settings) -> Starlette:
             metrics=bool(settings["metrics.enabled"]),
             auth=auth_config(settings),
             oidc=oidc_config(settings),
+            https=bool(settings["http.tls"]),
         ),
     )
 

@@ -60,10 +60,16 @@ MAX_LISTED = 50
 
 aet_option = click.option("--aet", "-a", help="Calling AE title (default: dicom.ae_title).")
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Log the DIMSE exchange.")
+tls_option = click.option(
+    "--tls",
+    is_flag=True,
+    help="Over TLS (PS3.15 B.9) with the [tls] certificates (a modality with tls = true is "
+    "always called so).",
+)
 
 
 def _connect(
-    config: Path | None, aet: str | None, target: str, verbose: bool
+    config: Path | None, aet: str | None, target: str, verbose: bool, tls: bool = False
 ) -> tuple[Modality, ScuOptions]:
     from vesalius.dimse.scu import ScuOptions
 
@@ -74,7 +80,7 @@ def _connect(
     settings = settings_from(config)
     try:
         peer = settings.resolve_peer(target)
-        options = ScuOptions.from_settings(settings, aet)
+        options = ScuOptions.from_settings(settings, aet, tls=tls)
     except VesaliusError as exc:
         raise click.UsageError(exc.message) from exc
     if not 1 <= len(options.ae_title.strip()) <= 16:
@@ -151,11 +157,12 @@ def _identifier(level: str, keys: Sequence[str], defaults: bool) -> tuple[Datase
 @config_option
 @aet_option
 @verbose_option
-def echo(target: str, config: Path | None, aet: str | None, verbose: bool) -> None:
+@tls_option
+def echo(target: str, config: Path | None, aet: str | None, verbose: bool, tls: bool) -> None:
     """C-ECHO: check that TARGET answers (like echoscu)."""
     from vesalius.dimse import scu
 
-    peer, options = _connect(config, aet, target, verbose)
+    peer, options = _connect(config, aet, target, verbose, tls)
     started = time.monotonic()
     try:
         status = scu.echo(peer, options)
@@ -220,6 +227,7 @@ def _store_summary(
 @config_option
 @aet_option
 @verbose_option
+@tls_option
 def send(
     paths: tuple[Path, ...],
     target: str,
@@ -229,6 +237,7 @@ def send(
     config: Path | None,
     aet: str | None,
     verbose: bool,
+    tls: bool,
 ) -> None:
     """C-STORE FILES and folders (recursively) to TARGET, each in its own transfer syntax; or,
     with --study/--series, stored studies or series to the known peer TARGET, as a job of the
@@ -236,13 +245,17 @@ def send(
     if studies or series:
         if paths:
             raise click.UsageError("give files or --study/--series, not both")
+        if tls:
+            raise click.UsageError(
+                "--tls is for files; a stored study goes over TLS to a peer with tls = true"
+            )
         _send_stored(target, studies, series, no_wait, config)
         return
     if not paths:
         raise click.UsageError("name files or folders to send, or --study/--series")
     from vesalius.dimse import scu
 
-    peer, options = _connect(config, aet, target, verbose)
+    peer, options = _connect(config, aet, target, verbose, tls)
     items: list[StoreItem] = []
     unreadable: list[tuple[Path, str]] = []
     skipped = 0
@@ -329,6 +342,7 @@ def _table(keys: Sequence[str], matches: list[Dataset]) -> list[str]:
 @config_option
 @aet_option
 @verbose_option
+@tls_option
 def find(
     target: str,
     level: str,
@@ -340,11 +354,12 @@ def find(
     config: Path | None,
     aet: str | None,
     verbose: bool,
+    tls: bool,
 ) -> None:
     """C-FIND on TARGET (like findscu); prints a table, or DICOM JSON lines with --json."""
     from vesalius.dimse import scu
 
-    peer, options = _connect(config, aet, target, verbose)
+    peer, options = _connect(config, aet, target, verbose, tls)
     chosen = _model(patient_root, study_root, model)
     identifier, wanted = _identifier(level, keys, defaults=True)
     matches: list[Dataset] = []
@@ -412,6 +427,7 @@ def _retrieve_summary(operation: str, final: RetrieveResponse | None, extra: str
 @config_option
 @aet_option
 @verbose_option
+@tls_option
 def move(
     target: str,
     destination: str,
@@ -423,11 +439,12 @@ def move(
     config: Path | None,
     aet: str | None,
     verbose: bool,
+    tls: bool,
 ) -> None:
     """C-MOVE from TARGET to the AE --dest (like movescu)."""
     from vesalius.dimse import scu
 
-    peer, options = _connect(config, aet, target, verbose)
+    peer, options = _connect(config, aet, target, verbose, tls)
     chosen = _model(patient_root, study_root, model)
     identifier, _ = _identifier(level, keys, defaults=False)
     responses = scu.move(peer, options, identifier, chosen, destination)
@@ -476,6 +493,7 @@ def _sop_class_uid(value: str) -> str:
 @config_option
 @aet_option
 @verbose_option
+@tls_option
 def get(
     target: str,
     out_dir: Path,
@@ -489,12 +507,13 @@ def get(
     config: Path | None,
     aet: str | None,
     verbose: bool,
+    tls: bool,
 ) -> None:
     """C-GET from TARGET into --out (like getscu); files are written as received."""
     from vesalius.dicom.uids import is_valid_uid
     from vesalius.dimse import scu
 
-    peer, options = _connect(config, aet, target, verbose)
+    peer, options = _connect(config, aet, target, verbose, tls)
     chosen = _model(patient_root, study_root, model)
     identifier, _ = _identifier(level, keys, defaults=False)
     classes = [_sop_class_uid(v) for v in sop_classes]

@@ -39,6 +39,7 @@ from vesalius.dimse.negotiation import Context, Negotiated
 from vesalius.dimse.pdu import ConnectionClosed, ProtocolError
 from vesalius.dimse.transport import Transport, send_parts, set_timeout
 from vesalius.errors import PeerError
+from vesalius.identity import Method
 from vesalius.services.ingest import ContentHash
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,8 @@ class Association:
         self.dimse_timeout = dimse_timeout
         self.staging = staging
         self.peer_address = peer_address
+        #: How the calling AE was authenticated (``certificate``: over mutual TLS).
+        self.method: Method = "ae-title"
         self.min_rate = min_rate
         self.ended = False
         self._pending: deque[tuple[int, int, memoryview]] = deque()

@@ -7,9 +7,10 @@ services and this configuration (:class:`ScpContext`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vesalius.services.archive import Archive
+from vesalius.tls import ClientTls
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class DimseConfig:
     require_called_ae: bool = False
     #: Accept only calling AE titles of known peers (``dicom.known_callers_only``).
     known_callers_only: bool = False
+    #: Serve plain DIMSE on ``port`` (``dicom.plain``); DIMSE over TLS on ``tls_port`` when
+    #: the server is given a TLS context (-1: not served).
+    plain: bool = True
+    tls_port: int = -1
+    #: How we call peers marked ``tls`` (C-MOVE destinations, send jobs): PS3.15 B.9.
+    client_tls: ClientTls | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ messages once the A-ASSOCIATE-AC is in: blocking I/O in the calling thread, no r
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from vesalius.dimse.association import Association
 from vesalius.dimse.contexts import PresentationContext
 from vesalius.dimse.pdu import ProtocolError
 from vesalius.errors import PeerError
+from vesalius.tls import failure_reason
 
 #: A-ASSOCIATE-RJ results, sources and reasons (PS3.8 Table 9-21), as people read them.
 RESULTS = {1: "permanent", 2: "transient"}
@@ -44,6 +47,10 @@ class Unreachable(PeerError):
     """The peer could not be reached (connection refused, no route, timed out)."""
 
 
+class HandshakeFailed(PeerError):
+    """The TLS handshake with the peer failed (PS3.15 B.9): its reason in words."""
+
+
 def rejection(body: bytes | bytearray) -> str:
     """The reason of an A-ASSOCIATE-RJ body, in words: ``Called AE title not recognised
     (permanent, DICOM UL service-user)``."""
@@ -68,9 +75,11 @@ def connect(
     roles: Sequence[tuple[str, bool, bool]] = (),
     staging: Callable[[], tuple[int, Path]] | None = None,
     min_rate: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> Association:
     """Connect, negotiate, and return the established association; ``staging`` makes the
-    association receive C-STORE data sets (C-GET sub-operations) into files it hands out.
+    association receive C-STORE data sets (C-GET sub-operations) into files it hands out;
+    ``tls``: over TLS (PS3.15 B.9), the peer's certificate checked for ``host``.
 
     Raises :class:`Unreachable` when the peer cannot be reached, :class:`AssociationRefused`
     on rejection or abort, :class:`PeerError` for anything else it answers.
@@ -80,6 +89,8 @@ def connect(
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise Unreachable(f"cannot connect to {called_ae} at {host}:{port}: {reason}") from exc
+    if tls is not None:
+        sock = _secure(sock, tls, host, port, called_ae)
     try:
         sock.sendall(negotiation.request(calling_ae, called_ae, contexts, max_pdu, roles))
         sock.settimeout(acse_timeout)
@@ -99,7 +110,8 @@ def connect(
             sock.close()
         if isinstance(exc, PeerError):
             raise
-        raise PeerError(f"association with {called_ae} failed: {exc}") from exc
+        reason = failure_reason(exc) if isinstance(exc, ssl.SSLError) else str(exc)
+        raise PeerError(f"association with {called_ae} failed: {reason}") from exc
     return Association(
         sock,
         agreed,
@@ -110,3 +122,18 @@ def connect(
         staging=staging,
         min_rate=min_rate,
     )
+
+
+def _secure(
+    sock: socket.socket, tls: ssl.SSLContext, host: str, port: int, called_ae: str
+) -> socket.socket:
+    """The TLS handshake on a new connection (within its connect timeout)."""
+    try:
+        wrapped = tls.wrap_socket(sock, server_hostname=host)
+    except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise HandshakeFailed(
+            f"TLS handshake with {called_ae} at {host}:{port} failed: {failure_reason(exc)}"
+        ) from exc
+    return wrapped

@@ -68,6 +68,7 @@ from vesalius.services.retrieve import (
     RetrievePlan,
     RetrieveTally,
 )
+from vesalius.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +393,8 @@ def open_destination(
     config: DimseConfig, peer: Peer, instances: list[InstanceLocation]
 ) -> Association:
     """An association to ``peer`` for sending ``instances`` (C-MOVE sub-operations, the send
-    job), calling as this AE with its limits and timers; :class:`PeerError` if it fails."""
+    job), calling as this AE with its limits and timers, over TLS to a peer marked ``tls``;
+    :class:`PeerError` if it fails."""
     return connect(
         peer.host,
         peer.port,
@@ -403,6 +405,7 @@ def open_destination(
         acse_timeout=config.acse_timeout,
         network_timeout=config.network_timeout,
         dimse_timeout=config.dimse_timeout,
+        tls=(config.client_tls or ClientTls(None)).context if peer.tls else None,
     )
 
 

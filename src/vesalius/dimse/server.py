@@ -50,6 +50,7 @@ from vesalius.dimse.transport import listen
 from vesalius.errors import PeerError
 from vesalius.services.archive import Archive
 from vesalius.telemetry import metrics, tracing
+from vesalius.tls import ServerTls, TlsSocket, common_name, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ MAX_REFUSING = 16
 REFUSE_WAIT = 2.0
 #: Seconds the A-ABORTs sent when the grace period is over may take, all together.
 ABORT_WAIT = 3.0
+#: A-ASSOCIATE-RJ: permanent, service-user, calling AE title not recognised (PS3.8 9.3.4).
+RJ_CALLING_AE = (1, 1, 3)
 
 __all__ = ["IMPLEMENTATION_VERSION", "DimseServer", "listen", "supported_contexts"]
 
@@ -120,6 +123,8 @@ class _Connection:
     bucket: int
     #: Why this connection is refused when its A-ASSOCIATE-RQ arrives ("" if it is not).
     refusal: str = ""
+    #: The TLS context of the port it came on (None: plain TCP).
+    tls: ServerTls | None = None
     association: Association | None = None
     negotiating: bool = True
 
@@ -127,9 +132,17 @@ class _Connection:
 class DimseServer:
     """The listening DIMSE server; ``start`` returns at once, ``stop`` drains then aborts."""
 
-    def __init__(self, archive: Archive, config: DimseConfig, load: LoadSlot | None = None) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        config: DimseConfig,
+        load: LoadSlot | None = None,
+        tls: ServerTls | None = None,
+    ) -> None:
         """``load``: this process's slot on the board shared with the other processes that
-        accept on the same socket (``dimse/board.py``); None when it accepts alone."""
+        accept on the same socket (``dimse/board.py``); None when it accepts alone. ``tls``:
+        also serve DIMSE over TLS on ``config.tls_port`` (PS3.15 B.9)."""
+        self.tls = tls
         self.archive = archive
         self.config = config
         self.context = ScpContext(archive, config)
@@ -153,6 +166,7 @@ class DimseServer:
             extended={uid: find.extended_answer for uid in (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)},
         )
         self._listener: socket.socket | None = None
+        self._tls_listener: socket.socket | None = None
         self._accepting: threading.Thread | None = None
         self._connections: dict[int, _Connection] = {}
         self._lock = threading.Lock()
@@ -163,49 +177,80 @@ class DimseServer:
 
     @property
     def port(self) -> int:
-        assert self._listener is not None
+        """The plain port (0 when plain DIMSE is not served)."""
+        if self._listener is None:
+            return 0
         return int(self._listener.getsockname()[1])
 
-    def start(self, listener: socket.socket | None = None) -> None:
+    @property
+    def tls_port(self) -> int:
+        """The TLS port (0 when DIMSE over TLS is not served)."""
+        if self._tls_listener is None:
+            return 0
+        return int(self._tls_listener.getsockname()[1])
+
+    def start(
+        self, listener: socket.socket | None = None, tls_listener: socket.socket | None = None
+    ) -> None:
         """Accept associations on ``listener`` (shared with worker processes), or on a new
-        socket bound to the configured address."""
+        socket bound to the configured address; and over TLS on ``tls_listener`` (or a new
+        socket on ``config.tls_port``) when the server has a TLS context."""
         c = self.config
-        if listener is None:
+        if listener is None and c.plain:
             listener = listen(c.host, c.port)
-        listener.setblocking(False)  # the accept loop polls, noticing stop() within ACCEPT_POLL
+        if self.tls is not None and tls_listener is None and c.tls_port >= 0:
+            tls_listener = listen(c.host, c.tls_port)
+        for sock in (listener, tls_listener):
+            if sock is not None:  # the accept loop polls, noticing stop() within ACCEPT_POLL
+                sock.setblocking(False)
         self._listener = listener
+        self._tls_listener = tls_listener if self.tls is not None else None
         self.load.publish(0)
         self._stopping.clear()
         self._draining.clear()
         self._accepting = threading.Thread(target=self._accept_loop, name="dimse-accept")
         self._accepting.daemon = True
         self._accepting.start()
-        log.info("DIMSE %s listening on %s:%d", self.ae_title, c.host, self.port)
+        if self._listener is not None:
+            log.info("DIMSE %s listening on %s:%d", self.ae_title, c.host, self.port)
+        if self._tls_listener is not None:
+            log.info("DIMSE %s over TLS listening on %s:%d", self.ae_title, c.host, self.tls_port)
 
     def _accept_loop(self) -> None:
-        listener = self._listener  # stop() clears the attribute, closes the socket after us
-        assert listener is not None
+        # stop() clears the attributes, closes the sockets after us
+        listeners: dict[int, tuple[socket.socket, ServerTls | None]] = {}
+        if self._listener is not None:
+            listeners[self._listener.fileno()] = (self._listener, None)
+        if self._tls_listener is not None:
+            listeners[self._tls_listener.fileno()] = (self._tls_listener, self.tls)
         waiting = select.poll()
-        waiting.register(listener, select.POLLIN)
+        for fd in listeners:
+            waiting.register(fd, select.POLLIN)
         while not self._stopping.is_set():
-            if not waiting.poll(ACCEPT_POLL * 1000):
+            ready = waiting.poll(ACCEPT_POLL * 1000)
+            if not ready:
                 continue
             if self.load.busier_than_another():
                 time.sleep(BALANCE_DEFER)
-                if not waiting.poll(0):
+                ready = waiting.poll(0)
+                if not ready:
                     continue  # a less busy process took it
-            try:
-                sock, peer = listener.accept()
-            except (TimeoutError, BlockingIOError, InterruptedError):
-                continue  # another worker process took it
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                time.sleep(0.01)  # e.g. EMFILE: do not spin
-                continue
-            self._admit(sock, peer[0], peer[1])
+            for fd, _ in ready:
+                listener, tls = listeners[fd]
+                try:
+                    sock, peer = listener.accept()
+                except (TimeoutError, BlockingIOError, InterruptedError):
+                    continue  # another worker process took it
+                except OSError:
+                    if self._stopping.is_set():
+                        return
+                    time.sleep(0.01)  # e.g. EMFILE: do not spin
+                    continue
+                self._admit(sock, peer[0], peer[1], tls)
 
-    def _admit(self, sock: socket.socket, address: str, port: int) -> None:
+    def _admit(
+        self, sock: socket.socket, address: str, port: int, tls: ServerTls | None = None
+    ) -> None:
         """Give a new connection its thread, unless the limits say otherwise: a connection
         over a limit is answered A-ASSOCIATE-RJ (transient, local limit exceeded) when its
         request comes within :data:`REFUSE_WAIT` seconds, or closed at once when too many
@@ -231,7 +276,7 @@ class DimseServer:
                     return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             thread = threading.Thread(target=self._serve, args=(sock, address), daemon=True)
-            self._connections[id(sock)] = _Connection(sock, address, thread, bucket, refusal)
+            self._connections[id(sock)] = _Connection(sock, address, thread, bucket, refusal, tls)
             if not refusal:
                 self.load.add_host(bucket, 1)
             self._publish_load()
@@ -262,15 +307,18 @@ class DimseServer:
         """Drain: let running associations finish for ``grace`` seconds while new ones are
         refused; then stop accepting and send every association still open an A-ABORT
         (PS3.8 9.3.8), all at once."""
-        if self._listener is None:
+        if self._listener is None and self._tls_listener is None:
             return
         self.drain()
         self.wait_idle(grace)
         self._stopping.set()
-        listener, self._listener = self._listener, None
+        listeners = (self._listener, self._tls_listener)
+        self._listener = self._tls_listener = None
         if self._accepting is not None:
             self._accepting.join(timeout=2 + ACCEPT_POLL)
-        listener.close()  # no shutdown(): worker processes may share this socket
+        for listener in listeners:  # no shutdown(): worker processes may share these sockets
+            if listener is not None:
+                listener.close()
         enders = [
             threading.Thread(target=_end_at_shutdown, args=(conn,), daemon=True)
             for conn in self.active()
@@ -287,9 +335,19 @@ class DimseServer:
     def _serve(self, sock: socket.socket, address: str) -> None:
         # Every line logged for this connection carries its association id.
         bound = logcontext.bound(logcontext.ASSOCIATION, logcontext.new_id())
+        key = id(sock)
         try:
             with bound:
-                assoc = self._negotiate(sock, address)
+                with self._lock:
+                    conn = self._connections.get(key)
+                tls = conn.tls if conn is not None else None
+                if tls is not None:
+                    refused = conn is not None and bool(conn.refusal)
+                    secured = self._handshake(sock, address, tls, key, refused)
+                    if secured is None:
+                        return
+                    sock = secured
+                assoc = self._negotiate(sock, address, key)
                 if assoc is not None:
                     self._run(assoc)
         except Exception:
@@ -298,7 +356,7 @@ class DimseServer:
             with contextlib.suppress(OSError):
                 sock.close()
             with self._lock:
-                conn = self._connections.pop(id(sock), None)
+                conn = self._connections.pop(key, None)
                 if conn is not None and not conn.refusal:
                     self.load.add_host(conn.bucket, -1)
                 self._publish_load()
@@ -310,13 +368,52 @@ class DimseServer:
         if not self._draining.is_set():
             self.load.publish(len(self._connections))
 
-    def _negotiate(self, sock: socket.socket, address: str) -> Association | None:
+    def _handshake(
+        self, sock: socket.socket, address: str, tls: ServerTls, key: int, refused: bool
+    ) -> TlsSocket | None:
+        """The TLS handshake (PS3.15 B.9), within the ACSE timeout (:data:`REFUSE_WAIT` for a
+        connection to be refused), in this connection's thread; a failure is one log line and
+        the connection is closed."""
+        tls.refresh()  # a renewed certificate, looked for at most once a second
+        try:
+            secured = tls.wrap(sock)
+        except (OSError, ValueError) as exc:
+            log.warning('tls handshake failed peer=%s reason="%s"', address, failure_reason(exc))
+            return None
+        with self._lock:
+            conn = self._connections.get(key)
+            if conn is not None:
+                conn.sock = secured  # so a shutdown interrupts the handshake
+        try:
+            secured.settimeout(REFUSE_WAIT if refused else self.config.acse_timeout)
+            secured.do_handshake()
+        except (OSError, ValueError) as exc:
+            log.warning('tls handshake failed peer=%s reason="%s"', address, failure_reason(exc))
+            with contextlib.suppress(OSError):
+                secured.close()
+            return None
+        return secured
+
+    def _certified_peer(self, sock: socket.socket) -> tuple[str, str] | None:
+        """Over mutual TLS, the peer the client certificate names: (its AE title, the
+        certificate's Common Name); None when no certificate was presented. A certificate
+        that names no known peer answers ("", its Common Name)."""
+        if not isinstance(sock, TlsSocket):
+            return None
+        certificate = sock.getpeercert()
+        if not certificate:
+            return None
+        name = common_name(certificate)
+        peer = self.archive.peers.by_certificate(name) if name else None
+        return (peer.ae_title if peer is not None else "", name)
+
+    def _negotiate(self, sock: socket.socket, address: str, key: int) -> Association | None:
         """Read the A-ASSOCIATE-RQ, whole, within the ACSE timeout of the connection (the
         ARTIM timer, PS3.8 9.1.5), and accept or reject it."""
         c = self.config
         accepted_at = time.monotonic()
         with self._lock:
-            conn = self._connections.get(id(sock))
+            conn = self._connections.get(key)
         refusal = conn.refusal if conn is not None else ""
         artim = REFUSE_WAIT if refusal else c.acse_timeout
         sock.settimeout(None)  # blocking, with kernel timeouts (pdu.Receiver)
@@ -359,6 +456,21 @@ class DimseServer:
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_INVALID_PARAMETER))
             return None
+        certified = self._certified_peer(sock)
+        if certified is not None and certified[0] != agreed.calling_ae.strip():
+            metrics.association_rejected(RJ_CALLING_AE)
+            ae, name = certified
+            log.warning(
+                "rejecting association from %s: calling AE %s, but its TLS certificate (CN=%s) %s",
+                address,
+                agreed.calling_ae.strip(),
+                name,
+                f"names peer {ae}" if ae else "names no known peer",
+            )
+            with contextlib.suppress(OSError):
+                sock.sendall(pdu.associate_rj(*RJ_CALLING_AE))
+                _linger(sock)
+            return None
         sock.sendall(answer)
         assoc = Association(
             sock,
@@ -371,8 +483,10 @@ class DimseServer:
             min_rate=c.min_receive_rate,
             receiver=receiver,
         )
+        if certified is not None:
+            assoc.method = "certificate"
         with self._lock:
-            conn = self._connections.get(id(sock))
+            conn = self._connections.get(key)
             if conn is not None:
                 conn.association = assoc
                 conn.negotiating = False

@@ -27,8 +27,8 @@ CLASS_NOT_SUPPORTED = 0x0122
 
 
 def peer_identity(assoc: Association) -> Identity:
-    """The calling AE and address behind ``assoc``."""
-    return Identity.ae(assoc.calling_ae, assoc.peer_address)
+    """The calling AE and address behind ``assoc``, and how it was authenticated."""
+    return Identity.ae(assoc.calling_ae, assoc.peer_address, method=assoc.method)
 
 
 def handle_echo(scp: ScpContext, assoc: Association, message: Message) -> None:

@@ -23,12 +23,16 @@ class PeerRow:
     port: int
     permissions: frozenset[str]
     source: str = "admin"
+    tls: bool = False
+    certificate_subject: str = ""
 
 
 def _row(found: Sequence[Any]) -> PeerRow:
-    name, ae, host, port, permissions, source = tuple(found)
+    name, ae, host, port, permissions, source, tls, subject = tuple(found)
     wanted = frozenset(p for p in str(permissions).split(",") if p)
-    return PeerRow(str(name), str(ae), str(host), int(port), wanted, str(source))
+    return PeerRow(
+        str(name), str(ae), str(host), int(port), wanted, str(source), bool(tls), str(subject)
+    )
 
 
 _COLUMNS = (
@@ -38,6 +42,8 @@ _COLUMNS = (
     peers.c.port,
     peers.c.permissions,
     peers.c.source,
+    peers.c.tls,
+    peers.c.certificate_subject,
 )
 
 
@@ -49,6 +55,18 @@ def peer_by_ae(conn: Connection, ae_title: str) -> PeerRow | None:
     """The peer with this AE title (the first by name if several share it)."""
     query = select(*_COLUMNS).where(peers.c.ae_title == ae_title).order_by(peers.c.name)
     found = conn.execute(query.limit(1)).first()
+    return None if found is None else _row(found)
+
+
+def peer_by_certificate(conn: Connection, common_name: str) -> PeerRow | None:
+    """The peer a client certificate with this subject Common Name names: the one whose
+    ``certificate_subject`` it is, else the one of that name whose ``certificate_subject`` is
+    empty."""
+    query = select(*_COLUMNS).where(
+        (peers.c.certificate_subject == common_name)
+        | ((peers.c.certificate_subject == "") & (peers.c.name == common_name))
+    )
+    found = conn.execute(query.order_by(peers.c.certificate_subject.desc()).limit(1)).first()
     return None if found is None else _row(found)
 
 
@@ -64,6 +82,8 @@ def _values(peer: PeerRow) -> dict[str, object]:
         "port": peer.port,
         "permissions": ",".join(sorted(peer.permissions)),
         "source": peer.source,
+        "tls": peer.tls,
+        "certificate_subject": peer.certificate_subject,
         "updated_at": datetime.now(UTC),
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -205,6 +206,11 @@ deleted_blobs = Table(
 )
 
 # --- issue 14, tls: peers' TLS columns (migration 0007) ---
+
+#: ``tls``: call this peer over TLS (PS3.15 B.9); ``certificate_subject``: the Common Name of
+#: the client certificate that names it over mutual TLS (empty: its ``name``).
+peers.append_column(Column("tls", Boolean, nullable=False, server_default="0"))
+peers.append_column(_s("certificate_subject"))
 
 # --- issue 14, accounts: users, groups, tokens, sessions (migration 0008) ---
 

@@ -19,6 +19,7 @@ from vesalius.index.peers import (
     all_peers,
     delete_peer,
     peer_by_ae,
+    peer_by_certificate,
     peer_by_name,
     save_peer,
     sync_seeded,
@@ -41,14 +42,33 @@ class Peer:
     port: int
     permissions: frozenset[str] = DEFAULT_PERMISSIONS
     source: str = "admin"
+    #: Called over TLS; the client certificate Common Name naming it (empty: ``name``).
+    tls: bool = False
+    certificate_subject: str = ""
 
     @classmethod
     def of(cls, row: PeerRow) -> Peer:
-        return cls(row.name, row.ae_title, row.host, row.port, row.permissions, row.source)
+        return cls(
+            row.name,
+            row.ae_title,
+            row.host,
+            row.port,
+            row.permissions,
+            row.source,
+            row.tls,
+            row.certificate_subject,
+        )
 
     def row(self) -> PeerRow:
         return PeerRow(
-            self.name, self.ae_title, self.host, self.port, self.permissions, self.source
+            self.name,
+            self.ae_title,
+            self.host,
+            self.port,
+            self.permissions,
+            self.source,
+            self.tls,
+            self.certificate_subject,
         )
 
 
@@ -62,7 +82,16 @@ class PeerDirectory:
         """Make the peers from the settings exactly ``modalities`` (see the module's text)."""
         items = modalities.values() if isinstance(modalities, Mapping) else modalities
         seeded = [
-            PeerRow(m.name, m.ae_title, m.host, m.port, DEFAULT_PERMISSIONS, "settings")
+            PeerRow(
+                m.name,
+                m.ae_title,
+                m.host,
+                m.port,
+                DEFAULT_PERMISSIONS,
+                "settings",
+                m.tls,
+                m.certificate_subject,
+            )
             for m in items
         ]
         with self.catalog.write() as conn:
@@ -78,6 +107,13 @@ class PeerDirectory:
         """The known peer with this AE title, if any."""
         with self.catalog.read() as conn:
             found = peer_by_ae(conn, ae_title)
+        return None if found is None else Peer.of(found)
+
+    def by_certificate(self, common_name: str) -> Peer | None:
+        """The peer a client certificate names (mutual TLS): by ``certificate_subject``, or
+        by name for a peer without one."""
+        with self.catalog.read() as conn:
+            found = peer_by_certificate(conn, common_name)
         return None if found is None else Peer.of(found)
 
     def by_name(self, name: str) -> Peer | None:

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from vesalius.errors import VesaliusError
 from vesalius.services.archive import Archive
 from vesalius.web.access import AccessLogMiddleware
+from vesalius.web.hsts import StrictTransportSecurity
 from vesalius.web.identity import AuthConfig, IdentityMiddleware
 from vesalius.web.login import login_routes
 from vesalius.web.observe import TelemetryMiddleware, observe_routes
@@ -73,6 +74,8 @@ class HostConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     #: OpenID Connect (``auth.oidc_*``; ``web/oidc.py``), or ``None``: off.
     oidc: OidcConfig | None = None
+    #: Served over HTTPS (``http.tls``): HSTS on every answer, and cookies marked Secure.
+    https: bool = False
 
 
 def _middleware(config: HostConfig, archive: Archive, oidc: OidcClient | None) -> list[Middleware]:
@@ -95,6 +98,8 @@ def _middleware(config: HostConfig, archive: Archive, oidc: OidcClient | None) -
                 expose_headers=["Warning", "Content-Location", "Content-Range"],
             ),
         )
+    if config.https:
+        middleware.insert(0, Middleware(StrictTransportSecurity))
     if config.access_log:  # outermost: it times, ids and logs everything the host answers
         middleware.insert(0, Middleware(AccessLogMiddleware))
     return middleware

@@ -32,6 +32,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from vesalius.tls import ServerTls
+
 log = logging.getLogger(__name__)
 
 #: After a refusal the server still reads (and drops) this much for this long, so a client
@@ -351,9 +353,14 @@ def http_server(
     ignore_sigint: bool = False,
     grace: float | None = None,
     on_exit: Callable[[], None] | None = None,
+    tls: ServerTls | None = None,
 ) -> HttpServer:
     """A uvicorn server for ``app`` within ``limits``, to ``run(sockets=[...])`` (address from
-    the socket); at exit, requests in flight get ``grace`` seconds (None: without limit)."""
+    the socket); at exit, requests in flight get ``grace`` seconds (None: without limit).
+    ``tls``: HTTPS with that live context (a renewed certificate serves new handshakes)."""
+    extra: dict[str, Any] = {}
+    if tls is not None:
+        extra["ssl_context_factory"] = lambda _config, _default: tls.context
     config = uvicorn.Config(
         app,
         log_config=None,  # uvicorn's records go to the root logger's handlers (vesalius.logs)
@@ -366,6 +373,7 @@ def http_server(
         timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]
         # Annotated int, but only ever handed to asyncio.timeout.
         timeout_graceful_shutdown=grace,  # type: ignore[arg-type]
+        **extra,
     )
     uvicorn_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, CancelledAtShutdown) for f in uvicorn_log.filters):

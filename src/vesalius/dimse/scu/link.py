@@ -5,8 +5,9 @@ association layer as the server and its C-MOVE sub-operations), and the statuses
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vesalius.dimse.association import Aborted, Association, Released
@@ -16,6 +17,7 @@ from vesalius.dimse.requestor import Unreachable, connect
 from vesalius.dimse.status_codes import PENDING, SUCCESS, category, meaning
 from vesalius.errors import PeerError
 from vesalius.settings import Modality, Settings
+from vesalius.tls import ClientTls, files_from
 
 #: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2).
 MAX_CONTEXTS = 128
@@ -59,27 +61,40 @@ class Status:
 
 @dataclass(frozen=True)
 class ScuOptions:
-    """How we associate: our (calling) AE title, PDU size and timeouts."""
+    """How we associate: our (calling) AE title, PDU size and timeouts; over TLS (PS3.15
+    B.9) when ``tls`` or the peer's ``tls`` says so, with the ``tls.*`` certificates."""
 
     ae_title: str
     max_pdu: int = 262144
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
+    tls: bool = False
+    client_tls: ClientTls | None = field(default=None, compare=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings, ae_title: str | None = None) -> ScuOptions:
+    def from_settings(
+        cls, settings: Settings, ae_title: str | None = None, *, tls: bool = False
+    ) -> ScuOptions:
         return cls(
             ae_title or settings["dicom.ae_title"],
             settings["dicom.max_pdu"],
             settings["dicom.acse_timeout"],
             settings["dicom.dimse_timeout"],
             settings["dicom.network_timeout"],
+            tls,
+            ClientTls(files_from(settings)),
         )
+
+    def secure(self, peer: Modality) -> ssl.SSLContext | None:
+        """The TLS client context to call ``peer`` with, None for plain TCP."""
+        if not (self.tls or peer.tls):
+            return None
+        return (self.client_tls or ClientTls(None)).context
 
 
 def describe_peer(peer: Modality) -> str:
-    return f"{peer.ae_title}@{peer.host}:{peer.port}"
+    return f"{peer.ae_title}@{peer.host}:{peer.port}" + (" (TLS)" if peer.tls else "")
 
 
 def open_link(
@@ -107,6 +122,7 @@ def open_link(
             dimse_timeout=options.dimse_timeout,
             roles=roles,
             staging=staging,
+            tls=options.secure(peer),
         )
     except Unreachable as exc:
         raise PeerError(
