@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from vesalius import __version__
+from vesalius.commands import access as access_commands
 from vesalius.commands import backup as backup_commands
 from vesalius.commands import config_option, settings_from
 from vesalius.commands import importer as importer_commands
@@ -62,6 +63,8 @@ main.add_command(job_commands.jobs)
 main.add_command(backup_commands.backup)
 main.add_command(backup_commands.restore)
 main.add_command(service_commands.service)
+main.add_command(access_commands.label)
+main.add_command(access_commands.peer)
 
 
 if __name__ == "__main__":  # pragma: no cover

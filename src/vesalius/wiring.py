@@ -25,15 +25,17 @@ from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.jobs import JobRunner, JobService
+from vesalius.services.labels import AccessCache, LabelService
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
-from vesalius.services.policy import AllowAll, Policy
+from vesalius.services.policy import Policy
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
-from vesalius.settings import Settings
+from vesalius.services.site_policy import CallerRules, SitePolicy
+from vesalius.settings import Settings, parse_permissions
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
 from vesalius.viewer.app import ViewerConfig, viewer_routes
@@ -67,7 +69,7 @@ def assemble(
 ) -> Assembly:
     """Open (and migrate) the index, the spool and the blob stores named by ``settings``,
     recover the spool, and build the archive's services over them (with ``policy``, default
-    allow-all, and ``auditor``, default the audit log).
+    the site policy of :func:`site_policy`, and ``auditor``, default the audit log).
 
     ``store`` stands in for the folder store under the same id (tests: a store that is not a
     local file system)."""
@@ -83,7 +85,9 @@ def assemble(
     events = EventBus()
     events.subscribe(auditor or Auditor())
     events.subscribe(count_event)  # metrics; a no-op unless telemetry.metrics is enabled
-    oversight = Oversight(policy or AllowAll(), events)
+    access = AccessCache(catalog, ttl=settings["labels.cache_seconds"])
+    oversight = Oversight(policy or site_policy(settings, access), events)
+    labels = LabelService(catalog, access, oversight=oversight)
     min_free = settings["storage.min_free_mb"] << 20
     ingest = IngestService(
         catalog,
@@ -93,6 +97,7 @@ def assemble(
         duplicate_policy=settings["ingest.duplicate_policy"],
         min_free_bytes=min_free,
         max_inflated_bytes=settings["ingest.max_inflated_mb"] << 20,
+        labeler=labels.labeler(),
     )
     query = QueryService(
         catalog,
@@ -107,7 +112,7 @@ def assemble(
         stores.close()
         catalog.close()
 
-    peers = PeerDirectory(catalog)
+    peers = PeerDirectory(catalog, oversight=oversight, changed=access.invalidate)
     peers.seed(settings.modalities)
     jobs = JobService(
         catalog,
@@ -135,10 +140,27 @@ def assemble(
         deletion=DeleteService(catalog, stores, oversight=oversight, jobs=jobs),
         sending=SendService(jobs, peers),
         oversight=oversight,
+        labels=labels,
         closer=close,
     )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     return Assembly(settings, catalog, spool, stores, archive)
+
+
+def site_policy(settings: Settings, access: AccessCache) -> SitePolicy:
+    """The policy of ``settings``: users by their roles, remote AEs by their peer permissions
+    (``dicom.unknown_caller_permissions``, ``dicom.known_callers_only``,
+    ``dicom.check_caller_host``), studies by access labels. An unauthenticated HTTP client
+    (no authentication exists yet on this branch: the laptop defaults) acts as an admin."""
+    return SitePolicy(
+        access,
+        CallerRules(
+            unknown_permissions=parse_permissions(settings["dicom.unknown_caller_permissions"]),
+            known_callers_only=settings["dicom.known_callers_only"],
+            check_host=settings["dicom.check_caller_host"],
+        ),
+        anonymous_roles=frozenset({"admin"}),
+    )
 
 
 def folder_store(settings: Settings) -> FolderStorage:
@@ -179,7 +201,6 @@ def dimse_config(settings: Settings) -> DimseConfig:
         network_timeout=settings["dicom.network_timeout"],
         min_receive_rate=settings["dicom.min_receive_rate"],
         require_called_ae=settings["dicom.require_called_ae"],
-        known_callers_only=settings["dicom.known_callers_only"],
     )
 
 

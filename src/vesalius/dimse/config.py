@@ -28,8 +28,6 @@ class DimseConfig:
     network_timeout: float = 60.0
     min_receive_rate: int = 1024
     require_called_ae: bool = False
-    #: Accept only calling AE titles of known peers (``dicom.known_callers_only``).
-    known_callers_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from vesalius.services.deletion import DeleteService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.jobs import JobService
+from vesalius.services.labels import LabelService
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
@@ -33,6 +34,8 @@ class Archive:
     deletion: DeleteService
     sending: SendService
     oversight: Oversight
+    #: Access labels, their grants and ingest rules (issue 14).
+    labels: LabelService
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
 

@@ -99,7 +99,7 @@ class JobContext:
         self.service = service
         self.job = job
         self.owner = owner
-        self.who = _identity(job.submitted_by)
+        self.who = _identity(job.submitted_by, job.payload.get(GRANTED))
         self._cancelled = False
         self._last = 0.0
 
@@ -135,13 +135,22 @@ class JobContext:
 Handler = Callable[[JobContext], str]
 
 
-def _identity(text: str) -> Identity:
-    """The identity a job was submitted by, from its ``kind:name@host`` form."""
+#: The payload entry keeping the submitter's roles and groups, so a job runs with the rights
+#: (and sees the studies) of who submitted it.
+GRANTED = "_granted"
+
+
+def _identity(text: str, granted: Any = None) -> Identity:
+    """The identity a job was submitted by, from its ``kind:name@host`` form and the roles and
+    groups kept in its payload (:data:`GRANTED`)."""
     kind, _, rest = text.partition(":")
     name, _, host = rest.rpartition("@") if "@" in rest else (rest, "", "")
     if kind not in ("ae", "user", "system"):
         return Identity.system()
-    return Identity(kind, name, host)  # type: ignore[arg-type]
+    kept = granted if isinstance(granted, dict) else {}
+    roles = frozenset(str(r) for r in kept.get("roles", ()))
+    groups = frozenset(str(g) for g in kept.get("groups", ()))
+    return Identity(kind, name, host, roles=roles, groups=groups)  # type: ignore[arg-type]
 
 
 def _owner() -> str:
@@ -193,6 +202,9 @@ class JobService:
             self.oversight.check(who, known.action)
         else:
             self.oversight.check(who, known.action, resource)
+        if who.roles or who.groups:
+            granted = {"roles": sorted(who.roles), "groups": sorted(who.groups)}
+            payload = {**payload, GRANTED: granted}
         with self.catalog.write() as conn:
             pk = table.enqueue(
                 conn, kind, payload, max_attempts=self.max_attempts, submitted_by=str(who)
