@@ -141,7 +141,7 @@ def test_an_echo_the_policy_refuses_is_0124(tmp_path: Path, database_url: str) -
     peers = {"mute": Modality("mute", "MUTE", "127.0.0.1", port, parse_permissions("find"))}
     running = make_server(tmp_path / "data", database_url, peers, **CAREFUL)
     try:
-        code, out = _run("echoscu", running, aet="MUTE")
+        _, out = _run("echoscu", running, aet="MUTE")
         assert _status(out) == 0x0124, out
         assert "has no echo permission" in out  # the Error Comment says why
     finally:
