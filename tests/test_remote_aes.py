@@ -64,8 +64,16 @@ def careful(tmp_path: Path, database_url: str) -> Iterator[tuple[RunningServer, 
     port = free_port()
     running = make_server(tmp_path / "data", database_url, _peers(port), **CAREFUL)
     try:
-        dcmtk("storescu", "-aet", "STATION", "-aec", running.ae_title, "127.0.0.1",
-              str(running.port), CT)  # fmt: skip
+        dcmtk(
+            "storescu",
+            "-aet",
+            "STATION",
+            "-aec",
+            running.ae_title,
+            "127.0.0.1",
+            str(running.port),
+            CT,
+        )
         yield running, port
     finally:
         running.dimse.stop(grace=1)
@@ -88,25 +96,23 @@ def test_an_unknown_ae_may_echo_and_store_but_not_query_or_retrieve(
     assert "calling AE 'STRANGER' (an unknown AE title) has no find permission" in caplog.text
 
     (tmp_path / "got").mkdir()
-    code, out = _run("getscu", running, "-S", "-od", str(tmp_path / "got"), *STUDY_KEYS,
-                     aet="STRANGER")  # fmt: skip
+    code, out = _run(
+        "getscu", running, "-S", "-od", str(tmp_path / "got"), *STUDY_KEYS, aet="STRANGER"
+    )
     assert _status(out) == 0x0124, out
     assert not list((tmp_path / "got").iterdir())
     assert "has no get permission" in caplog.text
 
     scp = start_storescp("STATION", port, tmp_path / "moved")
     try:
-        code, out = _run("movescu", running, "-S", "-aem", "STATION", *STUDY_KEYS,
-                         aet="STRANGER")  # fmt: skip
+        code, out = _run("movescu", running, "-S", "-aem", "STATION", *STUDY_KEYS, aet="STRANGER")
         assert _status(out) == 0x0124, out
         assert "has no move permission" in caplog.text
         # and a C-MOVE to an AE that is no known peer stays 0xA801, whoever asks
-        code, out = _run("movescu", running, "-S", "-aem", "NOWHERE", *STUDY_KEYS,
-                         aet="STATION")  # fmt: skip
+        code, out = _run("movescu", running, "-S", "-aem", "NOWHERE", *STUDY_KEYS, aet="STATION")
         assert _status(out) == 0xA801, out
         # the known station may move to itself
-        code, out = _run("movescu", running, "-S", "-aem", "STATION", *STUDY_KEYS,
-                         aet="STATION")  # fmt: skip
+        code, out = _run("movescu", running, "-S", "-aem", "STATION", *STUDY_KEYS, aet="STATION")
         assert _status(out) == 0x0000, out
     finally:
         scp.terminate()
@@ -127,12 +133,14 @@ def test_a_known_peer_may_do_what_its_permissions_say(
     assert _status(out) == 0x0124, out
     assert "calling AE 'READER' (known peer reader) has no store permission" in caplog.text
     (tmp_path / "got").mkdir()
-    code, out = _run("getscu", running, "-S", "-od", str(tmp_path / "got"), *STUDY_KEYS,
-                     aet="READER")  # fmt: skip
+    code, out = _run(
+        "getscu", running, "-S", "-od", str(tmp_path / "got"), *STUDY_KEYS, aet="READER"
+    )
     assert _status(out) == 0x0124, out
     # the station, with the default permissions of a known peer, may get
-    code, out = _run("getscu", running, "-S", "-od", str(tmp_path / "got"), *STUDY_KEYS,
-                     aet="STATION")  # fmt: skip
+    code, out = _run(
+        "getscu", running, "-S", "-od", str(tmp_path / "got"), *STUDY_KEYS, aet="STATION"
+    )
     assert _status(out) == 0x0000 and suboperation_counts(out)["completed"] == 1, out
 
 
@@ -165,8 +173,9 @@ def test_an_unknown_caller_is_rejected_at_association(
     try:
         code, out = _run("echoscu", running, aet="STRANGER")
         assert code != 0 and "Calling AE Title Not Recognized" in out, out
-        assert re.search(r"rejecting association from 127\.0\.0\.1: calling AE title 'STRANGER'",
-                         caplog.text)  # fmt: skip
+        assert re.search(
+            r"rejecting association from 127\.0\.0\.1: calling AE title 'STRANGER'", caplog.text
+        )
         code, out = _run("echoscu", running, aet="STATION")
         assert code == 0, out
     finally:
