@@ -11,6 +11,7 @@ statement as the query it restricts.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,11 +31,22 @@ GRANTEE_KINDS = ("user", "group", "peer")
 Labels = frozenset[str] | None
 
 
+#: The studies a patient-level condition looks through (built once: aliases are costly).
+_OWN = studies.alias("visible_studies")
+_COUNTED = studies.alias("counted_studies")
+
+
 def visible(labels: Labels, study_pk: Any) -> ColumnElement[bool] | None:
     """The condition "the study ``study_pk`` (a column) is visible with ``labels``", or None
-    when ``labels`` is None (no condition)."""
+    when ``labels`` is None (no condition). Built once per set of labels and column (an
+    identity asks with the same set each time), so a query pays for its SQL only."""
     if labels is None:
         return None
+    return _visible(labels, study_pk)
+
+
+@functools.lru_cache(maxsize=512)
+def _visible(labels: frozenset[str], study_pk: Any) -> ColumnElement[bool]:
     tagged = select(study_labels.c.study_pk).where(study_labels.c.study_pk == study_pk)
     unlabeled = ~tagged.exists()
     if not labels:
@@ -52,18 +64,22 @@ def visible_patient(labels: Labels, patient_pk: Any) -> ColumnElement[bool] | No
     patient whose only studies one may not see is absent too."""
     if labels is None:
         return None
-    own = studies.alias("visible_studies")
-    seen = visible(labels, own.c.pk)
-    assert seen is not None
-    return select(own.c.pk).where(own.c.patient_pk == patient_pk, seen).exists()
+    return _visible_patient(labels, patient_pk)
 
 
+@functools.lru_cache(maxsize=512)
+def _visible_patient(labels: frozenset[str], patient_pk: Any) -> ColumnElement[bool]:
+    seen = _visible(labels, _OWN.c.pk)
+    return select(_OWN.c.pk).where(_OWN.c.patient_pk == patient_pk, seen).exists()
+
+
+@functools.lru_cache(maxsize=512)
 def visible_counts(labels: frozenset[str], patient_pk: Any) -> dict[str, Any]:
     """The patient's related studies, series and instances counted over its visible studies
-    only (the stored counters would tell of studies one may not see)."""
-    own = studies.alias("counted_studies")
-    seen = visible(labels, own.c.pk)
-    assert seen is not None
+    only (the stored counters would tell of studies one may not see). Do not change the
+    dictionary returned: it is kept for the next query with these labels."""
+    own = _COUNTED
+    seen = _visible(labels, own.c.pk)
     where = (own.c.patient_pk == patient_pk, seen)
 
     def total(expression: Any) -> Any:

@@ -303,8 +303,13 @@ def build_select(
     counts are over its visible studies."""
     options = options or MatchOptions()
     columns: list[ColumnElement[Any]] = []
-    counted = visible_counts(labels, patients.c.pk) if labels is not None else {}
-    for keyword in dict.fromkeys(returns):
+    wanted = dict.fromkeys(returns)
+    counted = (
+        visible_counts(labels, patients.c.pk)
+        if labels is not None and any(k.startswith("NumberOfPatientRelated") for k in wanted)
+        else {}
+    )
+    for keyword in wanted:
         attribute = attribute_at(keyword, level)
         items = sequence_at(keyword, level)
         if keyword in counted:
