@@ -607,22 +607,28 @@ def _time_shapes(
     items: list[Shape],
     rows: dict[tuple[str, str, str], Row],
 ) -> None:
+    """Time each shape as each identity, the identities taking turns sample by sample (so a
+    busy moment of the machine weighs on both alike)."""
+    who = identities()
     for shape in items:
-        for who, identity in identities().items():
-            p50, p95 = rows[(shape.name, "p50", who)], rows[(shape.name, "p95", who)]
-            expected = shape.restricted if who else shape.expected
+        timings: dict[str, list[float]] = {name: [] for name in who}
+        for name, identity in who.items():
+            expected = shape.restricted if name else shape.expected
             got = run_shape(vesalius, shape, identity)  # warm-up, and the correctness check
             if got != expected:
-                p50.notes[kind] = p95.notes[kind] = f"returned {got} matches, expected {expected}"
-            timings = []
-            for _ in range(ctx.samples):
+                note = f"returned {got} matches, expected {expected}"
+                rows[(shape.name, "p50", name)].notes[kind] = note
+                rows[(shape.name, "p95", name)].notes[kind] = note
+        for sample in range(ctx.samples):
+            for name in rotate(list(who), sample):
                 start = time.perf_counter()
-                run_shape(vesalius, shape, identity)
-                timings.append((time.perf_counter() - start) * 1000)
-            for value in timings:
-                p50.add(kind, value)
-                p95.add(kind, value)
+                run_shape(vesalius, shape, who[name])
+                timings[name].append((time.perf_counter() - start) * 1000)
+        for name, values in timings.items():
+            for value in values:
+                rows[(shape.name, "p50", name)].add(kind, value)
+                rows[(shape.name, "p95", name)].add(kind, value)
             ctx.log(
-                f"  {kind} {shape.name}{' ' + who if who else ''}: "
-                f"p50 {percentile(timings, 50):.2f} ms"
+                f"  {kind} {shape.name}{' ' + name if name else ''}: "
+                f"p50 {percentile(values, 50):.2f} ms"
             )
