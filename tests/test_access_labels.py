@@ -30,7 +30,7 @@ from served import write_config
 from synth import make_instance
 from test_dicomweb import pattern
 from test_retrieve import start_storescp, suboperation_counts
-from vesalius.errors import ForbiddenError, NotFoundError
+from vesalius.errors import ForbiddenError, NotFoundError, QueryError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import RetrieveKeys
@@ -502,6 +502,38 @@ def test_label_and_peer_commands(tmp_path: Path, database_url: str) -> None:
         vesalius("label", "add", generate_uid(), "x", ok=False)  # no such study
         vesalius("label", "add", study, "bad label", ok=False)
         vesalius("peer", "remove", "ws")
+    finally:
+        running.dimse.stop(grace=1)
+        running.archive.close()
+
+
+def test_a_rule_on_any_tag_labels_at_ingest(tmp_path: Path, database_url: str) -> None:
+    """A rule on an attribute the index does not keep (Protocol Name) reads it from the
+    instance's DICOM JSON; studies stored before the rule keep their labels."""
+    running = make_server(tmp_path / "data", database_url)
+    try:
+        archive = running.archive
+        before = tmp_path / "before.dcm"
+        early = str(make_instance(before, ProtocolName="TRIAL-42 arm A").StudyInstanceUID)
+        archive.ingest.ingest_copy(before, Identity.system())
+        rule = archive.labels.add_rule("trial-42", "ProtocolName", "TRIAL-42*", ADMIN)
+        paths = [tmp_path / f"{n}.dcm" for n in range(2)]
+        trial = str(make_instance(paths[0], ProtocolName="TRIAL-42 arm B").StudyInstanceUID)
+        other = str(make_instance(paths[1], ProtocolName="ROUTINE").StudyInstanceUID)
+        for path in paths:
+            archive.ingest.ingest_copy(path, Identity.system())
+        assert archive.labels.of_studies(ADMIN) == [(trial, "trial-42")]
+        assert early != trial and other != trial
+        with pytest.raises(QueryError, match="not a DICOM keyword"):
+            archive.labels.add_rule("x", "NoSuchKeyword", "*", ADMIN)
+        assert archive.labels.remove_rule(rule, ADMIN)
+        with pytest.raises(ForbiddenError):
+            archive.labels.add_rule(
+                "x",
+                "ProtocolName",
+                "*",
+                Identity("user", "rad", roles=frozenset({"radiologist"}), method="session"),
+            )
     finally:
         running.dimse.stop(grace=1)
         running.archive.close()
