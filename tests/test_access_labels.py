@@ -384,6 +384,9 @@ def test_users_see_by_their_grants_and_groups_and_admins_see_all(labeled: Labele
     assert studies(radiologist) == {labeled.s0}
     archive.labels.grant(Grant("B", "group", "radiology-b"), ADMIN)
     assert studies(in_group) == {labeled.s0, labeled.sb}  # applies at once
+    archive.labels.add(labeled.sa, ["B"], ADMIN)  # A and B: one granted label is enough
+    assert studies(in_group) == {labeled.s0, labeled.sa, labeled.sb}
+    assert studies(radiologist) == {labeled.s0}
     assert studies(ADMIN) == {labeled.s0, labeled.sa, labeled.sb}
     assert studies(Identity.system()) == {labeled.s0, labeled.sa, labeled.sb}
     researcher = Identity("user", "res", roles=frozenset({"researcher"}), method="token")

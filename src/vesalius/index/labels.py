@@ -3,10 +3,10 @@ statement carries, and the tables behind it (``study_labels``, ``label_grants``,
 ``label_rules``), read and written in one place.
 
 Visibility (``services/policy.py``, :meth:`Policy.visible_labels`): ``None`` sees every study;
-a set of labels sees a study that has no label, or has one of the set. The condition is a
-correlated ``NOT EXISTS`` / ``EXISTS`` probe of the primary key ``(study_pk, label)`` of
-``study_labels``, so it costs one or two index lookups per candidate study, inside the same
-statement as the query it restricts.
+a set of labels sees a study that has no label, or has one of the set. The condition is one
+``NOT EXISTS`` on the primary key ``(study_pk, label)`` of ``study_labels`` (a study is hidden
+when it has a label row and no granted label), inside the same statement as the query it
+restricts: an index probe per candidate study (two for a labeled one), or an anti-join.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -47,16 +47,21 @@ def visible(labels: Labels, study_pk: Any) -> ColumnElement[bool] | None:
 
 @functools.lru_cache(maxsize=512)
 def _visible(labels: frozenset[str], study_pk: Any) -> ColumnElement[bool]:
-    tagged = select(study_labels.c.study_pk).where(study_labels.c.study_pk == study_pk)
-    unlabeled = ~tagged.exists()
+    # A study is hidden when it has a label and none of them is granted: "no label row of it
+    # without a granted label of it beside". One NOT EXISTS, which PostgreSQL turns into an
+    # anti-join over the labeled studies on large scans (an OR of two EXISTS stays a
+    # per-row subplan, 2x slower on ModalitiesInStudy at a million instances), and SQLite
+    # answers with one probe of the primary key for an unlabeled study.
+    tagged = study_labels.alias("tagged")
     if not labels:
-        return unlabeled
-    granted = (
-        select(study_labels.c.study_pk)
-        .where(study_labels.c.study_pk == study_pk, study_labels.c.label.in_(sorted(labels)))
+        return ~select(tagged.c.study_pk).where(tagged.c.study_pk == study_pk).exists()
+    granted = study_labels.alias("granted")
+    allowed = (
+        select(granted.c.study_pk)
+        .where(granted.c.study_pk == tagged.c.study_pk, granted.c.label.in_(sorted(labels)))
         .exists()
     )
-    return or_(unlabeled, granted)
+    return ~select(tagged.c.study_pk).where(tagged.c.study_pk == study_pk, ~allowed).exists()
 
 
 def visible_patient(labels: Labels, patient_pk: Any) -> ColumnElement[bool] | None:
