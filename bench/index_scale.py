@@ -11,7 +11,12 @@ series too), names, dates and modalities drawn from fixed lists.
 
 The queries then run in-process through ``archive.query`` (:class:`QueryService`, the path
 C-FIND and QIDO-RS take), built by QIDO-RS's own parser, and are timed (p50, p95) to the last
-record. The two backends are the report's two columns. The SQLite index is cached in the corpus
+record, once as an unrestricted identity (the system: no label filter) and once as a
+radiologist granted access label ``A`` (issue 14: the policy check and the label filter in the
+same statement). One study in ten carries label ``A`` and one in ten label ``B`` (not granted),
+so the restricted identity sees 90% of the studies. The same is measured on a small index of
+20,000 instances (scenario 5's size) for the cost at the normal size. The two backends are the
+report's two columns. The SQLite index is cached in the corpus
 folder by size, generator and schema revision; the PostgreSQL one is a scratch database
 ``vesalius_bench_<pid>`` on 127.0.0.1:5432, dropped at the end. After loading, PostgreSQL gets
 ``ANALYZE`` (autovacuum would do it); SQLite gets nothing, as Vesalius runs no ``ANALYZE``.
@@ -19,6 +24,7 @@ folder by size, generator and schema revision; the PostgreSQL one is a scratch d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -50,7 +56,7 @@ PG_ADMIN_URL = os.environ.get(
     "VESALIUS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 KINDS = ("vesalius-sqlite", "vesalius-postgresql")
-_GENERATOR = 1  # bump when the generated rows change, to invalidate the cached SQLite index
+_GENERATOR = 2  # bump when the generated rows change, to invalidate the cached SQLite index
 BATCH = 20_000  # rows per executemany
 PER_STUDY = 20  # instances per study
 STUDIES_PER_PATIENT = 5
@@ -248,13 +254,35 @@ def populate(url: str, archive: Synthetic, log: Any) -> float:
         engine.dispose()
 
 
+#: The access labels of the synthetic archive (issue 14): study pk modulo 10 -> label.
+LABELS = {0: "A", 5: "B"}
+#: The label the restricted identity of the benchmark is granted.
+GRANTED = "A"
+READER = "bench-reader"
+
+
+def visible(study: dict[str, Any]) -> bool:
+    """Whether the restricted identity sees ``study`` (unlabeled, or labeled GRANTED)."""
+    return LABELS.get(study["pk"] % 10, GRANTED) == GRANTED
+
+
+def label_rows(archive: Synthetic) -> list[dict[str, Any]]:
+    return [
+        {"study_pk": st["pk"], "label": LABELS[st["pk"] % 10]}
+        for st in archive.studies
+        if st["pk"] % 10 in LABELS
+    ]
+
+
 def _populate(engine: Engine, archive: Synthetic, log: Any) -> float:
-    from vesalius.index.schema import instances, patients, series, studies
+    from vesalius.index.schema import instances, patients, series, studies, study_labels
 
     start = time.perf_counter()
+    labels = label_rows(archive)
     tables: list[tuple[Table, Any, int]] = [
         (patients, archive.patients, len(archive.patients)),
         (studies, archive.studies, len(archive.studies)),
+        (study_labels, labels, len(labels)),
         (series, archive.series, len(archive.series)),
         (instances, instance_rows(archive), archive.instances),
     ]
@@ -270,6 +298,8 @@ def _populate(engine: Engine, archive: Synthetic, log: Any) -> float:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             for table, *_ in tables:
+                if table is study_labels:
+                    continue  # no serial
                 conn.execute(
                     text(
                         f"SELECT setval(pg_get_serial_sequence('{table.name}', 'pk'), "
@@ -371,6 +401,8 @@ class Shape:
     params: list[tuple[str, str]]
     pinned: dict[str, str]
     expected: int
+    #: Matches for the identity granted label A only.
+    restricted: int = 0
 
 
 def shapes(archive: Synthetic) -> list[Shape]:
@@ -380,7 +412,9 @@ def shapes(archive: Synthetic) -> list[Shape]:
     studies = archive.studies
     middle = len(studies) // 2
     # The first study from the middle on with several series (as scenario 5's probe has).
-    probe = next((st for st in studies[middle:] if st["num_series"] > 1), studies[middle])
+    probe = next(
+        (st for st in studies[middle:] if st["num_series"] > 1 and visible(st)), studies[middle]
+    )
     patient = archive.patients[probe["patient_pk"] - 1]
     owner = {p["pk"]: p for p in archive.patients}
     surname = patient["patient_name"].split("^")[0]
@@ -393,7 +427,10 @@ def shapes(archive: Synthetic) -> list[Shape]:
     def count(pred: Any) -> int:
         return sum(1 for st in studies if pred(st))
 
-    return [
+    def seen(pred: Any) -> int:
+        return sum(1 for st in studies if pred(st) and visible(st))
+
+    found = [
         Shape(
             "patient-id",
             "PatientID exact",
@@ -443,51 +480,101 @@ def shapes(archive: Synthetic) -> list[Shape]:
             probe["num_series"],
         ),
     ]
+    restricted = {
+        "patient-id": seen(lambda st: st["patient_pk"] == patient["pk"]),
+        "patient-name": seen(
+            lambda st: owner[st["patient_pk"]]["patient_name"].startswith(surname)
+        ),
+        "study-date": seen(lambda st: st["study_date"][:6] == month),
+        "modality": seen(lambda st: "MR" in st["modalities_in_study"].split("\\")),
+        "page": min(100, max(0, seen(lambda st: True) - offset)),
+        "series-of-study": probe["num_series"],
+    }
+    return [dataclasses.replace(s, restricted=restricted[s.name]) for s in found]
 
 
-def run_shape(vesalius: Any, shape: Shape) -> int:
-    """Run one query through ``archive.query`` to its last record; the number of matches."""
-    from vesalius.dicomweb.qido import build_query
+def identities() -> dict[str, Any]:
+    """The unrestricted identity (the system) and the one granted label A only."""
     from vesalius.identity import Identity
+
+    reader = Identity("user", READER, roles=frozenset({"radiologist"}), method="token")
+    return {"": Identity.system("bench"), "restricted": reader}
+
+
+def grant_reader(vesalius: Any) -> None:
+    """Grant the restricted identity label A (on a fresh or cached index alike)."""
+    from vesalius.services.labels import Grant
+
+    admin = identities()[""]
+    vesalius.labels.grant(Grant(GRANTED, "user", READER), admin)
+
+
+def run_shape(vesalius: Any, shape: Shape, who: Any = None) -> int:
+    """Run one query through ``archive.query`` to its last record as ``who`` (default: the
+    system, unrestricted); the number of matches."""
+    from vesalius.dicomweb.qido import build_query
 
     level: Any = shape.level
     query = build_query(level, shape.params, shape.pinned, vesalius.query.supported_keys(level))
-    return sum(1 for _ in vesalius.query.find(query, Identity.system("bench")))
+    return sum(1 for _ in vesalius.query.find(query, who or identities()[""]))
 
 
 # -- the scenario ---------------------------------------------------------------------------
 
 
+#: The small index the label filter's cost is also measured on (scenario 5's size).
+SMALL_INDEX = 20_000
+#: Which backends to load (``VESALIUS_BENCH_INDEX_BACKENDS=sqlite`` skips PostgreSQL's load).
+BACKENDS = os.environ.get("VESALIUS_BENCH_INDEX_BACKENDS", "sqlite,postgresql")
+
+
 def query_1m(ctx: Context, kinds: list[str]) -> list[Row]:
-    """Scenario 6: scenario 5's queries on ``index_instances`` instances, SQLite and PostgreSQL."""
+    """Scenario 6: scenario 5's queries on ``index_instances`` instances, SQLite and PostgreSQL,
+    unrestricted and as an identity granted one access label; and the same on a small index."""
     sizes = ctx.corpora.sizes
-    n = sizes.index_instances
+    backends = {b.strip() for b in BACKENDS.split(",") if b.strip()}
+    rows = _scale(ctx, sizes.index_instances, sizes.seed, backends)
+    if sizes.index_instances > SMALL_INDEX:
+        rows += _scale(ctx, SMALL_INDEX, sizes.seed, backends, load_row=False)
+    return rows
+
+
+def _scale(
+    ctx: Context, n: int, seed: int, backends: set[str], *, load_row: bool = True
+) -> list[Row]:
     ctx.log(f"  planning an archive of {n:,} instances")
-    archive = plan(n, sizes.seed)
+    archive = plan(n, seed)
     what = (
         f"{archive.instances:,} instances, {len(archive.series):,} series, "
         f"{len(archive.studies):,} studies, {len(archive.patients):,} patients"
     )
     items = shapes(archive)
-    rows: dict[tuple[str, str], Row] = {}
-    for shape in items:
-        matches = "match" if shape.expected == 1 else "matches"
-        label = f"{shape.title} ({shape.expected:,} {matches}), {archive.instances:,} instances"
-        for stat in ("p50", "p95"):
-            rows[(shape.name, stat)] = Row("index", "query-1m", label, stat, "ms", stat=stat)
+    rows: dict[tuple[str, str, str], Row] = {}
+    for who in identities():
+        for shape in items:
+            expected = shape.restricted if who else shape.expected
+            matches = "match" if expected == 1 else "matches"
+            label = f"{shape.title} ({expected:,} {matches}), {archive.instances:,} instances"
+            if who:
+                label += ", as a user granted 1 of 2 labels"
+            for stat in ("p50", "p95"):
+                rows[(shape.name, stat, who)] = Row(
+                    "index", "query-1m", label, stat, "ms", stat=stat
+                )
     load = Row("index", "query-1m", f"bulk load of {what} (not ingest)", "time", "s")
-    workdir = ctx.pool.workdir / "query-1m"
+    workdir = ctx.pool.workdir / f"query-{n}"
     opened: dict[str, Any] = {}
     pg: tuple[Engine, str] | None = None
     try:
-        try:
-            url, seconds = sqlite_index(ctx, archive, sizes.seed, workdir / "sqlite")
-            opened["vesalius-sqlite"] = open_archive(url, workdir / "sqlite-data")
-            load.add("vesalius-sqlite", seconds)
-        except Exception as exc:
-            for row in [load, *rows.values()]:
-                row.notes["vesalius-sqlite"] = f"{type(exc).__name__}: {exc}"
-        scratch = pg_scratch()
+        if "sqlite" in backends:
+            try:
+                url, seconds = sqlite_index(ctx, archive, seed, workdir / "sqlite")
+                opened["vesalius-sqlite"] = open_archive(url, workdir / "sqlite-data")
+                load.add("vesalius-sqlite", seconds)
+            except Exception as exc:
+                for row in [load, *rows.values()]:
+                    row.notes["vesalius-sqlite"] = f"{type(exc).__name__}: {exc}"
+        scratch = pg_scratch() if "postgresql" in backends else "not loaded this run"
         if isinstance(scratch, str):
             for row in [load, *rows.values()]:
                 row.notes["vesalius-postgresql"] = scratch
@@ -499,6 +586,8 @@ def query_1m(ctx: Context, kinds: list[str]) -> list[Row]:
             load.add("vesalius-postgresql", populate(pg[1], archive, ctx.log))
         for kind, values in load.samples.items():
             ctx.log(f"  {kind}: populated in {values[0]:.1f} s")
+        for vesalius in opened.values():
+            grant_reader(vesalius)
         for rep in range(ctx.repeat):
             for kind in rotate(list(opened), rep):
                 _time_shapes(ctx, opened[kind], kind, items, rows)
@@ -508,7 +597,7 @@ def query_1m(ctx: Context, kinds: list[str]) -> list[Row]:
         if pg is not None:
             pg_drop(*pg)
         shutil.rmtree(workdir, ignore_errors=True)
-    return [load, *rows.values()]
+    return ([load] if load_row else []) + list(rows.values())
 
 
 def _time_shapes(
@@ -516,19 +605,30 @@ def _time_shapes(
     vesalius: Any,
     kind: str,
     items: list[Shape],
-    rows: dict[tuple[str, str], Row],
+    rows: dict[tuple[str, str, str], Row],
 ) -> None:
+    """Time each shape as each identity, the identities taking turns sample by sample (so a
+    busy moment of the machine weighs on both alike)."""
+    who = identities()
     for shape in items:
-        p50, p95 = rows[(shape.name, "p50")], rows[(shape.name, "p95")]
-        got = run_shape(vesalius, shape)  # warm-up, and the correctness check
-        if got != shape.expected:
-            p50.notes[kind] = p95.notes[kind] = f"returned {got} matches, expected {shape.expected}"
-        timings = []
-        for _ in range(ctx.samples):
-            start = time.perf_counter()
-            run_shape(vesalius, shape)
-            timings.append((time.perf_counter() - start) * 1000)
-        for value in timings:
-            p50.add(kind, value)
-            p95.add(kind, value)
-        ctx.log(f"  {kind} {shape.name}: p50 {percentile(timings, 50):.1f} ms")
+        timings: dict[str, list[float]] = {name: [] for name in who}
+        for name, identity in who.items():
+            expected = shape.restricted if name else shape.expected
+            got = run_shape(vesalius, shape, identity)  # warm-up, and the correctness check
+            if got != expected:
+                note = f"returned {got} matches, expected {expected}"
+                rows[(shape.name, "p50", name)].notes[kind] = note
+                rows[(shape.name, "p95", name)].notes[kind] = note
+        for sample in range(ctx.samples):
+            for name in rotate(list(who), sample):
+                start = time.perf_counter()
+                run_shape(vesalius, shape, who[name])
+                timings[name].append((time.perf_counter() - start) * 1000)
+        for name, values in timings.items():
+            for value in values:
+                rows[(shape.name, "p50", name)].add(kind, value)
+                rows[(shape.name, "p95", name)].add(kind, value)
+            ctx.log(
+                f"  {kind} {shape.name}{' ' + name if name else ''}: "
+                f"p50 {percentile(values, 50):.2f} ms"
+            )

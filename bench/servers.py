@@ -274,6 +274,9 @@ class Vesalius(Server):
                 "VESALIUS_HTTP_PORT": str(self.http_port),
                 "VESALIUS_STORAGE_MIN_FREE_MB": "0",
                 "VESALIUS_LOG_LEVEL": "warning",
+                # The scenarios query and retrieve from AE titles of their own (BENCHFIND,
+                # DCMTK's defaults), unknown to the server, as the other servers allow.
+                "VESALIUS_DICOM_UNKNOWN_CALLER_PERMISSIONS": "all",
                 "TCP_NODELAY": "1",
             }
         )

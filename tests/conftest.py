@@ -46,6 +46,12 @@ PG_ADMIN_URL = os.environ.get(
 )
 REQUIRE_PG = os.environ.get("VESALIUS_REQUIRE_POSTGRES") == "1"
 
+#: Tests call Vesalius from arbitrary AE titles (DCMTK's, pynetdicom's): unknown callers may do
+#: everything unless a test is about permissions (tests/test_remote_aes.py sets its own). Set
+#: for the servers the tests spawn (inherited) and the ones they build in process.
+PERMISSIVE = {"dicom.unknown_caller_permissions": "all"}
+os.environ.setdefault("VESALIUS_DICOM_UNKNOWN_CALLER_PERMISSIONS", "all")
+
 
 @functools.cache
 def _pg_available() -> str | None:
@@ -150,6 +156,7 @@ def make_server(
             "dicom.port": 0,
             "dicom.host": "127.0.0.1",
             "storage.min_free_mb": 0,
+            **PERMISSIVE,
             **overrides,
         },
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from conftest import free_port
+from conftest import PERMISSIVE, free_port
 
 
 def _toml_value(value: Any) -> str:
@@ -170,6 +170,7 @@ def serve(
         "dicom.port": dicom_port,
         "http.port": http_port,
         "storage.min_free_mb": 0,
+        **PERMISSIVE,
         **(settings or {}),
     }
     write_config(config, values)

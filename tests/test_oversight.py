@@ -40,6 +40,9 @@ class Refuse:
         if (who.name, action) in self.refused:
             raise ForbiddenError(f"{who.name} may not {action}")
 
+    def visible_labels(self, who: Identity) -> frozenset[str] | None:
+        return None  # every study
+
 
 @pytest.fixture
 def guarded(tmp_path: Path) -> Iterator[tuple[RunningServer, Refuse, MemorySink]]:

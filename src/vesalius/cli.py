@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from vesalius import __version__
+from vesalius.commands import access as access_commands
 from vesalius.commands import accounts as account_commands
 from vesalius.commands import anonymize as anonymize_commands
 from vesalius.commands import audit as audit_commands
@@ -71,6 +72,8 @@ main.add_command(account_commands.user)
 main.add_command(account_commands.token)
 main.add_command(audit_commands.audit)
 main.add_command(cert_commands.cert)
+main.add_command(access_commands.label)
+main.add_command(access_commands.peer)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,8 @@
 
 Precedence, lowest first: built-in default, TOML file, environment. Every setting is listed in
 :data:`SETTINGS`; docs/configuration.md documents the same table and a test keeps them in step.
-Remote AEs live under ``[modalities.NAME]`` in TOML, or ``VESALIUS_MODALITY_<NAME>=AET@HOST:PORT``.
+Remote AEs live under ``[modalities.NAME]`` in TOML, or ``VESALIUS_MODALITY_<NAME>=AET@HOST:PORT``
+(followed by a space and a comma list of permissions, to state them).
 """
 
 from __future__ import annotations
@@ -213,6 +214,28 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Reject associations from AE titles that are not known peers ([modalities] and peers "
         "added at run time).",
+    ),
+    Setting(
+        "dicom.unknown_caller_permissions",
+        str,
+        "echo,store",
+        "What a calling AE that is not a known peer may do: a comma list of echo, store, find, "
+        "move, get, commitment, worklist, or all. Empty: such callers are rejected at "
+        "association.",
+    ),
+    Setting(
+        "dicom.check_caller_host",
+        bool,
+        False,
+        "Reject an association from a known peer's AE title that comes from another address "
+        "than the peer's host.",
+    ),
+    Setting(
+        "labels.cache_seconds",
+        float,
+        5.0,
+        "How long label grants, ingest rules and peer permissions are kept in memory; an "
+        "administrator's change applies within this many seconds.",
     ),
     Setting("http.host", str, "127.0.0.1", "Address the HTTP server listens on."),
     Setting("http.port", int, 8080, "TCP port of the HTTP server."),
@@ -544,6 +567,7 @@ _DATABASES = {
 #: Limits and timeouts where 0 means "no limit" or makes sense; negative never does.
 _NON_NEGATIVE = (
     "shutdown_grace",
+    "labels.cache_seconds",
     "dicom.workers",
     "log.max_mb",
     "log.backups",
@@ -582,14 +606,35 @@ ROLES = ("admin", "radiologist", "technologist", "researcher", "auditor")
 _MODALITY_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[^\]]+\]):(?P<port>\d{1,5})$")
 
 
+#: What a remote AE may be permitted (docs/security.md, "Remote AEs").
+PEER_PERMISSIONS = ("echo", "store", "find", "move", "get", "commitment", "worklist")
+
+
+def parse_permissions(text: str | Iterable[str]) -> frozenset[str]:
+    """A comma list (or a list) of :data:`PEER_PERMISSIONS`, or ``all``;
+    :class:`ConfigError` names an unknown one."""
+    items = text.split(",") if isinstance(text, str) else [str(t) for t in text]
+    wanted = {item.strip().lower() for item in items if item.strip()}
+    if "all" in wanted:
+        return frozenset(PEER_PERMISSIONS)
+    unknown = sorted(wanted - set(PEER_PERMISSIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown permission(s) {', '.join(unknown)}: use {', '.join(PEER_PERMISSIONS)} or all"
+        )
+    return frozenset(wanted)
+
+
 @dataclass(frozen=True)
 class Modality:
-    """A known remote AE: a C-MOVE destination and a target for ``vesalius send``."""
+    """A known remote AE: a C-MOVE destination and a target for ``vesalius send``, with what
+    it may do (``permissions``; None: the defaults of a known peer)."""
 
     name: str
     ae_title: str
     host: str
     port: int
+    permissions: frozenset[str] | None = None
     #: Call this peer over TLS (PS3.15 B.9); with mutual TLS, the client certificate Common
     #: Name that names it (empty: its name).
     tls: bool = False
@@ -597,12 +642,15 @@ class Modality:
 
     @classmethod
     def parse(cls, text: str, name: str = "") -> Modality:
-        """Parse ``AET@HOST:PORT``."""
-        match = _MODALITY_RE.match(text.strip())
+        """Parse ``AET@HOST:PORT``, optionally followed by a space and a comma list of
+        permissions (``WS1@10.0.0.5:104 echo,find,move``)."""
+        address, _, stated = text.strip().partition(" ")
+        match = _MODALITY_RE.match(address)
         if not match:
-            raise ConfigError(f"expected AET@HOST:PORT, got {text!r}")
+            raise ConfigError(f"expected AET@HOST:PORT [PERMISSIONS], got {text!r}")
         host = match["host"].strip("[]")
-        return cls(name or match["aet"], match["aet"], host, int(match["port"]))
+        permissions = parse_permissions(stated) if stated.strip() else None
+        return cls(name or match["aet"], match["aet"], host, int(match["port"]), permissions)
 
 
 @dataclass(frozen=True)
@@ -910,6 +958,10 @@ def _check_tls(check: _Checker, values: dict[str, Any]) -> None:
         )
     if certificate and port not in (-1, 0) and port in (values["dicom.port"], values["http.port"]):
         check.add(f"{check.where('dicom.tls_port')} is {port}, a port taken already: change it")
+    try:
+        parse_permissions(str(values["dicom.unknown_caller_permissions"]))
+    except ConfigError as exc:
+        check.add(f"{check.where('dicom.unknown_caller_permissions')}: {exc.message}")
 
 
 def _check_environment(check: _Checker, env: Mapping[str, str]) -> None:
@@ -961,14 +1013,18 @@ def load_settings(
             raw_modalities = {}
         for name, entry in raw_modalities.items():
             try:
+                stated = entry.get("permissions")
                 modalities[name] = Modality(
                     name,
                     str(entry["ae_title"]),
                     str(entry["host"]),
                     int(entry["port"]),
-                    _flag(entry.get("tls", False)),
-                    str(entry.get("certificate_subject", "")),
+                    None if stated is None else parse_permissions(stated),
+                    tls=_flag(entry.get("tls", False)),
+                    certificate_subject=str(entry.get("certificate_subject", "")),
                 )
+            except ConfigError as exc:
+                check.add(f"{config_file}: [modalities.{name}] permissions: {exc.message}")
             except (KeyError, TypeError, ValueError, AttributeError):
                 check.add(
                     f"{config_file}: [modalities.{name}] needs ae_title, host and port "

@@ -33,16 +33,17 @@ from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.jobs import JobRunner, JobService
+from vesalius.services.labels import AccessCache, LabelService
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
-from vesalius.services.policy import ROLE_ACTIONS, AllowAll, Policy
+from vesalius.services.policy import ROLE_ACTIONS, Policy
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
-from vesalius.services.roles import RolePolicy
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
-from vesalius.settings import Settings
+from vesalius.services.site_policy import CallerRules, SitePolicy
+from vesalius.settings import Settings, parse_permissions
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
 from vesalius.telemetry.syslog import SyslogSender, sender_for
@@ -86,7 +87,7 @@ def assemble(
 ) -> Assembly:
     """Open (and migrate) the index, the spool and the blob stores named by ``settings``,
     recover the spool, and build the archive's services over them (with ``policy``, default
-    allow-all, and ``auditor``, default the audit log).
+    the site policy of :func:`site_policy`, and ``auditor``, default the audit log).
 
     ``store`` stands in for the folder store under the same id (tests: a store that is not a
     local file system)."""
@@ -107,7 +108,9 @@ def assemble(
     )
     events.subscribe(trail)  # the durable trail in the index, whatever auditor is given
     events.subscribe(count_event)  # metrics; a no-op unless telemetry.metrics is enabled
-    oversight = Oversight(policy or default_policy(settings), events)
+    access = AccessCache(catalog, ttl=settings["labels.cache_seconds"])
+    oversight = Oversight(policy or site_policy(settings, access), events)
+    labels = LabelService(catalog, access, oversight=oversight)
     min_free = settings["storage.min_free_mb"] << 20
     ingest = IngestService(
         catalog,
@@ -117,6 +120,7 @@ def assemble(
         duplicate_policy=settings["ingest.duplicate_policy"],
         min_free_bytes=min_free,
         max_inflated_bytes=settings["ingest.max_inflated_mb"] << 20,
+        labeler=labels.labeler(),
     )
     query = QueryService(
         catalog,
@@ -134,7 +138,7 @@ def assemble(
         stores.close()
         catalog.close()
 
-    peers = PeerDirectory(catalog)
+    peers = PeerDirectory(catalog, oversight=oversight, changed=access.invalidate)
     peers.seed(settings.modalities)
     jobs = JobService(
         catalog,
@@ -168,6 +172,7 @@ def assemble(
         ),
         accounts=AccountService(catalog, oversight=oversight, config=account_config(settings)),
         audit=AuditService(catalog, oversight=oversight, trail=describe_url(settings.database_url)),
+        labels=labels,
         closer=close,
     )
     archive.audit.sink = trail
@@ -197,14 +202,6 @@ def auth_required(settings: Settings) -> bool:
 
 def anonymous_roles(settings: Settings) -> frozenset[str]:
     return frozenset(r.strip() for r in settings["auth.anonymous_roles"].split(",") if r.strip())
-
-
-def default_policy(settings: Settings) -> Policy:
-    """Who may do what: by user roles (``services/roles.py``) when authentication is on or
-    anonymous requests are not administrators; else everyone may do everything."""
-    if auth_required(settings) or anonymous_roles(settings) != {"admin"}:
-        return RolePolicy()
-    return AllowAll()
 
 
 def account_config(settings: Settings) -> AccountConfig:
@@ -287,6 +284,23 @@ def audit_syslog(settings: Settings) -> SyslogSender | None:
     )
 
 
+def site_policy(settings: Settings, access: AccessCache) -> SitePolicy:
+    """The policy of ``settings``: users by their roles, remote AEs by their peer permissions
+    (``dicom.unknown_caller_permissions``, ``dicom.known_callers_only``,
+    ``dicom.check_caller_host``), studies by access labels. A user identity that no
+    authentication established acts with ``auth.anonymous_roles`` while authentication is
+    off, and with no role at all while it is on."""
+    return SitePolicy(
+        access,
+        CallerRules(
+            unknown_permissions=parse_permissions(settings["dicom.unknown_caller_permissions"]),
+            known_callers_only=settings["dicom.known_callers_only"],
+            check_host=settings["dicom.check_caller_host"],
+        ),
+        anonymous_roles=frozenset() if auth_required(settings) else anonymous_roles(settings),
+    )
+
+
 def folder_store(settings: Settings) -> FolderStorage:
     """The folder store under ``<data_dir>/storage`` (id :data:`FOLDER_STORE`); the spool
     lies beside it, in ``<data_dir>/storage/staging``, so moving a file in is a rename."""
@@ -325,7 +339,6 @@ def dimse_config(settings: Settings) -> DimseConfig:
         network_timeout=settings["dicom.network_timeout"],
         min_receive_rate=settings["dicom.min_receive_rate"],
         require_called_ae=settings["dicom.require_called_ae"],
-        known_callers_only=settings["dicom.known_callers_only"],
         plain=settings["dicom.plain"],
         tls_port=settings["dicom.tls_port"] if settings["tls.certificate"] else -1,
         client_tls=ClientTls(tls_files(settings)),

@@ -29,8 +29,6 @@ class DimseConfig:
     network_timeout: float = 60.0
     min_receive_rate: int = 1024
     require_called_ae: bool = False
-    #: Accept only calling AE titles of known peers (``dicom.known_callers_only``).
-    known_callers_only: bool = False
     #: Serve plain DIMSE on ``port`` (``dicom.plain``); DIMSE over TLS on ``tls_port`` when
     #: the server is given a TLS context (-1: not served).
     plain: bool = True

@@ -81,8 +81,10 @@ class AcceptorPolicy:
     max_pdu: int
     supported: Sequence[PresentationContext]
     require_called_ae: bool = True
-    #: Whether a calling AE title is known; None: every caller is accepted.
-    calling_known: Callable[[str], bool] | None = None
+    #: Why a calling AE title at an address, authenticated so (``ae-title``, or
+    #: ``certificate`` over mutual TLS), is refused ("" if it is not), as the archive's policy
+    #: says; None: every caller is accepted.
+    calling_refusal: Callable[[str, str, str], str] | None = None
     #: SOP class -> function from the requested extended bytes to the accepted ones.
     extended: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)
 
@@ -104,7 +106,11 @@ def _own_user_info(max_pdu: int) -> UserInformation:
 
 
 def accept(
-    body: bytes | bytearray, policy: AcceptorPolicy, over_limit: bool
+    body: bytes | bytearray,
+    policy: AcceptorPolicy,
+    over_limit: bool,
+    address: str = "",
+    method: str = "ae-title",
 ) -> tuple[bytes, Negotiated]:
     """Negotiate an A-ASSOCIATE-RQ: the A-ASSOCIATE-AC PDU to send and what was agreed.
 
@@ -131,8 +137,9 @@ def accept(
         raise Rejected(RJ_APPLICATION_CONTEXT, "unknown application context")
     if policy.require_called_ae and called != policy.ae_title.strip():
         raise Rejected(RJ_CALLED_AE, f"called AE title {called!r} is not ours")
-    if policy.calling_known is not None and not policy.calling_known(calling):
-        raise Rejected(RJ_CALLING_AE, f"calling AE title {calling!r} is not known")
+    refusal = policy.calling_refusal(calling, address, method) if policy.calling_refusal else ""
+    if refusal:
+        raise Rejected(RJ_CALLING_AE, refusal)
     if over_limit:
         raise Rejected(RJ_LIMIT, "too many associations")
 

@@ -47,7 +47,8 @@ from vesalius.dimse.contexts import PresentationContext, build_context
 from vesalius.dimse.negotiation import RJ_CONGESTION, AcceptorPolicy, Rejected
 from vesalius.dimse.pdu import MAX_ASSOCIATE_PDU
 from vesalius.dimse.transport import listen
-from vesalius.errors import PeerError
+from vesalius.errors import ForbiddenError, PeerError
+from vesalius.identity import Identity
 from vesalius.services.archive import Archive
 from vesalius.telemetry import metrics, tracing
 from vesalius.tls import ServerTls, TlsSocket, common_name, failure_reason
@@ -158,11 +159,7 @@ class DimseServer:
             max_pdu=self.max_pdu,
             supported=self.contexts,
             require_called_ae=config.require_called_ae,
-            calling_known=(
-                (lambda ae: archive.peers.by_ae(ae) is not None)
-                if config.known_callers_only
-                else None
-            ),
+            calling_refusal=self._caller_refusal,
             extended={uid: find.extended_answer for uid in (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)},
         )
         self._listener: socket.socket | None = None
@@ -441,8 +438,15 @@ class DimseServer:
             return None
         if not refusal and self.load.established_total() >= self.max_associations:
             refusal = f"{self.max_associations} associations established (dicom.max_associations)"
+        certified = self._certified_peer(sock)
         try:
-            answer, agreed = negotiation.accept(request.body, self.policy, bool(refusal))
+            answer, agreed = negotiation.accept(
+                request.body,
+                self.policy,
+                bool(refusal),
+                address,
+                "certificate" if certified is not None else "ae-title",
+            )
         except Rejected as exc:
             metrics.association_rejected(exc.reason)
             log.info("rejecting association from %s: %s", address, refusal or exc)
@@ -456,7 +460,6 @@ class DimseServer:
             with contextlib.suppress(OSError):
                 sock.sendall(pdu.abort(pdu.SOURCE_PROVIDER, pdu.REASON_INVALID_PARAMETER))
             return None
-        certified = self._certified_peer(sock)
         if certified is not None and certified[0] != agreed.calling_ae.strip():
             metrics.association_rejected(RJ_CALLING_AE)
             ae, name = certified
@@ -500,6 +503,19 @@ class DimseServer:
             extra={"calling_ae": agreed.calling_ae, "called_ae": agreed.called_ae, "peer": address},
         )
         return assoc
+
+    def _caller_refusal(self, calling_ae: str, address: str, method: str) -> str:
+        """Why the archive's policy refuses an association from ``calling_ae`` at
+        ``address``, authenticated by ``method`` ("" if it does not): unknown callers, a
+        known AE from another host."""
+        who = Identity.ae(
+            calling_ae, address, method="certificate" if method == "certificate" else "ae-title"
+        )
+        try:
+            self.archive.oversight.check(who, "associate")
+        except ForbiddenError as exc:
+            return exc.message
+        return ""
 
     def _run(self, assoc: Association) -> None:
         """Handle messages until the peer releases or the association ends."""

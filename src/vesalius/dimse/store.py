@@ -13,7 +13,7 @@ from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message
 from vesalius.dimse.config import ScpContext
 from vesalius.dimse.status import SUCCESS, failure_status
-from vesalius.errors import OutOfResourcesError
+from vesalius.errors import ForbiddenError, OutOfResourcesError
 from vesalius.identity import Identity
 
 #: Warning: Elements Discarded (PS3.4 B.2.3): the instance is stored already with other
@@ -32,8 +32,15 @@ def peer_identity(assoc: Association) -> Identity:
 
 
 def handle_echo(scp: ScpContext, assoc: Association, message: Message) -> None:
-    """C-ECHO-RQ: answer Success (PS3.7 9.1.5)."""
-    rsp = commands.response(message.command, commands.C_ECHO_RSP, SUCCESS)
+    """C-ECHO-RQ: answer Success (PS3.7 9.1.5), or Refused: Not Authorized (0x0124) when the
+    policy denies the caller verification."""
+    status, comment = SUCCESS, ""
+    try:
+        scp.archive.oversight.check(peer_identity(assoc), "echo")
+    except ForbiddenError as exc:
+        status, comment = failure_status(exc, "C-ECHO")
+    extra = [(commands.ERROR_COMMENT, comment or None)]
+    rsp = commands.response(message.command, commands.C_ECHO_RSP, status, extra=extra)
     assoc.send(message.context.id, rsp)
 
 

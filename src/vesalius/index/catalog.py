@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
 
 from sqlalchemy import Engine, func, select
@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from vesalius.dicom.header import InstanceHeader
 from vesalius.errors import OutOfResourcesError
 from vesalius.index.database import WriterGate, migrate, open_engine, writer_gate
+from vesalius.index.labels import add_labels
 from vesalius.index.records import (
     BlobInfo,
     DuplicatePolicy,
@@ -67,11 +68,14 @@ class Catalog:
         policy: DuplicatePolicy,
         source_ae: str,
         metadata_json: bytes = b"",
+        labels: Collection[str] = (),
     ) -> RecordResult:
+        """Record one instance; ``labels`` (access labels, ``index/labels.py``) are given
+        to its study in the same transaction, so it is never visible without them."""
         for attempt in range(3):
             try:
                 with self.write() as conn:
-                    return record_instance(
+                    result = record_instance(
                         conn,
                         header,
                         blob,
@@ -79,6 +83,9 @@ class Catalog:
                         source_ae=source_ae,
                         metadata_json=metadata_json,
                     )
+                    if labels:
+                        add_labels(conn, header.study_uid, labels)
+                    return result
             except IntegrityError:
                 # Two associations stored the same new SOP instance at once (PostgreSQL):
                 # the loser retries and now sees the winner's row.

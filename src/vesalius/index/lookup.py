@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from vesalius.dicom.model import Level
 from vesalius.errors import QueryError
+from vesalius.index.labels import Labels, visible
 from vesalius.index.prepared import Prepared
 from vesalius.index.schema import instance_metadata, instances, patients, series, studies
 
@@ -119,14 +120,16 @@ def _location(row: Sequence[Any]) -> InstanceLocation:
 
 
 def find_instances(
-    conn: Connection, keys: RetrieveKeys, limit: int | None = None
+    conn: Connection, keys: RetrieveKeys, limit: int | None = None, labels: Labels = None
 ) -> list[InstanceLocation]:
-    """The instances ``keys`` name, in study/series/instance order.
+    """The instances ``keys`` name, in study/series/instance order, of the studies visible
+    with ``labels`` (None: every study; ``index/labels.py``): a study one may not see is
+    absent, as if it did not exist.
 
     With ``limit``, at most ``limit + 1`` rows are read, so a caller can tell "too many" without
     loading an archive's worth of rows.
     """
-    if keys.level == "IMAGE" and len(set(keys.sop_instance_uids)) == 1:
+    if keys.level == "IMAGE" and len(set(keys.sop_instance_uids)) == 1 and labels is None:
         return _one_instance(conn, keys, keys.sop_instance_uids[0])
     level_column, level_values = _level_list(keys)
     if keys.level == "PATIENT" and not keys.patient_id:
@@ -146,6 +149,9 @@ def find_instances(
     ):
         if values and level != keys.level:
             where.append(column.in_(tuple(dict.fromkeys(values))))
+    seen = visible(labels, studies.c.pk)
+    if seen is not None:
+        where.append(seen)
 
     base = (
         select(
@@ -199,10 +205,14 @@ class MetadataRow:
     metadata: bytes | None
 
 
-def find_metadata(conn: Connection, keys: RetrieveKeys) -> list[MetadataRow]:
+def find_metadata(conn: Connection, keys: RetrieveKeys, labels: Labels = None) -> list[MetadataRow]:
     """The stored metadata of the instances of a study, series or instance, in series and
-    instance order: one statement (WADO-RS metadata is on the viewer's first-image path)."""
+    instance order: one statement (WADO-RS metadata is on the viewer's first-image path),
+    restricted to the studies visible with ``labels`` (as :func:`find_instances`)."""
     where: list[ColumnElement[bool]] = [studies.c.study_uid.in_(keys.study_uids)]
+    seen = visible(labels, studies.c.pk)
+    if seen is not None:
+        where.append(seen)
     if keys.series_uids:
         where.append(series.c.series_uid.in_(keys.series_uids))
     if keys.sop_instance_uids:

@@ -19,6 +19,7 @@ from sqlalchemy import Column, ColumnElement, FromClause, Select, select
 from sqlalchemy.engine import Connection, Row
 
 from vesalius.dicom.model import LEVELS, Level
+from vesalius.index.labels import Labels, visible, visible_counts, visible_patient
 from vesalius.index.matching import Kind, MatchOptions, combined_datetime, condition
 from vesalius.index.schema import instances, patients, series, studies
 
@@ -292,15 +293,28 @@ def build_select(
     combined: bool = False,
     limit: int | None = None,
     offset: int = 0,
+    labels: Labels = None,
 ) -> Select[Any]:
     """The one SELECT for a query at ``level``: matching ``filters``, returning ``returns``
-    (keywords the level supports; others are ignored), in a stable order."""
+    (keywords the level supports; others are ignored), in a stable order.
+
+    ``labels`` restricts it to the studies visible with those access labels (None: every
+    study; ``index/labels.py``): a patient shows only with a visible study, and its related
+    counts are over its visible studies."""
     options = options or MatchOptions()
     columns: list[ColumnElement[Any]] = []
-    for keyword in dict.fromkeys(returns):
+    wanted = dict.fromkeys(returns)
+    counted = (
+        visible_counts(labels, patients.c.pk)
+        if labels is not None and any(k.startswith("NumberOfPatientRelated") for k in wanted)
+        else {}
+    )
+    for keyword in wanted:
         attribute = attribute_at(keyword, level)
         items = sequence_at(keyword, level)
-        if attribute is not None:
+        if keyword in counted:
+            columns.append(counted[keyword].label(keyword))
+        elif attribute is not None:
             columns.append(attribute.column.label(keyword))
         elif items is not None:
             for sub_keyword in _sequence_keys(keyword, items, filters):
@@ -308,12 +322,15 @@ def build_select(
                     columns.append(items[sub_keyword].column.label(f"{keyword}.{sub_keyword}"))
     level_pk = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
     columns.append(level_pk[level].c.pk.label("_pk"))
-    stmt = (
-        select(*columns)
-        .select_from(_from(level))
-        .where(*conditions(level, filters, options, combined))
-        .order_by(*_order(level))
+    where = conditions(level, filters, options, combined)
+    seen = (
+        visible_patient(labels, patients.c.pk)
+        if level == "PATIENT"
+        else visible(labels, studies.c.pk)
     )
+    if seen is not None:
+        where.append(seen)
+    stmt = select(*columns).select_from(_from(level)).where(*where).order_by(*_order(level))
     if limit is not None:
         stmt = stmt.limit(limit)
     if offset:
@@ -352,12 +369,21 @@ def search(
     limit: int | None = None,
     offset: int = 0,
     batch: int = 256,
+    labels: Labels = None,
 ) -> Iterator[dict[str, Any]]:
     """Run the query and yield one record per match, streaming from the database (a
-    server-side cursor on PostgreSQL). Records hold the supported ``returns`` keys."""
+    server-side cursor on PostgreSQL). Records hold the supported ``returns`` keys; only
+    studies visible with ``labels`` match (see :func:`build_select`)."""
     keys = [k for k in dict.fromkeys(returns) if attribute_at(k, level) or sequence_at(k, level)]
     stmt = build_select(
-        level, filters, keys, options=options, combined=combined, limit=limit, offset=offset
+        level,
+        filters,
+        keys,
+        options=options,
+        combined=combined,
+        limit=limit,
+        offset=offset,
+        labels=labels,
     )
     result = conn.execution_options(yield_per=batch).execute(stmt)
     try:

@@ -303,6 +303,41 @@ login_failures = Table(
 
 # --- issue 14, labels: access labels, grants, ingest rules (migration 0009) ---
 
+#: Per-study access labels (docs/security.md, "Per-study access labels"): a study with no row
+#: here is visible to whoever may query; a study with rows only to identities granted one of
+#: its labels. The primary key (study_pk, label) is what the query filter probes per study.
+study_labels = Table(
+    "study_labels",
+    metadata,
+    Column("study_pk", PK, ForeignKey("studies.pk", ondelete="CASCADE"), primary_key=True),
+    Column("label", String(64), primary_key=True),
+    Index(None, "label"),
+)
+
+#: Labels granted to a user, a group or a known peer (``grantee_kind``: user, group, peer;
+#: ``grantee``: the user name, the group name, or the peer's name in ``peers``).
+label_grants = Table(
+    "label_grants",
+    metadata,
+    Column("label", String(64), primary_key=True),
+    Column("grantee_kind", String(8), primary_key=True),
+    Column("grantee", String(), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Rules that label a study at ingest: when ``keyword`` (a DICOM keyword such as
+#: InstitutionName, or ``CallingAETitle``) of an arriving instance matches ``pattern`` (exact,
+#: or with ``*`` and ``?`` wildcards), its study gets ``label``.
+label_rules = Table(
+    "label_rules",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("label", String(64), nullable=False),
+    Column("keyword", String(64), nullable=False),
+    Column("pattern", String(), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 # --- issue 14, audit: the hash-chained audit trail (migration 0010) ---
 
 #: One audit record each (PS3.15 A.5; docs/security.md "Audit trail"): ``record`` is its

@@ -14,6 +14,7 @@ from vesalius.services.deletion import DeleteService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.jobs import JobService
+from vesalius.services.labels import LabelService
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
@@ -38,6 +39,8 @@ class Archive:
     oversight: Oversight
     accounts: AccountService
     audit: AuditService
+    #: Access labels, their grants and ingest rules (issue 14).
+    labels: LabelService
     #: De-identification (PS3.15 Annex E); None where the wiring built no secret for it.
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).

@@ -82,7 +82,7 @@ class DeleteService:
         _check_keys(keys)
         self.oversight.check(who, "delete", keys_resource(keys))
         with self.catalog.read() as conn:
-            return find_instances(conn, keys)
+            return find_instances(conn, keys, labels=self.oversight.visible_labels(who))
 
     def delete(
         self, keys: RetrieveKeys, who: Identity, on_progress: Progress | None = None
@@ -91,8 +91,9 @@ class DeleteService:
         try:
             _check_keys(keys)
             self.oversight.check(who, "delete", keys_resource(keys))
+            labels = self.oversight.visible_labels(who)  # an invisible study: not found
             with self.catalog.read() as conn:
-                found = find_instances(conn, keys)
+                found = find_instances(conn, keys, labels=labels)
             if not found:
                 raise NotFoundError("nothing stored matches")
         except VesaliusError as exc:
@@ -150,8 +151,9 @@ class DeleteService:
 
     def _run_job(self, context: JobContext) -> str:
         keys = payload_keys(context.payload)
+        labels = self.oversight.visible_labels(context.who)
         with self.catalog.read() as conn:
-            found = find_instances(conn, keys)
+            found = find_instances(conn, keys, labels=labels)
         if not found:
             self.sweep()
             return "nothing (left) to delete"

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 #: OpenTelemetry (API only: spans are recorded when the wiring installs the SDK).
 tracer = trace.get_tracer(__name__)
 CHUNK = 1 << 20
+#: The access labels the rules give the study of an arriving instance (``services/labels.py``).
+Labeler = Callable[[InstanceHeader, bytes, Identity], frozenset[str]]
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,11 @@ class IngestService:
         duplicate_policy: DuplicatePolicy = "keep",
         min_free_bytes: int = 0,
         max_inflated_bytes: int = 256 << 20,
+        labeler: Labeler | None = None,
     ) -> None:
         self.catalog = catalog
+        #: The access labels an arriving instance gives its study (the label rules).
+        self.labeler = labeler
         self.spool = spool
         self.stores = stores
         self.oversight = oversight
@@ -182,12 +188,14 @@ class IngestService:
                 path.unlink(missing_ok=True)
             raise
         try:
+            labels = self.labeler(header, metadata, who) if self.labeler else frozenset()
             result = self.catalog.record(
                 header,
                 BlobInfo(blob.key, size, sha256, blob.store),
                 self.duplicate_policy,
                 who.name if who.kind == "ae" else "",
                 metadata,
+                labels,
             )
         except BaseException as exc:
             store.delete(blob.key)

@@ -193,8 +193,9 @@ class MetadataService:
         in series and instance order (BulkDataURIs still hold the root placeholder, see
         ``dicom/metadata.with_root``). :class:`NotFoundError` when nothing matches."""
         self.oversight.check(who, "read", keys_resource(keys))
+        labels = self.oversight.visible_labels(who)
         with self.catalog.read() as conn:
-            found = find_metadata(conn, keys)
+            found = find_metadata(conn, keys, labels)
         if not found:
             raise NotFoundError(f"no {keys.level.lower()} found for the given UIDs")
         self.oversight.record(

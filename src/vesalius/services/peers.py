@@ -10,9 +10,11 @@ peers added otherwise (the admin UI, another node's API) are left alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
+from vesalius.errors import ConfigError, NotFoundError
+from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.peers import (
     PeerRow,
@@ -24,11 +26,12 @@ from vesalius.index.peers import (
     save_peer,
     sync_seeded,
 )
+from vesalius.services.oversight import Oversight
 from vesalius.settings import Modality
 
 log = logging.getLogger(__name__)
 
-#: What a peer seeded from the settings may do until the security work refines it.
+#: What a known peer may do unless its entry says otherwise (docs/security.md, "Remote AEs").
 DEFAULT_PERMISSIONS = frozenset({"echo", "store", "find", "move", "get"})
 
 
@@ -75,8 +78,73 @@ class Peer:
 class PeerDirectory:
     """The known remote AEs, by name and by AE title, from the index database."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        oversight: Oversight | None = None,
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
         self.catalog = catalog
+        #: The authorization point for administering peers (:meth:`configure`, :meth:`drop`).
+        self.oversight = oversight or Oversight()
+        #: Called after this process changed a peer (the policy's cache forgets its copy).
+        self.changed = changed
+
+    def configure(
+        self,
+        name: str,
+        who: Identity,
+        *,
+        address: str | None = None,
+        permissions: frozenset[str] | None = None,
+        host: str | None = None,
+    ) -> Peer:
+        """Add a peer (``address``: ``AET@HOST:PORT``) or change one an administrator added:
+        its address, its permissions, its host. Peers from the settings' ``[modalities]`` are
+        changed there (the next start or reload would undo a change here)."""
+        self.oversight.check(who, "admin")
+        current = self.by_name(name)
+        if current is not None and current.source == "settings":
+            raise ConfigError(
+                f"peer {name} comes from the settings ([modalities.{name}] or "
+                f"VESALIUS_MODALITY_{name}): change it there"
+            )
+        if address is not None:
+            parsed = Modality.parse(address, name)
+            base = Peer(name, parsed.ae_title, parsed.host, parsed.port)
+            if current is not None:
+                base = replace(base, permissions=current.permissions)
+        elif current is None:
+            raise NotFoundError(f"no peer named {name!r}: give its AET@HOST:PORT to add it")
+        else:
+            base = current
+        peer = replace(
+            base,
+            permissions=base.permissions if permissions is None else permissions,
+            host=base.host if host is None else host,
+            source="admin",
+        )
+        self.save(peer)
+        self.oversight.record(
+            "peer-changed",
+            who,
+            peer=name,
+            ae_title=peer.ae_title,
+            host=peer.host,
+            permissions=sorted(peer.permissions),
+        )
+        return peer
+
+    def drop(self, name: str, who: Identity) -> bool:
+        """Remove a peer an administrator added."""
+        self.oversight.check(who, "admin")
+        current = self.by_name(name)
+        if current is not None and current.source == "settings":
+            raise ConfigError(f"peer {name} comes from the settings: remove it there")
+        removed = self.remove(name)
+        self.oversight.record("peer-removed", who, peer=name, removed=removed)
+        return removed
 
     def seed(self, modalities: Mapping[str, Modality] | Iterable[Modality]) -> None:
         """Make the peers from the settings exactly ``modalities`` (see the module's text)."""
@@ -87,7 +155,7 @@ class PeerDirectory:
                 m.ae_title,
                 m.host,
                 m.port,
-                DEFAULT_PERMISSIONS,
+                DEFAULT_PERMISSIONS if m.permissions is None else m.permissions,
                 "settings",
                 m.tls,
                 m.certificate_subject,
@@ -96,6 +164,7 @@ class PeerDirectory:
         ]
         with self.catalog.write() as conn:
             saved, removed = sync_seeded(conn, seeded)
+        self.changed()
         if saved or removed:
             log.info("peers: %d from the settings, %d no longer there removed", saved, removed)
 
@@ -124,7 +193,10 @@ class PeerDirectory:
     def save(self, peer: Peer) -> None:
         with self.catalog.write() as conn:
             save_peer(conn, peer.row())
+        self.changed()
 
     def remove(self, name: str) -> bool:
         with self.catalog.write() as conn:
-            return delete_peer(conn, name)
+            removed = delete_peer(conn, name)
+        self.changed()
+        return removed

@@ -21,9 +21,20 @@ from vesalius.index.lookup import RetrieveKeys
 #: STOW-RS, import); ``query``: search the index (C-FIND, QIDO-RS); ``retrieve``: read stored
 #: instances, frames, renderings or bulk data (C-MOVE, C-GET, WADO); ``read``: read metadata;
 #: ``delete``; ``send``: push to a remote AE; ``export``: de-identified export (PS3.15 Annex E);
-#: ``audit``: read the audit trail; ``admin``: configuration, users, peers and labels.
+#: ``audit``: read the audit trail; ``admin``: configuration, users, peers and labels;
+#: ``associate``: open a DIMSE association at all (decided at A-ASSOCIATE-RQ time).
 Action = Literal[
-    "echo", "store", "query", "retrieve", "read", "delete", "send", "export", "audit", "admin"
+    "echo",
+    "store",
+    "query",
+    "retrieve",
+    "read",
+    "delete",
+    "send",
+    "export",
+    "audit",
+    "admin",
+    "associate",
 ]
 
 #: The user roles and what each may do (issue 14: admin; radiologist, read; technologist,
@@ -65,7 +76,12 @@ class Policy(Protocol):
     def visible_labels(self, who: Identity) -> frozenset[str] | None:
         """The access labels ``who`` was granted, or ``None`` when ``who`` sees every study
         (administrators, the system). A study with no label is visible to whoever may query;
-        a study with labels only to identities granted at least one of them."""
+        a study with labels only to identities granted at least one of them.
+
+        The labels of a user are those granted to its name and to each of its groups; of a
+        remote AE, those granted to the known peer of its AE title (an unknown AE: none, so
+        it sees unlabeled studies only). ``services/site_policy.py`` answers from grants kept
+        for ``labels.cache_seconds``, so an administrator's change applies within that."""
         ...
 
 

@@ -141,6 +141,7 @@ class QueryResult:
         try:
             if self.cancelled():
                 raise CancelledError("C-FIND cancelled")
+            labels = service.oversight.visible_labels(self.who)
             with service.catalog.read() as conn:
                 for found in search(
                     conn,
@@ -151,6 +152,7 @@ class QueryResult:
                     combined=query.combined_datetime,
                     limit=limit,
                     offset=query.offset,
+                    labels=labels,
                 ):
                     if self.cancelled():
                         raise CancelledError("C-FIND cancelled")

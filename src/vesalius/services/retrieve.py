@@ -126,9 +126,11 @@ class RetrieveService:
             resource = keys_resource(keys)
             if destination:
                 resource.details["destination"] = destination
+            resource.details["operation"] = operation
             self.oversight.check(who, "retrieve", resource)
+            labels = self.oversight.visible_labels(who)
             with self.catalog.read() as conn:
-                found = find_instances(conn, keys, limit=self.max_matches)
+                found = find_instances(conn, keys, limit=self.max_matches, labels=labels)
             if len(found) > self.max_matches:
                 raise QueryError(f"over {self.max_matches} instances match: retrieve fewer at once")
         except Exception as exc:
