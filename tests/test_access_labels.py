@@ -84,15 +84,22 @@ def labeled(tmp_path: Path, database_url: str) -> Iterator[Labeled]:
         "granted_b": _peer("granted_b", "SEES_B", port),
         "sees_all": _peer("sees_all", "SEES_ALL", port),
     }
-    # The HTTP clients here are anonymous, as on the laptop defaults; this site's policy
-    # makes them radiologists (granted A below), so DICOMweb runs restricted end to end.
+    # The HTTP clients here are anonymous, as on the laptop defaults; this site makes them
+    # radiologists (auth.anonymous_roles; granted A below), so DICOMweb runs restricted end
+    # to end.
     other_node = Catalog.open(database_url)
     policy = SitePolicy(
         AccessCache(other_node, ttl=0),
         CallerRules(unknown_permissions=EVERYTHING),
         anonymous_roles=frozenset({"radiologist"}),
     )
-    running = make_server(tmp_path / "data", database_url, peers, policy=policy)
+    running = make_server(
+        tmp_path / "data",
+        database_url,
+        peers,
+        policy=policy,
+        **{"auth.anonymous_roles": "radiologist"},  # the HTTP host's anonymous identity
+    )
     labels = running.archive.labels
     labels.add_rule("A", "CallingAETitle", "ONCO*", ADMIN)
     labels.add_rule("B", "InstitutionName", "Clinic B", ADMIN)
