@@ -252,6 +252,7 @@ def test_a_plain_client_on_the_tls_port_is_refused_with_one_line(
 def test_a_bad_client_certificate_is_refused_with_a_clear_line(
     tls_server: RunningServer,
     pki: Pki,
+    recorder: Recorder,
     caplog: pytest.LogCaptureFixture,
     which: str,
     reason: str,
@@ -262,6 +263,10 @@ def test_a_bad_client_certificate_is_refused_with_a_clear_line(
     assert proc.returncode != 0
     wait_until(lambda: HANDSHAKE_FAILED in caplog.text, what="the handshake log line")
     assert f'{HANDSHAKE_FAILED} reason="{reason}"' in caplog.text
+    # and audited as a Security Alert, Node Authentication (PS3.15 A.5.3.11)
+    [alert] = [e for e in recorder.events if e.kind == "authentication-failed"]
+    assert alert.outcome == "failure" and alert.who.host == "127.0.0.1"
+    assert reason in alert.details["reason"]
 
 
 def test_tls_1_1_is_refused(tls_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -385,7 +385,15 @@ class DimseServer:
             secured.settimeout(REFUSE_WAIT if refused else self.config.acse_timeout)
             secured.do_handshake()
         except (OSError, ValueError) as exc:
-            log.warning('tls handshake failed peer=%s reason="%s"', address, failure_reason(exc))
+            reason = failure_reason(exc)
+            log.warning('tls handshake failed peer=%s reason="%s"', address, reason)
+            # A Security Alert, Node Authentication (PS3.15 A.5.3.11): who it was is unknown.
+            self.archive.oversight.record(
+                "authentication-failed",
+                Identity("ae", "unknown", address, method="certificate"),
+                "failure",
+                reason=f"TLS handshake: {reason}",
+            )
             with contextlib.suppress(OSError):
                 secured.close()
             return None
