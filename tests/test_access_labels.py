@@ -92,7 +92,14 @@ def labeled(tmp_path: Path, database_url: str) -> Iterator[Labeled]:
         CallerRules(unknown_permissions=EVERYTHING),
         anonymous_roles=frozenset({"radiologist"}),
     )
-    running = make_server(tmp_path / "data", database_url, peers, policy=policy)
+    # The HTTP host gives anonymous requests ``auth.anonymous_roles`` (admin by default).
+    running = make_server(
+        tmp_path / "data",
+        database_url,
+        peers,
+        policy=policy,
+        **{"auth.anonymous_roles": "radiologist"},
+    )
     labels = running.archive.labels
     labels.add_rule("A", "CallingAETitle", "ONCO*", ADMIN)
     labels.add_rule("B", "InstitutionName", "Clinic B", ADMIN)
@@ -401,6 +408,26 @@ def test_users_see_by_their_grants_and_groups_and_admins_see_all(labeled: Labele
     # a revoke applies at once in this process
     archive.labels.revoke(Grant("B", "group", "radiology-b"), ADMIN)
     assert studies(in_group) == {labeled.s0}
+
+
+def test_a_study_whose_last_label_is_removed_is_visible_again(labeled: Labeled) -> None:
+    """``studies.labeled`` follows the label writes: the filter tests it before any probe."""
+    archive = labeled.running.archive
+    query = Query("STUDY", filters={"StudyInstanceUID": ""})
+    radiologist = Identity("user", "rad", roles=frozenset({"radiologist"}), method="session")
+
+    def studies() -> set[str]:
+        return {r["StudyInstanceUID"] for r in archive.query.find(query, radiologist)}
+
+    assert studies() == {labeled.s0}
+    assert archive.labels.add(labeled.sb, ["C"], ADMIN) == 1
+    assert archive.labels.add(labeled.sb, ["C"], ADMIN) == 0  # had it
+    assert archive.labels.remove(labeled.sb, ["B"], ADMIN) == 1
+    assert studies() == {labeled.s0}  # C is left
+    assert archive.labels.remove(labeled.sb, ["C", "D"], ADMIN) == 1
+    assert studies() == {labeled.s0, labeled.sb}
+    archive.labels.add(labeled.s0, ["A"], ADMIN)
+    assert studies() == {labeled.sb}
 
 
 class _DeletingReader(SitePolicy):

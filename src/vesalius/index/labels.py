@@ -3,10 +3,13 @@ statement carries, and the tables behind it (``study_labels``, ``label_grants``,
 ``label_rules``), read and written in one place.
 
 Visibility (``services/policy.py``, :meth:`Policy.visible_labels`): ``None`` sees every study;
-a set of labels sees a study that has no label, or has one of the set. The condition is one
-``NOT EXISTS`` on the primary key ``(study_pk, label)`` of ``study_labels`` (a study is hidden
-when it has a label row and no granted label), inside the same statement as the query it
-restricts: an index probe per candidate study (two for a labeled one), or an anti-join.
+a set of labels sees a study that has no label, or has one of the set. The condition is
+``studies.labeled = false OR EXISTS (a granted label of the study)``, inside the same statement
+as the query it restricts: an unlabeled study (most of them) costs a test of a column of the
+row the query reads anyway, a labeled one a probe of the primary key ``(study_pk, label)`` of
+``study_labels``. ``studies.labeled`` is kept here, in the transaction that changes the
+study's labels (:func:`add_labels`, :func:`remove_labels`; a deleted study takes its label rows
+with it).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select
+from sqlalchemy import ColumnElement, delete, exists, false, func, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -47,21 +50,19 @@ def visible(labels: Labels, study_pk: Any) -> ColumnElement[bool] | None:
 
 @functools.lru_cache(maxsize=512)
 def _visible(labels: frozenset[str], study_pk: Any) -> ColumnElement[bool]:
-    # A study is hidden when it has a label and none of them is granted: "no label row of it
-    # without a granted label of it beside". One NOT EXISTS, which PostgreSQL turns into an
-    # anti-join over the labeled studies on large scans (an OR of two EXISTS stays a
-    # per-row subplan, 2x slower on ModalitiesInStudy at a million instances), and SQLite
-    # answers with one probe of the primary key for an unlabeled study.
-    tagged = study_labels.alias("tagged")
+    # The flag first: SQLite and PostgreSQL evaluate an OR left to right, so an unlabeled
+    # study never reaches the probe. (The flag-less form, one NOT EXISTS, probed
+    # study_labels for every candidate study: 1.25x-1.38x on paging at a million instances.)
+    unlabeled: ColumnElement[bool] = study_pk.table.c.labeled == false()
     if not labels:
-        return ~select(tagged.c.study_pk).where(tagged.c.study_pk == study_pk).exists()
+        return unlabeled
     granted = study_labels.alias("granted")
     allowed = (
         select(granted.c.study_pk)
-        .where(granted.c.study_pk == tagged.c.study_pk, granted.c.label.in_(sorted(labels)))
+        .where(granted.c.study_pk == study_pk, granted.c.label.in_(sorted(labels)))
         .exists()
     )
-    return ~select(tagged.c.study_pk).where(tagged.c.study_pk == study_pk, ~allowed).exists()
+    return or_(unlabeled, allowed)
 
 
 def visible_patient(labels: Labels, patient_pk: Any) -> ColumnElement[bool] | None:
@@ -101,7 +102,10 @@ def visible_counts(labels: frozenset[str], patient_pk: Any) -> dict[str, Any]:
 
 
 def _study_pk(conn: Connection, study_uid: str) -> int | None:
-    found = conn.execute(select(studies.c.pk).where(studies.c.study_uid == study_uid)).first()
+    # Locked (PostgreSQL) until the transaction ends: two changes of one study's labels take
+    # turns, so ``studies.labeled`` always tells what the last one left.
+    stmt = select(studies.c.pk).where(studies.c.study_uid == study_uid).with_for_update()
+    found = conn.execute(stmt).first()
     return None if found is None else int(found[0])
 
 
@@ -118,7 +122,10 @@ def add_labels(conn: Connection, study_uid: str, labels: Iterable[str]) -> int |
     added = 0
     for label in wanted:  # kept once, whoever adds the same label at the same time
         stmt = make(study_labels).values(study_pk=pk, label=label).on_conflict_do_nothing()
-        added += max(0, int(conn.execute(stmt).rowcount or 0))
+        # Counted by the rows returned: psycopg's rowcount is 0 here (ON CONFLICT DO NOTHING).
+        added += len(conn.execute(stmt.returning(study_labels.c.label)).all())
+    if added:
+        conn.execute(update(studies).where(studies.c.pk == pk).values(labeled=true()))
     return added
 
 
@@ -128,11 +135,15 @@ def remove_labels(conn: Connection, study_uid: str, labels: Collection[str]) -> 
     if pk is None:
         return None
     gone = conn.execute(
-        delete(study_labels).where(
-            study_labels.c.study_pk == pk, study_labels.c.label.in_(list(labels))
-        )
+        delete(study_labels)
+        .where(study_labels.c.study_pk == pk, study_labels.c.label.in_(list(labels)))
+        .returning(study_labels.c.label)
     )
-    return int(gone.rowcount or 0)
+    removed = len(gone.all())
+    if removed:
+        left = exists().where(study_labels.c.study_pk == pk)
+        conn.execute(update(studies).where(studies.c.pk == pk).values(labeled=left))
+    return removed
 
 
 def study_label_list(conn: Connection, study_uid: str | None = None) -> list[tuple[str, str]]:
