@@ -314,9 +314,9 @@ study_labels = Table(
     Index(None, "label"),
 )
 
-#: Whether a study has a row in ``study_labels``, kept by ``index/labels.py`` in the transaction
-#: that changes them: the query filter tests it first, so an unlabeled study costs no probe.
-studies.append_column(Column("labeled", Boolean, nullable=False, server_default="0"))
+#: A study's labels, each between spaces (" A B "; empty for none): what the query filter tests
+#: (``index/labels.py`` keeps it from ``study_labels`` in the transaction that changes them).
+studies.append_column(Column("label_set", Text, nullable=False, server_default=""))
 
 #: Labels granted to a user, a group or a known peer (``grantee_kind``: user, group, peer;
 #: ``grantee``: the user name, the group name, or the peer's name in ``peers``).
