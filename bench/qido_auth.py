@@ -20,6 +20,7 @@ variant's p50 and p95, and the median of the per-sample differences from the lap
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
@@ -41,6 +42,9 @@ from bench.scenarios import Context, NotSupported, Row
 from bench.servers import LOOPBACK, Server
 
 LAPTOP, BEARER, COOKIE = "vesalius-laptop", "vesalius-bearer", "vesalius-cookie"
+#: ``VESALIUS_BENCH_AUTH_CONTROL=1``: an A/A run, both servers on the laptop defaults and no
+#: credentials sent: how far two processes of one configuration differ.
+CONTROL = os.environ.get("VESALIUS_BENCH_AUTH_CONTROL") == "1"
 #: The query shapes sent over HTTP (scenario 6's, at the small size).
 SHAPES = ("patient-id", "page", "series-of-study")
 PASSWORD = "bench-reader-password"
@@ -93,8 +97,9 @@ def qido_auth(ctx: Context, kinds: list[str]) -> list[Row]:
     laptop = ctx.pool.fresh("vesalius", database_url=plain_url)
     secured: Server | None = None
     try:
+        required = "false" if CONTROL else "true"
         secured = ctx.pool.fresh(
-            "vesalius", database_url=auth_url, env={"VESALIUS_AUTH_REQUIRED": "true"}
+            "vesalius", database_url=auth_url, env={"VESALIUS_AUTH_REQUIRED": required}
         )
         return _measure(ctx, items, laptop, secured, token, cookie)
     finally:
@@ -111,16 +116,16 @@ def _measure(
         LAPTOP: httpx.Client(base_url=f"http://{LOOPBACK}:{laptop.http_port}"),
         BEARER: httpx.Client(
             base_url=f"http://{LOOPBACK}:{secured.http_port}",
-            headers={"Authorization": f"Bearer {token}"},
+            headers={} if CONTROL else {"Authorization": f"Bearer {token}"},
         ),
         COOKIE: httpx.Client(
             base_url=f"http://{LOOPBACK}:{secured.http_port}",
-            cookies={"vesalius-session": cookie},
+            cookies={} if CONTROL else {"vesalius-session": cookie},
         ),
     }
     try:
         anonymous = httpx.get(f"http://{LOOPBACK}:{secured.http_port}/dicom-web/studies")
-        if anonymous.status_code != 401:
+        if anonymous.status_code != 401 and not CONTROL:
             raise NotSupported(f"auth.required is not on: {anonymous.status_code}")
         samples = max(ctx.samples, 50) * ctx.repeat
         for shape in items:
@@ -135,7 +140,8 @@ def _measure_shape(
     ctx: Context, shape: Shape, clients: dict[str, httpx.Client], samples: int
 ) -> list[Row]:
     path, params = _request(shape)
-    expected = {LAPTOP: shape.expected, BEARER: shape.restricted, COOKIE: shape.restricted}
+    restricted = shape.expected if CONTROL else shape.restricted
+    expected = {LAPTOP: shape.expected, BEARER: restricted, COOKIE: restricted}
     for kind, client in clients.items():
         got = _matches(client.get(path, params=params))
         if got != expected[kind]:
