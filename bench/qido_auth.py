@@ -130,7 +130,7 @@ def _measure(
         anonymous = httpx.get(f"http://{LOOPBACK}:{secured.http_port}/dicom-web/studies")
         if anonymous.status_code != 401 and not CONTROL:
             raise NotSupported(f"auth.required is not on: {anonymous.status_code}")
-        samples = max(ctx.samples, 50) * ctx.repeat
+        samples = max(ctx.samples, 20) * ctx.repeat
         for shape in items:
             rows += _measure_shape(ctx, shape, clients, samples)
     finally:
