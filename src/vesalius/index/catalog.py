@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -31,6 +32,7 @@ class Catalog:
         self.gate = gate
         self._writer = engine.execution_options(write=True)
         self._quick: Engine | None = None
+        self._quick_made = threading.Lock()
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> Catalog:
@@ -62,10 +64,10 @@ class Catalog:
     def quick_read(self) -> Iterator[Connection]:
         """A read on the calling thread's own connection (one per thread, never waiting for
         the pool), for a point read the event loop may make itself (``quick_reads``)."""
-        if self._quick is None:
-            self._quick = open_engine(
-                self.engine.url.render_as_string(hide_password=False), per_thread=True
-            )
+        with self._quick_made:
+            if self._quick is None:
+                url = self.engine.url.render_as_string(hide_password=False)
+                self._quick = open_engine(url, per_thread=True)
         with self._quick.connect() as conn:
             yield conn
 
