@@ -56,7 +56,7 @@ PG_ADMIN_URL = os.environ.get(
     "VESALIUS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 KINDS = ("vesalius-sqlite", "vesalius-postgresql")
-_GENERATOR = 2  # bump when the generated rows change, to invalidate the cached SQLite index
+_GENERATOR = 4  # bump when the generated rows change, to invalidate the cached SQLite index
 BATCH = 20_000  # rows per executemany
 PER_STUDY = 20  # instances per study
 STUDIES_PER_PATIENT = 5
@@ -274,6 +274,14 @@ def label_rows(archive: Synthetic) -> list[dict[str, Any]]:
     ]
 
 
+def study_rows(archive: Synthetic) -> list[dict[str, Any]]:
+    """The studies, each with its ``label_set`` (kept by the label writes in Vesalius)."""
+    return [
+        {**st, "label_set": f" {LABELS[st['pk'] % 10]} " if st["pk"] % 10 in LABELS else ""}
+        for st in archive.studies
+    ]
+
+
 def _populate(engine: Engine, archive: Synthetic, log: Any) -> float:
     from vesalius.index.schema import instances, patients, series, studies, study_labels
 
@@ -281,7 +289,7 @@ def _populate(engine: Engine, archive: Synthetic, log: Any) -> float:
     labels = label_rows(archive)
     tables: list[tuple[Table, Any, int]] = [
         (patients, archive.patients, len(archive.patients)),
-        (studies, archive.studies, len(archive.studies)),
+        (studies, study_rows(archive), len(archive.studies)),
         (study_labels, labels, len(labels)),
         (series, archive.series, len(archive.series)),
         (instances, instance_rows(archive), archive.instances),

@@ -27,6 +27,7 @@ SECTIONS = (
     ("large", "Large object (scenario 10)"),
     ("memory", "Server memory (scenario 10)"),
     ("tls", "TLS ingest (scenario 11)"),
+    ("auth", "Authentication and access labels on QIDO-RS (scenario 12)"),
 )
 SERVER_ORDER = (
     "vesalius",
@@ -36,6 +37,9 @@ SERVER_ORDER = (
     "vesalius-postgresql",
     "vesalius-plain",
     "vesalius-tls",
+    "vesalius-laptop",
+    "vesalius-bearer",
+    "vesalius-cookie",
 )
 LABELS = {
     "vesalius": "Vesalius",
@@ -45,6 +49,9 @@ LABELS = {
     "vesalius-postgresql": "Vesalius, PostgreSQL",
     "vesalius-plain": "Vesalius, plain DIMSE",  # scenario 11: the two transports side by side
     "vesalius-tls": "Vesalius, DIMSE over TLS",
+    "vesalius-laptop": "Vesalius, laptop defaults",  # scenario 12: with and without auth
+    "vesalius-bearer": "Vesalius, auth + labels, bearer token",
+    "vesalius-cookie": "Vesalius, auth + labels, session cookie",
 }
 COLORS = {
     "vesalius": "#c0392b",
@@ -54,6 +61,9 @@ COLORS = {
     "vesalius-postgresql": "#8e44ad",
     "vesalius-plain": "#c0392b",
     "vesalius-tls": "#27ae60",
+    "vesalius-laptop": "#c0392b",
+    "vesalius-bearer": "#27ae60",
+    "vesalius-cookie": "#8e44ad",
 }
 NUMBERS = {s.name: s.number for s in REGISTRY}
 

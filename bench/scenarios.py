@@ -742,6 +742,12 @@ def _store_tls(ctx: Context, kinds: list[str]) -> list[Row]:
     return store_tls(ctx, kinds)
 
 
+def _qido_auth(ctx: Context, kinds: list[str]) -> list[Row]:
+    from bench.qido_auth import qido_auth  # it imports this module
+
+    return qido_auth(ctx, kinds)
+
+
 def _ohif(ctx: Context, kinds: list[str]) -> list[Row]:
     from bench.viewer import ohif  # it imports this module
 
@@ -795,6 +801,14 @@ REGISTRY: tuple[Scenario, ...] = (
         "C-STORE ingest of corpus (a) over DIMSE-TLS against plain DIMSE, one association",
         ("vesalius",),
         _store_tls,
+    ),
+    Scenario(
+        12,
+        "qido-auth",
+        "QIDO-RS with a bearer token or a session and access labels against the laptop "
+        "defaults, interleaved",
+        ("vesalius",),
+        _qido_auth,
     ),
 )
 

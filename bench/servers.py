@@ -288,6 +288,7 @@ class Vesalius(Server):
             env["VESALIUS_DICOM_TLS_PORT"] = str(self.options["tls_port"])
         for ae, port in self.destinations.items():
             env[f"VESALIUS_MODALITY_{ae}"] = f"{ae}@{LOOPBACK}:{port}"
+        env.update(self.options.get("env") or {})  # scenario 12: auth.required
         return [sys.executable, "-m", "vesalius.cli", "serve"], env
 
     def ready(self) -> bool:

@@ -410,6 +410,28 @@ def test_users_see_by_their_grants_and_groups_and_admins_see_all(labeled: Labele
     assert studies(in_group) == {labeled.s0}
 
 
+def test_a_study_whose_last_label_is_removed_is_visible_again(labeled: Labeled) -> None:
+    """``studies.labeled`` follows the label writes: the filter tests it before any probe."""
+    archive = labeled.running.archive
+    query = Query("STUDY", filters={"StudyInstanceUID": ""})
+    radiologist = Identity("user", "rad", roles=frozenset({"radiologist"}), method="session")
+
+    def studies() -> set[str]:
+        return {r["StudyInstanceUID"] for r in archive.query.find(query, radiologist)}
+
+    assert studies() == {labeled.s0}
+    archive.labels.grant(Grant("a", "user", "rad"), ADMIN)  # labels are told apart by case
+    assert studies() == {labeled.s0}
+    assert archive.labels.add(labeled.sb, ["C"], ADMIN) == 1
+    assert archive.labels.add(labeled.sb, ["C"], ADMIN) == 0  # had it
+    assert archive.labels.remove(labeled.sb, ["B"], ADMIN) == 1
+    assert studies() == {labeled.s0}  # C is left
+    assert archive.labels.remove(labeled.sb, ["C", "D"], ADMIN) == 1
+    assert studies() == {labeled.s0, labeled.sb}
+    archive.labels.add(labeled.s0, ["A"], ADMIN)
+    assert studies() == {labeled.sb}
+
+
 class _DeletingReader(SitePolicy):
     """A site where radiologists may also delete: what they delete is what they see."""
 

@@ -223,6 +223,37 @@ def test_a_token_after_revocation_or_expiry_or_with_its_user_disabled_is_refused
         assert listed[revoked.split("_")[1]].revoked_at is not None
 
 
+def test_a_settled_token_or_session_is_checked_without_a_thread_and_a_revoke_still_refuses(
+    sqlite_site: Site,
+) -> None:
+    """On a SQLite file the middleware checks a token or a session on the event loop (one read
+    of the same rows, no cache): what it cannot settle (a first use, a revoke) goes to the
+    full check in a thread."""
+    web = sqlite_site
+    web.user("rad", "radiologist")
+    token = web.token("rad")
+    accounts = web.accounts
+    assert accounts.quick_checks
+    assert accounts.quick_token(token, "127.0.0.1") is None  # first use: to be written
+    assert httpx.get(f"{web.url}/dicom-web/studies", headers=bearer(token)).status_code == 200
+    who = accounts.quick_token(token, "127.0.0.1")
+    assert who is not None and who.name == "rad" and who.roles == {"radiologist"}
+    assert httpx.get(f"{web.url}/dicom-web/studies", headers=bearer(token)).status_code == 200
+    accounts.revoke_token(token.split("_")[1], operator())
+    assert accounts.quick_token(token, "127.0.0.1") is None
+    answer = httpx.get(f"{web.url}/dicom-web/studies", headers=bearer(token))
+    assert answer.status_code == 401 and "revoked" in answer.json()["error"]
+
+    cookie, _ = accounts.login("rad", PASSWORD, "127.0.0.1")
+    session = accounts.quick_session(cookie, "127.0.0.1")
+    assert session is not None and session.identity.name == "rad"
+    cookies = {"vesalius-session": cookie}
+    assert httpx.get(f"{web.url}/dicom-web/studies", cookies=cookies).status_code == 200
+    assert accounts.logout(cookie, "127.0.0.1")
+    assert accounts.quick_session(cookie, "127.0.0.1") is None
+    assert httpx.get(f"{web.url}/dicom-web/studies", cookies=cookies).status_code == 401
+
+
 def test_passwords_are_argon2_and_tokens_and_sessions_hashed_at_rest(sqlite_site: Site) -> None:
     web = sqlite_site
     web.user("rad", "radiologist")

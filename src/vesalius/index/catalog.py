@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -30,6 +31,8 @@ class Catalog:
         self.dialect = engine.dialect.name
         self.gate = gate
         self._writer = engine.execution_options(write=True)
+        self._quick: Engine | None = None
+        self._quick_made = threading.Lock()
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> Catalog:
@@ -40,8 +43,33 @@ class Catalog:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._quick is not None:
+            self._quick.dispose()
         if self.gate is not None:
             self.gate.close()
+
+    @property
+    def quick_reads(self) -> bool:
+        """Whether :meth:`quick_read` is offered: a SQLite file, where a point read is
+        answered from the process's page cache in tens of microseconds and never waits for
+        a writer (WAL). Not PostgreSQL (a network round trip), nor an in-memory database."""
+        database = self.engine.url.database or ""
+        return (
+            self.dialect == "sqlite"
+            and database not in ("", ":memory:")
+            and "mode=memory" not in str(self.engine.url)
+        )
+
+    @contextmanager
+    def quick_read(self) -> Iterator[Connection]:
+        """A read on the calling thread's own connection (one per thread, never waiting for
+        the pool), for a point read the event loop may make itself (``quick_reads``)."""
+        with self._quick_made:
+            if self._quick is None:
+                url = self.engine.url.render_as_string(hide_password=False)
+                self._quick = open_engine(url, per_thread=True)
+        with self._quick.connect() as conn:
+            yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -22,6 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import SingletonThreadPool
 
 from vesalius.errors import (
     DatabaseUnavailableError,
@@ -65,15 +66,20 @@ def _sqlite_begin(conn: Connection) -> None:
         cursor.close()
 
 
-def open_engine(url: str) -> Engine:
-    """Create the engine for ``url``; SQLite gets WAL and writer locking."""
+def open_engine(url: str, *, per_thread: bool = False) -> Engine:
+    """Create the engine for ``url``; SQLite gets WAL and writer locking. ``per_thread``
+    (SQLite): one connection per thread instead of a shared pool, which gives up after
+    0.1 s instead of 30 when the file is busy (for reads made on the event loop)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        sizes: dict[str, Any] = (
+            {"poolclass": SingletonThreadPool, "pool_size": 4}
+            if per_thread
+            else {"pool_size": 8, "max_overflow": 24}
+        )
+        busy = 0.1 if per_thread else 30
         engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=8,
-            max_overflow=24,
+            url, connect_args={"check_same_thread": False, "timeout": busy}, **sizes
         )
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)

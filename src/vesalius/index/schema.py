@@ -314,6 +314,10 @@ study_labels = Table(
     Index(None, "label"),
 )
 
+#: A study's labels, each between spaces (" A B "; empty for none): what the query filter tests
+#: (``index/labels.py`` keeps it from ``study_labels`` in the transaction that changes them).
+studies.append_column(Column("label_set", Text, nullable=False, server_default=""))
+
 #: Labels granted to a user, a group or a known peer (``grantee_kind``: user, group, peer;
 #: ``grantee``: the user name, the group name, or the peer's name in ``peers``).
 label_grants = Table(

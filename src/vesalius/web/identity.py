@@ -99,6 +99,14 @@ async def in_thread(call: Callable[..., T], *args: object) -> T:
     return await anyio.to_thread.run_sync(call, *args)
 
 
+def quick(accounts: AccountService, credential: str) -> bool:
+    """Whether to check ``credential`` on the event loop first (``AccountService.quick_*``:
+    one point read of a local SQLite file, no write), which saves the hop to a worker thread
+    and back (about 0.15 ms of a QIDO-RS, docs/benchmarks.md); anything else, and anything
+    the quick check cannot settle, goes to a thread."""
+    return bool(credential) and accounts.quick_checks
+
+
 def _json(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps({"status": status, "error": reason})
     return Response(body, status, headers, media_type="application/json")
@@ -161,7 +169,9 @@ class IdentityMiddleware:
                 state["identity"] = await self._header(authorization, scope, accounts)
                 return None
             cookie = HTTPConnection(scope).cookies.get(session_cookie(scope), "")
-            session = await in_thread(accounts.session, cookie, host) if cookie else None
+            session = accounts.quick_session(cookie, host) if quick(accounts, cookie) else None
+            if session is None and cookie:
+                session = await in_thread(accounts.session, cookie, host)
         except ThrottledError as exc:
             return _json(429, exc.message, {"Retry-After": str(exc.retry_after)})
         except AuthenticationError as exc:
@@ -185,6 +195,9 @@ class IdentityMiddleware:
         if scheme.lower() == "bearer":
             if self.oidc is not None and is_provider_token(value.strip()):
                 return await bearer_identity(self.oidc, accounts.oversight, value.strip(), host)
+            found = accounts.quick_token(value, host) if quick(accounts, value) else None
+            if found is not None:
+                return found
             return await in_thread(accounts.authenticate_token, value.strip(), host)
         if scheme.lower() == "basic":
             if not self.config.basic:

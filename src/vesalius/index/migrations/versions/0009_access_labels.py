@@ -6,7 +6,9 @@ Create Date: 2026-12-07 12:00:00
 
 Three tables (``index/schema.py``, "issue 14, labels"): ``study_labels`` (a study's labels,
 removed with the study), ``label_grants`` (labels granted to users, groups and peers) and
-``label_rules`` (labels set at ingest from an attribute of the arriving instance).
+``label_rules`` (labels set at ingest from an attribute of the arriving instance); and
+``studies.label_set``, the study's labels between spaces, which the query filter tests
+instead of probing ``study_labels``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("studies") as batch:
+        batch.add_column(sa.Column("label_set", sa.Text(), server_default="", nullable=False))
     op.create_table(
         "study_labels",
         sa.Column(
@@ -61,3 +65,5 @@ def downgrade() -> None:
     op.drop_table("label_grants")
     op.drop_index("ix_study_labels_label", table_name="study_labels")
     op.drop_table("study_labels")
+    with op.batch_alter_table("studies") as batch:
+        batch.drop_column("label_set")
