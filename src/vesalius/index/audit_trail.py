@@ -94,29 +94,32 @@ def append(conn: Connection, records: Sequence[AuditRecord]) -> None:
         select(audit_records.c.hash).order_by(audit_records.c.pk.desc()).limit(1)
     ).scalar_one_or_none()
     previous = previous or ""
-    subjects: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for record in records:
         canonical = record.canonical()
         previous = chain_hash(previous, canonical)
-        pk = conn.execute(
-            insert(audit_records)
-            .values(
-                time=record.time,
-                kind=record.kind,
-                message=record.message,
-                outcome=record.outcome,
-                who=record.who[:256],
-                host=record.host[:256],
-                record=canonical,
-                hash=previous,
-            )
-            .returning(audit_records.c.pk)
-        ).scalar_one()
-        subjects.extend(
-            {"record_pk": pk, "subject": kind, "value": value}
-            for kind, values in (("patient", record.patients), ("study", record.studies))
-            for value in dict.fromkeys(values)
+        rows.append(
+            {
+                "time": record.time,
+                "kind": record.kind,
+                "message": record.message,
+                "outcome": record.outcome,
+                "who": record.who[:256],
+                "host": record.host[:256],
+                "record": canonical,
+                "hash": previous,
+            }
         )
+    # One many-row INSERT (SQLAlchemy's insertmanyvalues), its keys in the rows' order.
+    keys = conn.execute(
+        insert(audit_records).returning(audit_records.c.pk, sort_by_parameter_order=True), rows
+    ).scalars()
+    subjects = [
+        {"record_pk": pk, "subject": kind, "value": value}
+        for pk, record in zip(keys, records, strict=True)
+        for kind, values in (("patient", record.patients), ("study", record.studies))
+        for value in dict.fromkeys(values)
+    ]
     if subjects:
         conn.execute(insert(audit_subjects), subjects)
 
