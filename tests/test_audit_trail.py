@@ -379,18 +379,21 @@ def test_audit_lists_who_accessed_a_patient(audited: RunningServer, tmp_path: Pa
     seen = {(r["event"], r["who"], r["from"]) for r in rows}
     assert ("instances-stored", "STORESCU", "127.0.0.1") in seen
     assert ("metadata-read", "anonymous", "127.0.0.1") in seen
+    # a query whose answer showed the patient's data names the patient and the study
+    assert ("query", "READER", "127.0.0.1") in seen
     assert all(PATIENT_A in r["patients"] for r in rows)
-    # the query by READER named the patient only in its keys: it is found by --user
     by_reader = [
         json.loads(x) for x in cli("audit", "--user", "READER", "--json", *args).stdout.splitlines()
     ]
     assert [r["event"] for r in by_reader] == ["query"]
+    assert by_reader[0]["studies"] == [study]
     table = cli("audit", "--patient", PATIENT_A, *args).stdout.splitlines()
     assert table[0].split()[:5] == ["TIME", "EVENT", "OUTCOME", "WHO", "FROM"]
     assert len(table) == len(rows) + 2  # and the first listing's own record (Audit Log Used)
     assert "audit-read" in table[1]
     assert cli("audit", "--since", "2999-01-01", "--json", *args).stdout == ""
-    by_study = cli("audit", "--study", study, "--since", rows[-1]["time"], "--json", *args)
+    earliest = min(r["time"] for r in rows)  # listed by record number; times may interleave
+    by_study = cli("audit", "--study", study, "--since", earliest, "--json", *args)
     studied = [json.loads(line) for line in by_study.stdout.splitlines()]
     assert studied and all(study in r["studies"] for r in studied)
     assert {r["event"] for r in studied} >= {"instances-stored", "metadata-read"}

@@ -134,6 +134,10 @@ class QueryResult:
         fixed = self._fixed()
         trailer = {"RetrieveAETitle": service.ae_title, "InstanceAvailability": "ONLINE"}
         self.count, self.truncated = 0, False
+        # Whose data the answer showed, for the audit trail's "who accessed this patient"
+        # (the first MAX_NAMED of each; the records carry them when the query returns them).
+        patients: dict[str, None] = {}
+        studies: dict[str, None] = {}
         outcome = "failure"
         started = time.monotonic()
         # not made current: a generator may be resumed in another thread or context
@@ -167,6 +171,8 @@ class QueryResult:
                         )
                         break
                     self.count += 1
+                    _note(patients, found.get("PatientID"))
+                    _note(studies, found.get("StudyInstanceUID"))
                     yield {**fixed, **found, **trailer}
             outcome = "success"
         except CancelledError:
@@ -186,11 +192,22 @@ class QueryResult:
                 criteria={k: v for k, v in query.filters.items() if v},  # A.5.3.12
                 matches=self.count,
                 truncated=self.truncated,
+                patient_ids=list(patients),
+                study_uids=list(studies),
                 seconds=round(time.monotonic() - started, 6),
             )
             span.set_attribute("vesalius.matches", self.count)
             span.set_attribute("vesalius.outcome", outcome)
             span.end()
+
+
+#: Most distinct patients and studies a query's audit record names.
+MAX_NAMED = 1000
+
+
+def _note(seen: dict[str, None], value: Any) -> None:
+    if isinstance(value, str) and value and len(seen) < MAX_NAMED:
+        seen[value] = None
 
 
 class QueryService:
