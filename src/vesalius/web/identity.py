@@ -89,6 +89,19 @@ def session_cookie(scope: Scope) -> str:
     return SECURE_SESSION_COOKIE if is_secure(scope) else SESSION_COOKIE
 
 
+def set_session_cookie(response: Response, scope: Scope, value: str) -> None:
+    """Give the browser its login session (the login form's and OpenID Connect's alike):
+    HttpOnly, SameSite=Lax, Secure and ``__Host-`` over HTTPS (RFC 6265bis 4.1.3.2)."""
+    response.set_cookie(
+        session_cookie(scope),
+        value,
+        path="/",
+        secure=is_secure(scope),
+        httponly=True,
+        samesite="lax",
+    )
+
+
 def client_host(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""

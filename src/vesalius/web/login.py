@@ -24,7 +24,13 @@ from starlette.routing import BaseRoute, Route
 
 from vesalius.errors import AuthenticationError, ThrottledError
 from vesalius.services.accounts import AccountService, Session
-from vesalius.web.identity import client_host, in_thread, is_secure, session_cookie
+from vesalius.web.identity import (
+    client_host,
+    in_thread,
+    is_secure,
+    session_cookie,
+    set_session_cookie,
+)
 from vesalius.web.requests import json_response
 
 LOGIN_COOKIE = "vesalius-login"
@@ -152,14 +158,7 @@ def login_routes(accounts: AccountService, oidc: bool = False) -> list[BaseRoute
         if old:  # never adopt a session id the browser offered: end it
             await in_thread(accounts.logout, old, host)
         response = RedirectResponse(target, 303)
-        response.set_cookie(
-            session_cookie(request.scope),
-            cookie,
-            path="/",
-            secure=is_secure(request.scope),
-            httponly=True,
-            samesite="lax",
-        )
+        set_session_cookie(response, request.scope, cookie)
         response.delete_cookie(LOGIN_COOKIE, path="/login")
         return response
 

@@ -38,7 +38,13 @@ from vesalius.errors import AuthenticationError, PeerError
 from vesalius.identity import Identity
 from vesalius.services.accounts import AccountService
 from vesalius.services.oversight import Oversight
-from vesalius.web.identity import client_host, in_thread, is_secure, session_cookie
+from vesalius.web.identity import (
+    client_host,
+    in_thread,
+    is_secure,
+    session_cookie,
+    set_session_cookie,
+)
 from vesalius.web.login import safe_next
 from vesalius.web.oidc_client import OidcClient, record_failure
 from vesalius.web.requests import base_url
@@ -200,14 +206,7 @@ def oidc_routes(
             accounts.start_external_session, user.name, user.roles, user.groups, host
         )
         response = RedirectResponse(safe_next(str(pending.get("next", "/"))), 303)
-        response.set_cookie(
-            session_cookie(request.scope),
-            cookie,
-            path="/",
-            secure=is_secure(request.scope),
-            httponly=True,
-            samesite="lax",
-        )
+        set_session_cookie(response, request.scope, cookie)
         response.delete_cookie(STATE_COOKIE, path="/auth/oidc")
         return response
 
