@@ -138,6 +138,18 @@ class RunningServer:
         return sorted(p for p in folder.iterdir() if p.is_file() and p not in spare)
 
 
+def config_for(server: RunningServer, tmp_path: Path) -> Path:
+    """A settings file naming the running server's data folder and index (for commands run
+    against it)."""
+    settings = server.settings
+    config = tmp_path / "vesalius.toml"
+    config.write_text(
+        f'data_dir = "{settings.data_dir}"\ndatabase_url = "{settings["database_url"]}"\n'
+        "[storage]\nmin_free_mb = 0\n"
+    )
+    return config
+
+
 def make_server(
     data_dir: Path,
     database_url: str,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from conftest import RunningServer, dcmtk, make_server
+from conftest import RunningServer, config_for, dcmtk, make_server
 from synth import make_instance
 from test_deid import dciodvfy_errors, private_dataset
 from vesalius.dicom.deid import Options, remap_uid
@@ -43,16 +43,6 @@ def vesalius(*args: str) -> subprocess.CompletedProcess[str]:
         env={k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")},
         check=False,
     )
-
-
-def config_for(server: RunningServer, tmp_path: Path) -> Path:
-    settings = server.settings
-    config = tmp_path / "vesalius.toml"
-    config.write_text(
-        f'data_dir = "{settings.data_dir}"\ndatabase_url = "{settings["database_url"]}"\n'
-        "[storage]\nmin_free_mb = 0\n"
-    )
-    return config
 
 
 def synthetic_study(folder: Path) -> tuple[str, list[Path]]:

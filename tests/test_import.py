@@ -15,7 +15,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from conftest import RunningServer
+from conftest import RunningServer, config_for
 from vesalius.identity import Identity
 from vesalius.services.importer import Importer, ImportItem, classify, count_sources
 
@@ -36,17 +36,6 @@ def vesalius(*args: str) -> subprocess.CompletedProcess[str]:
         env={k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")},
         check=False,
     )
-
-
-def config_for(server: RunningServer, tmp_path: Path) -> Path:
-    """A settings file naming the running server's data folder and index."""
-    settings = server.settings
-    config = tmp_path / "vesalius.toml"
-    config.write_text(
-        f'data_dir = "{settings.data_dir}"\ndatabase_url = "{settings["database_url"]}"\n'
-        "[storage]\nmin_free_mb = 0\n"
-    )
-    return config
 
 
 def uid_of(path: Path) -> str:
