@@ -23,6 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "web": {"web", "services", "dicom", "telemetry", "tls"} | BASE,
     "dicomweb": {"dicomweb", "web", "services", "dicom"} | BASE,
     "viewer": {"viewer", "web"} | BASE,
+    # the REST API (FastAPI, mounted at /api) and the web UI (static pages over the API)
+    "api": {"api", "web", "services", "dicom"} | BASE,
+    "ui": {"ui", "web"} | BASE,
     "errors": {"__init__"},
     "identity": set(),
     "logcontext": set(),
@@ -48,7 +51,7 @@ WIRING = {
     "fatal",
 }
 #: The front doors: they reach the archive through its services only.
-ADAPTERS = {"dimse", "dicomweb", "web", "viewer", "commands", "cli"}
+ADAPTERS = {"dimse", "dicomweb", "web", "viewer", "api", "ui", "commands", "cli"}
 #: Third-party modules a layer must not import (DESIGN.md: dicom/ is pure DICOM helpers over
 #: pydicom; services speak no protocol).
 FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {

@@ -112,7 +112,6 @@ def test_static_files_have_types_and_cache_headers(viewer_url: str) -> None:
     "path",
     [
         "/viewer?StudyInstanceUIDs=1.2.840.113619.2.55.3",
-        "/",
         "/viewer/dicomweb?StudyInstanceUIDs=1.2.3",
         "/viewer/1.2.840.113619.2.55.3",
         "/local",
@@ -125,6 +124,14 @@ def test_viewer_routes_answer_index_html(viewer_url: str, path: str) -> None:
     assert response.content == INDEX
     assert response.headers["content-type"].startswith("text/html")
     assert response.headers["cache-control"] == "no-cache"
+
+
+def test_the_root_is_the_web_ui_not_ohifs_study_list(viewer_url: str) -> None:
+    """Issue 15: ``/`` is Vesalius's own study list; OHIF keeps ``/viewer``."""
+    response = httpx.get(viewer_url + "/")
+    assert response.status_code == 200
+    assert response.content != INDEX
+    assert b"/ui/static/app.js" in response.content
 
 
 def test_navigation_to_a_dotted_path_gets_the_page_but_a_script_does_not(viewer_url: str) -> None:

@@ -14,6 +14,7 @@ from vesalius.commands import audit as audit_commands
 from vesalius.commands import backup as backup_commands
 from vesalius.commands import certs as cert_commands
 from vesalius.commands import config_option, settings_from
+from vesalius.commands import frontend as frontend_commands
 from vesalius.commands import importer as importer_commands
 from vesalius.commands import jobs as job_commands
 from vesalius.commands import scu as scu_commands
@@ -62,6 +63,7 @@ main.add_command(scu_commands.move)
 main.add_command(scu_commands.get)
 main.add_command(importer_commands.import_command)
 main.add_command(viewer_commands.viewer)
+main.add_command(frontend_commands.ui)
 main.add_command(job_commands.delete)
 main.add_command(job_commands.jobs)
 main.add_command(backup_commands.backup)

@@ -486,6 +486,19 @@ SETTINGS: tuple[Setting, ...] = (
         "npm registry that `vesalius viewer install` downloads @ohif/app from.",
     ),
     Setting(
+        "ui.enabled",
+        bool,
+        True,
+        "Serve the web UI at / (study list, study pages, jobs, peers, statistics, audit).",
+    ),
+    Setting(
+        "ui.assets_dir",
+        str,
+        "",
+        "Folder of the UI's front-end packages from npm (`vesalius ui install`). "
+        "Empty: <sys.prefix>/share/vesalius/frontend.",
+    ),
+    Setting(
         "metrics.enabled",
         bool,
         True,
@@ -541,6 +554,7 @@ _PORTS = ("dicom.port", "http.port")
 _PATH_KEYS = (
     "data_dir",
     "viewer.dir",
+    "ui.assets_dir",
     "auth.oidc_client_secret_file",
     "tls.certificate",
     "tls.private_key",

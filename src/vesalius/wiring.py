@@ -12,9 +12,13 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 
+from vesalius import __version__
+from vesalius.api.app import api_routes
+from vesalius.api.deps import ApiConfig
 from vesalius.dicomweb.routes import dicomweb_routes
 from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
@@ -43,11 +47,12 @@ from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.services.site_policy import CallerRules, SitePolicy
-from vesalius.settings import Settings, parse_permissions
+from vesalius.settings import SETTINGS, Settings, parse_permissions
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
 from vesalius.telemetry.syslog import SyslogSender, sender_for
 from vesalius.tls import ClientTls, ServerTls, TlsFiles, files_from
+from vesalius.ui.app import UiConfig, ui_routes
 from vesalius.viewer.app import ViewerConfig, viewer_routes
 from vesalius.web.host import HostConfig, create_host
 from vesalius.web.identity import AuthConfig
@@ -394,6 +399,32 @@ def viewer_config(settings: Settings) -> ViewerConfig:
     )
 
 
+#: Settings whose values are secrets: shown as ``***`` by ``GET /api/v1/settings``.
+SECRET_SETTINGS = frozenset({"auth.oidc_client_secret"})
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting's value and where it came from, secrets hidden (a database URL's
+    password included)."""
+    shown: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = settings[setting.key]
+        if setting.key in SECRET_SETTINGS and value:
+            value = "***"
+        elif setting.key == "database_url" and value:
+            value = describe_url(str(value))
+        shown[setting.key] = {"value": value, "source": settings.origin(setting.key)}
+    return shown
+
+
+def frontend_dir(settings: Settings) -> Path:
+    """The UI's front-end packages (``ui.assets_dir``; ``vesalius ui install``)."""
+    configured = str(settings["ui.assets_dir"])
+    if configured:
+        return Path(configured).expanduser()
+    return Path(sys.prefix) / "share" / "vesalius" / "frontend"
+
+
 def http_app(archive: Archive, settings: Settings) -> Starlette:
     """The HTTP application of ``archive`` as ``settings`` configure it: the host
     (``web/host.py``) with DICOMweb and then the viewer mounted."""
@@ -402,9 +433,15 @@ def http_app(archive: Archive, settings: Settings) -> Starlette:
         max_bytes=settings["http.max_upload_mb"] << 20,
         max_inflation_ratio=settings["http.max_inflation_ratio"],
     )
+    assets = frontend_dir(settings)
     return create_host(
         archive,
-        [dicomweb_routes(archive, upload), viewer_routes(viewer_config(settings))],
+        [
+            dicomweb_routes(archive, upload),
+            api_routes(archive, ApiConfig(effective_settings(settings), assets, __version__)),
+            ui_routes(UiConfig(bool(settings["ui.enabled"]), assets)),
+            viewer_routes(viewer_config(settings)),
+        ],
         HostConfig(
             cors_origins=origins,
             public_url=settings["http.public_url"],

@@ -106,7 +106,9 @@ def resolve(registry: str, version: str, package: str = PACKAGE) -> Release:
     return Release(str(chosen), tarball, _sha512(str(dist.get("integrity", ""))))
 
 
-def download(release: Release, into: IO[bytes], progress: bool = True) -> None:
+def download(
+    release: Release, into: IO[bytes], progress: bool = True, package: str = PACKAGE
+) -> None:
     """Stream the tarball into ``into``; raise :class:`InvalidDataError` unless its SHA-512 is
     the one the registry published."""
     from tqdm import tqdm
@@ -119,7 +121,7 @@ def download(release: Release, into: IO[bytes], progress: bool = True) -> None:
             unit="B",
             unit_scale=True,
             unit_divisor=1024,
-            desc=f"{PACKAGE} {release.version}",
+            desc=f"{package} {release.version}",
             file=sys.stderr,
             mininterval=0.5,
             disable=not progress,

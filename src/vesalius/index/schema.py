@@ -392,3 +392,9 @@ pseudonyms = Table(
     Index(None, "pseudonym"),
     Index(None, "new_study_uid"),
 )
+
+# --- issue 15, changes: corrections and previous file versions (migration 0012) ---
+
+# --- issue 15, transfers: peers over DICOMweb (migration 0013) ---
+
+# --- issue 15, statistics: the sender of each instance (migration 0014) ---

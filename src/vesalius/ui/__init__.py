@@ -1,0 +1,1 @@
+"""The web UI: the archive's pages for people, over the REST API (``/api/v1``)."""

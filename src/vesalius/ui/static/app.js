@@ -1,0 +1,83 @@
+// The UI's shell: navigation, routing in the browser (History API), and the page modules
+// (pages/*.js, each exporting `title` and `render(main, params)`).
+import { whoami, may } from "./api.js";
+import { html, render, toast } from "./dom.js";
+
+/** Path patterns and their page module; the first that matches wins. */
+const ROUTES = [
+  [/^\/$/, "studies"],
+  [/^\/ui\/?$/, "studies"],
+  [/^\/ui\/studies\/([^/]+)$/, "study"],
+  [/^\/ui\/studies\/([^/]+)\/series\/([^/]+)$/, "series"],
+  [/^\/ui\/upload$/, "upload"],
+  [/^\/ui\/remote$/, "remote"],
+  [/^\/ui\/jobs$/, "jobs"],
+  [/^\/ui\/peers$/, "peers"],
+  [/^\/ui\/statistics$/, "statistics"],
+  [/^\/ui\/audit$/, "audit"],
+  [/^\/ui\/users$/, "users"],
+];
+/** The navigation: label, path, and the action a user needs to see it. */
+const NAV = [
+  ["Studies", "/", "query"],
+  ["Upload", "/ui/upload", "store"],
+  ["Query/Retrieve", "/ui/remote", "send"],
+  ["Jobs", "/ui/jobs", "query"],
+  ["Peers", "/ui/peers", "admin"],
+  ["Statistics", "/ui/statistics", "query"],
+  ["Audit", "/ui/audit", "audit"],
+  ["Users", "/ui/users", "admin"],
+];
+
+let leave = null;
+
+async function show(path) {
+  const main = document.getElementById("main");
+  const [pattern, name] = ROUTES.find(([p]) => p.test(path)) || [null, null];
+  if (leave) { try { leave(); } catch { /* page already gone */ } leave = null; }
+  if (!name) { render(main, html`<h1>Not found</h1><p>No page at ${path}.</p>`); return; }
+  const params = path.match(pattern).slice(1).map(decodeURIComponent);
+  const module = await import(`./pages/${name}.js`);
+  document.title = `${module.title} · Vesalius`;
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.getAttribute("href") === path) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  try {
+    leave = (await module.render(main, params, new URLSearchParams(location.search))) || null;
+  } catch (error) {
+    render(main, html`<h1>${module.title}</h1><p role="alert">${error.message}</p>`);
+  }
+}
+
+/** Go to ``path`` inside the UI without reloading. */
+export function go(path) {
+  history.pushState(null, "", path);
+  show(new URL(path, location.origin).pathname);
+}
+
+document.addEventListener("click", (event) => {
+  const link = event.target.closest("a[href]");
+  if (!link || link.target || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  const url = new URL(link.href);
+  if (url.origin !== location.origin || !ROUTES.some(([p]) => p.test(url.pathname))) return;
+  event.preventDefault();
+  go(url.pathname + url.search);
+});
+window.addEventListener("popstate", () => show(location.pathname));
+
+async function start() {
+  try {
+    const me = await whoami();
+    const nav = NAV.filter(([, , action]) => may(action));
+    render(document.getElementById("nav"), html`${nav.map(([label, path]) =>
+      html`<li><a href="${path}">${label}</a></li>`)}<li><a href="/api/docs">API</a></li>`);
+    render(document.getElementById("who"), me.authenticated
+      ? html`<span>${me.name}</span> <a href="/logout">Sign out</a>`
+      : html`<a href="/login">Sign in</a>`);
+  } catch (error) {
+    toast(error.message, "error");
+  }
+  await show(location.pathname);
+}
+start();

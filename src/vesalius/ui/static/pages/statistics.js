@@ -1,0 +1,7 @@
+// The Statistics page.
+import { html, render } from "../dom.js";
+
+export const title = "Statistics";
+
+export async function render_(main) { render(main, html`<h1>${title}</h1>`); }
+export { render_ as render };

@@ -1,0 +1,7 @@
+// The Upload page.
+import { html, render } from "../dom.js";
+
+export const title = "Upload";
+
+export async function render_(main) { render(main, html`<h1>${title}</h1>`); }
+export { render_ as render };
