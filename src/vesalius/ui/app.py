@@ -22,6 +22,9 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 STATIC = Path(__file__).parent / "static"
+#: The first segment after ``/ui/`` of each page (``static/app.js`` routes them); any other
+#: path under ``/ui`` is a 404, never the page.
+PAGES = frozenset({"studies", "upload", "remote", "jobs", "peers", "statistics", "audit", "users"})
 _TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -68,6 +71,11 @@ def ui_routes(config: UiConfig) -> list[BaseRoute]:
     def page(_request: Request) -> Response:
         return _file(index, "no-cache")
 
+    def ui_page(request: Request) -> Response:
+        if request.path_params["page"].split("/", 1)[0] not in PAGES:
+            return PlainTextResponse("not found", 404)
+        return _file(index, "no-cache")
+
     def static_file(request: Request) -> Response:
         found = static.get(request.path_params["path"])
         if found is None:
@@ -85,5 +93,5 @@ def ui_routes(config: UiConfig) -> list[BaseRoute]:
         Route("/ui/static/{path:path}", static_file, methods=["GET", "HEAD"]),
         Route("/ui/vendor/{path:path}", vendor_file, methods=["GET", "HEAD"]),
         Route("/ui", page, methods=["GET", "HEAD"]),
-        Route("/ui/{page:path}", page, methods=["GET", "HEAD"]),
+        Route("/ui/{page:path}", ui_page, methods=["GET", "HEAD"]),
     ]
