@@ -211,7 +211,8 @@ def test_unknown_api_paths_are_404_in_json(viewer_url: str) -> None:
     for path in ("/api/x", "/dicom-web/nothing/here", "/wado/x", "/metrics/x", "/readyz/x"):
         response = httpx.get(viewer_url + path, headers={"Accept": "text/html"})
         assert response.status_code == 404, path
-        assert response.headers["content-type"] == "application/json", path
+        json_type = "application/problem+json" if path.startswith("/api") else "application/json"
+        assert response.headers["content-type"] == json_type, path
         assert response.json()["status"] == 404
 
 
