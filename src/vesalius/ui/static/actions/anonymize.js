@@ -1,0 +1,9 @@
+// The study page's "Anonymize" action (owner: the changes part of issue 15).
+import { toast } from "../dom.js";
+
+export const label = "Anonymize";
+/** What the user must be allowed to do to see the button (api.js may()). */
+export const needs = "export";
+
+/** Run the action on `study` (the API's Study); `page.refresh()` reloads the study page. */
+export async function run(study, page) { toast(`${label}: not available yet`); }
