@@ -18,6 +18,7 @@ from vesalius.api import (
     changes,
     downloads,
     events,
+    instances,
     jobs,
     peers,
     resources,
@@ -33,6 +34,7 @@ from vesalius.services.archive import Archive
 #: Each router and the tag its operations are grouped under in the reference.
 ROUTERS: tuple[tuple[APIRouter, str], ...] = (
     (resources.router, "resources"),
+    (instances.router, "resources"),
     (uploads.router, "uploads"),
     (changes.router, "changes"),
     (downloads.router, "downloads"),
