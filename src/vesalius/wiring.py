@@ -32,6 +32,7 @@ from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
 from vesalius.services.audit_messages import AuditSource
 from vesalius.services.audit_trail import AuditService, TrailSink
+from vesalius.services.browse import BrowseService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
@@ -181,6 +182,12 @@ def assemble(
         closer=close,
     )
     archive.audit.sink = trail
+    archive.browse = BrowseService(
+        catalog,
+        oversight=oversight,
+        deletion=archive.deletion,
+        case_insensitive_pn=settings["query.case_insensitive_pn"],
+    )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     return Assembly(settings, catalog, spool, stores, archive)
 

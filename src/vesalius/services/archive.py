@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.audit_trail import AuditService
+from vesalius.services.browse import BrowseService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
@@ -45,6 +46,8 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: Study list, studies, series and patients for the REST API and UI (issue 15).
+    browse: BrowseService | None = None
 
     def close(self) -> None:
         self.closer()
