@@ -9,7 +9,7 @@ job; follow it at ``/api/v1/jobs/{id}``).
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -166,8 +166,13 @@ def study_of(row: StudyRow) -> Study:
         series_count=row.num_series,
         instance_count=row.num_instances,
         size=row.size,
-        updated=row.updated_at,
+        updated=_utc(row.updated_at),
     )
+
+
+def _utc(moment: datetime) -> datetime:
+    """The index keeps UTC; SQLite hands it back without its zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def series_of(row: SeriesRow) -> Series:
@@ -217,7 +222,7 @@ def browser(archive: Archive) -> BrowseService:
 def text_parameter(name: str, value: str | None) -> str:
     """A filter's text, refused (400) when it holds control characters (never SQL's business)."""
     text = (value or "").strip()
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if not _plain(text):
         raise InvalidDataError(f"{name}: control characters are not allowed")
     return text
 
@@ -235,7 +240,7 @@ def position(cursor: str | None, sort: str, size: int) -> list[Any] | None:
         or not all(isinstance(v, str) for v in key[:-1])
         or not isinstance(key[-1], int)
         or isinstance(key[-1], bool)
-        or any(ord(c) < 0x20 for v in key[:-1] for c in v)
+        or not all(_plain(v) for v in key[:-1])
     ):
         raise InvalidDataError("cursor: not a cursor of this list and sort")
     if sort.lstrip("-") == "updated":
@@ -244,6 +249,15 @@ def position(cursor: str | None, sort: str, size: int) -> list[Any] | None:
         except ValueError:
             raise InvalidDataError("cursor: not a cursor of this list and sort") from None
     return key
+
+
+def _plain(text: str) -> bool:
+    """Text without control characters that encodes as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
 def next_cursor(sort: str, after: list[Any] | None) -> str | None:
@@ -256,8 +270,8 @@ def date_range(start: date | None, end: date | None) -> str:
         return ""
     if start is not None and end is not None and start > end:
         raise InvalidDataError("study_date_from is after study_date_to")
-    low = start.strftime("%Y%m%d") if start else ""
-    high = end.strftime("%Y%m%d") if end else ""
+    low = start.isoformat().replace("-", "") if start else ""
+    high = end.isoformat().replace("-", "") if end else ""
     return f"{low}-{high}"
 
 
