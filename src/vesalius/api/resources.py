@@ -23,6 +23,7 @@ from vesalius.dicom.uids import check_uid
 from vesalius.errors import InvalidDataError, OutOfResourcesError
 from vesalius.services.archive import Archive
 from vesalius.services.browse import (
+    SORT_KINDS,
     BrowseService,
     PatientRow,
     SeriesRow,
@@ -33,17 +34,20 @@ from vesalius.services.jobs import JobRow
 
 router = APIRouter()
 
-#: The sorts of the study list (``-``: descending) and the size of each one's position.
-STUDY_SORTS = {
-    "-study_date": 3,
-    "study_date": 3,
-    "patient_name": 2,
-    "-patient_name": 2,
-    "patient_id": 2,
-    "accession_number": 2,
-    "-updated": 2,
-    "updated": 2,
-}
+#: The sorts of the study list (``-``: descending).
+STUDY_SORTS = (
+    "-study_date",
+    "study_date",
+    "patient_name",
+    "-patient_name",
+    "patient_id",
+    "accession_number",
+    "-updated",
+    "updated",
+)
+#: The kinds of values in the position a cursor holds (``s`` text, ``i`` integer, ``t`` a
+#: time as ISO 8601 text), per sort and for the patient list.
+POSITIONS = {**{sort: SORT_KINDS[sort.lstrip("-")] for sort in STUDY_SORTS}, "patients": "si"}
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_PROBLEM, "description": "Not found"}}
 
@@ -227,27 +231,32 @@ def text_parameter(name: str, value: str | None) -> str:
     return text
 
 
-def position(cursor: str | None, sort: str, size: int) -> list[Any] | None:
-    """The sort position a cursor names; 400 for one of another sort or not ours."""
+def _fits(value: Any, kind: str) -> bool:
+    if kind == "i":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if not isinstance(value, str) or not _plain(value):
+        return False
+    if kind == "t":
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return False
+    return True
+
+
+def position(cursor: str | None, sort: str) -> list[Any] | None:
+    """The sort position a cursor names; 400 for one of another list or sort, or not ours."""
     found = decode_cursor(cursor)
     if found is None:
         return None
-    key = found.get("k")
+    key, kinds = found.get("k"), POSITIONS[sort]
     if (
         found.get("s") != sort
         or not isinstance(key, list)
-        or len(key) != size
-        or not all(isinstance(v, str) for v in key[:-1])
-        or not isinstance(key[-1], int)
-        or isinstance(key[-1], bool)
-        or not all(_plain(v) for v in key[:-1])
+        or len(key) != len(kinds)
+        or not all(_fits(v, kind) for v, kind in zip(key, kinds, strict=True))
     ):
         raise InvalidDataError("cursor: not a cursor of this list and sort")
-    if sort.lstrip("-") == "updated":
-        try:
-            datetime.fromisoformat(key[0])
-        except ValueError:
-            raise InvalidDataError("cursor: not a cursor of this list and sort") from None
     return key
 
 
@@ -332,7 +341,7 @@ def list_studies(
         description=text_parameter("description", description),
         text=text_parameter("q", q),
     )
-    after = position(cursor, sort, STUDY_SORTS[sort])
+    after = position(cursor, sort)
     listed = browser(archive).studies(filters, who, sort=sort, after=after, limit=limit)
     return Page[Study](
         items=[study_of(r) for r in listed.rows],
@@ -464,7 +473,7 @@ def list_patients(
         "PatientName": text_parameter("patient_name", patient_name),
         "PatientID": text_parameter("patient_id", patient_id),
     }
-    after = position(cursor, "patients", 2)
+    after = position(cursor, "patients")
     listed = browser(archive).patients(
         {k: v for k, v in matching.items() if v}, who, after=after, limit=limit
     )

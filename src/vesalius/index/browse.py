@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, tuple_, union
 from sqlalchemy.engine import Connection
 
 from vesalius.dicom.values import fold
@@ -38,13 +38,28 @@ StudySort = Literal[
 ]
 STUDY_SORTS: tuple[str, ...] = StudySort.__args__  # type: ignore[attr-defined]
 
-#: The columns of each sort, the study's primary key last (a total order).
+#: The columns of each sort, the study's primary key last (a total order). Sorts by a patient
+#: attribute go on with the patient's key: the order a scan of that patients index joined to
+#: ``ix_studies_patient_pk`` yields, so SQLite needs no sort step.
 _SORT_COLUMNS: dict[str, tuple[ColumnElement[Any], ...]] = {
     "study_date": (studies.c.study_date, studies.c.study_time, studies.c.pk),
-    "patient_name": (patients.c.patient_name_folded, studies.c.pk),
-    "patient_id": (patients.c.patient_id, studies.c.pk),
+    "patient_name": (patients.c.patient_name_folded, patients.c.pk, studies.c.pk),
+    "patient_id": (
+        patients.c.patient_id,
+        patients.c.issuer_of_patient_id,
+        patients.c.pk,
+        studies.c.pk,
+    ),
     "accession_number": (studies.c.accession_number, studies.c.pk),
     "updated": (studies.c.updated_at, studies.c.pk),
+}
+#: The kinds of each sort's position (a cursor's): ``s`` text, ``i`` integer, ``t`` time.
+SORT_KINDS = {
+    "study_date": "ssi",
+    "patient_name": "sii",
+    "patient_id": "ssii",
+    "accession_number": "si",
+    "updated": "ti",
 }
 
 
@@ -59,7 +74,7 @@ class StudyFilters:
     text: str = ""
 
     def needs_patient(self) -> bool:
-        return bool(self.text) or any(k.startswith("Patient") for k in self.matching)
+        return any(k.startswith("Patient") for k in self.matching)
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,7 @@ class StudyRow:
     birth_date: str
     sex: str
     name_folded: str
+    patient_pk: int
 
 
 @dataclass(frozen=True)
@@ -121,8 +137,11 @@ def _anywhere(text: str) -> str:
     return pattern
 
 
-def _contains(column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
-    """``column`` holds ``text`` anywhere, case-insensitively."""
+def _contains(column: ColumnElement[Any], text: str, ilike: bool) -> ColumnElement[bool]:
+    """``column`` holds ``text`` anywhere, case-insensitively: ILIKE on PostgreSQL; on SQLite,
+    whose LIKE Vesalius makes case-sensitive (DICOM matching), ``lower()`` of both (ASCII)."""
+    if ilike:
+        return column.ilike(_anywhere(text), escape=ESCAPE)
     return func.lower(column).like(_anywhere(text.lower()), escape=ESCAPE)
 
 
@@ -132,29 +151,38 @@ def _name_contains(text: str) -> ColumnElement[bool]:
     return patients.c.patient_name_folded.like(_anywhere(fold(text)), escape=ESCAPE)
 
 
-def _text(words: str) -> list[ColumnElement[bool]]:
-    found = []
+def _text(words: str, ilike: bool) -> list[ColumnElement[bool]]:
+    """Each word somewhere in the patient's name or ID, the accession number or the
+    description: the study's key among those each part finds. Each part is a query of its
+    own (the patients, an index of accession numbers, the descriptions), evaluated once, so
+    a page in date order tests each study's key only, without reading its row."""
+    found: list[ColumnElement[bool]] = []
     for word in words.split():
-        found.append(
-            or_(
-                _name_contains(word),
-                _contains(patients.c.patient_id, word),
-                _contains(studies.c.accession_number, word),
-                _contains(studies.c.study_description, word),
-            )
+        by_patient = (
+            select(studies.c.pk)
+            .select_from(_STUDY_FROM)
+            .where(or_(_name_contains(word), _contains(patients.c.patient_id, word, ilike)))
         )
+        by_accession = select(studies.c.pk).where(
+            _contains(studies.c.accession_number, word, ilike)
+        )
+        by_description = select(studies.c.pk).where(
+            _contains(studies.c.study_description, word, ilike)
+        )
+        found.append(studies.c.pk.in_(union(by_patient, by_accession, by_description)))
     return found
 
 
 def study_conditions(
-    filters: StudyFilters, options: MatchOptions, labels: Labels
+    filters: StudyFilters, options: MatchOptions, labels: Labels, *, ilike: bool = False
 ) -> list[ColumnElement[bool]]:
-    """The WHERE of a study list and of its count."""
+    """The WHERE of a study list and of its count (``ilike``: PostgreSQL's ILIKE for the
+    case-insensitive text)."""
     where = conditions("STUDY", filters.matching, options)
     if filters.description:
-        where.append(_contains(studies.c.study_description, filters.description))
+        where.append(_contains(studies.c.study_description, filters.description, ilike))
     if filters.text:
-        where.extend(_text(filters.text))
+        where.extend(_text(filters.text, ilike))
     seen = visible(labels, studies.c.pk)
     if seen is not None:
         where.append(seen)
@@ -200,6 +228,7 @@ _STUDY_COLUMNS = (
     patients.c.patient_birth_date,
     patients.c.patient_sex,
     patients.c.patient_name_folded,
+    patients.c.pk,
 )
 _STUDY_FROM = studies.join(patients, studies.c.patient_pk == patients.c.pk)
 
@@ -207,6 +236,7 @@ _STUDY_FROM = studies.join(patients, studies.c.patient_pk == patients.c.pk)
 def _study_row(row: Sequence[Any]) -> StudyRow:
     (pk, uid, day, clock, accession, description, modalities, referrer, institution) = row[:9]
     (n_series, n_instances, size, updated, pid, issuer, name, birth, sex, folded) = row[9:19]
+    patient_pk = row[19]
     return StudyRow(
         pk=int(pk),
         study_uid=uid,
@@ -227,6 +257,7 @@ def _study_row(row: Sequence[Any]) -> StudyRow:
         birth_date=birth,
         sex=sex,
         name_folded=folded,
+        patient_pk=int(patient_pk),
     )
 
 
@@ -236,9 +267,9 @@ def sort_key(row: StudyRow, sort: str) -> list[Any]:
     if name == "study_date":
         return [row.study_date, row.study_time, row.pk]
     if name == "patient_name":
-        return [row.name_folded, row.pk]
+        return [row.name_folded, row.patient_pk, row.pk]
     if name == "patient_id":
-        return [row.patient_id, row.pk]
+        return [row.patient_id, row.issuer, row.patient_pk, row.pk]
     if name == "accession_number":
         return [row.accession_number, row.pk]
     return [row.updated_at.isoformat(), row.pk]
@@ -262,16 +293,37 @@ def list_studies(
     labels: Labels,
 ) -> list[StudyRow]:
     """Up to ``limit`` studies in ``sort`` order after the position ``after`` (see
-    :func:`sort_key`; None: from the start)."""
+    :func:`sort_key`; None: from the start).
+
+    One statement in two parts: the page's keys (filters, label condition, keyset position,
+    order, limit) in a subquery reading only indexed columns and the row it tests, then the
+    studies of those keys with their patient, size and institution, computed for the page's
+    rows only (a sort must not carry them for every matching study)."""
     columns = _SORT_COLUMNS[sort.lstrip("-")]
     descending = sort.startswith("-")
-    where = study_conditions(filters, options, labels)
+    where = study_conditions(filters, options, labels, ilike=conn.dialect.name == "postgresql")
     if after is not None:
         key, position = tuple_(*columns), tuple_(*_position(sort, after))
         where.append(key < position if descending else key > position)
     order = [c.desc() for c in columns] if descending else list(columns)
+    keys = [c.label(f"k{i}") for i, c in enumerate(columns)]
+    page = (
+        select(*keys)
+        .select_from(_STUDY_FROM)
+        .where(*where)
+        .order_by(*order)
+        .limit(limit)
+        .subquery("page")
+    )
+    outer = [page.c[f"k{i}"] for i in range(len(columns))]
     stmt: Select[Any] = (
-        select(*_STUDY_COLUMNS).select_from(_STUDY_FROM).where(*where).order_by(*order).limit(limit)
+        select(*_STUDY_COLUMNS)
+        .select_from(
+            page.join(studies, studies.c.pk == page.c[f"k{len(columns) - 1}"]).join(
+                patients, studies.c.patient_pk == patients.c.pk
+            )
+        )
+        .order_by(*[c.desc() for c in outer] if descending else outer)
     )
     return [_study_row(row) for row in conn.execute(stmt)]
 
@@ -280,7 +332,7 @@ def count_studies(
     conn: Connection, filters: StudyFilters, *, options: MatchOptions, labels: Labels
 ) -> int:
     """How many studies match ``filters`` (and may be seen with ``labels``)."""
-    where = study_conditions(filters, options, labels)
+    where = study_conditions(filters, options, labels, ilike=conn.dialect.name == "postgresql")
     source = _STUDY_FROM if filters.needs_patient() else studies
     stmt = select(func.count()).select_from(source).where(*where)
     return int(conn.execute(stmt).scalar_one())

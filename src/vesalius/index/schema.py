@@ -398,3 +398,8 @@ pseudonyms = Table(
 # --- issue 15, transfers: peers over DICOMweb (migration 0013) ---
 
 # --- issue 15, statistics: the sender of each instance (migration 0014) ---
+
+# --- issue 15, resources: the study list (migration 0015) ---
+
+#: The study list's total under the access-label condition reads this index, not the rows.
+Index(None, studies.c.label_set)

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from vesalius.errors import NotFoundError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index import browse
-from vesalius.index.browse import PatientRow, SeriesRow, StudyFilters, StudyRow
+from vesalius.index.browse import SORT_KINDS, PatientRow, SeriesRow, StudyFilters, StudyRow
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import RetrieveKeys
 from vesalius.index.matching import MatchOptions
@@ -30,6 +30,7 @@ from vesalius.services.oversight import Oversight
 from vesalius.services.policy import Resource
 
 __all__ = [
+    "SORT_KINDS",
     "AmbiguousError",
     "BrowseService",
     "Listed",
