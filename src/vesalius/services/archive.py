@@ -11,6 +11,7 @@ from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.audit_trail import AuditService
 from vesalius.services.deletion import DeleteService
+from vesalius.services.downloads import DownloadService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.jobs import JobService
@@ -45,6 +46,9 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    #: Studies and selections as a streamed ZIP or DICOM media (issue 15).
+    downloads: DownloadService | None = None
 
     def close(self) -> None:
         self.closer()
