@@ -27,7 +27,9 @@ from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import RetrieveKeys, find_instances
 from vesalius.services.events import Event
 from vesalius.services.labels import AccessCache
+from vesalius.services.names import NameSpace, folder_name
 from vesalius.services.site_policy import CallerRules, SitePolicy
+from vesalius.services.zipstream import ZipStream
 from vesalius.settings import PEER_PERMISSIONS
 
 ADMIN = Identity("user", "root", "localhost", roles=frozenset({"admin"}), method="local")
@@ -146,6 +148,8 @@ def site(
             with running_http(running.archive, running.settings) as base:
                 site = Site(running, base, studies, series)
                 running.archive.oversight.events.subscribe(site.events.append)
+                assert running.archive.downloads is not None
+                running.archive.downloads.page = 2  # many pages: the keyset paging runs
                 yield site
         finally:
             running.dimse.stop(grace=1)
@@ -289,3 +293,64 @@ def test_a_hidden_study_is_not_downloadable(site: Site) -> None:
     # with a visible one, the hidden one is simply absent
     archive = _unzip(site.get("/download", study=[hidden, site.studies["C"]]))
     assert set(_by_uid(archive)) == set(site.stored((site.studies["C"],)))
+
+
+def _zipped(stream: ZipStream, files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    for name, data in files.items():
+        for chunk in stream.entry(name, [data[:3], data[3:]], len(data)):
+            out.write(chunk)
+    for chunk in stream.finish():
+        out.write(chunk)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("limit", [0xFFFFFFFF, 10])
+def test_zip_stream_classic_and_zip64(limit: int, tmp_path: Path) -> None:
+    """ZIP64 sizes, offsets and end records (a lowered limit makes every field pass it)."""
+    files = {f"d/é{i}.dcm": bytes(range(256)) * i for i in range(6)}
+    data = _zipped(ZipStream(zip64_limit=limit), files)
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    assert archive.testzip() is None
+    assert {i.filename: archive.read(i) for i in archive.infolist()} == files
+    assert (b"PK\x06\x06" in data) == (limit == 10)  # the ZIP64 end record
+    (tmp_path / "z.zip").write_bytes(data)
+    tested = subprocess.run(["unzip", "-t", str(tmp_path / "z.zip")], capture_output=True)
+    assert tested.returncode == 0, tested.stdout
+
+
+def test_zip_stream_of_more_entries_than_a_classic_zip_counts() -> None:
+    files = {f"{i}": b"" for i in range(0x10000 + 5)}
+    archive = zipfile.ZipFile(io.BytesIO(_zipped(ZipStream(), files)))
+    assert len(archive.infolist()) == len(files)
+
+
+def test_zip_stream_refuses_repeated_and_empty_names() -> None:
+    stream = ZipStream()
+    list(stream.entry("a", [b"x"]))
+    for name in ("a", ""):
+        with pytest.raises(ValueError):
+            list(stream.entry(name, [b"x"]))
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("../..", "___"),
+        ("/etc/passwd", "_etc_passwd"),
+        ('a\\b:c*d?e"f<g>h|i', "a_b_c_d_e_f_g_h_i"),
+        ("  .hidden.  ", "hidden"),
+        ("line\nbreak\x00nul\u202eRTL", "line break nul RTL"),
+        ("CON", "Series CON"),
+        ("nul.txt", "Series nul.txt"),
+        ("", "Series"),
+        ("x" * 200, "x" * 64),
+    ],
+)
+def test_folder_names_are_safe(label: str, expected: str) -> None:
+    assert folder_name(label, "Series") == expected
+
+
+def test_sibling_names_are_unique_ignoring_case() -> None:
+    space = NameSpace()
+    assert [space.claim(n) for n in ("CT", "ct", "CT", "MR")] == ["CT", "ct (2)", "CT (3)", "MR"]

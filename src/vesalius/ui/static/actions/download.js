@@ -49,7 +49,7 @@ export async function run(study, page, seriesUids = null) {
       <button type="button" aria-label="Close" rel="prev" data-close></button>
       <h2 id="download-title">Download</h2>
     </header>
-    <p>${study.description || "Study"} · ${study.patient?.name || ""} <span class="muted">(${count})</span></p>
+    <p>${study.description || "Study"} · ${(study.patient?.name || "").replaceAll("^", " ").trim()} <span class="muted">(${count})</span></p>
     <fieldset>
       <legend>Format</legend>
       ${FORMATS.map(([value, name, help], i) => html`<label>
