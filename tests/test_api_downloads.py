@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from conftest import RunningServer, make_server, running_http, scratch_database
 from synth import make_instance
@@ -34,6 +35,7 @@ from vesalius.settings import PEER_PERMISSIONS
 
 ADMIN = Identity("user", "root", "localhost", roles=frozenset({"admin"}), method="local")
 EVERYTHING = frozenset(PEER_PERMISSIONS)
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
 @dataclass
@@ -64,9 +66,45 @@ class Site:
         return out
 
 
+def _report(path: Path, **attrs: object) -> None:
+    """A Basic Text SR (a SR DOCUMENT record, PS3.3 F.5.24) with a concept modifier."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = BASIC_TEXT_SR
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 9, 1
+    ds.StudyDate, ds.StudyTime, ds.StudyID = "20240101", "120000", "1"
+    ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "UNVERIFIED"
+    ds.ContentDate, ds.ContentTime = "20240102", "080000"
+    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    ds.ConceptNameCodeSequence = [_code("18748-4", "LN", "Diagnostic imaging report")]
+    modifier = Dataset()
+    modifier.RelationshipType, modifier.ValueType = "HAS CONCEPT MOD", "CODE"
+    modifier.ConceptNameCodeSequence = [_code("121049", "DCM", "Language of Content Item")]
+    modifier.ConceptCodeSequence = [_code("en", "RFC5646", "English")]
+    finding = Dataset()
+    finding.RelationshipType, finding.ValueType = "CONTAINS", "TEXT"
+    finding.ConceptNameCodeSequence = [_code("121071", "DCM", "Finding")]
+    finding.TextValue = "No acute findings."
+    ds.ContentSequence = [modifier, finding]
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
+    return code
+
+
 def _store(running: RunningServer, folder: Path, n: int, **attrs: object) -> None:
     path = folder / f"{generate_uid()}.dcm"
-    make_instance(path, rows=8, columns=8, InstanceNumber=n, **attrs)
+    if attrs.pop("report", False):
+        _report(path, **attrs)
+    else:
+        make_instance(path, rows=8, columns=8, InstanceNumber=n, **attrs)
     staged = running.archive.ingest.staging_path()
     shutil.copyfile(path, staged)
     running.archive.ingest.ingest_staged(staged, ADMIN)
@@ -133,6 +171,16 @@ def site(
                 StudyDate="20230505",
                 StudyDescription="Prior",
                 Modality="MR",
+                **patient,
+            )
+            _store(
+                running,
+                folder,
+                1,
+                report=True,
+                StudyInstanceUID=studies["C"],
+                SeriesInstanceUID=generate_uid(),
+                StudyDescription="Prior",
                 **patient,
             )
             _store(
@@ -209,7 +257,7 @@ def test_selection_of_studies_and_series(site: Site) -> None:
     answer = site.get("/download", study=site.studies["C"], series=site.series["A"][1])
     archive = _unzip(answer)
     expected = site.stored((site.studies["C"],), (site.series["A"][1],))
-    assert len(expected) == 3
+    assert len(expected) == 4
     assert _by_uid(archive) == expected
     # one patient folder holds both studies
     assert {n.split("/")[0] for n in archive.namelist()} == {"Müller Jürgen (P1)"}
@@ -232,6 +280,9 @@ def test_media_file_set_is_read_back_by_dcmtk_and_pydicom(site: Site, tmp_path: 
     dumped = subprocess.run(["dcmdump", "-q", str(dicomdir)], capture_output=True, text=True)
     assert dumped.returncode == 0, dumped.stderr
     assert dumped.stdout.count("(0004,1430) CS [IMAGE]") == 6
+    assert dumped.stdout.count("(0004,1430) CS [SR DOCUMENT]") == 1
+    assert "Language of Content Item" in dumped.stdout  # the concept modifier, not the text
+    assert "No acute findings" not in dumped.stdout
     assert dumped.stdout.count("(0004,1430) CS [PATIENT]") == 1
     assert dumped.stdout.count("(0004,1430) CS [STUDY]") == 2
     verified = subprocess.run(["dciodvfy", str(dicomdir)], capture_output=True, text=True)
@@ -255,7 +306,7 @@ def test_media_file_set_is_read_back_by_dcmtk_and_pydicom(site: Site, tmp_path: 
             for i in fs
         }
 
-    assert len(records(ours)) == 6
+    assert len(records(ours)) == 7
     assert records(ours) == records(theirs)
     assert {i.SOPInstanceUID for i in ours} == set(stored)
     for instance in ours:

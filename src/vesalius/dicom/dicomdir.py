@@ -18,6 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.fileset import DIRECTORY_RECORDERS
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID
+
 from vesalius.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 
 MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
@@ -180,3 +188,85 @@ class DicomdirWriter:
         self.out.seek(at)
         self.out.write(struct.pack("<I", value))
         self.out.seek(end)
+
+
+# -- records of non-image instances (PS3.3 F.4, F.5) -------------------------------------------
+
+#: SOP Class keywords (PS3.6 Annex A) whose record type is not IMAGE, by exact keyword.
+_RECORD_BY_KEYWORD = {
+    "KeyObjectSelectionDocumentStorage": "KEY OBJECT DOC",
+    "BasicStructuredDisplayStorage": "PRESENTATION",
+    "ProcedureLogStorage": "SR DOCUMENT",
+    "SpectaclePrescriptionReportStorage": "SR DOCUMENT",
+    "MacularGridThicknessAndVolumeReportStorage": "SR DOCUMENT",
+    "RTDoseStorage": "RT DOSE",
+    "RTStructureSetStorage": "RT STRUCTURE SET",
+    "RTPlanStorage": "RT PLAN",
+    "RTIonPlanStorage": "RT PLAN",
+    "MRSpectroscopyStorage": "SPECTROSCOPY",
+    "RawDataStorage": "RAW DATA",
+    "SpatialFiducialsStorage": "FIDUCIAL",
+    "RealWorldValueMappingStorage": "VALUE MAP",
+    "StereometricRelationshipStorage": "STEREOMETRIC",
+    "SurfaceSegmentationStorage": "SURFACE",
+    "TractographyResultsStorage": "TRACT",
+    "ContentAssessmentResultsStorage": "ASSESSMENT",
+}
+#: ... and by a part of the keyword, in this order.
+_RECORD_BY_PART = (
+    ("SRStorage", "SR DOCUMENT"),
+    ("PresentationState", "PRESENTATION"),
+    ("Waveform", "WAVEFORM"),
+    ("Encapsulated", "ENCAP DOC"),
+    ("TreatmentRecord", "RT TREAT RECORD"),
+    ("TreatmentSummaryRecord", "RT TREAT RECORD"),
+    ("SpatialRegistration", "REGISTRATION"),
+    ("MeasurementsStorage", "MEASUREMENT"),
+    ("SurfaceScan", "SURFACE SCAN"),
+)
+
+
+def record_type(sop_class_uid: str) -> str:
+    """The Directory Record Type of an instance of ``sop_class_uid`` below a SERIES record
+    (PS3.3 Table F.4-1): IMAGE unless the class is one of the non-image objects."""
+    keyword = UID(sop_class_uid).keyword if sop_class_uid else ""
+    if keyword in _RECORD_BY_KEYWORD:
+        return _RECORD_BY_KEYWORD[keyword]
+    for part, kind in _RECORD_BY_PART:
+        if part in keyword:
+            return kind
+    return "IMAGE"
+
+
+def file_record_keys(kind: str, fh: BinaryIO) -> list[bytes]:
+    """:func:`record_keys` of the Part 10 file open in ``fh`` (its header only is read)."""
+    try:
+        ds = dcmread(fh, stop_before_pixels=True, defer_size=1 << 16)
+    except (InvalidDicomError, ValueError, EOFError) as exc:
+        raise ValueError(f"the file cannot be read: {exc}") from exc
+    return record_keys(kind, ds)
+
+
+def record_keys(kind: str, ds: Dataset) -> list[bytes]:
+    """The keys of a ``kind`` record (not IMAGE) from the instance's header ``ds`` (PS3.3 F.5,
+    as pydicom's recorders read them), encoded with a Specific Character Set of ISO_IR 192
+    where a value is not ASCII. A Content Sequence keeps only the concept modifiers of the
+    document title (HAS CONCEPT MOD items: F.5.24, F.5.27), never the whole document.
+    ValueError when the instance lacks a Type 1 key."""
+    record = DIRECTORY_RECORDERS[kind](ds)
+    if "ContentSequence" in record:
+        modifiers = [
+            item
+            for item in record.ContentSequence
+            if item.get("RelationshipType", "") == "HAS CONCEPT MOD"
+        ]
+        if modifiers:
+            record.ContentSequence = modifiers
+        else:
+            del record.ContentSequence
+    if not all(str(e.value).isascii() for e in record.iterall() if e.VR != "SQ"):
+        record.SpecificCharacterSet = "ISO_IR 192"
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False  # explicit VR little endian
+    write_dataset(out, record)
+    return [out.getvalue()]

@@ -26,7 +26,13 @@ from datetime import datetime
 from typing import Literal
 
 from vesalius.dicom import dicomdir
-from vesalius.dicom.dicomdir import DicomdirWriter, element, file_id_component
+from vesalius.dicom.dicomdir import (
+    DicomdirWriter,
+    element,
+    file_id_component,
+    file_record_keys,
+    record_type,
+)
 from vesalius.dicom.uids import is_valid_uid
 from vesalius.errors import NotFoundError, QueryError, VesaliusError
 from vesalius.identity import Identity
@@ -137,7 +143,7 @@ class DownloadService:
             stem = f"download-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         filename = f"{stem}{'-media' if fmt == 'media' else ''}.zip"
         chunks = self._stream(selection, who, fmt, labels, study_uids, patient_ids)
-        return Download(filename, count, size, chunks)
+        return Download(filename, count, size, coalesce(chunks))
 
     def _stream(
         self,
@@ -262,13 +268,42 @@ class DownloadService:
                     counters.get(("series", row.series_pk), 0) + 1
                 )
                 path.append(file_id_component("I", number))
-                _image_record(writer, row, path, number)
+                self._leaf_record(writer, row, path, number)
                 yield from stream.entry("/".join(path), self._file(row, progress), row.size)
             writer.finish()
             size = spooled.tell()
             spooled.seek(0)
             yield from stream.entry("DICOMDIR", iter(lambda: spooled.read(CHUNK), b""), size)
         yield from stream.finish()
+
+    def _leaf_record(
+        self, writer: DicomdirWriter, row: DownloadRow, path: list[str], number: int
+    ) -> None:
+        """The record of one instance: IMAGE from the index; another type (SR DOCUMENT,
+        PRESENTATION...) with keys from the file's header, read for these few instances."""
+        kind = record_type(row.sop_class_uid)
+        if kind == "IMAGE":
+            _image_record(writer, row, path, number)
+            return
+        try:
+            with self.stores.get(row.blob_store).open(row.blob_key) as fh:
+                keys = file_record_keys(kind, fh)
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"the stored file of instance {row.sop_instance_uid} is missing"
+            ) from exc
+        except ValueError as exc:  # a Type 1 key missing: the keys the index has
+            log.warning("DICOMDIR: %s record of %s: %s", kind, row.sop_instance_uid, exc)
+            instance_number = row.instance_number if row.instance_number is not None else number
+            keys = [element(0x00200013, "IS", str(instance_number))]
+        writer.add(
+            kind,
+            keys,
+            file_id=path,
+            sop_class_uid=row.sop_class_uid,
+            sop_instance_uid=row.sop_instance_uid,
+            transfer_syntax_uid=row.transfer_syntax_uid,
+        )
 
     def _audit(
         self,
@@ -290,6 +325,21 @@ class DownloadService:
         if progress.reason:
             details["reason"] = progress.reason
         self.oversight.record("study-exported", who, progress.outcome, **details)
+
+
+def coalesce(chunks: Iterator[bytes], size: int = CHUNK) -> Iterator[bytes]:
+    """``chunks`` joined into pieces of about ``size`` bytes (a ZIP's headers and small files
+    are many small pieces; each piece costs the server a hand-over to its event loop)."""
+    pending: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 # -- folder labels (ZIP) ------------------------------------------------------------------------
