@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lxml import etree
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
@@ -26,6 +27,7 @@ from synth import make_instance
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import RetrieveKeys, find_instances
+from vesalius.services.audit_messages import AuditSource, render, validator
 from vesalius.services.events import Event
 from vesalius.services.labels import AccessCache
 from vesalius.services.names import NameSpace, folder_name
@@ -251,6 +253,10 @@ def test_study_zip_holds_every_stored_file_byte_for_byte(site: Site, tmp_path: P
     ]
     assert exported and exported[-1].outcome == "success"
     assert exported[-1].details["instances"] == 5 and exported[-1].details["patient_ids"] == ["P1"]
+    message = render(exported[-1], AuditSource("VESALIUS@test", "VESALIUS", "localhost"))
+    assert message is not None
+    assert validator().validate(etree.fromstring(message))  # an Export (PS3.15 A.5.3.8)
+    assert b'csd-code="110106"' in message
 
 
 def test_selection_of_studies_and_series(site: Site) -> None:
