@@ -13,8 +13,10 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from lxml import etree
 from pydicom import dcmread
@@ -22,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from conftest import RunningServer, make_server, running_http, scratch_database
+from conftest import RunningServer, make_server, running_http, scratch_database, wait_until
 from synth import make_instance
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
@@ -101,12 +103,14 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return code
 
 
-def _store(running: RunningServer, folder: Path, n: int, **attrs: object) -> None:
+def _store(running: RunningServer, folder: Path, n: int, **attrs: Any) -> None:
     path = folder / f"{generate_uid()}.dcm"
     if attrs.pop("report", False):
         _report(path, **attrs)
     else:
-        make_instance(path, rows=8, columns=8, InstanceNumber=n, **attrs)
+        attrs.setdefault("rows", 8)
+        attrs.setdefault("columns", 8)
+        make_instance(path, InstanceNumber=n, **attrs)
     staged = running.archive.ingest.staging_path()
     shutil.copyfile(path, staged)
     running.archive.ingest.ingest_staged(staged, ADMIN)
@@ -130,7 +134,7 @@ def site(
         running = make_server(
             folder / "data", url, policy=policy, **{"auth.anonymous_roles": "radiologist"}
         )
-        studies = {key: generate_uid() for key in "ABC"}
+        studies = {key: generate_uid() for key in "ABCD"}
         series = {
             "A": [generate_uid(), generate_uid()],
             "B": [generate_uid()],
@@ -195,6 +199,19 @@ def site(
                 PatientName="Hidden^Person",
             )
             running.archive.labels.add(studies["B"], ["HIDDEN"], ADMIN)
+            rng = np.random.default_rng(15)
+            for n in range(24):  # 24 MiB of noise: more than the sockets buffer
+                pixels = rng.integers(0, 4096, 724 * 724, dtype=np.uint16).tobytes()
+                _store(
+                    running,
+                    folder,
+                    n,
+                    rows=724,
+                    columns=724,
+                    pixel_data=pixels,
+                    StudyInstanceUID=studies["D"],
+                    PatientID="P3",
+                )
             with running_http(running.archive, running.settings) as base:
                 site = Site(running, base, studies, series)
                 running.archive.oversight.events.subscribe(site.events.append)
@@ -319,6 +336,26 @@ def test_media_file_set_is_read_back_by_dcmtk_and_pydicom(site: Site, tmp_path: 
         assert Path(instance.path).read_bytes() == stored[instance.SOPInstanceUID]
     patient = ours.find(PatientID="P1")[0]
     assert str(patient.PatientName) == "Müller^Jürgen"
+
+
+def test_a_download_the_client_leaves_is_audited_as_incomplete(site: Site) -> None:
+    study = site.studies["D"]
+    url = f"{site.url}/api/v1/studies/{study}/download"
+    with httpx.stream("GET", url, timeout=60) as answer:
+        assert answer.status_code == 200
+        next(answer.iter_raw(1 << 16))  # the first bytes, then the client goes away
+
+    def ended() -> list[Event]:
+        return [
+            e
+            for e in site.events
+            if e.kind == "study-exported" and e.details["study_uids"] == [study]
+        ]
+
+    wait_until(lambda: bool(ended()), what="the download's audit record")
+    record = ended()[-1]
+    assert record.outcome == "incomplete"
+    assert record.details["instances"] < 24
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,13 @@ unpack onto a USB stick or a CD. The work is ``services/downloads.py``'s.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Generator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Query
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from vesalius.api.deps import ArchiveDep, Who
 from vesalius.api.problems import MEDIA_TYPE, Problem, problem
@@ -23,6 +26,33 @@ from vesalius.services.archive import Archive
 from vesalius.services.downloads import MAX_SELECTED, Download, Selection
 
 router = APIRouter()
+
+
+class ClosingStream(StreamingResponse):
+    """A streamed answer from a blocking generator (read in worker threads) that is closed
+    when the answer ends, however it ends: a client that goes away closes it at once, so its
+    ``finally`` (the audit record) runs then, not whenever the garbage collector gets to it.
+    Starlette leaves a body iterator it did not finish alone."""
+
+    def __init__(self, chunks: Generator[bytes, None, None], **options: Any) -> None:
+        self.chunks = chunks
+        super().__init__(self._body(), **options)
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        while True:
+            # not abandoned on cancellation: no thread is inside the generator once we end
+            chunk = await anyio.to_thread.run_sync(next, self.chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.chunks.close)
+
 
 FormatQuery = Annotated[
     Literal["zip", "media"],
@@ -49,7 +79,7 @@ def _answer(archive: Archive, selection: Selection, who: Any, fmt: str) -> Respo
         who,
         "media" if fmt == "media" else "zip",
     )
-    return StreamingResponse(
+    return ClosingStream(
         download.chunks,
         media_type="application/zip",
         headers={

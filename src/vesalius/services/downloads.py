@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -85,7 +85,8 @@ class Download:
     filename: str
     instances: int
     size: int
-    chunks: Iterator[bytes]
+    #: Close it when the client goes away: the download is then audited as incomplete.
+    chunks: Generator[bytes, None, None]
 
 
 @dataclass
@@ -153,7 +154,7 @@ class DownloadService:
         labels: frozenset[str] | None,
         study_uids: list[str],
         patient_ids: list[str],
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         progress = _Progress()
         try:
             if fmt == "media":
@@ -327,19 +328,25 @@ class DownloadService:
         self.oversight.record("study-exported", who, progress.outcome, **details)
 
 
-def coalesce(chunks: Iterator[bytes], size: int = CHUNK) -> Iterator[bytes]:
+def coalesce(
+    chunks: Generator[bytes, None, None], size: int = CHUNK
+) -> Generator[bytes, None, None]:
     """``chunks`` joined into pieces of about ``size`` bytes (a ZIP's headers and small files
-    are many small pieces; each piece costs the server a hand-over to its event loop)."""
+    are many small pieces; each piece costs the server a hand-over to its event loop).
+    Closing it closes ``chunks`` (so a download cut short is audited at once)."""
     pending: list[bytes] = []
     held = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        held += len(chunk)
-        if held >= size:
-            yield pending[0] if len(pending) == 1 else b"".join(pending)
-            pending, held = [], 0
-    if pending:
-        yield b"".join(pending)
+    try:
+        for chunk in chunks:
+            pending.append(chunk)
+            held += len(chunk)
+            if held >= size:
+                yield pending[0] if len(pending) == 1 else b"".join(pending)
+                pending, held = [], 0
+        if pending:
+            yield b"".join(pending)
+    finally:
+        chunks.close()
 
 
 # -- folder labels (ZIP) ------------------------------------------------------------------------
