@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Generator
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from vesalius.api.deps import ArchiveDep, Who
 from vesalius.api.problems import MEDIA_TYPE, Problem, problem
 from vesalius.dicom.uids import check_uid
+from vesalius.identity import Identity
 from vesalius.services.archive import Archive
 from vesalius.services.downloads import MAX_SELECTED, Download, Selection
 
@@ -71,7 +72,7 @@ _ZIP_ANSWER: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _answer(archive: Archive, selection: Selection, who: Any, fmt: str) -> Response:
+def _answer(archive: Archive, selection: Selection, who: Identity, fmt: str) -> Response:
     if archive.downloads is None:
         return problem(503, "downloads are not configured on this server")
     download: Download = archive.downloads.download(
@@ -104,7 +105,10 @@ def _answer(archive: Archive, selection: Selection, who: Any, fmt: str) -> Respo
     "visible to you. Audited as an Export (PS3.15 A.5.3.8).",
 )
 def download_study(
-    study_uid: str, archive: ArchiveDep, who: Who, fmt: FormatQuery = "zip"
+    study_uid: Annotated[str, Path(description="Study Instance UID.")],
+    archive: ArchiveDep,
+    who: Who,
+    fmt: FormatQuery = "zip",
 ) -> Response:
     uid = check_uid(study_uid, "StudyInstanceUID")
     return _answer(archive, Selection(study_uids=(uid,)), who, fmt)
