@@ -419,10 +419,9 @@ def test_zip_stream_of_more_entries_than_a_classic_zip_counts() -> None:
     assert len(archive.infolist()) == len(files)
 
 
-def test_zip_stream_refuses_repeated_and_empty_names() -> None:
+def test_zip_stream_refuses_empty_and_absolute_names() -> None:
     stream = ZipStream()
-    list(stream.entry("a", [b"x"]))
-    for name in ("a", ""):
+    for name in ("", "/etc/passwd"):
         with pytest.raises(ValueError):
             list(stream.entry(name, [b"x"]))
 

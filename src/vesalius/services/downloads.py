@@ -157,10 +157,14 @@ class DownloadService:
     ) -> Generator[bytes, None, None]:
         progress = _Progress()
         try:
-            if fmt == "media":
-                yield from self._media(selection, labels, progress)
-            else:
-                yield from self._zip(selection, labels, progress)
+            stream = ZipStream()
+            try:
+                if fmt == "media":
+                    yield from self._media(stream, selection, labels, progress)
+                else:
+                    yield from self._zip(stream, selection, labels, progress)
+            finally:
+                stream.close()
             progress.outcome = "success"
         except VesaliusError as exc:
             progress.outcome, progress.reason = "failure", exc.message
@@ -204,10 +208,13 @@ class DownloadService:
         progress.written += 1
 
     def _zip(
-        self, selection: Selection, labels: frozenset[str] | None, progress: _Progress
+        self,
+        stream: ZipStream,
+        selection: Selection,
+        labels: frozenset[str] | None,
+        progress: _Progress,
     ) -> Iterator[bytes]:
         """Patient / study / series folders named from the index, one file per instance."""
-        stream = ZipStream()
         tree = _Tree()
         top = NameSpace()
         for row in self._rows(selection, labels):
@@ -235,11 +242,14 @@ class DownloadService:
         yield from stream.finish()
 
     def _media(
-        self, selection: Selection, labels: frozenset[str] | None, progress: _Progress
+        self,
+        stream: ZipStream,
+        selection: Selection,
+        labels: frozenset[str] | None,
+        progress: _Progress,
     ) -> Iterator[bytes]:
         """``DICOM/Pnnnnnnn/Snnnnnnn/Ennnnnnn/Innnnnnn`` files and the ``DICOMDIR``
         describing them (PS3.10 7.2, PS3.3 F), last."""
-        stream = ZipStream()
         numbers: dict[tuple[str, int], str] = {}
         counters: dict[tuple[str, int], int] = {}
         now = datetime.now()

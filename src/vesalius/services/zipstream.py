@@ -2,8 +2,9 @@
 data is compressed already or not worth the CPU), each followed by a data descriptor (general
 purpose flag bit 3), so an entry is sent as it is read and nothing is buffered but one chunk;
 ZIP64 structures (APPNOTE 4.3.14, 4.5.3) where a size, an offset or the entry count passes
-the classic limits. Names are UTF-8 (flag bit 11). The central directory grows by one small
-record per entry (about 100 bytes), the only state kept.
+the classic limits. Names are UTF-8 (flag bit 11); the caller keeps them unique. The central
+directory, one record of about 100 bytes per entry and the only state kept, is spooled (in
+memory up to 1 MiB, then in a temporary file), so memory stays flat whatever the count.
 
 Usage: ``for chunk in stream.entry(name, chunks): ...`` for each entry, then
 ``stream.finish()``; each yields the bytes to send.
@@ -12,6 +13,7 @@ Usage: ``for chunk in stream.entry(name, chunks): ...`` for each entry, then
 from __future__ import annotations
 
 import struct
+import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -54,19 +56,19 @@ class ZipStream:
 
     def __init__(self, *, modified: float | None = None, zip64_limit: int = MAX_32) -> None:
         self.offset = 0
-        self.entries: list[_Entry] = []
+        self.count = 0
         self.limit = zip64_limit
         self.date, self.time = dos_time(time.time() if modified is None else modified)
-        self._names: set[bytes] = set()
+        # closed by finish() or close(): it lives as long as the stream
+        self._central = tempfile.SpooledTemporaryFile(max_size=1 << 20)  # noqa: SIM115
 
     def entry(self, name: str, chunks: Iterable[bytes], size_hint: int = 0) -> Iterator[bytes]:
         """Yield the local header, the bytes of ``chunks`` as they come, and the data
         descriptor of one stored entry. ``size_hint`` (the expected size) decides whether
         the entry is ZIP64 from its start; the sizes written are the ones counted."""
         encoded = name.encode("utf-8")
-        if not encoded or encoded in self._names or len(encoded) > MAX_16:
-            raise ValueError(f"bad or repeated entry name {name!r}")
-        self._names.add(encoded)
+        if not encoded or len(encoded) > MAX_16 or encoded.startswith(b"/"):
+            raise ValueError(f"bad entry name {name!r}")
         zip64 = size_hint >= self.limit
         start = self.offset
         extra = struct.pack("<HHQQ", 0x0001, 16, 0, 0) if zip64 else b""
@@ -99,15 +101,18 @@ class ZipStream:
         else:
             descriptor = struct.pack("<IIII", 0x08074B50, crc, size, size)
         yield self._sent(descriptor)
-        self.entries.append(_Entry(encoded, crc, size, start, zip64))
+        self._central.write(self._central_record(_Entry(encoded, crc, size, start, zip64)))
+        self.count += 1
 
     def finish(self) -> Iterator[bytes]:
         """Yield the central directory and its end records (ZIP64 ones where needed)."""
         start = self.offset
-        for entry in self.entries:
-            yield self._sent(self._central(entry))
+        self._central.seek(0)
+        with self._central:
+            while chunk := self._central.read(1 << 20):
+                yield self._sent(chunk)
         size = self.offset - start
-        count = len(self.entries)
+        count = self.count
         if count >= MAX_16 or start >= self.limit or size >= self.limit:
             end64 = self.offset
             yield self._sent(
@@ -133,7 +138,11 @@ class ZipStream:
             struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count16, count16, size32, start32, 0)
         )
 
-    def _central(self, entry: _Entry) -> bytes:
+    def close(self) -> None:
+        """Drop the spooled central directory (a stream abandoned before :meth:`finish`)."""
+        self._central.close()
+
+    def _central_record(self, entry: _Entry) -> bytes:
         big_size = entry.zip64 or entry.size >= self.limit
         big_offset = entry.offset >= self.limit
         fields = b""
