@@ -40,6 +40,11 @@ from vesalius.settings import PEER_PERMISSIONS
 ADMIN = Identity("user", "root", "localhost", roles=frozenset({"admin"}), method="local")
 EVERYTHING = frozenset(PEER_PERMISSIONS)
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+#: The keys of the records above an instance (PS3.3 F.5.2, F.5.3).
+KEYS = {
+    "STUDY": ("StudyDate", "StudyTime", "AccessionNumber", "StudyDescription", "StudyID"),
+    "SERIES": ("Modality", "SeriesInstanceUID", "SeriesNumber"),
+}
 
 
 @dataclass
@@ -77,10 +82,10 @@ def _report(path: Path, **attrs: object) -> None:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = BASIC_TEXT_SR
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    for keyword, value in attrs.items():
-        setattr(ds, keyword, value)
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 9, 1
     ds.StudyDate, ds.StudyTime, ds.StudyID = "20240101", "120000", "1"
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
     ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "UNVERIFIED"
     ds.ContentDate, ds.ContentTime = "20240102", "080000"
     ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
@@ -166,6 +171,7 @@ def site(
                     SeriesInstanceUID=series["A"][1],
                     SeriesNumber=2,
                     SeriesDescription="../../etc/passwd\x01:*",
+                    AccessionNumber="ACC1",
                     **patient,
                 )
             _store(
@@ -186,6 +192,7 @@ def site(
                 report=True,
                 StudyInstanceUID=studies["C"],
                 SeriesInstanceUID=generate_uid(),
+                StudyDate="20230505",
                 StudyDescription="Prior",
                 **patient,
             )
@@ -331,6 +338,22 @@ def test_media_file_set_is_read_back_by_dcmtk_and_pydicom(site: Site, tmp_path: 
 
     assert len(records(ours)) == 7
     assert records(ours) == records(theirs)
+
+    def keys(fs: FileSet) -> dict[str, tuple[str, ...]]:
+        """Each instance's record type and the keys of its records up the tree."""
+        found = {}
+        for i in fs:
+            study, series = i.node.parent.parent._record, i.node.parent._record
+            found[i.SOPInstanceUID] = (
+                i.node.record_type,
+                str(i.node.parent.parent.parent._record.PatientName),
+                *(str(study.get(k, "")) for k in KEYS["STUDY"]),
+                *(str(series.get(k, "")) for k in KEYS["SERIES"]),
+                str(i.node._record.get("InstanceNumber", "")),
+            )
+        return found
+
+    assert keys(ours) == keys(theirs)
     assert {i.SOPInstanceUID for i in ours} == set(stored)
     for instance in ours:
         assert Path(instance.path).read_bytes() == stored[instance.SOPInstanceUID]
