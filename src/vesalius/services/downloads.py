@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from vesalius.dicom import dicomdir
 from vesalius.dicom.dicomdir import (
     DicomdirWriter,
     element,
@@ -38,6 +37,15 @@ from vesalius.errors import NotFoundError, QueryError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.downloads import DownloadRow, download_page, download_totals
+from vesalius.services.download_layout import (
+    image_record,
+    patient_label,
+    patient_record,
+    series_label,
+    series_record,
+    study_label,
+    study_record,
+)
 from vesalius.services.names import NameSpace, folder_name, instance_name
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import Resource
@@ -220,18 +228,18 @@ class DownloadService:
         for row in self._rows(selection, labels):
             patient = tree.names.get(("patient", row.patient_pk))
             if patient is None:
-                patient = top.claim(folder_name(_patient_label(row), "Patient"))
+                patient = top.claim(folder_name(patient_label(row), "Patient"))
                 tree.names[("patient", row.patient_pk)] = patient
             study = tree.names.get(("study", row.study_pk))
             if study is None:
                 study = tree.space("patient", row.patient_pk).claim(
-                    folder_name(_study_label(row), "Study")
+                    folder_name(study_label(row), "Study")
                 )
                 tree.names[("study", row.study_pk)] = study
             series = tree.names.get(("series", row.series_pk))
             if series is None:
                 series = tree.space("study", row.study_pk).claim(
-                    folder_name(_series_label(row), "Series")
+                    folder_name(series_label(row), "Series")
                 )
                 tree.names[("series", row.series_pk)] = series
             counter = tree.space("series", row.series_pk)
@@ -269,11 +277,11 @@ class DownloadService:
                         numbers[(level, pk)] = file_id_component(prefix, counters[parent])
                     path.append(numbers[(level, pk)])
                 if row.patient_pk != last[0]:
-                    _patient_record(writer, row)
+                    patient_record(writer, row)
                 if row.study_pk != last[1]:
-                    _study_record(writer, row, counters[("patient", row.patient_pk)], now)
+                    study_record(writer, row, counters[("patient", row.patient_pk)], now)
                 if row.series_pk != last[2]:
-                    _series_record(writer, row, counters[("study", row.study_pk)])
+                    series_record(writer, row, counters[("study", row.study_pk)])
                 last = (row.patient_pk, row.study_pk, row.series_pk)
                 counters[("series", row.series_pk)] = number = (
                     counters.get(("series", row.series_pk), 0) + 1
@@ -294,7 +302,7 @@ class DownloadService:
         PRESENTATION...) with keys from the file's header, read for these few instances."""
         kind = record_type(row.sop_class_uid)
         if kind == "IMAGE":
-            _image_record(writer, row, path, number)
+            image_record(writer, row, path, number)
             return
         try:
             with self.stores.get(row.blob_store).open(row.blob_key) as fh:
@@ -357,88 +365,3 @@ def coalesce(
             yield b"".join(pending)
     finally:
         chunks.close()
-
-
-# -- folder labels (ZIP) ------------------------------------------------------------------------
-
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else ""
-
-
-def _patient_label(row: DownloadRow) -> str:
-    name = " ".join(part for part in row.patient_name.split("^") if part.strip())
-    return f"{name} ({row.patient_id})" if row.patient_id else name
-
-
-def _study_label(row: DownloadRow) -> str:
-    parts = [_date(row.study_date), row.study_description]
-    if row.accession_number:
-        parts.append(f"({row.accession_number})")
-    return " ".join(p for p in parts if p)
-
-
-def _series_label(row: DownloadRow) -> str:
-    number = f"{row.series_number:03d}" if row.series_number is not None else ""
-    return " ".join(p for p in (number, row.modality, row.series_description) if p)
-
-
-# -- DICOMDIR records (PS3.3 F.5) ---------------------------------------------------------------
-
-
-def _keys(*items: tuple[int, str, str]) -> tuple[list[bytes], str]:
-    """Encoded keys, and the Specific Character Set they need (UTF-8 where any is not
-    ASCII)."""
-    encoded = [element(tag, vr, value) for tag, vr, value in items]
-    ascii_only = all(value.isascii() for _, _, value in items)
-    return encoded, "" if ascii_only else "ISO_IR 192"
-
-
-def _patient_record(writer: DicomdirWriter, row: DownloadRow) -> None:
-    """F.5.1: Patient's Name (2), Patient ID (1: one is made up where the index has none)."""
-    keys, charset = _keys(
-        (0x00100010, "PN", dicomdir.text(row.patient_name, "PN")),
-        (0x00100020, "LO", dicomdir.text(row.patient_id, "LO") or f"UNKNOWN{row.patient_pk}"),
-    )
-    writer.add("PATIENT", keys, character_set=charset)
-
-
-def _study_record(writer: DicomdirWriter, row: DownloadRow, number: int, now: datetime) -> None:
-    """F.5.2: Study Date and Time (1: the directory's own where the index has none), Accession
-    Number (2), Study Description (2), Study Instance UID (1C), Study ID (1)."""
-    study_date = row.study_date if _date(row.study_date) else now.strftime("%Y%m%d")
-    study_time = dicomdir.text(row.study_time, "TM")
-    keys, charset = _keys(
-        (0x00080020, "DA", study_date),
-        (0x00080030, "TM", study_time or now.strftime("%H%M%S")),
-        (0x00080050, "SH", dicomdir.text(row.accession_number, "SH")),
-        (0x00081030, "LO", dicomdir.text(row.study_description, "LO")),
-        (0x0020000D, "UI", row.study_uid),
-        (0x00200010, "SH", dicomdir.text(row.study_id, "SH") or str(number)),
-    )
-    writer.add("STUDY", keys, character_set=charset)
-
-
-def _series_record(writer: DicomdirWriter, row: DownloadRow, number: int) -> None:
-    """F.5.3: Modality (1), Series Instance UID (1), Series Number (1)."""
-    series_number = row.series_number if row.series_number is not None else number
-    keys, charset = _keys(
-        (0x00080060, "CS", dicomdir.text(row.modality, "CS") or "OT"),
-        (0x0020000E, "UI", row.series_uid),
-        (0x00200011, "IS", str(series_number)),
-    )
-    writer.add("SERIES", keys, character_set=charset)
-
-
-def _image_record(writer: DicomdirWriter, row: DownloadRow, path: list[str], number: int) -> None:
-    """F.5.18: Instance Number (1), and the file it references."""
-    instance_number = row.instance_number if row.instance_number is not None else number
-    keys, _ = _keys((0x00200013, "IS", str(instance_number)))
-    writer.add(
-        "IMAGE",
-        keys,
-        file_id=path,
-        sop_class_uid=row.sop_class_uid,
-        sop_instance_uid=row.sop_instance_uid,
-        transfer_syntax_uid=row.transfer_syntax_uid,
-    )
