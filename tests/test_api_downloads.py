@@ -139,7 +139,7 @@ def site(
         running = make_server(
             folder / "data", url, policy=policy, **{"auth.anonymous_roles": "radiologist"}
         )
-        studies = {key: generate_uid() for key in "ABCD"}
+        studies = {key: generate_uid() for key in "ABCDE"}
         series = {
             "A": [generate_uid(), generate_uid()],
             "B": [generate_uid()],
@@ -206,6 +206,8 @@ def site(
                 PatientName="Hidden^Person",
             )
             running.archive.labels.add(studies["B"], ["HIDDEN"], ADMIN)
+            for n in (1, 2):
+                _store(running, folder, n, StudyInstanceUID=studies["E"], PatientID="P4")
             rng = np.random.default_rng(15)
             for n in range(24):  # 24 MiB of noise: more than the sockets buffer
                 pixels = rng.integers(0, 4096, 724 * 724, dtype=np.uint16).tobytes()
@@ -379,6 +381,22 @@ def test_a_download_the_client_leaves_is_audited_as_incomplete(site: Site) -> No
     record = ended()[-1]
     assert record.outcome == "incomplete"
     assert record.details["instances"] < 24
+
+
+def test_a_stored_file_missing_cuts_the_download_short(site: Site) -> None:
+    """Once the answer has begun, a failure can only end it early: the client gets no whole
+    ZIP, and the download is audited as a failure with the reason."""
+    study = site.studies["E"]
+    with site.running.catalog.read() as conn:
+        gone = find_instances(conn, RetrieveKeys("STUDY", study_uids=(study,)))[-1]
+    site.running.stores.get(gone.blob_store).delete(gone.blob_key)
+    with pytest.raises(httpx.RemoteProtocolError):
+        site.get(f"/studies/{study}/download")
+    records = [
+        e for e in site.events if e.kind == "study-exported" and e.details["study_uids"] == [study]
+    ]
+    assert records and records[-1].outcome == "failure"
+    assert gone.sop_instance_uid in records[-1].details["reason"]
 
 
 @pytest.mark.parametrize(
