@@ -14,22 +14,29 @@ STRANGER (an unknown AE title, permitted everything here) is granted nothing.
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
 from pydicom.uid import generate_uid
 
-from conftest import RunningServer, dcmtk, free_port, make_server, running_http, wait_until
+from conftest import (
+    RunningServer,
+    dcmtk,
+    free_port,
+    make_server,
+    run_cli,
+    running_http,
+    wait_until,
+)
 from find_support import findscu, run_tool
 from served import write_config
 from synth import make_instance
 from test_dicomweb import pattern
 from test_retrieve import start_storescp, suboperation_counts
-from vesalius.cli import main
 from vesalius.errors import ForbiddenError, NotFoundError, QueryError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
@@ -479,14 +486,11 @@ def test_label_and_peer_commands(tmp_path: Path, database_url: str) -> None:
         database_url,
         **{"labels.cache_seconds": 0.2, "dicom.unknown_caller_permissions": "echo"},
     )
-    runner = CliRunner()
 
-    def vesalius(*args: str, ok: bool = True) -> Result:
-        """The command, run in this process (as a subprocess it costs a second of start-up
-        each; what it does to the index is the same)."""
-        result = runner.invoke(main, [*args, "--config", str(config)])
-        assert (result.exit_code == 0) == ok, result.output
-        return result
+    def vesalius(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        outcome = run_cli(*args, "--config", str(config))
+        assert (outcome.returncode == 0) == ok, outcome.stdout + outcome.stderr
+        return outcome
 
     try:
         path = tmp_path / "one.dcm"

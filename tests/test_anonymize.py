@@ -6,22 +6,18 @@ with ``--retain-safe-private`` only."""
 
 from __future__ import annotations
 
-import os
 import re
 import stat
-import subprocess
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from pydicom import dcmread
 
-from conftest import RunningServer, config_for, dcmtk, make_server
+from conftest import RunningServer, config_for, dcmtk, make_server, run_cli
 from synth import make_instance
 from test_deid import dciodvfy_errors, private_dataset
-from vesalius.cli import main
 from vesalius.dicom.deid import Options, remap_uid
 from vesalius.errors import ForbiddenError, NotFoundError, OutOfResourcesError, QueryError
 from vesalius.identity import Identity
@@ -35,12 +31,7 @@ ADMIN = Identity("user", "admin", "localhost", roles=frozenset({"admin"}))
 RESEARCHER = Identity("user", "rita", "localhost", roles=frozenset({"researcher"}))
 
 
-def vesalius(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command, run in this process by click's runner (a subprocess costs a second of
-    Python start-up each), with no VESALIUS_* variable of the test run."""
-    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("VESALIUS_")}
-    result = CliRunner().invoke(main, list(args), env=unset)
-    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+vesalius = run_cli
 
 
 def synthetic_study(folder: Path) -> tuple[str, list[Path]]:
