@@ -27,7 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from conftest import WebServer, make_server, running_http, wait_until
 from synth import make_instance
-from vesalius.dicomweb.upload import (
+from vesalius.web.upload import (
     MultipartReader,
     PartData,
     PartEnd,

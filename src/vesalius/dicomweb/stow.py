@@ -44,7 +44,7 @@ from vesalius.dicomweb.store_response import (
     status_code,
     warning_header,
 )
-from vesalius.dicomweb.upload import (
+from vesalius.web.upload import (
     MultipartReader,
     PartData,
     PartEnd,
