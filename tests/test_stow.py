@@ -27,6 +27,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from conftest import WebServer, make_server, running_http, wait_until
 from synth import make_instance
+from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError
+from vesalius.settings import load_settings
 from vesalius.web.upload import (
     MultipartReader,
     PartData,
@@ -34,8 +36,6 @@ from vesalius.web.upload import (
     PartStart,
     decoded_body,
 )
-from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError
-from vesalius.settings import load_settings
 
 BOUNDARY = "stow-test-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
