@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from vesalius.api.deps import ArchiveDep, Who
 from vesalius.api.etags import etag_of, not_modified
 from vesalius.api.paging import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from vesalius.dicom.dictionary import names
 from vesalius.dicom.metadata import with_root
 from vesalius.dicom.uids import check_uid
 from vesalius.errors import InvalidDataError, UnsupportedError
@@ -184,3 +186,28 @@ def instance_tags(
     root = base_url(request) + DICOMWEB_ROOT
     text = with_root(json.dumps(document, separators=(",", ":"), ensure_ascii=False), root)
     return Response(text, media_type="application/json", headers={"ETag": etag})
+
+
+@functools.cache
+def _dictionary() -> tuple[str, str]:
+    """The dictionary's JSON text and its ETag (made once)."""
+    text = json.dumps(names(), separators=(",", ":"), sort_keys=True)
+    return text, etag_of(text)
+
+
+@router.get(
+    "/dictionary",
+    response_model=dict[str, tuple[str, str]],
+    summary="The DICOM data dictionary",
+    description="Each tag's keyword and name (PS3.6), keyed `GGGGEEEE`; repeating groups "
+    "under their mask (`60xx3000`: `x` stands for any hex digit). For showing the tags of "
+    "an instance to people; cacheable.",
+    responses={304: {"description": "Not modified (If-None-Match)."}},
+)
+def dictionary(request: Request) -> Response:
+    text, etag = _dictionary()
+    unchanged = not_modified(request, etag)
+    if unchanged is not None:
+        return unchanged
+    headers = {"ETag": etag, "Cache-Control": "max-age=86400"}
+    return Response(text, media_type="application/json", headers=headers)
