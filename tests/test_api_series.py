@@ -251,3 +251,44 @@ def test_bad_paths_and_parameters(web: WebServer) -> None:
     assert status(f"/{known}/series/{known}/instances", limit=0) == 422
     assert status(f"/{known}/series/{known}/instances", cursor="!!") == 400
     assert status(f"/{known}/series/{known}/instances", cursor="eyJhZnRlciI6MX0") == 400
+
+
+def test_roles_decide_who_uploads_and_reads(tmp_path: Path) -> None:
+    """With authentication on, a radiologist may read tags but not upload (403 before the body
+    is read); a technologist may upload."""
+    from vesalius.commands import operator
+
+    running = make_server(
+        tmp_path / "data", f"sqlite:///{tmp_path / 'index.sqlite'}", **{"auth.required": "true"}
+    )
+    try:
+        accounts = running.archive.accounts
+        for name, role in (("reader", "radiologist"), ("tech", "technologist")):
+            accounts.add_user(name, "correct horse battery", frozenset({role}), operator())
+        reader, tech = (
+            {"Authorization": f"Bearer {accounts.create_token(n, operator())[1]}"}
+            for n in ("reader", "tech")
+        )
+        path = dicom_file(tmp_path, "one.dcm")
+        body = path.read_bytes()
+        typed = {"Content-Type": "application/dicom"}
+        with running_http(running.archive, running.settings) as base:
+            url = f"{base}{API}/uploads"
+            assert httpx.post(url, content=body, headers=typed).status_code == 401
+            refused = httpx.post(url, content=body, headers={**typed, **reader})
+            assert refused.status_code == 403
+            assert refused.headers["content-type"] == "application/problem+json"
+            done = httpx.post(url, content=body, headers={**typed, **tech})
+            assert done.status_code == 200, done.text
+            item = done.json()["stored"][0]
+            ds = pydicom.dcmread(path)
+            tags = httpx.get(
+                f"{base}{API}/studies/{item['study_uid']}/series/{ds.SeriesInstanceUID}"
+                f"/instances/{item['sop_instance_uid']}/tags",
+                headers=reader,
+            )
+            assert tags.status_code == 200 and "00091001" in tags.json()
+        assert running.staging_files() == []
+    finally:
+        running.dimse.stop(grace=2)
+        running.archive.close()
