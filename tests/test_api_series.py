@@ -6,7 +6,9 @@ answers."""
 
 from __future__ import annotations
 
+import gzip
 import io
+import random
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +171,45 @@ def test_upload_files_and_a_zip_then_browse(web: WebServer, tmp_path: Path) -> N
     assert "00020010" not in data  # File Meta is not part of the data set
     again_tags = httpx.get(tags.url, headers={"If-None-Match": tags.headers["ETag"]})
     assert again_tags.status_code == 304
+
+
+def test_a_large_file_and_a_coded_body(web: WebServer, tmp_path: Path) -> None:
+    """A file of several flushes, in a form and gzip-coded: stored bit for bit."""
+    pixels = random.Random(15).randbytes(768 * 1024 * 2)  # 1.5 MiB that gzip cannot shrink
+    path = tmp_path / "large.dcm"
+    ds = make_instance(path, rows=768, columns=1024, pixel_data=pixels)
+    data = path.read_bytes()
+    url = f"{web.url}{API}/uploads"
+    form = httpx.post(url, files=[("f", ("large.dcm", data, "application/octet-stream"))])
+    assert form.status_code == 200, form.text
+    coded = httpx.post(
+        url,
+        content=gzip.compress(data),
+        headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
+    )
+    assert coded.status_code == 200, coded.text
+    assert [form.json()["stored"][0]["outcome"], coded.json()["stored"][0]["outcome"]] == [
+        "created",
+        "kept",
+    ]
+    wado = httpx.get(
+        f"{web.url}/wado",
+        params={
+            "requestType": "WADO",
+            "studyUID": ds.StudyInstanceUID,
+            "seriesUID": ds.SeriesInstanceUID,
+            "objectUID": ds.SOPInstanceUID,
+            "contentType": "application/dicom",
+        },
+    )
+    assert wado.status_code == 200 and wado.content == data
+    bomb = httpx.post(
+        url,
+        content=gzip.compress(b"\0" * (MIB + MIB // 2)),
+        headers={"Content-Type": "application/dicom", "Content-Encoding": "gzip"},
+    )
+    assert bomb.status_code == 413 and "decompression bomb" in bomb.json()["detail"]
+    nothing_left(web)
 
 
 def test_bad_uploads_store_nothing(web: WebServer, tmp_path: Path) -> None:

@@ -73,6 +73,19 @@ def test_upload_files_a_zip_and_a_drop(web: WebServer, browser, tmp_path: Path) 
     backend = "postgresql" if "postgresql" in web.dimse.settings.database_url else "sqlite"
     screenshot(page, f"upload-summary-{backend}")
 
+    # a folder, from the folder picker: its files named by their path in it
+    folder = tmp_path / "exam"
+    (folder / "ct").mkdir(parents=True)
+    dicom_file(folder / "ct", "a.dcm", StudyInstanceUID=study, InstanceNumber=7)
+    dicom_file(folder, "b.dcm", StudyInstanceUID=study, InstanceNumber=8)
+    page.set_input_files("#folder", str(folder))
+    page.wait_for_function("document.querySelectorAll('#rows tr').length === 6")
+    names = page.locator("#rows tr td:first-child").all_inner_texts()
+    assert sorted(names[4:]) == ["exam/b.dcm", "exam/ct/a.dcm"]
+    page.wait_for_function(
+        "document.getElementById('summary-text').textContent.startsWith('6 instances stored')"
+    )
+
     # a drop of one more file (the page reads it from the drop's DataTransfer)
     one_more = dicom_file(tmp_path, "dropped.dcm", StudyInstanceUID=study, InstanceNumber=9)
     payload = base64.b64encode(one_more.read_bytes()).decode()
@@ -88,10 +101,10 @@ def test_upload_files_a_zip_and_a_drop(web: WebServer, browser, tmp_path: Path) 
         }""",
         payload,
     )
-    page.wait_for_function("document.querySelectorAll('#rows tr').length === 5")
-    page.wait_for_selector("#u-5 .state:text('1 stored')")
+    page.wait_for_function("document.querySelectorAll('#rows tr').length === 7")
+    page.wait_for_selector("#u-7 .state:text('1 stored')")
     page.wait_for_function(
-        "document.getElementById('summary-text').textContent.startsWith('5 instances stored')"
+        "document.getElementById('summary-text').textContent.startsWith('7 instances stored')"
     )
     assert script_errors(page) == []
 

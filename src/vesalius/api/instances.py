@@ -197,7 +197,7 @@ def _dictionary() -> tuple[str, str]:
 
 @router.get(
     "/dictionary",
-    response_model=dict[str, tuple[str, str]],
+    response_model=dict[str, list[str]],
     summary="The DICOM data dictionary",
     description="Each tag's keyword and name (PS3.6), keyed `GGGGEEEE`; repeating groups "
     "under their mask (`60xx3000`: `x` stands for any hex digit). For showing the tags of "
