@@ -109,11 +109,24 @@ def test_upload_files_a_zip_and_a_drop(web: WebServer, browser, tmp_path: Path) 
     assert script_errors(page) == []
 
 
+def gradient(turn: int) -> bytes:
+    """A 64x64 16-bit image of 12-bit values: rings about a corner, one per instance."""
+    values = ((x * x + y * y) * turn * 4 % 4096 for y in range(64) for x in range(64))
+    return b"".join(v.to_bytes(2, "little") for v in values)
+
+
 def test_series_strip_and_tag_browser(web: WebServer, browser, tmp_path: Path) -> None:  # noqa: F811
     study, series = generate_uid(), generate_uid()
     paths = [
         dicom_file(
-            tmp_path, f"{n}.dcm", StudyInstanceUID=study, SeriesInstanceUID=series, InstanceNumber=n
+            tmp_path,
+            f"{n}.dcm",
+            StudyInstanceUID=study,
+            SeriesInstanceUID=series,
+            InstanceNumber=n,
+            rows=64,
+            columns=64,
+            pixel_data=gradient(n),
         )
         for n in (1, 2, 3)
     ]

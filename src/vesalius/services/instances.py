@@ -116,7 +116,11 @@ class InstanceService:
         """The instance's row and its data set as DICOM JSON, from its stored file."""
         self.oversight.check(who, "read", Resource((study_uid,), (series_uid,), (sop_uid,)))
         ref, row = self._instance(study_uid, series_uid, sop_uid, who)
-        with self.stores.get(row.blob_store).open(row.blob_key) as reader:
+        try:
+            reader = self.stores.get(row.blob_store).open(row.blob_key)
+        except FileNotFoundError as exc:  # removed since the row was read (a delete)
+            raise NotFoundError("the instance's stored file is gone") from exc
+        with reader:
             stored = metadata_from_file(reader, scratch=self.spool.folder)
         self.oversight.record(
             "metadata-read",
