@@ -68,7 +68,7 @@ async function render_(main) {
     <p>DICOM files, whole folders and zips of them. Each file is checked and stored as if a
       modality had sent it; what is refused is listed with the reason.</p>
     <section class="dropzone" id="drop" aria-labelledby="drop-label">
-      <p id="drop-label"><strong>Drop files, folders or zips here</strong>, or</p>
+      <p id="drop-label"><strong>Drop files, folders or zips on this page</strong>, or</p>
       <div class="buttons">
         <button type="button" id="pick-files">Choose files…</button>
         <button type="button" id="pick-folder" class="secondary">Choose a folder…</button>
@@ -222,19 +222,29 @@ async function render_(main) {
     add([...folder.files].map((file) => ({ file, name: file.webkitRelativePath || file.name })));
     folder.value = "";
   });
-  drop.addEventListener("dragover", (event) => {
+  // Files dropped anywhere on the page are taken (a drop outside a drop target would
+  // otherwise make the browser open the file in place of the page).
+  const over = (event) => {
+    if (!event.dataTransfer?.types?.includes("Files")) return;
     event.preventDefault();
     event.dataTransfer.dropEffect = "copy";
     drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", async (event) => {
+  };
+  const leaveZone = (event) => { if (!event.relatedTarget) drop.classList.remove("over"); };
+  const take = async (event) => {
+    if (!event.dataTransfer?.types?.includes("Files")) return;
     event.preventDefault();
     drop.classList.remove("over");
     add(await dropped(event.dataTransfer));
-  });
+  };
+  document.addEventListener("dragover", over);
+  document.addEventListener("dragleave", leaveZone);
+  document.addEventListener("drop", take);
   return () => {
     alive = false;
+    document.removeEventListener("dragover", over);
+    document.removeEventListener("dragleave", leaveZone);
+    document.removeEventListener("drop", take);
     for (const xhr of xhrs) xhr.abort();
   };
 }
