@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from vesalius.api.deps import ArchiveDep, Who
 from vesalius.api.etags import etag_of, not_modified
 from vesalius.api.paging import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from vesalius.api.problems import PROBLEM_RESPONSES
 from vesalius.dicom.dictionary import names
 from vesalius.dicom.metadata import with_root
 from vesalius.dicom.uids import check_uid
@@ -57,7 +58,8 @@ class DicomAttribute(BaseModel):
 
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such study, series or instance (or not visible)."}
+    404: PROBLEM_RESPONSES[404]
+    | {"description": "No such study, series or instance (or not visible)."}
 }
 
 
