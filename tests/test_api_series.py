@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from conftest import WebServer, make_server, running_http, scratch_database
@@ -209,6 +210,37 @@ def test_a_large_file_and_a_coded_body(web: WebServer, tmp_path: Path) -> None:
         headers={"Content-Type": "application/dicom", "Content-Encoding": "gzip"},
     )
     assert bomb.status_code == 413 and "decompression bomb" in bomb.json()["detail"]
+    nothing_left(web)
+
+
+def test_tags_of_real_world_encodings(web: WebServer) -> None:
+    """pydicom's test files (big endian, deflated, JPEG 2000, a waveform with bulk data in a
+    sequence), zipped: every one stored and its tags read back from the file."""
+    names = ("CT_small.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm")
+    names += ("JPEG2000.dcm", "waveform_ecg.dcm")
+    body = zipped({name: Path(str(get_testdata_file(name))).read_bytes() for name in names})
+    answer = httpx.post(
+        f"{web.url}{API}/uploads", content=body, headers={"Content-Type": "application/zip"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["refused"] == [] and len(answer.json()["stored"]) == len(names)
+    for item in answer.json()["stored"]:
+        base = f"{web.url}{API}/studies/{item['study_uid']}/series/{item['series_uid']}"
+        tags = httpx.get(f"{base}/instances/{item['sop_instance_uid']}/tags")
+        assert tags.status_code == 200, (item["name"], tags.text)
+        assert tags.json()["00080018"]["Value"] == [item["sop_instance_uid"]]
+        if item["name"].endswith("waveform_ecg.dcm"):  # WaveformData in WaveformSequence
+            uri = tags.json()["54000100"]["Value"][0]["54001010"]["BulkDataURI"]
+            assert uri.endswith("/bulkdata/54000100/0/54001010")
+            value = httpx.get(uri, headers={"Accept": "application/octet-stream"})
+            assert value.status_code == 200 and len(value.content) > 1024
+    # the big endian MR's SOP Instance UID again, encoded otherwise: refused, the first kept
+    other = Path(str(get_testdata_file("MR_small_implicit.dcm"))).read_bytes()
+    again = httpx.post(
+        f"{web.url}{API}/uploads", content=other, headers={"Content-Type": "application/dicom"}
+    )
+    assert again.status_code == 409
+    assert "stored with other content" in again.json()["refused"][0]["reason"]
     nothing_left(web)
 
 
