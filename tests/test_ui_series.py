@@ -142,7 +142,12 @@ def test_series_strip_and_tag_browser(web: WebServer, browser, tmp_path: Path) -
     private = page.locator("#tags tr[data-tag='00091001']")
     assert "Private (" + PRIVATE_CREATOR + ")" in private.inner_text()
     assert "private words" in private.inner_text()
-    assert page.locator("#tags tr[data-tag='00091002'] a").inner_text() == "(bulk data)"
+    bulk = page.locator("#tags tr[data-tag='00091002'] a")
+    assert bulk.inner_text() == "(bulk data)"
+    with page.expect_download() as download:
+        bulk.click()
+    assert Path(download.value.path()).read_bytes() == bytes(range(256)) * 8
+    assert download.value.suggested_filename == "00091002.bin"
 
     # a sequence: collapsed, then expanded to its item and the item's attributes
     assert page.locator("#tags tr[data-tag='00081150']").count() == 0

@@ -2,7 +2,7 @@
 // thumbnails), and the chosen instance's tags (GET …/instances/{uid}/tags: DICOM JSON,
 // PS3.18 F.2) in a browser with expandable sequences, private tags and a filter box.
 import { api, query } from "../api.js";
-import { html, raw, render } from "../dom.js";
+import { html, raw, render, toast } from "../dom.js";
 
 export const title = "Series";
 
@@ -117,7 +117,7 @@ function tagRows(rows, state) {
       : "";
     const text = row.text && row.text.length > SHOWN_CHARS ? `${row.text.slice(0, SHOWN_CHARS)}…` : row.text;
     const value = row.link
-      ? html`<a href="${row.link}" download>${text}</a>`
+      ? html`<a href="${row.link}" class="bulk" data-name="${row.tag || "bulkdata"}">${text}</a>`
       : html`<span title="${row.text && row.text.length > SHOWN_CHARS ? row.text : ""}">${text}</span>`;
     return html`<tr class="${row.item ? "item" : ""}${row.priv ? " private" : ""}" data-tag="${row.tag}">
       <td ${indent}>${toggle}${row.tag ? html`<code>${tagText(row.tag)}</code>` : ""}</td>
@@ -125,6 +125,19 @@ function tagRows(rows, state) {
       <td>${row.vr ? html`<code>${row.vr}</code>` : ""}</td>
       <td class="value">${value}</td></tr>`;
   });
+}
+
+/** Download a bulk data value: as its bytes where the server can (PS3.18 10.4.1.1.5,
+ * single part), else as the multipart/related answer (encapsulated pixel data, by frame). */
+async function save(url, name) {
+  let answer = await fetch(url, { headers: { Accept: "application/octet-stream" }, credentials: "same-origin" });
+  if (answer.status === 406) answer = await fetch(url, { credentials: "same-origin" });
+  if (!answer.ok) { toast(`Cannot read the bulk data: HTTP ${answer.status}`, "error"); return; }
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await answer.blob());
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
 }
 
 function thumb(study, series, item, chosen) {
@@ -268,6 +281,12 @@ async function render_(main, params, searchParams) {
     drawTags();
   });
   main.querySelector("#tags").addEventListener("click", (event) => {
+    const bulk = event.target.closest("a.bulk");
+    if (bulk) {
+      event.preventDefault();
+      save(bulk.href, `${bulk.dataset.name}.bin`);
+      return;
+    }
     const button = event.target.closest("button.toggle");
     if (!button) return;
     const id = button.dataset.id;
