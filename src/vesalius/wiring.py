@@ -33,6 +33,7 @@ from vesalius.services.audit import Auditor
 from vesalius.services.audit_messages import AuditSource
 from vesalius.services.audit_trail import AuditService, TrailSink
 from vesalius.services.deletion import DeleteService
+from vesalius.services.downloads import DownloadService
 from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
@@ -187,6 +188,7 @@ def assemble(
             max_bytes=settings["http.max_upload_mb"] << 20,
             max_inflation_ratio=settings["http.max_inflation_ratio"],
         ),
+        downloads=DownloadService(catalog, stores, oversight=oversight),
     )
     archive.audit.sink = trail
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")

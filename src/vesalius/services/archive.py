@@ -11,6 +11,7 @@ from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.audit_trail import AuditService
 from vesalius.services.deletion import DeleteService
+from vesalius.services.downloads import DownloadService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.instances import InstanceService
@@ -51,6 +52,8 @@ class Archive:
     instances: InstanceService | None = None
     #: Uploads of files and zips (the REST API, issue 15).
     uploads: UploadService | None = None
+    #: Studies and selections as a streamed ZIP or DICOM media (issue 15).
+    downloads: DownloadService | None = None
 
     def close(self) -> None:
         self.closer()
