@@ -47,6 +47,7 @@ from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.services.site_policy import CallerRules, SitePolicy
+from vesalius.services.statistics import StatisticsService
 from vesalius.settings import SETTINGS, Settings, parse_permissions
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
@@ -179,6 +180,7 @@ def assemble(
         audit=AuditService(catalog, oversight=oversight, trail=describe_url(settings.database_url)),
         labels=labels,
         closer=close,
+        statistics=StatisticsService(catalog, spool, oversight=oversight),
     )
     archive.audit.sink = trail
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")

@@ -21,6 +21,7 @@ from vesalius.services.peers import PeerDirectory
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import SendService
+from vesalius.services.statistics import StatisticsService
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: Counts, disk, ingest over time and the storage forecast (issue 15).
+    statistics: StatisticsService | None = None
 
     def close(self) -> None:
         self.closer()
