@@ -20,7 +20,7 @@ function how(record) {
 
 function rows(records) {
   return records.map((r) => html`<tr>
-    <td><time datetime="${r.time}">${r.time.slice(0, 19).replace("T", " ")}</time></td>
+    <td style="white-space: nowrap"><time datetime="${r.time}">${r.time.slice(0, 19).replace("T", " ")}</time></td>
     <td>${how(r)}</td><td>${r.outcome}</td><td>${r.who}</td><td>${r.host}</td>
     <td>${r.patients.join(", ")}</td>
     <td>${r.studies.map((s) => html`<a href="/ui/studies/${encodeURIComponent(s)}">${s}</a> `)}</td>
@@ -32,7 +32,7 @@ export async function render_(main, _params, searchParams) {
   render(main, html`<h1>${title}</h1>
     <p>Who did what, newest first: who accessed a patient's or a study's data, what a user or
       an AE did. Each search is itself recorded in the audit trail.</p>
-    <form id="audit-search" role="search" aria-label="Search the audit trail">
+    <form id="audit-search" aria-label="Search the audit trail">
       <div class="grid">
         <label>Patient ID <input name="patient" value="${wanted.patient}" autocomplete="off"></label>
         <label>Study Instance UID <input name="study" value="${wanted.study}" autocomplete="off"></label>
