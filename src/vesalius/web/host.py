@@ -14,8 +14,8 @@ each other.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from http import HTTPStatus
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
