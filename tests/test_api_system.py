@@ -133,11 +133,15 @@ def test_settings_for_administrators_with_secrets_hidden(site: Site) -> None:
             overrides={
                 "database_url": "postgresql+psycopg://vesalius:hunter2@db.example/pacs",
                 "auth.oidc_client_secret": "s3cr3t",
+                "audit.syslog_url": "tls://audit:pa55word@collector.example:6514",
+                "http.public_url": "https://proxy:opensesame@pacs.example.org",
             },
         )
     )
     text = repr(shown)
-    assert "hunter2" not in text and "s3cr3t" not in text
+    for secret in ("hunter2", "s3cr3t", "pa55word", "opensesame"):
+        assert secret not in text
+    assert shown["audit.syslog_url"]["value"] == "tls://audit:***@collector.example:6514"
     assert shown["auth.oidc_client_secret"]["value"] == "***"
 
 

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 
@@ -405,9 +406,23 @@ def viewer_config(settings: Settings) -> ViewerConfig:
 SECRET_SETTINGS = frozenset({"auth.oidc_client_secret"})
 
 
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, shown as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def effective_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting's value and where it came from, secrets hidden (a database URL's
-    password included)."""
+    """Every setting's value and where it came from, secrets hidden (the password of a
+    database URL, or of any other URL, included)."""
     shown: dict[str, Any] = {}
     for setting in SETTINGS:
         value = settings[setting.key]
@@ -415,6 +430,8 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             value = "***"
         elif setting.key == "database_url" and value:
             value = describe_url(str(value))
+        elif isinstance(value, str) and "://" in value:
+            value = _without_password(value)
         shown[setting.key] = {"value": value, "source": settings.origin(setting.key)}
     return shown
 

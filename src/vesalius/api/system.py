@@ -175,7 +175,7 @@ class UserChange(BaseModel):
 def users(
     archive: ArchiveDep, who: Who, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[User]:
-    everyone = archive.accounts.users(who)
+    everyone = sorted(archive.accounts.users(who), key=lambda u: u.name)
     after = str((decode_cursor(cursor) or {}).get("name", ""))
     listed = [u for u in everyone if u.name > after] if after else everyone
     page = listed[:limit]
