@@ -83,7 +83,6 @@ def test_ingest_per_hour_and_day(site: Site) -> None:
     now = datetime.now(UTC)
     last = datetime.fromisoformat(hourly["points"][-1]["time"])
     assert last <= now and (now - last).total_seconds() < 3600
-    assert hourly["points"][-1]["instances"] in (0, 6)  # an hour may turn since the store
     daily = call(site, "GET", "/statistics/ingest?bucket=day&days=7").json()
     assert len(daily["points"]) == 7
     assert (

@@ -54,7 +54,7 @@ def test_statistics_page_draws_its_charts_and_says_when_the_disk_fills(
     expect(senders).to_contain_text("anonymous")
     numbers = page.locator("section:has(#rate) details")
     numbers.locator("summary").click()
-    expect(numbers.locator("tbody tr")).to_have_count(1)  # today: 6 instances
+    expect(numbers.locator("tbody tr").first).to_contain_text(re.compile(r"20\d\d-\d\d-\d\d"))
     assert accessibility_violations(page) == []
     screenshot(page, f"statistics-{site.backend}")
     page.get_by_label("per hour, last 2 days").check()

@@ -83,7 +83,8 @@ function ingestTable(ingest) {
 }
 
 function forecastText(forecast) {
-  const basis = `least squares over the bytes stored each day of the ${forecast.days} day(s) `
+  const span = forecast.days === 1 ? "1 day" : `${forecast.days} days`;
+  const basis = `least squares over the bytes stored each day of the ${span} `
     + `since ${forecast.since}: ${number(forecast.instances)} instances, ${bytes(forecast.bytes)}`;
   if (!forecast.days_until_full) {
     return `The archive is not growing (${basis}); the disk does not fill at this pace.`;
@@ -206,7 +207,8 @@ export async function render_(main, _params, searchParams) {
     }, grown.data));
     const mix = stats.modalities;
     charts.push(chart(U, main.querySelector("#mix-chart"), {
-      series: [{}, { label: "Instances", stroke: BLUE, fill: "rgba(1,114,173,.5)",
+      series: [{ label: "Modality", value: (_u, v) => (mix[v] ? mix[v].modality || "(none)" : "–") },
+        { label: "Instances", stroke: BLUE, fill: "rgba(1,114,173,.5)",
         paths: U && U.paths.bars({ size: [0.6, 80] }) }],
       scales: { x: { time: false, range: () => [-0.5, Math.max(mix.length - 0.5, 0.5)] },
         y: fromZero },
