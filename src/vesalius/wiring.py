@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 
@@ -49,6 +50,7 @@ from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.services.site_policy import CallerRules, SitePolicy
+from vesalius.services.statistics import StatisticsService
 from vesalius.services.uploads import UploadService
 from vesalius.settings import SETTINGS, Settings, parse_permissions
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
@@ -189,6 +191,7 @@ def assemble(
             max_inflation_ratio=settings["http.max_inflation_ratio"],
         ),
         downloads=DownloadService(catalog, stores, oversight=oversight),
+        statistics=StatisticsService(catalog, spool, oversight=oversight),
     )
     archive.audit.sink = trail
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
@@ -413,9 +416,23 @@ def viewer_config(settings: Settings) -> ViewerConfig:
 SECRET_SETTINGS = frozenset({"auth.oidc_client_secret"})
 
 
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, shown as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def effective_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting's value and where it came from, secrets hidden (a database URL's
-    password included)."""
+    """Every setting's value and where it came from, secrets hidden (the password of a
+    database URL, or of any other URL, included)."""
     shown: dict[str, Any] = {}
     for setting in SETTINGS:
         value = settings[setting.key]
@@ -423,6 +440,8 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             value = "***"
         elif setting.key == "database_url" and value:
             value = describe_url(str(value))
+        elif isinstance(value, str) and "://" in value:
+            value = _without_password(value)
         shown[setting.key] = {"value": value, "source": settings.origin(setting.key)}
     return shown
 

@@ -23,6 +23,7 @@ from vesalius.services.peers import PeerDirectory
 from vesalius.services.query import QueryService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import SendService
+from vesalius.services.statistics import StatisticsService
 from vesalius.services.uploads import UploadService
 
 
@@ -54,6 +55,8 @@ class Archive:
     uploads: UploadService | None = None
     #: Studies and selections as a streamed ZIP or DICOM media (issue 15).
     downloads: DownloadService | None = None
+    #: Counts, disk, ingest over time and the storage forecast (issue 15).
+    statistics: StatisticsService | None = None
 
     def close(self) -> None:
         self.closer()
