@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from vesalius.errors import ConfigError, NotFoundError
 from vesalius.identity import Identity
@@ -35,6 +36,24 @@ log = logging.getLogger(__name__)
 DEFAULT_PERMISSIONS = frozenset({"echo", "store", "find", "move", "get"})
 
 
+def check_dicomweb_url(url: str) -> str | None:
+    """``url`` as a peer's DICOMweb base URL (PS3.18 8.2: an absolute http or https URL,
+    without query or fragment; the trailing ``/`` dropped), ``None`` for an empty one."""
+    url = url.strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"DICOMweb URL {url!r}: give an absolute http:// or https:// URL")
+    if parts.query or parts.fragment or any(c.isspace() for c in url):
+        raise ConfigError(f"DICOMweb URL {url!r}: no query, fragment or spaces")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"DICOMweb URL {url!r}: its port is not a port number") from None
+    return url.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Peer:
     """A known remote AE and what it may do."""
@@ -48,6 +67,8 @@ class Peer:
     #: Called over TLS; the client certificate Common Name naming it (empty: ``name``).
     tls: bool = False
     certificate_subject: str = ""
+    #: Its DICOMweb base URL (PS3.18), if it is reached that way too.
+    dicomweb_url: str | None = None
 
     @classmethod
     def of(cls, row: PeerRow) -> Peer:
@@ -60,6 +81,7 @@ class Peer:
             row.source,
             row.tls,
             row.certificate_subject,
+            row.dicomweb_url,
         )
 
     def row(self) -> PeerRow:
@@ -72,6 +94,7 @@ class Peer:
             self.source,
             self.tls,
             self.certificate_subject,
+            self.dicomweb_url,
         )
 
 
@@ -99,10 +122,12 @@ class PeerDirectory:
         address: str | None = None,
         permissions: frozenset[str] | None = None,
         host: str | None = None,
+        dicomweb_url: str | None = None,
     ) -> Peer:
         """Add a peer (``address``: ``AET@HOST:PORT``) or change one an administrator added:
-        its address, its permissions, its host. Peers from the settings' ``[modalities]`` are
-        changed there (the next start or reload would undo a change here)."""
+        its address, its permissions, its host, its DICOMweb URL (``""`` removes it). Peers
+        from the settings' ``[modalities]`` are changed there (the next start or reload would
+        undo a change here)."""
         self.oversight.check(who, "admin")
         current = self.by_name(name)
         if current is not None and current.source == "settings":
@@ -124,6 +149,9 @@ class PeerDirectory:
             permissions=base.permissions if permissions is None else permissions,
             host=base.host if host is None else host,
             source="admin",
+            dicomweb_url=(
+                base.dicomweb_url if dicomweb_url is None else check_dicomweb_url(dicomweb_url)
+            ),
         )
         self.save(peer)
         self.oversight.record(
@@ -133,6 +161,7 @@ class PeerDirectory:
             ae_title=peer.ae_title,
             host=peer.host,
             permissions=sorted(peer.permissions),
+            dicomweb_url=peer.dicomweb_url,
         )
         return peer
 
