@@ -15,6 +15,7 @@ from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.jobs import JobService
 from vesalius.services.labels import LabelService
+from vesalius.services.live import LiveEvents
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
@@ -45,6 +46,8 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: Live updates of jobs and studies (``GET /api/v1/events``); None: not wired.
+    live: LiveEvents | None = None
 
     def close(self) -> None:
         self.closer()

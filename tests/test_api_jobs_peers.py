@@ -1,0 +1,263 @@
+"""The REST API's jobs, peers and live updates over a served archive, on SQLite and PostgreSQL:
+peers created, replaced, refused field by field and removed; a C-ECHO to DCMTK's storescp and
+to a closed port; a real send job cancelled, retried, run to storescp, its progress arriving on
+``GET /api/v1/events``, as does a study stored by storescu; the stream ends at shutdown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from bench.tools import dcmtk_tool
+
+from conftest import (
+    RunningServer,
+    dcmtk,
+    free_port,
+    make_server,
+    running_http,
+    scratch_database,
+    wait_for_port,
+    wait_until,
+)
+from synth import make_instance
+from vesalius.identity import Identity
+from vesalius.services.retrieve import RetrieveKeys
+
+STUDY = "1.2.826.0.1.3680043.8.498.15001"
+
+
+@dataclass
+class Site:
+    server: RunningServer
+    url: str
+    scp_port: int
+    received: Path
+    files: list[Path]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """One served archive per backend, with DCMTK's storescp as a peer to send to."""
+    folder = tmp_path_factory.mktemp(f"jobs-peers-{request.param}")
+    received = folder / "received"
+    received.mkdir()
+    port = free_port()
+    exe = dcmtk_tool("storescp")
+    assert exe is not None
+    scp = subprocess.Popen(
+        [exe, "-aet", "STORE", "-od", str(received), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    files = []
+    for n in range(3):
+        path = folder / "in" / f"{n}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        make_instance(path, StudyInstanceUID=STUDY, InstanceNumber=n + 1, PatientID="JP-1")
+        files.append(path)
+    try:
+        wait_for_port(port)
+        with scratch_database(request.param, folder) as database:
+            server = make_server(folder / "data", database)
+            try:
+                with running_http(server.archive, server.settings) as url:
+                    yield Site(server, url, port, received, files)
+            finally:
+                server.dimse.stop(grace=2)
+                server.archive.close()
+    finally:
+        scp.terminate()
+        scp.wait(10)
+
+
+@dataclass
+class Stream:
+    """``GET /api/v1/events`` read on a thread: the events so far, and the raw text."""
+
+    url: str
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    ended: threading.Event = field(default_factory=threading.Event)
+    opened: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(10, read=60)) as client,
+                client.stream("GET", self.url + "/api/v1/events") as answer,
+            ):
+                assert answer.status_code == 200
+                assert answer.headers["content-type"].startswith("text/event-stream")
+                kind = ""
+                for line in answer.iter_lines():
+                    self.text.append(line)
+                    self.opened.set()
+                    if line.startswith("event: "):
+                        kind = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        self.events.append((kind, json.loads(line.removeprefix("data: "))))
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.ended.set()
+
+    def has(self, kind: str, **wanted: Any) -> bool:
+        return any(
+            k == kind and all(data.get(key) == value for key, value in wanted.items())
+            for k, data in list(self.events)
+        )
+
+
+def open_stream(url: str) -> tuple[Stream, threading.Thread]:
+    stream = Stream(url)
+    thread = threading.Thread(target=stream.run, daemon=True)
+    thread.start()
+    wait_until(stream.opened.is_set, what="the event stream's first lines")
+    return stream, thread
+
+
+def test_peers_are_created_replaced_checked_and_removed(site: Site) -> None:
+    base = site.url + "/api/v1/peers"
+    body = {"ae_title": "WS1", "host": "10.0.0.5", "port": 104, "permissions": ["echo", "find"]}
+    created = httpx.put(f"{base}/ws1", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json() == {
+        "name": "ws1",
+        "ae_title": "WS1",
+        "host": "10.0.0.5",
+        "port": 104,
+        "permissions": ["echo", "find"],
+        "tls": False,
+        "dicomweb_url": None,
+        "source": "admin",
+    }
+    web = {**body, "permissions": ["all"], "tls": True, "dicomweb_url": "https://pacs.example/dw/"}
+    replaced = httpx.put(f"{base}/ws1", json=web)
+    assert replaced.status_code == 200
+    assert replaced.json()["dicomweb_url"] == "https://pacs.example/dw"
+    assert replaced.json()["tls"] is True and len(replaced.json()["permissions"]) == 7
+    assert httpx.get(f"{base}/ws1").json() == replaced.json()
+    assert [p["name"] for p in httpx.get(base).json()] == ["ws1"]
+
+    # Each field that breaks a rule is named (PS3.5 6.2 for the AE title).
+    bad = {
+        "ae_title": "A\\B",
+        "host": "no spaces here",
+        "port": 70000,
+        "permissions": ["fly"],
+        "dicomweb_url": "ftp://x",
+    }
+    refused = httpx.put(f"{base}/ws2", json=bad)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    located = {e["location"] for e in refused.json()["errors"]}
+    assert located == {
+        "body.ae_title",
+        "body.host",
+        "body.port",
+        "body.permissions",
+        "body.dicomweb_url",
+    }
+    too_long = httpx.put(f"{base}/ws2", json={**body, "ae_title": "A" * 17})
+    assert too_long.status_code == 422 and "16" in too_long.text
+    assert httpx.put(f"{base}/-bad", json=body).status_code == 422
+    assert httpx.get(f"{base}/ws2").status_code == 404
+
+    # The command line's --dicomweb-url sets the same field (here through its service).
+    site.server.archive.peers.configure(
+        "ws1", Identity.system(), dicomweb_url="http://other.example:8042/dicom-web"
+    )
+    assert httpx.get(f"{base}/ws1").json()["dicomweb_url"] == (
+        "http://other.example:8042/dicom-web"
+    )
+
+    assert httpx.delete(f"{base}/ws1").status_code == 204
+    assert httpx.delete(f"{base}/ws1").status_code == 404
+    assert httpx.get(f"{base}/ws1").status_code == 404
+
+
+def test_echo_a_real_storescp_and_a_closed_port(site: Site) -> None:
+    base = site.url + "/api/v1/peers"
+    scp = {"ae_title": "STORE", "host": "127.0.0.1", "port": site.scp_port}
+    assert httpx.put(f"{base}/echo-scp", json=scp).status_code in (200, 201)
+    answer = httpx.post(f"{base}/echo-scp/echo", timeout=30).json()
+    assert answer["ok"] is True and answer["status"] == 0, answer
+    assert answer["milliseconds"] > 0
+
+    closed = {**scp, "port": free_port()}
+    assert httpx.put(f"{base}/echo-closed", json=closed).status_code in (200, 201)
+    failed = httpx.post(f"{base}/echo-closed/echo", timeout=30).json()
+    assert failed["ok"] is False and failed["status"] is None
+    assert failed["message"]
+    assert httpx.post(f"{base}/nobody/echo").status_code == 404
+
+
+def test_a_send_job_is_cancelled_retried_and_streams_its_progress(site: Site) -> None:
+    base = site.url + "/api/v1"
+    archive = site.server.archive
+    peer = {"ae_title": "STORE", "host": "127.0.0.1", "port": site.scp_port}
+    assert httpx.put(f"{base}/peers/store", json=peer).status_code in (200, 201)
+    stream, _reader = open_stream(site.url)
+    assert stream.text[0] == "retry: 3000"
+
+    # A study stored over DIMSE arrives as one study event.
+    server = site.server
+    dcmtk("storescu", *server.address, *map(str, site.files))
+    wait_until(lambda: stream.has("study", study_uid=STUDY, change="stored"), what="study event")
+    assert sum(1 for kind, d in stream.events if kind == "study" and d["study_uid"] == STUDY) == 1
+
+    # A send job (queued: no runner runs in this test server) is cancelled, then retried.
+    keys = RetrieveKeys(level="STUDY", study_uids=(STUDY,))
+    job = archive.sending.submit(keys, "store", Identity.system()).pk
+    listed = httpx.get(f"{base}/jobs", params={"state": "queued", "kind": "send"}).json()
+    assert job in [j["id"] for j in listed["items"]] and listed["total"] >= 1
+    cancelled = httpx.post(f"{base}/jobs/{job}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert httpx.post(f"{base}/jobs/{job}/cancel").status_code == 409
+    wait_until(lambda: stream.has("job", id=job, state="cancelled"), what="cancelled event")
+    retried = httpx.post(f"{base}/jobs/{job}/retry")
+    assert retried.status_code == 200 and retried.json()["state"] == "queued"
+    assert httpx.post(f"{base}/jobs/{job}/retry").status_code == 409
+
+    # It runs to storescp; its progress and its end arrive on the stream.
+    ran = archive.jobs.run_job(job)
+    assert ran is not None and ran.state == "succeeded", ran
+    wait_until(lambda: stream.has("job", id=job, state="succeeded", done=3, total=3))
+    got = httpx.get(f"{base}/jobs/{job}").json()
+    assert got["state"] == "succeeded" and got["done"] == got["total"] == 3
+    assert got["payload"]["peer"] == "store"
+    assert len(list(site.received.iterdir())) >= 3
+
+    # Paging by cursor: one job a page, newest first, every job once.
+    second = archive.sending.submit(keys, "store", Identity.system()).pk
+    first = httpx.get(f"{base}/jobs", params={"limit": 1}).json()
+    assert [j["id"] for j in first["items"]] == [second] and first["next"]
+    rest = httpx.get(f"{base}/jobs", params={"limit": 1, "cursor": first["next"]}).json()
+    assert [j["id"] for j in rest["items"]] == [job]
+    assert httpx.get(f"{base}/jobs", params={"cursor": "nonsense"}).status_code == 400
+    assert httpx.get(f"{base}/jobs/999999").status_code == 404
+    assert httpx.get(f"{base}/jobs", params={"state": "sleeping"}).status_code == 422
+    httpx.post(f"{base}/jobs/{second}/cancel")
+
+
+def test_the_event_stream_ends_when_the_server_stops(site: Site) -> None:
+    server = site.server
+    with running_http(server.archive, server.settings) as url:
+        stream, reader = open_stream(url)
+        assert server.archive.live is not None and server.archive.live.listening >= 1
+    # Leaving the block stopped that server (and waited for it): the stream ended at once.
+    assert stream.ended.is_set()
+    assert stream.text[-2:] == [": the server is stopping", ""] or stream.text[-1] == (
+        ": the server is stopping"
+    )
+    reader.join(5)
