@@ -85,6 +85,7 @@ class Stream:
     """``GET /api/v1/events`` read on a thread: the events so far, and the raw text."""
 
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     ended: threading.Event = field(default_factory=threading.Event)
@@ -94,7 +95,11 @@ class Stream:
         try:
             with (
                 httpx.Client(timeout=httpx.Timeout(10, read=60)) as client,
-                client.stream("GET", self.url + "/api/v1/events") as answer,
+                client.stream(
+                    "GET",
+                    self.url + "/api/v1/events",
+                    headers={"Accept": "text/event-stream", **self.headers},
+                ) as answer,
             ):
                 assert answer.status_code == 200
                 assert answer.headers["content-type"].startswith("text/event-stream")
@@ -247,6 +252,7 @@ def test_a_send_job_is_cancelled_retried_and_streams_its_progress(site: Site) ->
     assert httpx.get(f"{base}/jobs", params={"cursor": "nonsense"}).status_code == 400
     assert httpx.get(f"{base}/jobs/999999").status_code == 404
     assert httpx.get(f"{base}/jobs", params={"state": "sleeping"}).status_code == 422
+    assert httpx.get(f"{base}/events").status_code == 406  # a stream must be asked for
     httpx.post(f"{base}/jobs/{second}/cancel")
 
 
@@ -261,3 +267,67 @@ def test_the_event_stream_ends_when_the_server_stops(site: Site) -> None:
         ": the server is stopping"
     )
     reader.join(5)
+
+
+def test_each_identity_sees_only_its_jobs_and_the_studies_it_may_query(
+    tmp_path: Path, database_url: str
+) -> None:
+    """With authentication on: a radiologist sees neither a technologist's job nor a study
+    labeled for others, on the lists or the stream; an administrator sees both; peers are
+    for administrators only."""
+    secret, public = "1.2.826.0.1.3680043.8.498.15003", "1.2.826.0.1.3680043.8.498.15004"
+    running = make_server(tmp_path / "data", database_url, **{"auth.required": "true"})
+    system = Identity.system()
+    archive = running.archive
+    bearer = {}
+    for name, role in (("boss", "admin"), ("tech", "technologist"), ("rad", "radiologist")):
+        archive.accounts.add_user(name, "a long enough password 1", frozenset({role}), system)
+        bearer[name] = {"Authorization": f"Bearer {archive.accounts.create_token(name, system)[1]}"}
+
+    def instance(study: str, n: int) -> str:
+        path = tmp_path / "in" / f"{study}-{n}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        make_instance(path, StudyInstanceUID=study, PatientID="JP-2")
+        return str(path)
+
+    try:
+        dcmtk("storescu", *running.address, instance(secret, 0), instance(public, 0))
+        archive.labels.add(secret, ["oncology"], system)
+        with running_http(archive, running.settings) as url:
+            streams = {}
+            for name in ("boss", "tech", "rad"):
+                stream = Stream(url, headers=bearer[name])
+                threading.Thread(target=stream.run, daemon=True).start()
+                wait_until(stream.opened.is_set, what=f"{name}'s stream")
+                streams[name] = stream
+            tech = Identity(
+                "user", "tech", "127.0.0.1", frozenset({"technologist"}), method="token"
+            )
+            archive.peers.put("store", system, ae_title="STORE", host="127.0.0.1", port=free_port())
+            keys = RetrieveKeys(level="STUDY", study_uids=(public,))
+            job = archive.sending.submit(keys, "store", tech).pk
+            dcmtk("storescu", *running.address, instance(secret, 1))
+            wait_until(lambda: streams["boss"].has("job", id=job), what="the admin's job event")
+            wait_until(lambda: streams["boss"].has("study", study_uid=secret))
+            wait_until(lambda: streams["tech"].has("job", id=job), what="the submitter's event")
+            # A later event the radiologist may see: everything before it was sent already.
+            dcmtk("storescu", *running.address, instance(public, 1))
+            wait_until(lambda: streams["rad"].has("study", study_uid=public), what="rad's study")
+            assert not streams["rad"].has("job") and not streams["rad"].has(
+                "study", study_uid=secret
+            )
+
+            def listed(name: str) -> list[int]:
+                answer = httpx.get(f"{url}/api/v1/jobs", headers=bearer[name])
+                return [j["id"] for j in answer.json()["items"]]
+
+            assert listed("boss") == [job] and listed("tech") == [job] and listed("rad") == []
+            assert httpx.get(f"{url}/api/v1/jobs/{job}", headers=bearer["rad"]).status_code == 404
+            rad_cancel = httpx.post(f"{url}/api/v1/jobs/{job}/cancel", headers=bearer["rad"])
+            assert rad_cancel.status_code == 404
+            assert httpx.get(f"{url}/api/v1/peers", headers=bearer["rad"]).status_code == 403
+            assert httpx.get(f"{url}/api/v1/peers", headers=bearer["boss"]).status_code == 200
+            assert httpx.get(f"{url}/api/v1/events").status_code == 401
+    finally:
+        running.dimse.stop(grace=2)
+        archive.close()

@@ -185,7 +185,7 @@ def assemble(
     archive.audit.sink = trail
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     peers.echoer = peer_echoer(dimse_config(settings))
-    archive.live = LiveEvents(jobs, oversight, events)
+    archive.live = LiveEvents(catalog, jobs, oversight, events)
     return Assembly(settings, catalog, spool, stores, archive)
 
 

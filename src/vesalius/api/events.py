@@ -24,7 +24,7 @@ from starlette.responses import StreamingResponse
 
 from vesalius.api.deps import ArchiveDep, Who
 from vesalius.api.jobs import job_model
-from vesalius.errors import VesaliusError
+from vesalius.errors import NotAcceptableError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.services.live import LiveEvent, LiveEvents
 from vesalius.web.serving import stopping_event
@@ -109,12 +109,15 @@ async def _stream(
     "or progress) and ``study`` events (``{study_uid, change}``, change ``stored``, "
     "``deleted`` or ``corrected``; at most one per study per second), each only for what the "
     "caller may see. Comment lines keep an idle stream alive; ``Last-Event-ID`` is accepted "
-    "(missed events are not replayed: reload the lists on reconnect). Needs ``read``.",
+    "(missed events are not replayed: reload the lists on reconnect). Needs ``read``, and "
+    "``Accept: text/event-stream`` (as ``EventSource`` sends; anything else: 406, so a client "
+    "that reads a response to its end does not wait forever).",
     responses={
         200: {
             "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
             "description": "The stream (never ends by itself).",
         },
+        406: {"description": "The request did not name text/event-stream in Accept."},
         503: {"description": "Live updates are not available on this server."},
     },
 )
@@ -131,6 +134,11 @@ def events(
         ),
     ] = None,
 ) -> StreamingResponse:
+    accepted = {part.split(";")[0].strip() for part in request.headers.get("accept", "").split(",")}
+    if MEDIA_TYPE not in accepted:
+        raise NotAcceptableError(
+            f"this is a stream that never ends by itself: ask for it with Accept: {MEDIA_TYPE}"
+        )
     live = archive.live
     if live is None:
         raise LiveUnavailableError("live updates are not available on this server")

@@ -86,7 +86,7 @@ def list_jobs(
     before = None
     if position is not None:
         before = position.get("before")
-        if not isinstance(before, int) or isinstance(before, bool):
+        if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
             raise InvalidDataError("cursor: not a cursor this server gave")
     rows, total = archive.jobs.page(
         who, states=tuple(state or ()), kind=kind, limit=limit + 1, before=before

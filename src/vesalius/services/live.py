@@ -28,10 +28,11 @@ from typing import Any
 
 from vesalius.errors import VesaliusError
 from vesalius.identity import Identity
+from vesalius.index.catalog import Catalog
+from vesalius.index.labels import study_label_sets
 from vesalius.services.events import Event, EventBus
 from vesalius.services.jobs import JobRow, JobService
 from vesalius.services.oversight import Oversight
-from vesalius.services.policy import Resource
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class LiveEvents:
 
     def __init__(
         self,
+        catalog: Catalog,
         jobs: JobService,
         oversight: Oversight,
         bus: EventBus,
@@ -84,6 +86,7 @@ class LiveEvents:
         interval: float = 1.0,
         now: Callable[[], datetime] | None = None,
     ) -> None:
+        self.catalog = catalog
         self.jobs = jobs
         self.oversight = oversight
         self.interval = interval
@@ -93,6 +96,8 @@ class LiveEvents:
         self._studies: dict[str, str] = {}  # study UID -> its latest change, since the last send
         self._seen: dict[int, tuple[Any, ...]] = {}  # job -> what was last sent of it
         self._since: datetime | None = None
+        #: Labels of studies seen lately: a deleted study's are no longer in the index.
+        self._labels: dict[str, frozenset[str]] = {}
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         bus.subscribe(self._on_event)
@@ -168,18 +173,38 @@ class LiveEvents:
         with self._lock:
             studies, self._studies = self._studies, {}
             listeners = list(self._listeners)
+        if studies:
+            self._learn_labels(studies)
         for listener in listeners:
             for job in news:
                 if self.jobs.visible(listener.who, job, sees_all=listener.sees_all):
                     listener.deliver(LiveEvent("job", job=job))
-            for uid, change in studies.items():
-                if self._may_query(listener.who, uid):
+            if studies:
+                for uid in self._queryable(listener.who, studies):
+                    change = studies[uid]
                     listener.deliver(LiveEvent("study", {"study_uid": uid, "change": change}))
 
-    def _may_query(self, who: Identity, study_uid: str) -> bool:
-        """Whether ``who`` may query this study (asked of the policy unaudited: a filter)."""
+    def _learn_labels(self, studies: dict[str, str]) -> None:
+        with self.catalog.read() as conn:
+            found = study_label_sets(conn, list(studies))
+        if len(self._labels) > 10000:
+            self._labels.clear()
+        self._labels.update(found)
+
+    def _queryable(self, who: Identity, studies: dict[str, str]) -> list[str]:
+        """The studies ``who`` may query (the ``query`` action, then access labels: a study
+        with none, or with one granted to ``who``; a deleted study whose labels were never
+        seen here only for who sees every study). Asked unaudited: a filter, not a refusal."""
         try:
-            self.oversight.policy.check(who, "query", Resource(study_uids=(study_uid,)))
+            self.oversight.policy.check(who, "query")
         except VesaliusError:
-            return False
-        return True
+            return []
+        granted = self.oversight.visible_labels(who)
+        if granted is None:
+            return list(studies)
+        shown = []
+        for uid in studies:
+            labels = self._labels.get(uid)
+            if labels is not None and (not labels or labels & granted):
+                shown.append(uid)
+        return shown

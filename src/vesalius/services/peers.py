@@ -100,7 +100,10 @@ def check_dicomweb_url(url: str) -> str | None:
     url = url.strip()
     if not url:
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"DICOMweb URL {url!r}: not a URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"DICOMweb URL {url!r}: give an absolute http:// or https:// URL")
     if parts.query or parts.fragment or any(c.isspace() for c in url):
