@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from bench.tools import dcmtk_tool
+from click.testing import CliRunner
 
 from conftest import (
     RunningServer,
+    config_for,
     dcmtk,
     free_port,
     make_server,
@@ -28,6 +30,7 @@ from conftest import (
     wait_until,
 )
 from synth import make_instance
+from vesalius.cli import main
 from vesalius.identity import Identity
 from vesalius.services.retrieve import RetrieveKeys
 
@@ -191,10 +194,13 @@ def test_peers_are_created_replaced_checked_and_removed(site: Site) -> None:
     assert site.http.put(f"{base}/-bad", json=body).status_code == 422
     assert site.http.get(f"{base}/ws2").status_code == 404
 
-    # The command line's --dicomweb-url sets the same field (here through its service).
-    site.server.archive.peers.configure(
-        "ws1", Identity.system(), dicomweb_url="http://other.example:8042/dicom-web"
+    # The command line's --dicomweb-url sets the same field.
+    config = config_for(site.server, site.received.parent)
+    url = "http://other.example:8042/dicom-web"
+    ran = CliRunner().invoke(
+        main, ["peer", "set", "ws1", "--dicomweb-url", url, "--config", str(config)]
     )
+    assert ran.exit_code == 0 and ran.output.strip().endswith(url), ran.output
     assert site.http.get(f"{base}/ws1").json()["dicomweb_url"] == (
         "http://other.example:8042/dicom-web"
     )
