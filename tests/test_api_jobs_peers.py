@@ -259,7 +259,7 @@ def test_a_send_job_is_cancelled_retried_and_streams_its_progress(site: Site) ->
     wait_until(lambda: stream.has("job", id=job, state="succeeded", done=3, total=3))
     got = site.http.get(f"{base}/jobs/{job}").json()
     assert got["state"] == "succeeded" and got["done"] == got["total"] == 3
-    assert got["payload"]["peer"] == "store"
+    assert got["payload"]["peer"] == "store" and got["needs"] == "send"
     assert len(list(site.received.iterdir())) >= 3
 
     # Paging by cursor: one job a page, newest first, every job once.
