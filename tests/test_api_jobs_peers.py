@@ -274,6 +274,10 @@ def test_a_send_job_is_cancelled_retried_and_streams_its_progress(site: Site) ->
     assert site.http.get(f"{base}/events").status_code == 406  # a stream must be asked for
     site.http.post(f"{base}/jobs/{second}/cancel")
 
+    # A deleted study is one study event too.
+    archive.deletion.delete(keys, Identity.system())
+    wait_until(lambda: stream.has("study", study_uid=STUDY, change="deleted"), what="deletion")
+
 
 def test_the_event_stream_ends_when_the_server_stops(site: Site) -> None:
     server = site.server
