@@ -34,9 +34,11 @@ from vesalius.services.audit import Auditor
 from vesalius.services.audit_messages import AuditSource
 from vesalius.services.audit_trail import AuditService, TrailSink
 from vesalius.services.deletion import DeleteService
+from vesalius.services.downloads import DownloadService
 from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
+from vesalius.services.instances import InstanceService
 from vesalius.services.jobs import JobRunner, JobService
 from vesalius.services.labels import AccessCache, LabelService
 from vesalius.services.live import LiveEvents
@@ -49,6 +51,7 @@ from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.services.site_policy import CallerRules, SitePolicy
+from vesalius.services.uploads import UploadService
 from vesalius.settings import SETTINGS, Settings, parse_permissions
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
@@ -181,6 +184,13 @@ def assemble(
         audit=AuditService(catalog, oversight=oversight, trail=describe_url(settings.database_url)),
         labels=labels,
         closer=close,
+        instances=InstanceService(catalog, stores, spool, oversight=oversight),
+        uploads=UploadService(
+            ingest,
+            max_bytes=settings["http.max_upload_mb"] << 20,
+            max_inflation_ratio=settings["http.max_inflation_ratio"],
+        ),
+        downloads=DownloadService(catalog, stores, oversight=oversight),
     )
     archive.audit.sink = trail
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
