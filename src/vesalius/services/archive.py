@@ -17,6 +17,7 @@ from vesalius.services.ingest import IngestService
 from vesalius.services.instances import InstanceService
 from vesalius.services.jobs import JobService
 from vesalius.services.labels import LabelService
+from vesalius.services.live import LiveEvents
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
@@ -57,6 +58,8 @@ class Archive:
     downloads: DownloadService | None = None
     #: Counts, disk, ingest over time and the storage forecast (issue 15).
     statistics: StatisticsService | None = None
+    #: Live updates of jobs and studies (``GET /api/v1/events``); None: not wired.
+    live: LiveEvents | None = None
 
     def close(self) -> None:
         self.closer()
