@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 
@@ -22,6 +23,7 @@ from vesalius.api.deps import ApiConfig
 from vesalius.dicomweb.routes import dicomweb_routes
 from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
+from vesalius.dimse.scu.echo import peer_echoer
 from vesalius.dimse.sender import send_handler
 from vesalius.errors import ConfigError
 from vesalius.index.catalog import Catalog
@@ -34,11 +36,14 @@ from vesalius.services.audit_messages import AuditSource
 from vesalius.services.audit_trail import AuditService, TrailSink
 from vesalius.services.browse import BrowseService
 from vesalius.services.deletion import DeleteService
+from vesalius.services.downloads import DownloadService
 from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
+from vesalius.services.instances import InstanceService
 from vesalius.services.jobs import JobRunner, JobService
 from vesalius.services.labels import AccessCache, LabelService
+from vesalius.services.live import LiveEvents
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
@@ -48,6 +53,8 @@ from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import SendService
 from vesalius.services.site_policy import CallerRules, SitePolicy
+from vesalius.services.statistics import StatisticsService
+from vesalius.services.uploads import UploadService
 from vesalius.settings import SETTINGS, Settings, parse_permissions
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
@@ -180,6 +187,14 @@ def assemble(
         audit=AuditService(catalog, oversight=oversight, trail=describe_url(settings.database_url)),
         labels=labels,
         closer=close,
+        instances=InstanceService(catalog, stores, spool, oversight=oversight),
+        uploads=UploadService(
+            ingest,
+            max_bytes=settings["http.max_upload_mb"] << 20,
+            max_inflation_ratio=settings["http.max_inflation_ratio"],
+        ),
+        downloads=DownloadService(catalog, stores, oversight=oversight),
+        statistics=StatisticsService(catalog, spool, oversight=oversight),
     )
     archive.audit.sink = trail
     archive.browse = BrowseService(
@@ -189,6 +204,8 @@ def assemble(
         case_insensitive_pn=settings["query.case_insensitive_pn"],
     )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
+    peers.echoer = peer_echoer(dimse_config(settings))
+    archive.live = LiveEvents(catalog, jobs, oversight, events)
     return Assembly(settings, catalog, spool, stores, archive)
 
 
@@ -410,9 +427,23 @@ def viewer_config(settings: Settings) -> ViewerConfig:
 SECRET_SETTINGS = frozenset({"auth.oidc_client_secret"})
 
 
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, shown as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def effective_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting's value and where it came from, secrets hidden (a database URL's
-    password included)."""
+    """Every setting's value and where it came from, secrets hidden (the password of a
+    database URL, or of any other URL, included)."""
     shown: dict[str, Any] = {}
     for setting in SETTINGS:
         value = settings[setting.key]
@@ -420,6 +451,8 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             value = "***"
         elif setting.key == "database_url" and value:
             value = describe_url(str(value))
+        elif isinstance(value, str) and "://" in value:
+            value = _without_password(value)
         shown[setting.key] = {"value": value, "source": settings.origin(setting.key)}
     return shown
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from vesalius.api.deps import ArchiveDep, Who
 from vesalius.api.etags import etag_of, not_modified
+from vesalius.api.jobs import Job, job_model
 from vesalius.api.paging import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
 from vesalius.api.problems import Problem
 from vesalius.dicom.uids import check_uid
@@ -108,21 +109,6 @@ class Patient(BaseModel):
     study_count: int
 
 
-class Job(BaseModel):
-    """A job of the durable queue (a deletion here)."""
-
-    id: int
-    kind: str
-    state: str = Field(description="queued, running, done, failed, cancelled…")
-    done: int
-    total: int
-    message: str
-    submitted_by: str
-    created_at: datetime
-    updated_at: datetime
-    payload: dict[str, Any]
-
-
 # -- conversions ----------------------------------------------------------------------------
 
 
@@ -202,19 +188,9 @@ def patient_of(row: PatientRow) -> Patient:
     )
 
 
-def job_of(row: JobRow) -> Job:
-    return Job(
-        id=row.pk,
-        kind=row.kind,
-        state=row.state,
-        done=row.done,
-        total=row.total,
-        message=row.message,
-        submitted_by=row.submitted_by,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        payload=row.payload,
-    )
+def job_of(archive: Archive, row: JobRow) -> Job:
+    """The shared job model (``api/jobs.py``) of a deletion job."""
+    return job_model(row, archive.jobs.action_for(row.kind))
 
 
 def browser(archive: Archive) -> BrowseService:
@@ -416,7 +392,7 @@ _DELETED: dict[str, Any] = {
 )
 def delete_study(study_uid: StudyUid, archive: ArchiveDep, who: Who) -> Job:
     uid = check_uid(study_uid, "study_uid")
-    return job_of(browser(archive).delete(who, uid))
+    return job_of(archive, browser(archive).delete(who, uid))
 
 
 @router.delete(
@@ -428,7 +404,7 @@ def delete_study(study_uid: StudyUid, archive: ArchiveDep, who: Who) -> Job:
 def delete_series(study_uid: StudyUid, series_uid: SeriesUid, archive: ArchiveDep, who: Who) -> Job:
     uid = check_uid(study_uid, "study_uid")
     one = check_uid(series_uid, "series_uid")
-    return job_of(browser(archive).delete(who, uid, one))
+    return job_of(archive, browser(archive).delete(who, uid, one))
 
 
 @router.delete(
@@ -447,7 +423,7 @@ def delete_instance(
     uid = check_uid(study_uid, "study_uid")
     one = check_uid(series_uid, "series_uid")
     instance = check_uid(sop_instance_uid, "sop_instance_uid")
-    return job_of(browser(archive).delete(who, uid, one, instance))
+    return job_of(archive, browser(archive).delete(who, uid, one, instance))
 
 
 # -- patients -------------------------------------------------------------------------------

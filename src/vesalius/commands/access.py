@@ -182,8 +182,9 @@ def peer_list(config: Path | None) -> None:
     with opened(config) as archive:
         for known in archive.peers.all():
             permissions = ",".join(sorted(known.permissions)) or "-"
+            web = f" {known.dicomweb_url}" if known.dicomweb_url else ""
             click.echo(
-                f"{known.name} {known.ae_title}@{known.host}:{known.port} {permissions} "
+                f"{known.name} {known.ae_title}@{known.host}:{known.port} {permissions}{web} "
                 f"({known.source})"
             )
 
@@ -196,12 +197,17 @@ def peer_list(config: Path | None) -> None:
     help="Comma list of echo, store, find, move, get, commitment, worklist, or all.",
 )
 @click.option("--host", help="The host it calls from and is called at.")
+@click.option(
+    "--dicomweb-url",
+    help="Its DICOMweb base URL (PS3.18), for sends over STOW-RS; an empty value removes it.",
+)
 @config_option
 def peer_set(
     name: str,
     address: str | None,
     permissions: str | None,
     host: str | None,
+    dicomweb_url: str | None,
     config: Path | None,
 ) -> None:
     """Add the peer NAME (give its AET@HOST:PORT) or change one."""
@@ -210,10 +216,16 @@ def peer_set(
     with opened(config) as archive:
         wanted = parse_permissions(permissions) if permissions is not None else None
         changed = archive.peers.configure(
-            name, operator(), address=address, permissions=wanted, host=host
+            name,
+            operator(),
+            address=address,
+            permissions=wanted,
+            host=host,
+            dicomweb_url=dicomweb_url,
         )
     shown = ",".join(sorted(changed.permissions)) or "-"
-    click.echo(f"{changed.name} {changed.ae_title}@{changed.host}:{changed.port} {shown}")
+    web = f" {changed.dicomweb_url}" if changed.dicomweb_url else ""
+    click.echo(f"{changed.name} {changed.ae_title}@{changed.host}:{changed.port} {shown}{web}")
 
 
 @peer.command("remove")

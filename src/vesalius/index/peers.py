@@ -25,13 +25,23 @@ class PeerRow:
     source: str = "admin"
     tls: bool = False
     certificate_subject: str = ""
+    #: Its DICOMweb base URL (PS3.18), if it is reached that way too.
+    dicomweb_url: str | None = None
 
 
 def _row(found: Sequence[Any]) -> PeerRow:
-    name, ae, host, port, permissions, source, tls, subject = tuple(found)
+    name, ae, host, port, permissions, source, tls, subject, web = tuple(found)
     wanted = frozenset(p for p in str(permissions).split(",") if p)
     return PeerRow(
-        str(name), str(ae), str(host), int(port), wanted, str(source), bool(tls), str(subject)
+        str(name),
+        str(ae),
+        str(host),
+        int(port),
+        wanted,
+        str(source),
+        bool(tls),
+        str(subject),
+        None if web is None else str(web),
     )
 
 
@@ -44,6 +54,7 @@ _COLUMNS = (
     peers.c.source,
     peers.c.tls,
     peers.c.certificate_subject,
+    peers.c.dicomweb_url,
 )
 
 
@@ -84,6 +95,7 @@ def _values(peer: PeerRow) -> dict[str, object]:
         "source": peer.source,
         "tls": peer.tls,
         "certificate_subject": peer.certificate_subject,
+        "dicomweb_url": peer.dicomweb_url,
         "updated_at": datetime.now(UTC),
     }
 

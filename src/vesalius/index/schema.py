@@ -397,7 +397,18 @@ pseudonyms = Table(
 
 # --- issue 15, transfers: peers over DICOMweb (migration 0013) ---
 
+#: A peer's DICOMweb base URL (PS3.18; STOW-RS sends go to ``<url>/studies``), null when it is
+#: reached over DIMSE only.
+peers.append_column(Column("dicomweb_url", Text, nullable=True))
+#: The live updates read the jobs changed since their last look (``updated_at > t``).
+Index(None, jobs.c.updated_at)
+
 # --- issue 15, statistics: the sender of each instance (migration 0014) ---
+
+#: Statistics read instances by arrival (ingest per hour and day, the storage forecast) with
+#: their sizes: answered from this index alone. ``instances.source_ae`` names who sent each one
+#: (a calling AE title, or the user of a STOW-RS request, an upload or an import).
+Index(None, instances.c.received_at, instances.c.size)
 
 # --- issue 15, resources: the study list (migration 0015) ---
 
