@@ -32,6 +32,7 @@ from vesalius.services.jobs import JobRunner
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
+LIVE = Spec("l", ("Live^Arrival", "P-L"), "20190101", "MR", "Arrived live", "ACCL")
 GONE = Spec("x", ("Gone^Soon", "P-X"), "20200101", "CT", "To delete", "ACCX", (2,))
 
 
@@ -67,6 +68,7 @@ def site(
 def test_study_list_search_sort_keyboard_and_study_page(
     site: Site,
     browser: Browser,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     page = open_page(browser, site.url + "/")
     rows = page.locator("#study-rows tr[data-uid]")
@@ -75,6 +77,11 @@ def test_study_list_search_sort_keyboard_and_study_page(
     assert page.locator("#study-count").inner_text() == "6 studies"
     assert accessibility_violations(page) == []
     screenshot(page, f"studies-{site.backend}")
+
+    # live: a study stored now shows up without a reload (server-sent events)
+    seed(site.archive, tmp_path, (LIVE,))
+    page.wait_for_function("document.querySelectorAll('#study-rows tr[data-uid]').length === 7")
+    assert page.locator("#study-count").inner_text() == "7 studies"
 
     # free-text search: kept in the address
     page.fill("input[name=q]", "doe")

@@ -219,7 +219,29 @@ export async function render_(main, _params, searchParams) {
     render(main.querySelector("#study-count"), html`<span role="alert">${error.message}</span>`);
   }
 
+  // Live updates: a study stored, changed or deleted reloads the first page (at most once a
+  // second, keeping the focused row); on a later page, the count says the list changed.
+  let timer = null;
+  const source = new EventSource("/api/v1/events");
+  source.addEventListener("study", () => {
+    if (timer) return;
+    timer = setTimeout(async () => {
+      timer = null;
+      if (state.page !== 0) {
+        main.querySelector("#study-count").textContent += " (the list has changed: search again to see it)";
+        return;
+      }
+      const focused = rows.contains(document.activeElement) ? document.activeElement.closest("tr")?.dataset.uid : null;
+      await load().catch(fail);
+      if (focused) rows.querySelector(`tr[data-uid="${CSS.escape(focused)}"]`)?.focus();
+    }, 1000);
+  });
+
   await load().catch(fail);
-  return () => document.removeEventListener("keydown", slash);
+  return () => {
+    document.removeEventListener("keydown", slash);
+    source.close();
+    clearTimeout(timer);
+  };
 }
 export { render_ as render };

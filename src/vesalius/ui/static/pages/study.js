@@ -94,5 +94,14 @@ export async function render_(main, params) {
   }
 
   await show();
+  // Live updates: this study changed (a correction, more instances) or was deleted elsewhere.
+  const source = new EventSource("/api/v1/events");
+  source.addEventListener("study", (event) => {
+    const change = JSON.parse(event.data);
+    if (change.study_uid !== uid) return;
+    show().catch((error) => toast(error.status === 404 ? "This study is no longer stored."
+      : error.message, error.status === 404 ? "info" : "error"));
+  });
+  return () => source.close();
 }
 export { render_ as render };
