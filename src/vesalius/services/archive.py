@@ -19,6 +19,7 @@ from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
 from vesalius.services.query import QueryService
+from vesalius.services.remote import RemoteService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import SendService
 
@@ -45,6 +46,8 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: Query and retrieve from remote AEs (C-FIND, C-MOVE, C-GET); None: not wired.
+    remote: RemoteService | None = None
 
     def close(self) -> None:
         self.closer()

@@ -16,6 +16,7 @@ from vesalius.dimse.contexts import PresentationContext
 from vesalius.dimse.requestor import Unreachable, connect
 from vesalius.dimse.status_codes import PENDING, SUCCESS, category, meaning
 from vesalius.errors import PeerError
+from vesalius.services.peers import Peer
 from vesalius.settings import Modality, Settings
 from vesalius.tls import ClientTls, files_from
 
@@ -91,6 +92,12 @@ class ScuOptions:
         if not (self.tls or peer.tls):
             return None
         return (self.client_tls or ClientTls(None)).context
+
+
+def known_peer(peer: Peer) -> Modality:
+    """A known peer of the archive (``services/peers.py``) as the SCU calls it: its address,
+    and whether over TLS."""
+    return Modality(peer.name, peer.ae_title, peer.host, peer.port, tls=peer.tls)
 
 
 def describe_peer(peer: Modality) -> str:
