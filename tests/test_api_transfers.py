@@ -1,0 +1,171 @@
+"""The transfers part of the REST API against real peers, on SQLite and PostgreSQL: send a study
+by C-STORE to DCMTK's storescp and by STOW-RS to a second Vesalius; query that Vesalius and
+DCMTK's dcmqrscp (C-FIND) and retrieve from both by C-MOVE and by C-GET, as jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from transfers_support import Site, dataset_bytes, site, stored_datasets, wait_job
+from vesalius.services.peers import Peer
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def peers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    with site(request.param, tmp_path_factory.mktemp(f"transfers-{request.param}")) as running:
+        yield running
+
+
+@pytest.fixture
+def api(peers: Site) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=peers.url + "/api/v1", timeout=60) as client:
+        yield client
+
+
+def test_send_a_study_to_storescp_by_c_store(peers: Site, api: httpx.Client) -> None:
+    study = peers.local_study
+    answer = api.post(f"/studies/{study.uid}/send", json={"peer": "store"})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert job["kind"] == "send" and job["payload"]["peer"] == "store"
+    ended = wait_job(peers.ours, job["id"])
+    assert ended.state == "succeeded", ended.message
+    assert ended.message == "4 of 4 sent to STORE"
+    got = {dataset_bytes(p) for p in peers.storescp_dir.iterdir() if p.is_file()}
+    assert {dataset_bytes(p) for p in study.files} <= got  # bit-exact
+
+
+def test_send_a_series_by_stow_rs_to_a_second_vesalius(peers: Site, api: httpx.Client) -> None:
+    study = peers.local_study
+    first, second = study.series
+    answer = api.post(
+        f"/studies/{study.uid}/send",
+        json={"peer": "theirs", "series_uids": [first], "via": "dicomweb"},
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["kind"] == "send-dicomweb"
+    ended = wait_job(peers.ours, answer.json()["id"])
+    assert ended.state == "succeeded", ended.message
+    assert ended.message.startswith("2 of 2 sent to http://127.0.0.1:")
+    held = stored_datasets(peers.theirs)
+    assert {dataset_bytes(p) for p in study.series[first]} <= held
+    assert not {dataset_bytes(p) for p in study.series[second]} & held
+
+
+def test_send_refusals(peers: Site, api: httpx.Client) -> None:
+    uid = peers.local_study.uid
+    cases = [
+        (f"/studies/{uid}/send", {"peer": "nobody"}, 404, "no known peer"),
+        (f"/studies/{uid}/send", {"peer": "store", "via": "dicomweb"}, 400, "no DICOMweb URL"),
+        ("/studies/1.2.3.999/send", {"peer": "store"}, 404, "nothing stored matches"),
+        ("/studies/not-a-uid/send", {"peer": "store"}, 400, "not a valid UID"),
+        (f"/studies/{uid}/send", {"peer": "store", "series_uids": ["x"]}, 400, "not a valid"),
+        (f"/studies/{uid}/send", {"peer": "store", "via": "ftp"}, 422, "via"),
+    ]
+    for path, body, status, words in cases:
+        answer = api.post(path, json=body)
+        assert answer.status_code == status, (path, body, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert words in answer.json()["detail"], answer.text
+
+
+def test_query_a_second_vesalius_and_dcmqrscp(peers: Site, api: httpx.Client) -> None:
+    moved, gotten = peers.remote_studies
+    answer = api.post("/peers/theirs/query", json={"keys": {"PatientName": "REMOTE*"}})
+    assert answer.status_code == 200, answer.text
+    items = {item["StudyInstanceUID"]: item for item in answer.json()["items"]}
+    assert set(items) == {moved.uid, gotten.uid} and answer.json()["truncated"] is False
+    assert items[moved.uid]["PatientName"] == "Remote^Moved"
+    assert items[moved.uid]["NumberOfStudyRelatedInstances"] == 4
+    assert items[moved.uid]["ModalitiesInStudy"] == "CT"
+
+    series = api.post(
+        "/peers/theirs/query",
+        json={"level": "series", "keys": {"StudyInstanceUID": moved.uid}},
+    ).json()["items"]
+    assert {s["SeriesInstanceUID"] for s in series} == set(moved.series)
+    assert sorted(s["SeriesNumber"] for s in series) == ["1", "2"] or sorted(
+        s["SeriesNumber"] for s in series
+    ) == [1, 2]
+
+    qr = api.post("/peers/qrscp/query", json={"keys": {"PatientID": "QUERY"}})
+    assert qr.status_code == 200, qr.text
+    assert [i["StudyInstanceUID"] for i in qr.json()["items"]] == [peers.qr_study.uid]
+
+    nothing = api.post("/peers/theirs/query", json={"keys": {"PatientName": "NOBODY*"}})
+    assert nothing.json()["items"] == []
+
+
+def test_query_refusals(peers: Site, api: httpx.Client) -> None:
+    cases = [
+        ("/peers/nobody/query", {}, 404, "no known peer"),
+        ("/peers/theirs/query", {"level": "series"}, 400, "needs StudyInstanceUID"),
+        ("/peers/theirs/query", {"keys": {"NoSuchKeyword": "x"}}, 400, "unknown keyword"),
+        ("/peers/theirs/query", {"keys": {"Patient Name": "x"}}, 400, "DICOM keyword"),
+        ("/peers/theirs/query", {"level": "image"}, 422, "level"),
+        ("/peers/down/query", {}, 502, "no association with DOWN"),
+    ]
+    for path, body, status, words in cases:
+        answer = api.post(path, json=body)
+        assert answer.status_code == status, (path, body, answer.text)
+        assert words in answer.json()["detail"], answer.text
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_retrieve_from_a_second_vesalius(peers: Site, api: httpx.Client, method: str) -> None:
+    study = peers.remote_studies[0 if method == "move" else 1]
+    answer = api.post("/peers/theirs/retrieve", json={"study_uid": study.uid, "method": method})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert job["kind"] == "retrieve" and job["payload"]["method"] == method
+    ended = wait_job(peers.ours, job["id"])
+    service = "C-MOVE" if method == "move" else "C-GET"
+    count = len(study.files)
+    assert ended.state == "succeeded", ended.message
+    assert ended.message == f"{count} instance(s) retrieved by {service} from THEIRS"
+    assert (ended.done, ended.total) == (count, count) or method == "get"
+    assert {dataset_bytes(p) for p in study.files} <= stored_datasets(peers.ours)
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_retrieve_from_dcmqrscp(peers: Site, api: httpx.Client, method: str) -> None:
+    study = peers.qr_study
+    answer = api.post("/peers/qrscp/retrieve", json={"study_uid": study.uid, "method": method})
+    assert answer.status_code == 202, answer.text
+    ended = wait_job(peers.ours, answer.json()["id"])
+    assert ended.state == "succeeded", ended.message
+    assert f"{len(study.files)} instance(s) retrieved" in ended.message
+    assert {dataset_bytes(p) for p in study.files} <= stored_datasets(peers.ours)
+
+
+def test_retrieve_refusals_and_a_peer_that_does_not_know_us(
+    peers: Site, api: httpx.Client, tmp_path: Path
+) -> None:
+    cases = [
+        ("/peers/nobody/retrieve", {"study_uid": "1.2.3"}, 404, "no known peer"),
+        ("/peers/theirs/retrieve", {"study_uid": "x"}, 400, "not a valid UID"),
+        ("/peers/theirs/retrieve", {"study_uid": "1.2", "series_uid": "y.1"}, 400, "valid UID"),
+        ("/peers/theirs/retrieve", {"study_uid": "1.2", "method": "push"}, 422, "method"),
+    ]
+    for path, body, status, words in cases:
+        answer = api.post(path, json=body)
+        assert answer.status_code == status, (path, body, answer.text)
+        assert words in answer.json()["detail"], answer.text
+    # THEIRS forgets OURS: a C-MOVE to us is refused (Move Destination Unknown), at once
+    peers.theirs.archive.peers.remove("ours")
+    try:
+        study = peers.remote_studies[0]
+        answer = api.post("/peers/theirs/retrieve", json={"study_uid": study.uid})
+        ended = wait_job(peers.ours, answer.json()["id"])
+        assert ended.state == "failed"
+        assert "does not know our AE title OURS" in ended.message
+    finally:
+        peers.theirs.archive.peers.save(Peer("ours", "OURS", "127.0.0.1", peers.ours.port))
