@@ -96,7 +96,7 @@ def test_query_a_second_vesalius_and_dcmqrscp(peers: Site, api: httpx.Client) ->
         s["SeriesNumber"] for s in series
     ) == [1, 2]
 
-    qr = api.post("/peers/qrscp/query", json={"keys": {"PatientID": "QUERY"}})
+    qr = api.post("/peers/qrscp/query", json={"keys": {"PatientID": "QUERYRITA"}})
     assert qr.status_code == 200, qr.text
     assert [i["StudyInstanceUID"] for i in qr.json()["items"]] == [peers.qr_study.uid]
 

@@ -65,7 +65,7 @@ def make_study(folder: Path, patient: str, series: int = 2, per_series: int = 2)
                 SeriesNumber=s + 1,
                 InstanceNumber=i + 1,
                 PatientName=patient,
-                PatientID=patient.split("^")[0].upper(),
+                PatientID=patient.replace("^", "").upper(),
                 StudyDescription=f"Study of {patient}",
             )
             study.series[uid].append(path)

@@ -27,6 +27,14 @@ _BAD_GATEWAY: dict[int | str, dict[str, Any]] = {
 }
 
 
+class Target(BaseModel):
+    """A known peer as the send and Query/Retrieve dialogs offer it."""
+
+    name: str = Field(description="The peer's name.")
+    ae_title: str = Field(description="Its AE title.")
+    dicomweb: bool = Field(description="Whether it has a DICOMweb URL (STOW-RS possible).")
+
+
 class SendRequest(BaseModel):
     """What to send where."""
 
@@ -84,6 +92,21 @@ class RetrieveRequest(BaseModel):
         description="``move``: C-MOVE with this archive's AE title as destination (the peer "
         "must know it); ``get``: C-GET, the instances come back on the same association.",
     )
+
+
+@router.get(
+    "/transfers/peers",
+    response_model=list[Target],
+    summary="The peers one may send to, query and retrieve from",
+    description="Every known peer's name and AE title, and whether it has a DICOMweb URL, "
+    "for whoever may query (``GET /peers``, with addresses and permissions, is for "
+    "administrators).",
+)
+def targets(archive: ArchiveDep, who: Who) -> list[Target]:
+    return [
+        Target(name=p.name, ae_title=p.ae_title, dicomweb=bool(p.dicomweb_url))
+        for p in _remote(archive).targets(who)
+    ]
 
 
 @router.post(

@@ -104,6 +104,13 @@ class RemoteService:
             raise NotFoundError(f"no known peer {name!r}")
         return found
 
+    def targets(self, who: Identity) -> list[Peer]:
+        """The known peers, for choosing one to query, retrieve from or send to (their
+        names and AE titles are no secret to whoever may query; administering them is
+        ``PeerDirectory``'s, for administrators)."""
+        self.oversight.check(who, "query")
+        return sorted(self.peers.all(), key=lambda peer: peer.name.lower())
+
     def query(
         self, name: str, level: Level, keys: Mapping[str, str], who: Identity
     ) -> RemoteMatches:
