@@ -110,6 +110,8 @@ def test_query_refusals(peers: Site, api: httpx.Client) -> None:
         ("/peers/theirs/query", {"level": "series"}, 400, "needs StudyInstanceUID"),
         ("/peers/theirs/query", {"keys": {"NoSuchKeyword": "x"}}, 400, "unknown keyword"),
         ("/peers/theirs/query", {"keys": {"Patient Name": "x"}}, 400, "DICOM keyword"),
+        ("/peers/theirs/query", {"keys": {"QueryRetrieveLevel": "IMAGE"}}, 400, "not a matching"),
+        ("/peers/theirs/query", {"keys": {"Rows": "99999999"}}, 400, "cannot be encoded"),
         ("/peers/theirs/query", {"level": "image"}, 422, "level"),
         ("/peers/down/query", {}, 502, "no association with DOWN"),
     ]

@@ -128,9 +128,11 @@ class RemoteFind:
         self.timeout = timeout
 
     def __call__(self, peer: Peer, level: str, keys: Sequence[str], limit: int) -> RemoteMatches:
-        identifier = build_identifier(level, keys)
         try:
+            identifier = build_identifier(level, keys)
             encode_data_set(identifier, EXPLICIT_VR_LE)
+        except QueryError:
+            raise
         except Exception as exc:  # a value its VR cannot hold: the caller's mistake
             raise QueryError(f"the query cannot be encoded: {exc}") from None
         deadline = time.monotonic() + self.timeout

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydicom.datadict import tag_for_keyword
+
 from vesalius.dicom.uids import check_uid
 from vesalius.errors import NotFoundError, QueryError, VesaliusError
 from vesalius.identity import Identity
@@ -60,6 +62,8 @@ RETURN_KEYS: dict[str, tuple[str, ...]] = {
         "NumberOfSeriesRelatedInstances",
     ),
 }
+#: Attributes of the identifier that are not the caller's to set (PS3.4 C.4.1.1.3).
+_NOT_KEYS = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet", "Item"})
 _KEYWORD = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
 
 
@@ -190,6 +194,11 @@ def query_keys(level: str, keys: Mapping[str, str]) -> list[str]:
     for keyword, value in keys.items():
         if not _KEYWORD.match(keyword):
             raise QueryError(f"key {keyword!r}: give a DICOM keyword")
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise QueryError(f"key {keyword!r}: unknown keyword")
+        if tag >> 16 < 0x0008 or keyword in _NOT_KEYS:
+            raise QueryError(f"key {keyword}: not a matching key (the level is set by level)")
         if not isinstance(value, str):
             raise QueryError(f"key {keyword}: give its value as text")
         if any(ord(c) < 0x20 and c not in "\x1b" for c in value) or len(value) > 1024:
