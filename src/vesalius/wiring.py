@@ -24,6 +24,7 @@ from vesalius.dicomweb.sender import stow_handler
 from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
 from vesalius.dimse.remote import RemoteFind, retrieve_handler
+from vesalius.dimse.scu.echo import peer_echoer
 from vesalius.dimse.sender import send_handler
 from vesalius.errors import ConfigError
 from vesalius.index.catalog import Catalog
@@ -40,6 +41,7 @@ from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.jobs import JobRunner, JobService
 from vesalius.services.labels import AccessCache, LabelService
+from vesalius.services.live import LiveEvents
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
@@ -187,6 +189,8 @@ def assemble(
     )
     archive.audit.sink = trail
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
+    peers.echoer = peer_echoer(dimse_config(settings))
+    archive.live = LiveEvents(catalog, jobs, oversight, events)
     transfers(archive, settings)
     return Assembly(settings, catalog, spool, stores, archive)
 

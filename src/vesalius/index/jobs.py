@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from vesalius.index.schema import deleted_blobs, jobs
@@ -336,15 +336,60 @@ def get(conn: Connection, pk: int) -> JobRow | None:
     return None if found is None else _row(found)
 
 
-def list_jobs(
-    conn: Connection, *, states: Sequence[str] = (), kind: str = "", limit: int = 100
-) -> list[JobRow]:
-    """The newest jobs first, optionally of some states or one kind."""
-    query = select(*_COLUMNS).order_by(jobs.c.pk.desc()).limit(limit)
+def _filters(states: Sequence[str], kind: str, submitter: str | None) -> list[ColumnElement[bool]]:
+    found: list[ColumnElement[bool]] = []
     if states:
-        query = query.where(jobs.c.state.in_(tuple(states)))
+        found.append(jobs.c.state.in_(tuple(states)))
     if kind:
-        query = query.where(jobs.c.kind == kind)
+        found.append(jobs.c.kind == kind)
+    if submitter is not None:
+        escaped = submitter.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        column = jobs.c.submitted_by
+        found.append(  # services/jobs.py submitter(): "kind:name[@host][ [extras]]"
+            or_(
+                column == submitter,
+                column.like(escaped + "@%", escape="\\"),
+                column.like(escaped + " [%", escape="\\"),
+            )
+        )
+    return found
+
+
+def list_jobs(
+    conn: Connection,
+    *,
+    states: Sequence[str] = (),
+    kind: str = "",
+    limit: int = 100,
+    before: int | None = None,
+    submitter: str | None = None,
+) -> list[JobRow]:
+    """The newest jobs first, optionally of some states or one kind, older than job
+    ``before`` (keyset paging), submitted by ``submitter`` (``kind:name``)."""
+    query = select(*_COLUMNS).where(*_filters(states, kind, submitter))
+    if before is not None:
+        query = query.where(jobs.c.pk < before)
+    query = query.order_by(jobs.c.pk.desc()).limit(limit)
+    return [_row(r) for r in conn.execute(query)]
+
+
+def count_jobs(
+    conn: Connection, *, states: Sequence[str] = (), kind: str = "", submitter: str | None = None
+) -> int:
+    """How many jobs :func:`list_jobs` would list over all its pages."""
+    query = select(func.count()).select_from(jobs).where(*_filters(states, kind, submitter))
+    return int(conn.execute(query).scalar_one())
+
+
+def changed_since(conn: Connection, since: datetime, limit: int = 500) -> list[JobRow]:
+    """The jobs updated at or after ``since`` (oldest change first), read through the index
+    on ``updated_at``: what the live updates poll."""
+    query = (
+        select(*_COLUMNS)
+        .where(jobs.c.updated_at >= since)
+        .order_by(jobs.c.updated_at, jobs.c.pk)
+        .limit(limit)
+    )
     return [_row(r) for r in conn.execute(query)]
 
 

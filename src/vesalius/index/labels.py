@@ -292,3 +292,11 @@ def all_rules(conn: Connection) -> list[Rule]:
         label_rules.c.pk, label_rules.c.label, label_rules.c.keyword, label_rules.c.pattern
     ).order_by(label_rules.c.pk)
     return [Rule(int(pk), str(a), str(b), str(c)) for pk, a, b, c in conn.execute(stmt)]
+
+
+def study_label_sets(conn: Connection, study_uids: Collection[str]) -> dict[str, frozenset[str]]:
+    """The labels of each of these studies that exists (the live updates' visibility test)."""
+    query = select(studies.c.study_uid, studies.c.label_set).where(
+        studies.c.study_uid.in_(tuple(study_uids))
+    )
+    return {str(uid): frozenset(str(found or "").split()) for uid, found in conn.execute(query)}

@@ -15,6 +15,7 @@ from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
 from vesalius.services.jobs import JobService
 from vesalius.services.labels import LabelService
+from vesalius.services.live import LiveEvents
 from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
@@ -46,6 +47,8 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: Live updates of jobs and studies (``GET /api/v1/events``); None: not wired.
+    live: LiveEvents | None = None
     #: Query and retrieve from remote AEs (C-FIND, C-MOVE, C-GET); None: not wired.
     remote: RemoteService | None = None
 

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, get_args
 
 from vesalius import logcontext
@@ -48,6 +49,7 @@ __all__ = [
     "FINISHED",
     "Handler",
     "JobCancelled",
+    "JobConflictError",
     "JobContext",
     "JobError",
     "JobFailed",
@@ -77,6 +79,13 @@ class JobFailed(JobError):
 
 class JobCancelled(VesaliusError):
     """The job was cancelled while it ran."""
+
+
+class JobConflictError(VesaliusError):
+    """The job is not in a state the request applies to (retry a running job, cancel a
+    finished one)."""
+
+    http_status = 409
 
 
 class JobInterrupted(VesaliusError):
@@ -246,9 +255,68 @@ class JobService:
         with self.catalog.read() as conn:
             return table.list_jobs(conn, states=states, kind=kind, limit=limit)
 
+    # -- what an identity may see (the REST API, the live updates) ---------------------------
+
+    def sees_all(self, who: Identity) -> bool:
+        """Whether ``who`` sees every job (an administrator, the system); others see the jobs
+        they submitted. Asked of the policy without an audit record (it filters, not refuses)."""
+        try:
+            self.oversight.policy.check(who, "admin")
+        except VesaliusError:
+            return False
+        return True
+
+    def may_read(self, who: Identity) -> bool:
+        """Whether ``who`` may look at jobs at all (the ``read`` action), unaudited."""
+        try:
+            self.oversight.policy.check(who, "read")
+        except VesaliusError:
+            return False
+        return True
+
+    def visible(self, who: Identity, job: JobRow, *, sees_all: bool | None = None) -> bool:
+        """Whether ``who`` may see ``job`` (see :meth:`sees_all`)."""
+        if sees_all if sees_all is not None else self.sees_all(who):
+            return True
+        owner = _identity(job.submitted_by)
+        return (owner.kind, owner.name) == (who.kind, who.name)
+
+    def page(
+        self,
+        who: Identity,
+        *,
+        states: tuple[str, ...] = (),
+        kind: str = "",
+        limit: int = 50,
+        before: int | None = None,
+    ) -> tuple[builtins.list[JobRow], int]:
+        """One page of the jobs ``who`` may see, newest first, older than job ``before``;
+        and how many there are in all."""
+        self.oversight.check(who, "read")
+        submitter = None if self.sees_all(who) else f"{who.kind}:{who.name}"
+        with self.catalog.read() as conn:
+            rows = table.list_jobs(
+                conn, states=states, kind=kind, limit=limit, before=before, submitter=submitter
+            )
+            total = table.count_jobs(conn, states=states, kind=kind, submitter=submitter)
+        return rows, total
+
+    def view(self, pk: int, who: Identity) -> JobRow:
+        """Job ``pk`` if ``who`` may see it (else :class:`NotFoundError`, as for none)."""
+        job = self.get(pk, who)
+        if not self.visible(who, job):
+            raise NotFoundError(f"no job {pk}")
+        return job
+
+    def changed_since(self, since: datetime) -> builtins.list[JobRow]:
+        """Jobs updated at or after ``since``, for the live updates (which filter them per
+        identity with :meth:`visible`)."""
+        with self.catalog.read() as conn:
+            return table.changed_since(conn, since)
+
     def cancel(self, pk: int, who: Identity) -> JobState:
         """Cancel a queued job now, a running one at its next step; its state after."""
-        job = self.get(pk, who)
+        job = self.view(pk, who)
         self.oversight.check(
             who, self.kinds[job.kind].action if job.kind in self.kinds else "admin"
         )
@@ -261,13 +329,15 @@ class JobService:
 
     def retry(self, pk: int, who: Identity) -> JobRow:
         """Queue a failed or cancelled job again with fresh attempts."""
-        job = self.get(pk, who)
+        job = self.view(pk, who)
         self.oversight.check(
             who, self.kinds[job.kind].action if job.kind in self.kinds else "admin"
         )
         with self.catalog.write() as conn:
             if not table.requeue(conn, pk):
-                raise VesaliusError(f"job {pk} is {job.state}: only failed or cancelled jobs retry")
+                raise JobConflictError(
+                    f"job {pk} is {job.state}: only failed or cancelled jobs retry"
+                )
             again = table.get(conn, pk)
         assert again is not None
         self.oversight.record("job-retried", who, job=pk, kind=job.kind)

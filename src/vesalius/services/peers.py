@@ -10,11 +10,13 @@ peers added otherwise (the admin UI, another node's API) are left alone.
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from vesalius.errors import ConfigError, NotFoundError
+from vesalius.errors import ConfigError, InvalidDataError, NotFoundError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.peers import (
@@ -28,12 +30,68 @@ from vesalius.index.peers import (
     sync_seeded,
 )
 from vesalius.services.oversight import Oversight
-from vesalius.settings import Modality
+from vesalius.settings import PEER_PERMISSIONS, Modality, parse_permissions
 
 log = logging.getLogger(__name__)
 
+#: Every permission a peer may have (``[modalities]``' ``permissions``).
+PERMISSION_NAMES: tuple[str, ...] = tuple(PEER_PERMISSIONS)
 #: What a known peer may do unless its entry says otherwise (docs/security.md, "Remote AEs").
 DEFAULT_PERMISSIONS = frozenset({"echo", "store", "find", "move", "get"})
+
+
+class SettingsPeerError(ConfigError):
+    """The peer comes from the settings' ``[modalities]``: change it there."""
+
+    http_status = 409
+
+
+class InvalidPeerError(InvalidDataError):
+    """A peer as given breaks a rule; ``fields`` holds each field's problem."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+#: A peer's name: what ``[modalities.NAME]`` and the URL path can carry.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9._:\-\[\]%]{1,253}$")
+
+
+def check_name(name: str) -> str | None:
+    """The problem with ``name`` as a peer's name, or None."""
+    if not NAME_RE.match(name):
+        return "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    return None
+
+
+def check_ae_title(ae_title: str) -> str | None:
+    """The problem with ``ae_title``, or None (PS3.5 6.2, VR AE: at most 16 characters of the
+    default repertoire, no backslash or control character; leading and trailing spaces are
+    not significant, and an AE title of spaces only is not allowed)."""
+    if not ae_title.strip(" "):
+        return "must not be empty"
+    if len(ae_title) > 16:
+        return "at most 16 characters (PS3.5 6.2)"
+    if any(not (" " <= c <= "~") or c == "\\" for c in ae_title):
+        return "ASCII letters, digits, spaces and punctuation only, no backslash (PS3.5 6.2)"
+    return None
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    """How a C-ECHO to a peer went (PS3.7 9.1.5): ``status`` is the response's, None when
+    none came (refused, unreachable, timed out)."""
+
+    ok: bool
+    status: int | None
+    message: str
+    milliseconds: float
+
+
+#: Calls a peer with a C-ECHO: given by the wiring (``dimse/scu/echo.py``).
+Echoer = Callable[["Peer"], tuple[int | None, str]]
 
 
 def check_dicomweb_url(url: str) -> str | None:
@@ -42,7 +100,10 @@ def check_dicomweb_url(url: str) -> str | None:
     url = url.strip()
     if not url:
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"DICOMweb URL {url!r}: not a URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"DICOMweb URL {url!r}: give an absolute http:// or https:// URL")
     if parts.query or parts.fragment or any(c.isspace() for c in url):
@@ -113,6 +174,8 @@ class PeerDirectory:
         self.oversight = oversight or Oversight()
         #: Called after this process changed a peer (the policy's cache forgets its copy).
         self.changed = changed
+        #: Calls a peer with a C-ECHO (the wiring's, ``dimse/scu/echo.py``): status, message.
+        self.echoer: Echoer | None = None
 
     def configure(
         self,
@@ -131,7 +194,7 @@ class PeerDirectory:
         self.oversight.check(who, "admin")
         current = self.by_name(name)
         if current is not None and current.source == "settings":
-            raise ConfigError(
+            raise SettingsPeerError(
                 f"peer {name} comes from the settings ([modalities.{name}] or "
                 f"VESALIUS_MODALITY_{name}): change it there"
             )
@@ -165,12 +228,115 @@ class PeerDirectory:
         )
         return peer
 
+    def put(
+        self,
+        name: str,
+        who: Identity,
+        *,
+        ae_title: str,
+        host: str,
+        port: int,
+        permissions: Iterable[str] | None = None,
+        tls: bool = False,
+        dicomweb_url: str | None = None,
+    ) -> tuple[Peer, bool]:
+        """Create or replace the peer ``name`` with exactly these values (the REST API's
+        ``PUT``); the peer, and whether it is new. :class:`InvalidPeerError` names each field
+        that breaks a rule; a peer from the settings is changed there."""
+        self.oversight.check(who, "admin")
+        problems: dict[str, str] = {}
+        for field_name, problem in (
+            ("name", check_name(name)),
+            ("ae_title", check_ae_title(ae_title)),
+            ("host", None if _HOST_RE.match(host.strip()) else "a host name or IP address"),
+            ("port", None if 1 <= port <= 65535 else "a TCP port, 1 to 65535"),
+        ):
+            if problem is not None:
+                problems[field_name] = problem
+        wanted = DEFAULT_PERMISSIONS
+        if permissions is not None:
+            try:
+                wanted = parse_permissions(list(permissions))
+            except ConfigError as exc:
+                problems["permissions"] = exc.message
+        web: str | None = None
+        try:
+            web = check_dicomweb_url(dicomweb_url or "")
+        except ConfigError as exc:
+            problems["dicomweb_url"] = exc.message
+        if problems:
+            raise InvalidPeerError(problems)
+        current = self.by_name(name)
+        if current is not None and current.source == "settings":
+            raise SettingsPeerError(
+                f"peer {name} comes from the settings ([modalities.{name}] or "
+                f"VESALIUS_MODALITY_{name}): change it there"
+            )
+        peer = Peer(
+            name,
+            ae_title.strip(" "),
+            host.strip(),
+            port,
+            wanted,
+            "admin",
+            tls,
+            current.certificate_subject if current is not None else "",
+            web,
+        )
+        self.save(peer)
+        self.oversight.record(
+            "peer-changed",
+            who,
+            peer=name,
+            ae_title=peer.ae_title,
+            host=peer.host,
+            port=peer.port,
+            permissions=sorted(peer.permissions),
+            tls=peer.tls,
+            dicomweb_url=peer.dicomweb_url,
+        )
+        return peer, current is None
+
+    def get(self, name: str, who: Identity) -> Peer:
+        """The peer ``name`` (administrators only: addresses are configuration)."""
+        self.oversight.check(who, "admin")
+        found = self.by_name(name)
+        if found is None:
+            raise NotFoundError(f"no peer named {name!r}")
+        return found
+
+    def listed(self, who: Identity) -> list[Peer]:
+        """Every known peer, by name (administrators only)."""
+        self.oversight.check(who, "admin")
+        return self.all()
+
+    def echo(self, name: str, who: Identity) -> EchoResult:
+        """Verify the peer ``name`` answers: a C-ECHO over an association we open (PS3.7
+        9.1.5), timed from the connection to the response."""
+        peer = self.get(name, who)
+        if self.echoer is None:
+            raise ConfigError("this process cannot call peers (no DIMSE client wired)")
+        began = time.perf_counter()
+        status, message = self.echoer(peer)
+        elapsed = (time.perf_counter() - began) * 1000
+        result = EchoResult(status == 0, status, message, round(elapsed, 1))
+        self.oversight.record(
+            "peer-echoed",
+            who,
+            "success" if result.ok else "failure",
+            peer=name,
+            ae_title=peer.ae_title,
+            status=status,
+            message=message,
+        )
+        return result
+
     def drop(self, name: str, who: Identity) -> bool:
         """Remove a peer an administrator added."""
         self.oversight.check(who, "admin")
         current = self.by_name(name)
         if current is not None and current.source == "settings":
-            raise ConfigError(f"peer {name} comes from the settings: remove it there")
+            raise SettingsPeerError(f"peer {name} comes from the settings: remove it there")
         removed = self.remove(name)
         self.oversight.record("peer-removed", who, peer=name, removed=removed)
         return removed

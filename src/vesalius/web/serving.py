@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 LINGER_BYTES = 16 << 20
 LINGER_SECONDS = 2.0
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, drops unsent data
+#: The ASGI scope extension holding an :class:`asyncio.Event` set when the server begins to
+#: stop: a response that would never end by itself (server-sent events) ends when it is set,
+#: so it does not hold the drain for the whole grace period.
+STOPPING = "vesalius.stopping"
+
+
+def stopping_event(scope: Any) -> asyncio.Event | None:
+    """The event set when the server serving this request begins to stop (None: a server
+    without it, such as a test client)."""
+    found = scope.get("extensions", {}).get(STOPPING)
+    return found if isinstance(found, asyncio.Event) else None
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0  # loop time of the last body bytes (or of the head)
         self._lingering: int | None = None  # bytes dropped since a refusal; None: not refused
+        self._stopping = asyncio.Event()  # set at shutdown: see STOPPING
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         return self.loop.call_later(delay, callback)
@@ -181,6 +193,8 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._lingering is not None:
             return
         super().on_message_begin()
+        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+        extensions[STOPPING] = self._stopping
         if self._header_timer is None:
             self._header_timer = self._arm(self.limits.header_timeout, self._header_timeout)
 
@@ -225,6 +239,12 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self._lingering = 0
         self._linger_timer = self._arm(LINGER_SECONDS, self.transport.close)
+
+    def shutdown(self) -> None:
+        """The server begins to stop: a response under way finishes (uvicorn's graceful
+        shutdown), and one that never ends by itself is told to (:data:`STOPPING`)."""
+        self._stopping.set()
+        super().shutdown()
 
     # -------------------------------------------------------------- flow control
 

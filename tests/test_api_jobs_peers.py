@@ -1,0 +1,324 @@
+"""The REST API's jobs, peers and live updates over a served archive, on SQLite and PostgreSQL:
+peers created, replaced, refused field by field and removed; a C-ECHO to DCMTK's storescp and
+to a closed port; a real send job cancelled, retried, run to storescp, its progress arriving on
+``GET /api/v1/events``, as does a study stored by storescu; the stream ends at shutdown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from bench.tools import dcmtk_tool
+
+from conftest import (
+    RunningServer,
+    dcmtk,
+    free_port,
+    make_server,
+    running_http,
+    scratch_database,
+    wait_for_port,
+    wait_until,
+)
+from synth import make_instance
+from vesalius.identity import Identity
+from vesalius.services.retrieve import RetrieveKeys
+
+STUDY = "1.2.826.0.1.3680043.8.498.15001"
+
+
+@dataclass
+class Site:
+    server: RunningServer
+    url: str
+    scp_port: int
+    received: Path
+    files: list[Path]
+    #: Bearer headers of the users boss (admin), tech (technologist), rad (radiologist).
+    bearer: dict[str, dict[str, str]]
+    #: A client acting as boss.
+    http: httpx.Client
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """One served archive per backend, with DCMTK's storescp as a peer to send to."""
+    folder = tmp_path_factory.mktemp(f"jobs-peers-{request.param}")
+    received = folder / "received"
+    received.mkdir()
+    port = free_port()
+    exe = dcmtk_tool("storescp")
+    assert exe is not None
+    scp = subprocess.Popen(
+        [exe, "-aet", "STORE", "-od", str(received), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    files = []
+    for n in range(3):
+        path = folder / "in" / f"{n}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        make_instance(path, StudyInstanceUID=STUDY, InstanceNumber=n + 1, PatientID="JP-1")
+        files.append(path)
+    try:
+        wait_for_port(port)
+        with scratch_database(request.param, folder) as database:
+            server = make_server(folder / "data", database, **{"auth.required": "true"})
+            accounts, system = server.archive.accounts, Identity.system()
+            bearer = {}
+            for name, role in (("boss", "admin"), ("tech", "technologist"), ("rad", "radiologist")):
+                accounts.add_user(name, "a long enough password 1", frozenset({role}), system)
+                token = accounts.create_token(name, system)[1]
+                bearer[name] = {"Authorization": f"Bearer {token}"}
+            try:
+                with (
+                    running_http(server.archive, server.settings) as url,
+                    httpx.Client(headers=bearer["boss"], timeout=30) as http,
+                ):
+                    yield Site(server, url, port, received, files, bearer, http)
+            finally:
+                server.dimse.stop(grace=2)
+                server.archive.close()
+    finally:
+        scp.terminate()
+        scp.wait(10)
+
+
+@dataclass
+class Stream:
+    """``GET /api/v1/events`` read on a thread: the events so far, and the raw text."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    ended: threading.Event = field(default_factory=threading.Event)
+    opened: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(10, read=60)) as client,
+                client.stream(
+                    "GET",
+                    self.url + "/api/v1/events",
+                    headers={"Accept": "text/event-stream", **self.headers},
+                ) as answer,
+            ):
+                assert answer.status_code == 200
+                assert answer.headers["content-type"].startswith("text/event-stream")
+                kind = ""
+                for line in answer.iter_lines():
+                    self.text.append(line)
+                    self.opened.set()
+                    if line.startswith("event: "):
+                        kind = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        self.events.append((kind, json.loads(line.removeprefix("data: "))))
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.ended.set()
+
+    def has(self, kind: str, **wanted: Any) -> bool:
+        return any(
+            k == kind and all(data.get(key) == value for key, value in wanted.items())
+            for k, data in list(self.events)
+        )
+
+
+def open_stream(url: str, headers: dict[str, str]) -> tuple[Stream, threading.Thread]:
+    stream = Stream(url, headers)
+    thread = threading.Thread(target=stream.run, daemon=True)
+    thread.start()
+    wait_until(stream.opened.is_set, what="the event stream's first lines")
+    return stream, thread
+
+
+def test_peers_are_created_replaced_checked_and_removed(site: Site) -> None:
+    base = site.url + "/api/v1/peers"
+    body = {"ae_title": "WS1", "host": "10.0.0.5", "port": 104, "permissions": ["echo", "find"]}
+    created = site.http.put(f"{base}/ws1", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json() == {
+        "name": "ws1",
+        "ae_title": "WS1",
+        "host": "10.0.0.5",
+        "port": 104,
+        "permissions": ["echo", "find"],
+        "tls": False,
+        "dicomweb_url": None,
+        "source": "admin",
+    }
+    web = {**body, "permissions": ["all"], "tls": True, "dicomweb_url": "https://pacs.example/dw/"}
+    replaced = site.http.put(f"{base}/ws1", json=web)
+    assert replaced.status_code == 200
+    assert replaced.json()["dicomweb_url"] == "https://pacs.example/dw"
+    assert replaced.json()["tls"] is True and len(replaced.json()["permissions"]) == 7
+    assert site.http.get(f"{base}/ws1").json() == replaced.json()
+    assert [p["name"] for p in site.http.get(base).json()] == ["ws1"]
+
+    # Each field that breaks a rule is named (PS3.5 6.2 for the AE title).
+    bad = {
+        "ae_title": "A\\B",
+        "host": "no spaces here",
+        "port": 70000,
+        "permissions": ["fly"],
+        "dicomweb_url": "ftp://x",
+    }
+    refused = site.http.put(f"{base}/ws2", json=bad)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    located = {e["location"] for e in refused.json()["errors"]}
+    assert located == {
+        "body.ae_title",
+        "body.host",
+        "body.port",
+        "body.permissions",
+        "body.dicomweb_url",
+    }
+    too_long = site.http.put(f"{base}/ws2", json={**body, "ae_title": "A" * 17})
+    assert too_long.status_code == 422 and "16" in too_long.text
+    assert site.http.put(f"{base}/-bad", json=body).status_code == 422
+    assert site.http.get(f"{base}/ws2").status_code == 404
+
+    # The command line's --dicomweb-url sets the same field (here through its service).
+    site.server.archive.peers.configure(
+        "ws1", Identity.system(), dicomweb_url="http://other.example:8042/dicom-web"
+    )
+    assert site.http.get(f"{base}/ws1").json()["dicomweb_url"] == (
+        "http://other.example:8042/dicom-web"
+    )
+
+    assert site.http.delete(f"{base}/ws1").status_code == 204
+    assert site.http.delete(f"{base}/ws1").status_code == 404
+    assert site.http.get(f"{base}/ws1").status_code == 404
+
+
+def test_echo_a_real_storescp_and_a_closed_port(site: Site) -> None:
+    base = site.url + "/api/v1/peers"
+    scp = {"ae_title": "STORE", "host": "127.0.0.1", "port": site.scp_port}
+    assert site.http.put(f"{base}/echo-scp", json=scp).status_code in (200, 201)
+    answer = site.http.post(f"{base}/echo-scp/echo").json()
+    assert answer["ok"] is True and answer["status"] == 0, answer
+    assert answer["milliseconds"] > 0
+
+    closed = {**scp, "port": free_port()}
+    assert site.http.put(f"{base}/echo-closed", json=closed).status_code in (200, 201)
+    failed = site.http.post(f"{base}/echo-closed/echo").json()
+    assert failed["ok"] is False and failed["status"] is None
+    assert failed["message"]
+    assert site.http.post(f"{base}/nobody/echo").status_code == 404
+
+
+def test_a_send_job_is_cancelled_retried_and_streams_its_progress(site: Site) -> None:
+    base = site.url + "/api/v1"
+    archive = site.server.archive
+    peer = {"ae_title": "STORE", "host": "127.0.0.1", "port": site.scp_port}
+    assert site.http.put(f"{base}/peers/store", json=peer).status_code in (200, 201)
+    stream, _reader = open_stream(site.url, site.bearer["boss"])
+    assert stream.text[0] == "retry: 3000"
+
+    # A study stored over DIMSE arrives as one study event.
+    server = site.server
+    dcmtk("storescu", *server.address, *map(str, site.files))
+    wait_until(lambda: stream.has("study", study_uid=STUDY, change="stored"), what="study event")
+    assert sum(1 for kind, d in stream.events if kind == "study" and d["study_uid"] == STUDY) == 1
+
+    # A send job (queued: no runner runs in this test server) is cancelled, then retried.
+    keys = RetrieveKeys(level="STUDY", study_uids=(STUDY,))
+    job = archive.sending.submit(keys, "store", Identity.system()).pk
+    listed = site.http.get(f"{base}/jobs", params={"state": "queued", "kind": "send"}).json()
+    assert job in [j["id"] for j in listed["items"]] and listed["total"] >= 1
+    cancelled = site.http.post(f"{base}/jobs/{job}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert site.http.post(f"{base}/jobs/{job}/cancel").status_code == 409
+    wait_until(lambda: stream.has("job", id=job, state="cancelled"), what="cancelled event")
+    retried = site.http.post(f"{base}/jobs/{job}/retry")
+    assert retried.status_code == 200 and retried.json()["state"] == "queued"
+    assert site.http.post(f"{base}/jobs/{job}/retry").status_code == 409
+
+    # It runs to storescp; its progress and its end arrive on the stream.
+    ran = archive.jobs.run_job(job)
+    assert ran is not None and ran.state == "succeeded", ran
+    wait_until(lambda: stream.has("job", id=job, state="succeeded", done=3, total=3))
+    got = site.http.get(f"{base}/jobs/{job}").json()
+    assert got["state"] == "succeeded" and got["done"] == got["total"] == 3
+    assert got["payload"]["peer"] == "store"
+    assert len(list(site.received.iterdir())) >= 3
+
+    # Paging by cursor: one job a page, newest first, every job once.
+    second = archive.sending.submit(keys, "store", Identity.system()).pk
+    first = site.http.get(f"{base}/jobs", params={"limit": 1}).json()
+    assert [j["id"] for j in first["items"]] == [second] and first["next"]
+    rest = site.http.get(f"{base}/jobs", params={"limit": 1, "cursor": first["next"]}).json()
+    assert [j["id"] for j in rest["items"]] == [job]
+    assert site.http.get(f"{base}/jobs", params={"cursor": "nonsense"}).status_code == 400
+    assert site.http.get(f"{base}/jobs/999999").status_code == 404
+    assert site.http.get(f"{base}/jobs", params={"state": "sleeping"}).status_code == 422
+    assert site.http.get(f"{base}/events").status_code == 406  # a stream must be asked for
+    site.http.post(f"{base}/jobs/{second}/cancel")
+
+
+def test_the_event_stream_ends_when_the_server_stops(site: Site) -> None:
+    server = site.server
+    with running_http(server.archive, server.settings) as url:
+        stream, reader = open_stream(url, site.bearer["boss"])
+        assert server.archive.live is not None and server.archive.live.listening >= 1
+    # Leaving the block stopped that server (and waited for it): the stream ended at once.
+    assert stream.ended.is_set()
+    assert stream.text[-2:] == [": the server is stopping", ""] or stream.text[-1] == (
+        ": the server is stopping"
+    )
+    reader.join(5)
+
+
+def test_each_identity_sees_only_its_jobs_and_the_studies_it_may_query(site: Site) -> None:
+    """A radiologist sees neither a technologist's job nor a study labeled for others, on
+    the lists or the stream; an administrator sees both; peers are for administrators only."""
+    secret, public = "1.2.826.0.1.3680043.8.498.15003", "1.2.826.0.1.3680043.8.498.15004"
+    running, url, bearer = site.server, site.url, site.bearer
+    archive, system = running.archive, Identity.system()
+    folder = site.files[0].parent
+
+    def instance(study: str, n: int) -> str:
+        path = folder / f"{study}-{n}.dcm"
+        make_instance(path, StudyInstanceUID=study, PatientID="JP-2")
+        return str(path)
+
+    dcmtk("storescu", *running.address, instance(secret, 0), instance(public, 0))
+    archive.labels.add(secret, ["oncology"], system)
+    streams = {name: open_stream(url, bearer[name])[0] for name in ("boss", "tech", "rad")}
+    tech = Identity("user", "tech", "127.0.0.1", frozenset({"technologist"}), method="token")
+    archive.peers.put("nowhere", system, ae_title="NOWHERE", host="127.0.0.1", port=free_port())
+    keys = RetrieveKeys(level="STUDY", study_uids=(public,))
+    job = archive.sending.submit(keys, "nowhere", tech).pk
+    dcmtk("storescu", *running.address, instance(secret, 1))
+    wait_until(lambda: streams["boss"].has("job", id=job), what="the admin's job event")
+    wait_until(lambda: streams["boss"].has("study", study_uid=secret), what="the admin's study")
+    wait_until(lambda: streams["tech"].has("job", id=job), what="the submitter's job event")
+    # A later event the radiologist may see: everything before it was sent already.
+    dcmtk("storescu", *running.address, instance(public, 1))
+    wait_until(lambda: streams["rad"].has("study", study_uid=public), what="rad's study event")
+    assert not streams["rad"].has("job")
+    assert not streams["rad"].has("study", study_uid=secret)
+
+    def listed(name: str) -> list[int]:
+        answer = httpx.get(f"{url}/api/v1/jobs", headers=bearer[name])
+        return [j["id"] for j in answer.json()["items"]]
+
+    assert job in listed("boss") and listed("tech") == [job] and listed("rad") == []
+    assert httpx.get(f"{url}/api/v1/jobs/{job}", headers=bearer["rad"]).status_code == 404
+    assert httpx.post(f"{url}/api/v1/jobs/{job}/cancel", headers=bearer["rad"]).status_code == 404
+    assert httpx.post(f"{url}/api/v1/jobs/{job}/cancel", headers=bearer["tech"]).status_code == 200
+    assert httpx.get(f"{url}/api/v1/peers", headers=bearer["rad"]).status_code == 403
+    assert httpx.get(f"{url}/api/v1/events").status_code == 401
