@@ -9,8 +9,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.servers import Orthanc
 
-from transfers_support import Site, dataset_bytes, site, stored_datasets, wait_job
+from transfers_support import (
+    Site,
+    dataset_bytes,
+    make_study,
+    site,
+    stored_datasets,
+    wait_job,
+)
 from vesalius.services.peers import Peer
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -171,3 +179,50 @@ def test_retrieve_refusals_and_a_peer_that_does_not_know_us(
         assert "does not know our AE title OURS" in ended.message
     finally:
         peers.theirs.archive.peers.save(Peer("ours", "OURS", "127.0.0.1", peers.ours.port))
+
+
+def test_orthanc_as_a_peer_stow_rs_find_and_move(
+    peers: Site, api: httpx.Client, tmp_path: Path
+) -> None:
+    """Orthanc with its DICOMweb plugin: a send by STOW-RS lands there; a C-FIND finds it; a
+    C-MOVE to us brings back a study Orthanc got otherwise."""
+    reason = Orthanc.unavailable()
+    if reason:
+        pytest.fail(reason)
+    with Orthanc(tmp_path / "orthanc", destinations={"OURS": peers.ours.port}) as orthanc:
+        ours = peers.ours.archive.peers
+        ours.save(
+            Peer(
+                "orthanc",
+                "ORTHANC",
+                "127.0.0.1",
+                orthanc.dicom_port,
+                dicomweb_url=f"http://127.0.0.1:{orthanc.http_port}/dicom-web",
+            )
+        )
+        try:
+            study = peers.local_study
+            sent = api.post(
+                f"/studies/{study.uid}/send", json={"peer": "orthanc", "via": "dicomweb"}
+            )
+            ended = wait_job(peers.ours, sent.json()["id"])
+            assert ended.state == "succeeded", ended.message
+            assert orthanc.instance_count() == len(study.files)
+
+            found = api.post("/peers/orthanc/query", json={"keys": {"PatientID": "LOCALSENT"}})
+            assert found.status_code == 200, found.text
+            assert [i["StudyInstanceUID"] for i in found.json()["items"]] == [study.uid]
+
+            other = make_study(tmp_path / "o", "Orthanc^Only", series=1)
+            for path in other.files:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{orthanc.http_port}/instances", content=path.read_bytes()
+                )
+                assert answer.status_code == 200, answer.text
+            moved = api.post("/peers/orthanc/retrieve", json={"study_uid": other.uid})
+            ended = wait_job(peers.ours, moved.json()["id"])
+            assert ended.state == "succeeded", ended.message
+            assert ended.message == "2 instance(s) retrieved by C-MOVE from ORTHANC"
+            assert {dataset_bytes(p) for p in other.files} <= stored_datasets(peers.ours)
+        finally:
+            ours.remove("orthanc")
