@@ -4,14 +4,21 @@ DCMTK's dcmqrscp (C-FIND) and retrieve from both by C-MOVE and by C-GET, as jobs
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from bench.servers import Orthanc
+from pydicom import dcmread
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
+from conftest import free_port, wait_until
 from transfers_support import (
+    SYSTEM,
     Site,
     dataset_bytes,
     make_study,
@@ -226,3 +233,49 @@ def test_orthanc_as_a_peer_stow_rs_find_and_move(
             assert {dataset_bytes(p) for p in other.files} <= stored_datasets(peers.ours)
         finally:
             ours.remove("orthanc")
+
+
+class HoldingGetSCP:
+    """A pynetdicom Q/R SCP whose C-GET sends one instance, then holds until the requestor
+    sends C-CANCEL (PS3.7 9.3.3.3), which is answered with Cancel (0xFE00)."""
+
+    def __init__(self, port: int, first: Path) -> None:
+        self.first = first
+        ae = AE(ae_title="HOLDING")
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_supported_context(CTImageStorage, scu_role=True, scp_role=True)
+        self.server = ae.start_server(
+            ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_GET, self._get)]
+        )
+
+    def _get(self, event: Any) -> Iterator[Any]:
+        yield 3
+        yield 0xFF00, dcmread(self.first)
+        deadline = time.monotonic() + 60
+        while not event.is_cancelled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if event.is_cancelled:
+            yield 0xFE00, None
+            return
+        yield 0xC000, None
+
+
+def test_cancelling_a_retrieve_sends_c_cancel(peers: Site, api: httpx.Client) -> None:
+    port = free_port()
+    study = peers.remote_studies[0]
+    holding = HoldingGetSCP(port, study.files[0])
+    ours = peers.ours.archive
+    ours.peers.save(Peer("holding", "HOLDING", "127.0.0.1", port))
+    try:
+        answer = api.post("/peers/holding/retrieve", json={"study_uid": study.uid, "method": "get"})
+        pk = answer.json()["id"]
+        wait_until(lambda: ours.jobs.get(pk, SYSTEM).done == 1, 30, "the first sub-operation")
+        assert ours.jobs.get(pk, SYSTEM).total == 3
+        ours.jobs.cancel(pk, SYSTEM)
+        ended = wait_job(peers.ours, pk)
+        assert ended.state == "cancelled", ended.message
+        # the peer's final response came (after our C-CANCEL): the association ended cleanly
+        assert ended.message.startswith("cancelled on request: 1 of "), ended.message
+    finally:
+        holding.server.shutdown()
+        ours.peers.remove("holding")

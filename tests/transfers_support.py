@@ -143,7 +143,12 @@ def site(backend: str, folder: Path) -> Iterator[Site]:
         ours = make_server(
             folder / "ours",
             ours_db,
-            **{"dicom.ae_title": "OURS", "jobs.poll_interval": 0.05, "jobs.retry_after": 3600},
+            **{
+                "dicom.ae_title": "OURS",
+                "jobs.poll_interval": 0.05,
+                "jobs.retry_after": 3600,
+                "jobs.stale_after": 4,  # the heartbeat (a cancel request seen) every second
+            },
         )
         stack.callback(ours.archive.close)
         stack.callback(ours.dimse.stop, grace=2)

@@ -13,6 +13,7 @@ sends C-CANCEL and waits for the peer's final answer.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -212,13 +213,13 @@ def _retrieve(archive: Archive, config: DimseConfig, context: JobContext) -> str
             ) as link:
                 message_id, qr, syntax = send_request(link, "get", "study", identifier)
 
-                def on_store(message: Message) -> None:
+                def on_store(message: Message, send: Sender) -> None:
                     status, comment = store_received(archive, message, who)
                     extra = [(commands.ERROR_COMMENT, comment or None)]
                     answer = commands.response(
                         message.command, commands.C_STORE_RSP, status, extra=extra
                     )
-                    link.send(message.context.id, answer)
+                    send(message.context.id, answer)
 
                 final = _follow(link, context, service, (message_id, qr, syntax), options, on_store)
     except (JobCancelled, JobInterrupted, JobError):
@@ -228,43 +229,108 @@ def _retrieve(archive: Archive, config: DimseConfig, context: JobContext) -> str
     return _outcome(final, service, peer, config)
 
 
+#: Sends a command on the association (one sender at a time): (context id, command set).
+Sender = Callable[[int, bytes], None]
+
+
+class _Watcher:
+    """Beside a C-MOVE/C-GET: sends its C-CANCEL-RQ (PS3.7 9.3.2.3, 9.3.3.3) once the job is
+    cancelled, seen at a progress report or by this watcher while the peer is silent (the
+    job's heartbeat learns of a cancel request); and writes the latest progress when the peer
+    goes quiet (progress reports are written at most twice a second). Sends on the
+    association are serialized."""
+
+    def __init__(self, link: Association, context: JobContext, request: tuple[int, int]) -> None:
+        self.link = link
+        self.context = context
+        self.message_id, self.qr = request
+        self.sent = False
+        self._latest: tuple[int, int, str] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="retrieve-watch", daemon=True)
+
+    def __enter__(self) -> _Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def send(self, context_id: int, command: bytes) -> None:
+        with self._lock:
+            self.link.send(context_id, command)
+
+    def request(self) -> None:
+        """Send the C-CANCEL-RQ (once)."""
+        with self._lock:
+            if self.sent or self.link.ended:
+                return
+            self.sent = True
+            cancel(self.link, self.qr, self.message_id)
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        """Report progress (throttled by the job); the watcher writes what was held back."""
+        self._latest = (done, total, message)
+        self.context.progress(done, total, message)
+
+    def _watch(self) -> None:
+        shown: tuple[int, int, str] | None = None
+        while not self._stop.wait(0.5):
+            try:
+                latest = self._latest
+                if latest is not None and latest != shown:
+                    shown = latest
+                    self.context.progress(*latest, force=True)
+                elif self.context.cancelled():
+                    raise JobCancelled("cancelled on request")
+            except JobCancelled:
+                try:
+                    self.request()
+                except Exception as exc:  # the association ended meanwhile
+                    log.debug("C-CANCEL: %s", exc)
+                return
+            except Exception as exc:  # the index briefly unavailable, the runner stopping
+                log.debug("retrieve progress: %s", exc)
+
+
 def _follow(
     link: Association,
     context: JobContext,
     service: str,
     request: tuple[int, int, str],
     options: ScuOptions,
-    on_store: Callable[[Message], None] | None = None,
+    on_store: Callable[[Message, Sender], None] | None = None,
 ) -> RetrieveResponse:
     """Read the responses to a C-MOVE/C-GET until the final one, reporting each pending
     response's counts as the job's progress; a cancel requested meanwhile becomes a
     C-CANCEL, and the job ends cancelled once the peer answers."""
     message_id, qr, syntax = request
     field = commands.C_MOVE_RSP if service == "C-MOVE" else commands.C_GET_RSP
-    stopped: VesaliusError | None = None
-    while True:
-        message = link.receive(timeout=options.dimse_timeout)
-        answer = message.command
-        if answer.field == commands.C_STORE_RQ and on_store is not None:
-            on_store(message)
-            continue
-        if answer.field != field or answer.message_id_responded != message_id:
-            raise PeerError(f"unexpected {answer.name} during a {service}")
-        found = decode_data_set(message.data, syntax) if message.data else None
-        response = RetrieveResponse.of(service, answer, found)
-        if response.final:
-            if stopped is not None:
-                raise stopped
-            return response
-        if stopped is not None:
-            continue
-        try:
-            context.progress(_done(response), response.total or 0, _summary(response))
-        except JobInterrupted:
-            raise  # the association is aborted; the job runs again at the next start
-        except JobCancelled as exc:
-            stopped = exc
-            cancel(link, qr, message_id)
+    with _Watcher(link, context, (message_id, qr)) as watcher:
+        while True:
+            message = link.receive(timeout=options.dimse_timeout)
+            answer = message.command
+            if answer.field == commands.C_STORE_RQ and on_store is not None:
+                on_store(message, watcher.send)
+                continue
+            if answer.field != field or answer.message_id_responded != message_id:
+                raise PeerError(f"unexpected {answer.name} during a {service}")
+            found = decode_data_set(message.data, syntax) if message.data else None
+            response = RetrieveResponse.of(service, answer, found)
+            if response.final:
+                if watcher.sent:
+                    raise JobCancelled(f"cancelled on request: {_summary(response)}")
+                return response
+            if watcher.sent:
+                continue
+            try:
+                watcher.progress(_done(response), response.total or 0, _summary(response))
+            except JobInterrupted:
+                raise  # the association is aborted; the job runs again at the next start
+            except JobCancelled:
+                watcher.request()
 
 
 def _done(response: RetrieveResponse) -> int:
