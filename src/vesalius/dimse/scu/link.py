@@ -9,6 +9,7 @@ import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vesalius.dimse.association import Aborted, Association, Released
 from vesalius.dimse.commands import ERROR_COMMENT, STATUS, Command
@@ -16,9 +17,11 @@ from vesalius.dimse.contexts import PresentationContext
 from vesalius.dimse.requestor import Unreachable, connect
 from vesalius.dimse.status_codes import PENDING, SUCCESS, category, meaning
 from vesalius.errors import PeerError
-from vesalius.services.peers import Peer
 from vesalius.settings import Modality, Settings
 from vesalius.tls import ClientTls, files_from
+
+if TYPE_CHECKING:
+    from vesalius.services.peers import Peer
 
 #: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2).
 MAX_CONTEXTS = 128
