@@ -26,7 +26,10 @@ from transfers_support import (
     stored_datasets,
     wait_job,
 )
+from vesalius.dicomweb import sender as stow
+from vesalius.services.jobs import JobError, JobFailed
 from vesalius.services.peers import Peer
+from vesalius.services.retrieve import InstanceLocation
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -279,3 +282,46 @@ def test_cancelling_a_retrieve_sends_c_cancel(peers: Site, api: httpx.Client) ->
     finally:
         holding.server.shutdown()
         ours.peers.remove("holding")
+
+
+def _location(uid: str) -> InstanceLocation:
+    return InstanceLocation(
+        1, "1.2.840.10008.5.1.4.1.1.2", uid, "1.2.840.10008.1.2.1", "f", "k", 10, "1.2", "P"
+    )
+
+
+def test_the_store_instances_response_is_read_per_instance() -> None:
+    """PS3.18 10.5.3: stored (with a Warning Reason: a warning), failed (with its Failure
+    Reason), absent from the answer (failed); statuses other than 200/202/409 fail the batch."""
+    batch = [_location(uid) for uid in ("1.1", "1.2", "1.3", "1.4")]
+
+    def item(uid: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"00081155": {"vr": "UI", "Value": [uid]}, **(extra or {})}
+
+    body = {
+        "00081199": {
+            "vr": "SQ",
+            "Value": [item("1.1"), item("1.2", {"00081196": {"vr": "US", "Value": [0xB006]}})],
+        },
+        "00081198": {
+            "vr": "SQ",
+            "Value": [item("1.3", {"00081197": {"vr": "US", "Value": [272]}})],
+        },
+    }
+    answer = httpx.Response(202, json=body, headers={"Content-Type": "application/dicom+json"})
+    outcome = stow._outcome(answer, batch, "http://u:secret@peer/dicom-web")
+    assert outcome.stored == {"1.1", "1.2"} and outcome.warned == {"1.2"}
+    assert outcome.failed == {"1.3": "failure reason 0x0110", "1.4": "not in the peer's answer"}
+
+    assert stow._outcome(httpx.Response(200), batch, "http://peer").stored == {
+        "1.1",
+        "1.2",
+        "1.3",
+        "1.4",
+    }
+    with pytest.raises(JobFailed, match=r"HTTP 404 Not Found: no such route"):
+        stow._outcome(httpx.Response(404, text="no such route"), batch, "http://peer")
+    with pytest.raises(JobError, match="HTTP 503") as raised:
+        stow._outcome(httpx.Response(503), batch, "https://u:secret@peer:8443/dicom-web")
+    assert not isinstance(raised.value, JobFailed)
+    assert "secret" not in str(raised.value) and "https://peer:8443/dicom-web" in str(raised.value)
