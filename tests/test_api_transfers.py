@@ -27,9 +27,11 @@ from transfers_support import (
     wait_job,
 )
 from vesalius.dicomweb import sender as stow
+from vesalius.errors import ForbiddenError
+from vesalius.identity import Identity
 from vesalius.services.jobs import JobError, JobFailed
 from vesalius.services.peers import Peer
-from vesalius.services.retrieve import InstanceLocation
+from vesalius.services.retrieve import InstanceLocation, RetrieveKeys
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -325,3 +327,25 @@ def test_the_store_instances_response_is_read_per_instance() -> None:
         stow._outcome(httpx.Response(503), batch, "https://u:secret@peer:8443/dicom-web")
     assert not isinstance(raised.value, JobFailed)
     assert "secret" not in str(raised.value) and "https://peer:8443/dicom-web" in str(raised.value)
+
+
+def test_who_may_query_retrieve_and_send(peers: Site) -> None:
+    """A radiologist may query a remote AE but neither retrieve into the archive (``store``)
+    nor send (``send``); a technologist may do all three (services/policy.py)."""
+    archive = peers.ours.archive
+    assert archive.remote is not None
+    study = peers.remote_studies[0]
+    keys = RetrieveKeys("STUDY", study_uids=(peers.local_study.uid,))
+    reader = Identity("user", "rad", "127.0.0.1", frozenset({"radiologist"}), method="token")
+    found = archive.remote.query("theirs", "study", {"StudyInstanceUID": study.uid}, reader)
+    assert [m["StudyInstanceUID"] for m in found.items] == [study.uid]
+    assert [p.name for p in archive.remote.targets(reader)][:2] == ["down", "qrscp"]
+    with pytest.raises(ForbiddenError):
+        archive.remote.retrieve("theirs", study.uid, reader)
+    with pytest.raises(ForbiddenError):
+        archive.sending.submit(keys, "store", reader)
+    tech = Identity("user", "tech", "127.0.0.1", frozenset({"technologist"}), method="token")
+    job = archive.remote.retrieve("theirs", study.uid, tech, method="get")
+    assert wait_job(peers.ours, job.pk).state == "succeeded"
+    sent = archive.sending.submit(keys, "store", tech)
+    assert wait_job(peers.ours, sent.pk).state == "succeeded"

@@ -171,12 +171,13 @@ class RemoteService:
             series_uid = check_uid(series_uid, "SeriesInstanceUID")
         if method not in ("move", "get"):
             raise QueryError("method must be move or get")
-        peer = self.peer(name)
         resource = Resource(
             (study_uid,),
             (series_uid,) if series_uid else (),
-            details={"source": peer.ae_title, "method": method},
+            details={"source": name, "method": method},
         )
+        self.oversight.check(who, "store", resource)  # the instances join this archive
+        peer = self.peer(name)
         payload = {
             "peer": peer.name,
             "study_uid": study_uid,
