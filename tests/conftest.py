@@ -138,6 +138,19 @@ class RunningServer:
         return sorted(p for p in folder.iterdir() if p.is_file() and p not in spare)
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``vesalius ARGS`` run in this process by click's runner, with no VESALIUS_* variable of
+    the test run (a subprocess costs a second of Python start-up per command; what the command
+    does is the same). Tests of exit statuses and signals run the real process instead."""
+    from click.testing import CliRunner
+
+    from vesalius.cli import main
+
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("VESALIUS_")}
+    result = CliRunner().invoke(main, list(args), env=unset)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
 def config_for(server: RunningServer, tmp_path: Path) -> Path:
     """A settings file naming the running server's data folder and index (for commands run
     against it)."""

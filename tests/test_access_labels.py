@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,15 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from conftest import RunningServer, dcmtk, free_port, make_server, running_http, wait_until
+from conftest import (
+    RunningServer,
+    dcmtk,
+    free_port,
+    make_server,
+    run_cli,
+    running_http,
+    wait_until,
+)
 from find_support import findscu, run_tool
 from served import write_config
 from synth import make_instance
@@ -479,18 +486,11 @@ def test_label_and_peer_commands(tmp_path: Path, database_url: str) -> None:
         database_url,
         **{"labels.cache_seconds": 0.2, "dicom.unknown_caller_permissions": "echo"},
     )
-    cli = [sys.executable, "-m", "vesalius.cli"]
 
     def vesalius(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*cli, *args, "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
-        return proc
+        outcome = run_cli(*args, "--config", str(config))
+        assert (outcome.returncode == 0) == ok, outcome.stdout + outcome.stderr
+        return outcome
 
     try:
         path = tmp_path / "one.dcm"

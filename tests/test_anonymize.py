@@ -6,11 +6,8 @@ with ``--retain-safe-private`` only."""
 
 from __future__ import annotations
 
-import os
 import re
 import stat
-import subprocess
-import sys
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -18,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from conftest import RunningServer, config_for, dcmtk, make_server
+from conftest import RunningServer, config_for, dcmtk, make_server, run_cli
 from synth import make_instance
 from test_deid import dciodvfy_errors, private_dataset
 from vesalius.dicom.deid import Options, remap_uid
@@ -34,15 +31,7 @@ ADMIN = Identity("user", "admin", "localhost", roles=frozenset({"admin"}))
 RESEARCHER = Identity("user", "rita", "localhost", roles=frozenset({"researcher"}))
 
 
-def vesalius(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vesalius.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")},
-        check=False,
-    )
+vesalius = run_cli
 
 
 def synthetic_study(folder: Path) -> tuple[str, list[Path]]:

@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from bench.tools import dcmtk_tool
+from click.testing import CliRunner
 
 from conftest import (
     RunningServer,
+    config_for,
     dcmtk,
     free_port,
     make_server,
@@ -28,6 +30,7 @@ from conftest import (
     wait_until,
 )
 from synth import make_instance
+from vesalius.cli import main
 from vesalius.identity import Identity
 from vesalius.services.retrieve import RetrieveKeys
 
@@ -191,10 +194,13 @@ def test_peers_are_created_replaced_checked_and_removed(site: Site) -> None:
     assert site.http.put(f"{base}/-bad", json=body).status_code == 422
     assert site.http.get(f"{base}/ws2").status_code == 404
 
-    # The command line's --dicomweb-url sets the same field (here through its service).
-    site.server.archive.peers.configure(
-        "ws1", Identity.system(), dicomweb_url="http://other.example:8042/dicom-web"
+    # The command line's --dicomweb-url sets the same field.
+    config = config_for(site.server, site.received.parent)
+    url = "http://other.example:8042/dicom-web"
+    ran = CliRunner().invoke(
+        main, ["peer", "set", "ws1", "--dicomweb-url", url, "--config", str(config)]
     )
+    assert ran.exit_code == 0 and ran.output.strip().endswith(url), ran.output
     assert site.http.get(f"{base}/ws1").json()["dicomweb_url"] == (
         "http://other.example:8042/dicom-web"
     )
@@ -253,7 +259,7 @@ def test_a_send_job_is_cancelled_retried_and_streams_its_progress(site: Site) ->
     wait_until(lambda: stream.has("job", id=job, state="succeeded", done=3, total=3))
     got = site.http.get(f"{base}/jobs/{job}").json()
     assert got["state"] == "succeeded" and got["done"] == got["total"] == 3
-    assert got["payload"]["peer"] == "store"
+    assert got["payload"]["peer"] == "store" and got["needs"] == "send"
     assert len(list(site.received.iterdir())) >= 3
 
     # Paging by cursor: one job a page, newest first, every job once.
@@ -267,6 +273,10 @@ def test_a_send_job_is_cancelled_retried_and_streams_its_progress(site: Site) ->
     assert site.http.get(f"{base}/jobs", params={"state": "sleeping"}).status_code == 422
     assert site.http.get(f"{base}/events").status_code == 406  # a stream must be asked for
     site.http.post(f"{base}/jobs/{second}/cancel")
+
+    # A deleted study is one study event too.
+    archive.deletion.delete(keys, Identity.system())
+    wait_until(lambda: stream.has("study", study_uid=STUDY, change="deleted"), what="deletion")
 
 
 def test_the_event_stream_ends_when_the_server_stops(site: Site) -> None:

@@ -32,10 +32,10 @@ from starlette.routing import Route
 from conftest import dcmtk, wait_until
 from served import Served, serve
 from synth import make_instance
-from vesalius.dicomweb.upload import decoded_body
 from vesalius.errors import TooLargeError
 from vesalius.settings import load_settings
 from vesalius.web.serving import bind_http, http_server
+from vesalius.web.upload import decoded_body
 from vesalius.wiring import http_limits
 
 HEADER, KEEPALIVE, BODY, SEND = 2.0, 1.0, 2.0, 2.0

@@ -27,15 +27,15 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from conftest import WebServer, make_server, running_http, wait_until
 from synth import make_instance
-from vesalius.dicomweb.upload import (
+from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError
+from vesalius.settings import load_settings
+from vesalius.web.upload import (
     MultipartReader,
     PartData,
     PartEnd,
     PartStart,
     decoded_body,
 )
-from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError
-from vesalius.settings import load_settings
 
 BOUNDARY = "stow-test-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'

@@ -433,7 +433,8 @@ SETTINGS: tuple[Setting, ...] = (
         "http.max_upload_mb",
         int,
         4096,
-        "Largest STOW-RS request body, after decompression (MiB; 0 = no limit); larger gets 413.",
+        "Largest STOW-RS or REST API upload request body, after decompression, and largest "
+        "content of an uploaded zip (MiB; 0 = no limit); larger gets 413.",
     ),
     Setting(
         "http.max_inflation_ratio",

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 
@@ -36,9 +37,11 @@ from vesalius.services.audit import Auditor
 from vesalius.services.audit_messages import AuditSource
 from vesalius.services.audit_trail import AuditService, TrailSink
 from vesalius.services.deletion import DeleteService
+from vesalius.services.downloads import DownloadService
 from vesalius.services.events import EventBus
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
+from vesalius.services.instances import InstanceService
 from vesalius.services.jobs import JobRunner, JobService
 from vesalius.services.labels import AccessCache, LabelService
 from vesalius.services.live import LiveEvents
@@ -54,6 +57,8 @@ from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import WEB_KIND as STOW_JOB
 from vesalius.services.sending import SendService
 from vesalius.services.site_policy import CallerRules, SitePolicy
+from vesalius.services.statistics import StatisticsService
+from vesalius.services.uploads import UploadService
 from vesalius.settings import SETTINGS, Settings, parse_permissions
 from vesalius.storage import FOLDER_STORE, BlobStorage, FolderStorage, Spool, Stores
 from vesalius.telemetry.events import count_event
@@ -186,6 +191,14 @@ def assemble(
         audit=AuditService(catalog, oversight=oversight, trail=describe_url(settings.database_url)),
         labels=labels,
         closer=close,
+        instances=InstanceService(catalog, stores, spool, oversight=oversight),
+        uploads=UploadService(
+            ingest,
+            max_bytes=settings["http.max_upload_mb"] << 20,
+            max_inflation_ratio=settings["http.max_inflation_ratio"],
+        ),
+        downloads=DownloadService(catalog, stores, oversight=oversight),
+        statistics=StatisticsService(catalog, spool, oversight=oversight),
     )
     archive.audit.sink = trail
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
@@ -434,9 +447,23 @@ def viewer_config(settings: Settings) -> ViewerConfig:
 SECRET_SETTINGS = frozenset({"auth.oidc_client_secret"})
 
 
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, shown as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def effective_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting's value and where it came from, secrets hidden (a database URL's
-    password included)."""
+    """Every setting's value and where it came from, secrets hidden (the password of a
+    database URL, or of any other URL, included)."""
     shown: dict[str, Any] = {}
     for setting in SETTINGS:
         value = settings[setting.key]
@@ -444,6 +471,8 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             value = "***"
         elif setting.key == "database_url" and value:
             value = describe_url(str(value))
+        elif isinstance(value, str) and "://" in value:
+            value = _without_password(value)
         shown[setting.key] = {"value": value, "source": settings.origin(setting.key)}
     return shown
 

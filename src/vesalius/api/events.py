@@ -46,10 +46,10 @@ class LiveUnavailableError(VesaliusError):
     http_status = 503
 
 
-def _frame(number: int, event: LiveEvent) -> str:
+def _frame(live: LiveEvents, number: int, event: LiveEvent) -> str:
     """One event in the stream's format: ``id``, ``event`` and one ``data`` line (JSON)."""
     if event.job is not None:
-        data = job_model(event.job).model_dump_json()
+        data = job_model(event.job, live.jobs.action_for(event.job.kind)).model_dump_json()
     else:
         data = json.dumps(event.data, separators=(",", ":"))
     return f"id: {number}\nevent: {event.kind}\ndata: {data}\n\n"
@@ -92,7 +92,7 @@ async def _stream(
                 event = getter.result()
                 if event is None:
                     return
-                yield _frame(next(numbers), event)
+                yield _frame(live, next(numbers), event)
             else:
                 yield ": keep-alive\n\n"
     finally:

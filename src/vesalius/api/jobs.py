@@ -41,9 +41,13 @@ class Job(BaseModel):
     created_at: datetime
     updated_at: datetime
     payload: dict[str, Any] = Field(description="What the job works on (its kind's fields).")
+    needs: str = Field(
+        default="admin",
+        description="The action cancelling or retrying it needs (``send``, ``delete``…).",
+    )
 
 
-def job_model(row: JobRow) -> Job:
+def job_model(row: JobRow, needs: str = "admin") -> Job:
     """The API's view of a stored job (also the ``job`` event's data, ``api/events.py``)."""
     return Job(
         id=row.pk,
@@ -59,6 +63,7 @@ def job_model(row: JobRow) -> Job:
         created_at=row.created_at,
         updated_at=row.updated_at,
         payload=row.payload,
+        needs=needs,
     )
 
 
@@ -94,7 +99,8 @@ def list_jobs(
     more = len(rows) > limit
     rows = rows[:limit]
     following = encode_cursor({"before": rows[-1].pk}) if more and rows else None
-    return Page[Job](items=[job_model(r) for r in rows], total=total, next=following)
+    items = [job_model(r, archive.jobs.action_for(r.kind)) for r in rows]
+    return Page[Job](items=items, total=total, next=following)
 
 
 @router.get(
@@ -104,7 +110,8 @@ def list_jobs(
     description="A job and its progress (404 if there is none the caller may see).",
 )
 def get_job(archive: ArchiveDep, who: Who, job_id: JobId) -> Job:
-    return job_model(archive.jobs.view(job_id, who))
+    job = archive.jobs.view(job_id, who)
+    return job_model(job, archive.jobs.action_for(job.kind))
 
 
 @router.post(
@@ -120,7 +127,8 @@ def cancel_job(archive: ArchiveDep, who: Who, job_id: JobId) -> Job:
     if job.state in FINISHED:
         raise JobConflictError(f"job {job_id} already {job.state}")
     archive.jobs.cancel(job_id, who)
-    return job_model(archive.jobs.view(job_id, who))
+    job = archive.jobs.view(job_id, who)
+    return job_model(job, archive.jobs.action_for(job.kind))
 
 
 @router.post(
@@ -132,4 +140,5 @@ def cancel_job(archive: ArchiveDep, who: Who, job_id: JobId) -> Job:
     responses=_CONFLICT,
 )
 def retry_job(archive: ArchiveDep, who: Who, job_id: JobId) -> Job:
-    return job_model(archive.jobs.retry(job_id, who))
+    job = archive.jobs.retry(job_id, who)
+    return job_model(job, archive.jobs.action_for(job.kind))

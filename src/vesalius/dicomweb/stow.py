@@ -44,15 +44,6 @@ from vesalius.dicomweb.store_response import (
     status_code,
     warning_header,
 )
-from vesalius.dicomweb.upload import (
-    MultipartReader,
-    PartData,
-    PartEnd,
-    PartStart,
-    check_boundary,
-    decoded_body,
-    decoders_for,
-)
 from vesalius.errors import (
     InvalidDataError,
     NotAcceptableError,
@@ -64,6 +55,15 @@ from vesalius.identity import Identity
 from vesalius.services.archive import Archive
 from vesalius.services.ingest import ContentHash
 from vesalius.web.requests import error_response, path_uid, who
+from vesalius.web.upload import (
+    MultipartReader,
+    PartData,
+    PartEnd,
+    PartStart,
+    check_boundary,
+    decoded_body,
+    decoders_for,
+)
 
 log = logging.getLogger(__name__)
 

@@ -204,11 +204,11 @@ class AuditFilter:
     who: str = ""
     since: str = ""
     limit: int = 1000
+    #: Only records numbered below this (0: from the newest): the REST API's cursor.
+    before: int = 0
 
 
-def search(conn: Connection, wanted: AuditFilter) -> Iterator[tuple[int, AuditRecord]]:
-    """The records ``wanted`` names, newest first, with their numbers."""
-    query = select(audit_records.c.pk, audit_records.c.record)
+def _filtered(query: Any, wanted: AuditFilter) -> Any:
     for subject, value in (("patient", wanted.patient), ("study", wanted.study)):
         if value:
             query = query.where(
@@ -224,11 +224,25 @@ def search(conn: Connection, wanted: AuditFilter) -> Iterator[tuple[int, AuditRe
         query = query.where(audit_records.c.who == wanted.who)
     if wanted.since:
         query = query.where(audit_records.c.time >= wanted.since)
+    return query
+
+
+def search(conn: Connection, wanted: AuditFilter) -> Iterator[tuple[int, AuditRecord]]:
+    """The records ``wanted`` names, newest first, with their numbers."""
+    query = _filtered(select(audit_records.c.pk, audit_records.c.record), wanted)
+    if wanted.before:
+        query = query.where(audit_records.c.pk < wanted.before)
     query = query.order_by(audit_records.c.pk.desc())
     if wanted.limit:
         query = query.limit(wanted.limit)
     for pk, record in conn.execute(query):
         yield pk, AuditRecord.from_canonical(record)
+
+
+def matching(conn: Connection, wanted: AuditFilter) -> int:
+    """How many records ``wanted`` names (whatever its ``before`` and ``limit``)."""
+    query = _filtered(select(func.count()).select_from(audit_records), wanted)
+    return int(conn.execute(query).scalar_one())
 
 
 def count(conn: Connection) -> int:

@@ -404,3 +404,8 @@ peers.append_column(Column("dicomweb_url", Text, nullable=True))
 Index(None, jobs.c.updated_at)
 
 # --- issue 15, statistics: the sender of each instance (migration 0014) ---
+
+#: Statistics read instances by arrival (ingest per hour and day, the storage forecast) with
+#: their sizes: answered from this index alone. ``instances.source_ae`` names who sent each one
+#: (a calling AE title, or the user of a STOW-RS request, an upload or an import).
+Index(None, instances.c.received_at, instances.c.size)

@@ -34,6 +34,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -216,6 +217,36 @@ class AccountService:
                 table.delete_sessions_of(conn, name)
         change = "disabled" if disabled else "enabled"
         self.oversight.record("user-changed", who, user=name, change=change)
+
+    def set_roles(
+        self,
+        name: str,
+        who: Identity,
+        *,
+        roles: frozenset[str] | None = None,
+        groups: frozenset[str] | None = None,
+    ) -> None:
+        """Replace a user's roles and/or groups (None: unchanged); its sessions end, so the
+        change applies at once (a session keeps the roles it started with)."""
+        self.oversight.check(who, "admin")
+        if roles is not None:
+            check_roles(roles)
+        for group in groups or ():
+            check_name(group)
+        now = _now()
+        with self.catalog.write() as conn:
+            row = self._row(conn, name)
+            if roles is not None:
+                table.update_user(conn, row.pk, now, roles=table.joined(roles))
+            if groups is not None:
+                table.set_groups(conn, row.pk, groups, now)
+            table.delete_sessions_of(conn, name)
+        changes: dict[str, Any] = {}
+        if roles is not None:
+            changes["roles"] = sorted(roles)
+        if groups is not None:
+            changes["groups"] = sorted(groups)
+        self.oversight.record("user-changed", who, user=name, change="roles", **changes)
 
     def reset_password(self, name: str, password: str, who: Identity) -> None:
         """A new password; the user's sessions end and the lock is lifted."""

@@ -11,8 +11,10 @@ from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.audit_trail import AuditService
 from vesalius.services.deletion import DeleteService
+from vesalius.services.downloads import DownloadService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
+from vesalius.services.instances import InstanceService
 from vesalius.services.jobs import JobService
 from vesalius.services.labels import LabelService
 from vesalius.services.live import LiveEvents
@@ -23,6 +25,8 @@ from vesalius.services.query import QueryService
 from vesalius.services.remote import RemoteService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import SendService
+from vesalius.services.statistics import StatisticsService
+from vesalius.services.uploads import UploadService
 
 
 @dataclass
@@ -47,6 +51,14 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: A series' instances and their tags (the REST API, issue 15).
+    instances: InstanceService | None = None
+    #: Uploads of files and zips (the REST API, issue 15).
+    uploads: UploadService | None = None
+    #: Studies and selections as a streamed ZIP or DICOM media (issue 15).
+    downloads: DownloadService | None = None
+    #: Counts, disk, ingest over time and the storage forecast (issue 15).
+    statistics: StatisticsService | None = None
     #: Live updates of jobs and studies (``GET /api/v1/events``); None: not wired.
     live: LiveEvents | None = None
     #: Query and retrieve from remote AEs (C-FIND, C-MOVE, C-GET); None: not wired.

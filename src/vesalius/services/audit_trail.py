@@ -33,7 +33,7 @@ from vesalius.identity import Identity
 from vesalius.index.audit_trail import AuditFilter as AuditFilter
 from vesalius.index.audit_trail import AuditRecord as AuditRecord
 from vesalius.index.audit_trail import Verification as Verification
-from vesalius.index.audit_trail import append, search, verify
+from vesalius.index.audit_trail import append, matching, search, verify
 from vesalius.index.catalog import Catalog
 from vesalius.services.audit_messages import AuditSource, message_of, render
 from vesalius.services.events import Event
@@ -286,11 +286,19 @@ class AuditService:
 
     def records(self, who: Identity, wanted: AuditFilter) -> list[tuple[int, AuditRecord]]:
         """The records ``wanted`` names, newest first."""
+        return self.page(who, wanted, counted=False)[0]
+
+    def page(
+        self, who: Identity, wanted: AuditFilter, *, counted: bool = True
+    ) -> tuple[list[tuple[int, AuditRecord]], int | None]:
+        """:meth:`records`, and how many match in all (``counted``; else None): one page of
+        the REST API's list. Reading is audited either way (PS3.15 A.5.3.2)."""
         self.oversight.check(who, "audit")
         self._settle()
         with self.catalog.read() as conn:
             found = list(search(conn, wanted))
-        asked = {k: v for k, v in vars(wanted).items() if v and k != "limit"}
+            total = matching(conn, wanted) if counted else None
+        asked = {k: v for k, v in vars(wanted).items() if v and k not in ("limit", "before")}
         patients = [wanted.patient] if wanted.patient else []
         studies = [wanted.study] if wanted.study else []
         self.oversight.record(
@@ -302,7 +310,7 @@ class AuditService:
             study_uids=studies,
             records=len(found),
         )
-        return found
+        return found, total
 
     def verify(self, who: Identity) -> Verification:
         """Recompute the chain; the first record that breaks it, if any."""

@@ -193,7 +193,7 @@ class IngestService:
                 header,
                 BlobInfo(blob.key, size, sha256, blob.store),
                 self.duplicate_policy,
-                who.name if who.kind == "ae" else "",
+                who.name,  # the sender: calling AE title, or the user (statistics)
                 metadata,
                 labels,
             )

@@ -245,7 +245,12 @@ class JobService:
         return job
 
     def _action(self, job: JobRow) -> Action:
-        known = self.kinds.get(job.kind)
+        return self.action_for(job.kind)
+
+    def action_for(self, kind: str) -> Action:
+        """What submitting, cancelling or retrying a job of ``kind`` needs (``admin`` for a
+        kind this process does not know)."""
+        known = self.kinds.get(kind)
         return known.action if known is not None else "admin"
 
     def list(

@@ -37,12 +37,13 @@ from vesalius.services.oversight import Oversight
 log = logging.getLogger(__name__)
 
 #: The bus events that change a study, and the change each is: ``stored``, ``deleted`` or
-#: ``corrected`` (the corrections service publishes ``study-corrected``).
+#: ``corrected`` (the corrections service publishes ``study-corrected`` and
+#: ``study-correction-undone``).
 STUDY_CHANGES = {
     "instance-stored": "stored",
     "instances-deleted": "deleted",
     "study-corrected": "corrected",
-    "correction-undone": "corrected",
+    "study-correction-undone": "corrected",
 }
 #: Outcomes that changed something (an instance stored anew or replaced; a deletion done).
 CHANGED = frozenset({"success", "created", "replaced"})

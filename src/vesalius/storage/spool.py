@@ -44,6 +44,11 @@ class Spool:
         """Bytes free on the spool's filesystem."""
         return shutil.disk_usage(self.folder).free
 
+    def disk_usage(self) -> tuple[int, int, int]:
+        """``(total, used, free)`` bytes of the spool's filesystem: the data folder's."""
+        usage = shutil.disk_usage(self.folder)
+        return usage.total, usage.used, usage.free
+
     def close(self) -> None:
         """Stop making files ahead and remove those never taken."""
         self._ready.close()

@@ -6,8 +6,6 @@ import { html, raw, render, toast } from "../dom.js";
 export const title = "Jobs";
 
 const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
-/** The action a kind of job needs (as services/jobs.py registers it); others: admin. */
-const KIND_ACTIONS = { send: "send", delete: "delete", retrieve: "retrieve", correct: "admin" };
 const ACTIVE = new Set(["queued", "running"]);
 
 function when(iso) {
@@ -21,7 +19,7 @@ function percent(job) {
 }
 
 function row(job) {
-  const action = KIND_ACTIONS[job.kind] || "admin";
+  const action = job.needs || "admin";
   const cancel = ACTIVE.has(job.state) && may(action) && !job.cancel_requested
     ? html`<button type="button" class="secondary outline" data-cancel="${job.id}"
         aria-label="Cancel job ${job.id}">Cancel</button>` : "";

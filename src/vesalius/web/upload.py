@@ -1,4 +1,5 @@
-"""Reading a STOW-RS request body as a stream: Content-Encoding, then ``multipart/related``.
+"""Reading a request body as a stream (STOW-RS, the REST API's uploads): Content-Encoding, then
+``multipart/related`` or ``multipart/form-data``.
 
 The body is never held whole: :func:`decoded_body` undoes any ``Content-Encoding`` (RFC 9110
 8.4: gzip, deflate) in pieces of at most :data:`PIECE` bytes and stops with

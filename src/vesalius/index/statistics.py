@@ -1,0 +1,100 @@
+"""Statistics read from the index: counts, bytes, the modality mix, the senders, and what
+arrived per hour or day (``instances.received_at``, indexed with ``size`` by migration 0014).
+
+Time buckets are computed in SQL on both backends: on SQLite ``received_at`` is stored as
+ISO text in UTC (``YYYY-MM-DD HH:MM:SS…``), so a bucket is a prefix of it; on PostgreSQL it is
+``timestamptz``, formatted in UTC by ``to_char``. Either way a bucket is the text
+``YYYY-MM-DD`` or ``YYYY-MM-DD HH`` and the rows are grouped by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, func, literal_column, select
+
+from vesalius.index.schema import instances, patients, series, studies
+
+Bucket = Literal["hour", "day"]
+
+
+@dataclass(frozen=True)
+class Counts:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A group's studies (modality mix only; 0 for senders), instances and bytes."""
+
+    name: str
+    studies: int
+    instances: int
+    bytes: int
+
+
+def counts(conn: Connection) -> Counts:
+    """Entries at each level and the bytes stored."""
+
+    def count(table: Any) -> int:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    stored = conn.execute(select(func.coalesce(func.sum(instances.c.size), 0))).scalar_one()
+    return Counts(
+        count(patients), count(studies), count(series), count(instances), int(stored or 0)
+    )
+
+
+def modalities(conn: Connection) -> list[Tally]:
+    """Per modality (of series): studies with such a series, and their instances; most
+    instances first."""
+    modality = series.c.modality
+    rows = conn.execute(
+        select(
+            modality,
+            func.count(func.distinct(series.c.study_pk)),
+            func.coalesce(func.sum(series.c.num_instances), 0),
+        )
+        .group_by(modality)
+        .order_by(func.sum(series.c.num_instances).desc(), modality)
+    )
+    return [Tally(str(name or ""), int(n), int(i), 0) for name, n, i in rows]
+
+
+def senders(conn: Connection, limit: int) -> list[Tally]:
+    """Who sent the instances stored (``instances.source_ae``), most instances first."""
+    source = instances.c.source_ae
+    rows = conn.execute(
+        select(source, func.count(), func.coalesce(func.sum(instances.c.size), 0))
+        .group_by(source)
+        .order_by(func.count().desc(), source)
+        .limit(limit)
+    )
+    return [Tally(str(name or ""), 0, int(n), int(b)) for name, n, b in rows]
+
+
+def _bucket_of(dialect: str, bucket: Bucket) -> Any:
+    column = instances.c.received_at
+    if dialect == "postgresql":
+        pattern = "YYYY-MM-DD HH24" if bucket == "hour" else "YYYY-MM-DD"
+        return func.to_char(func.timezone("UTC", column), literal_column(f"'{pattern}'"))
+    return func.substr(column, 1, 13 if bucket == "hour" else 10)
+
+
+def arrivals(conn: Connection, bucket: Bucket, since: datetime) -> list[tuple[str, int, int]]:
+    """``(bucket text, instances, bytes)`` of what arrived at or after ``since`` (UTC), per
+    ``bucket``, oldest first; buckets with nothing are absent."""
+    key = _bucket_of(conn.dialect.name, bucket).label("bucket")
+    rows = conn.execute(
+        select(key, func.count(), func.coalesce(func.sum(instances.c.size), 0))
+        .where(instances.c.received_at >= since)
+        .group_by(key)
+        .order_by(key)
+    )
+    return [(str(name), int(n), int(b)) for name, n, b in rows]
