@@ -305,6 +305,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("query.max_results", int, 0, "Most C-FIND matches returned (0 = no limit)."),
     Setting(
+        "query.remote_timeout",
+        float,
+        30.0,
+        "Seconds a query of a remote AE (C-FIND from the REST API and the UI) may take in all.",
+    ),
+    Setting(
+        "query.remote_max_results",
+        int,
+        1000,
+        "Most matches a query of a remote AE returns; past it the C-FIND is cancelled.",
+    ),
+    Setting(
         "auth.required",
         str,
         "auto",

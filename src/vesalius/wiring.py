@@ -21,8 +21,10 @@ from vesalius import __version__
 from vesalius.api.app import api_routes
 from vesalius.api.deps import ApiConfig
 from vesalius.dicomweb.routes import dicomweb_routes
+from vesalius.dicomweb.sender import stow_handler
 from vesalius.dicomweb.stow import UploadLimits
 from vesalius.dimse.config import DimseConfig
+from vesalius.dimse.remote import RemoteFind, retrieve_handler
 from vesalius.dimse.scu.echo import peer_echoer
 from vesalius.dimse.sender import send_handler
 from vesalius.errors import ConfigError
@@ -49,8 +51,11 @@ from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
 from vesalius.services.policy import ROLE_ACTIONS, Policy
 from vesalius.services.query import QueryService
+from vesalius.services.remote import KIND as RETRIEVE_JOB
+from vesalius.services.remote import RemoteService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import KIND as SEND_JOB
+from vesalius.services.sending import WEB_KIND as STOW_JOB
 from vesalius.services.sending import SendService
 from vesalius.services.site_policy import CallerRules, SitePolicy
 from vesalius.services.statistics import StatisticsService
@@ -178,7 +183,7 @@ def assemble(
         peers=peers,
         jobs=jobs,
         deletion=DeleteService(catalog, stores, oversight=oversight, jobs=jobs),
-        sending=SendService(jobs, peers),
+        sending=SendService(jobs, peers, catalog),
         oversight=oversight,
         anonymize=AnonymizeService(
             catalog, retrieve, ingest, oversight=oversight, secret=SiteSecret(secret_file(settings))
@@ -206,7 +211,29 @@ def assemble(
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     peers.echoer = peer_echoer(dimse_config(settings))
     archive.live = LiveEvents(catalog, jobs, oversight, events)
+    transfers(archive, settings)
     return Assembly(settings, catalog, spool, stores, archive)
+
+
+def transfers(archive: Archive, settings: Settings) -> None:
+    """Sending by STOW-RS, and querying and retrieving from remote AEs (``services/remote.py``
+    with its DIMSE part, ``dimse/remote.py``): the services and their job handlers."""
+    dimse = dimse_config(settings)
+    files = tls_files(settings)
+    client = ClientTls(files) if files is not None else None
+    tls = (lambda: client.context) if client is not None else None
+    archive.jobs.register(
+        STOW_JOB, stow_handler(archive, timeout=settings["dicom.network_timeout"], tls=tls), "send"
+    )
+    archive.remote = RemoteService(
+        archive.peers,
+        archive.jobs,
+        oversight=archive.oversight,
+        finder=RemoteFind(dimse, settings["query.remote_timeout"]),
+        max_matches=settings["query.remote_max_results"],
+    )
+    # a retrieve adds instances to this archive: its submitter must be allowed to store
+    archive.jobs.register(RETRIEVE_JOB, retrieve_handler(archive, dimse), "store")
 
 
 def is_loopback(host: str) -> bool:

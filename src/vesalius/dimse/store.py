@@ -15,6 +15,7 @@ from vesalius.dimse.config import ScpContext
 from vesalius.dimse.status import SUCCESS, failure_status
 from vesalius.errors import ForbiddenError, OutOfResourcesError
 from vesalius.identity import Identity
+from vesalius.services.archive import Archive
 
 #: Warning: Elements Discarded (PS3.4 B.2.3): the instance is stored already with other
 #: content, and the stored copy is kept (``ingest.duplicate_policy = "keep"``).
@@ -46,6 +47,16 @@ def handle_echo(scp: ScpContext, assoc: Association, message: Message) -> None:
 
 def handle_store(scp: ScpContext, assoc: Association, message: Message) -> None:
     """C-STORE-RQ: ingest the received file and answer with its status (PS3.4 B.2.3)."""
+    status, comment = store_received(scp.archive, message, peer_identity(assoc))
+    extra = [(commands.ERROR_COMMENT, comment or None)]
+    rsp = commands.response(message.command, commands.C_STORE_RSP, status, extra=extra)
+    assoc.send(message.context.id, rsp)
+
+
+def store_received(archive: Archive, message: Message, who: Identity) -> tuple[int, str]:
+    """Ingest the data set of a C-STORE-RQ (received into a staging file) as ``who``: the
+    status and Error Comment to answer (PS3.4 B.2.3). Also the C-STORE sub-operations of a
+    C-GET we asked for (``dimse/remote.py``)."""
     request = message.command
     status, comment = SUCCESS, ""
     if message.staging_error is not None:
@@ -60,9 +71,9 @@ def handle_store(scp: ScpContext, assoc: Association, message: Message) -> None:
             status, comment = CLASS_NOT_SUPPORTED, "Affected SOP Class UID is not supported"
     else:
         try:
-            result = scp.archive.ingest.ingest_staged(
+            result = archive.ingest.ingest_staged(
                 message.path,
-                peer_identity(assoc),
+                who,
                 expected_sop_class=message.context.abstract_syntax,
                 expected_sop_instance=request.text(commands.AFFECTED_SOP_INSTANCE),
                 digest=message.digest,
@@ -72,6 +83,4 @@ def handle_store(scp: ScpContext, assoc: Association, message: Message) -> None:
         else:
             if result.outcome == "discarded":
                 status, comment = ELEMENTS_DISCARDED, "already stored with other content: kept"
-    extra = [(commands.ERROR_COMMENT, comment or None)]
-    rsp = commands.response(request, commands.C_STORE_RSP, status, extra=extra)
-    assoc.send(message.context.id, rsp)
+    return status, comment

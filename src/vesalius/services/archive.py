@@ -23,6 +23,7 @@ from vesalius.services.metadata import MetadataService
 from vesalius.services.oversight import Oversight
 from vesalius.services.peers import PeerDirectory
 from vesalius.services.query import QueryService
+from vesalius.services.remote import RemoteService
 from vesalius.services.retrieve import RetrieveService
 from vesalius.services.sending import SendService
 from vesalius.services.statistics import StatisticsService
@@ -61,6 +62,8 @@ class Archive:
     statistics: StatisticsService | None = None
     #: Live updates of jobs and studies (``GET /api/v1/events``); None: not wired.
     live: LiveEvents | None = None
+    #: Query and retrieve from remote AEs (C-FIND, C-MOVE, C-GET); None: not wired.
+    remote: RemoteService | None = None
     #: Study list, studies, series and patients for the REST API and UI (issue 15).
     browse: BrowseService | None = None
 

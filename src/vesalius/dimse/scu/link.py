@@ -9,6 +9,7 @@ import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vesalius.dimse.association import Aborted, Association, Released
 from vesalius.dimse.commands import ERROR_COMMENT, STATUS, Command
@@ -18,6 +19,9 @@ from vesalius.dimse.status_codes import PENDING, SUCCESS, category, meaning
 from vesalius.errors import PeerError
 from vesalius.settings import Modality, Settings
 from vesalius.tls import ClientTls, files_from
+
+if TYPE_CHECKING:
+    from vesalius.services.peers import Peer
 
 #: An A-ASSOCIATE-RQ carries at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2).
 MAX_CONTEXTS = 128
@@ -91,6 +95,12 @@ class ScuOptions:
         if not (self.tls or peer.tls):
             return None
         return (self.client_tls or ClientTls(None)).context
+
+
+def known_peer(peer: Peer) -> Modality:
+    """A known peer of the archive (``services/peers.py``) as the SCU calls it: its address,
+    and whether over TLS."""
+    return Modality(peer.name, peer.ae_title, peer.host, peer.port, tls=peer.tls)
 
 
 def describe_peer(peer: Modality) -> str:
