@@ -28,6 +28,7 @@ SECTIONS = (
     ("memory", "Server memory (scenario 10)"),
     ("tls", "TLS ingest (scenario 11)"),
     ("auth", "Authentication and access labels on QIDO-RS (scenario 12)"),
+    ("api", "REST API: study list and study page (scenario 13)"),
 )
 SERVER_ORDER = (
     "vesalius",

@@ -748,6 +748,12 @@ def _qido_auth(ctx: Context, kinds: list[str]) -> list[Row]:
     return qido_auth(ctx, kinds)
 
 
+def _rest_api(ctx: Context, kinds: list[str]) -> list[Row]:
+    from bench.api_resources import rest_api  # it imports this module
+
+    return rest_api(ctx, kinds)
+
+
 def _ohif(ctx: Context, kinds: list[str]) -> list[Row]:
     from bench.viewer import ohif  # it imports this module
 
@@ -809,6 +815,13 @@ REGISTRY: tuple[Scenario, ...] = (
         "defaults, interleaved",
         ("vesalius",),
         _qido_auth,
+    ),
+    Scenario(
+        13,
+        "rest-api",
+        "REST API study list at 1,000,000 instances and a study page of 1,000 instances",
+        ("vesalius",),
+        _rest_api,
     ),
 )
 

@@ -36,6 +36,7 @@ from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
 from vesalius.services.audit_messages import AuditSource
 from vesalius.services.audit_trail import AuditService, TrailSink
+from vesalius.services.browse import BrowseService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.downloads import DownloadService
 from vesalius.services.events import EventBus
@@ -201,6 +202,12 @@ def assemble(
         statistics=StatisticsService(catalog, spool, oversight=oversight),
     )
     archive.audit.sink = trail
+    archive.browse = BrowseService(
+        catalog,
+        oversight=oversight,
+        deletion=archive.deletion,
+        case_insensitive_pn=settings["query.case_insensitive_pn"],
+    )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     peers.echoer = peer_echoer(dimse_config(settings))
     archive.live = LiveEvents(catalog, jobs, oversight, events)

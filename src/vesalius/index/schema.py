@@ -409,3 +409,8 @@ Index(None, jobs.c.updated_at)
 #: their sizes: answered from this index alone. ``instances.source_ae`` names who sent each one
 #: (a calling AE title, or the user of a STOW-RS request, an upload or an import).
 Index(None, instances.c.received_at, instances.c.size)
+
+# --- issue 15, resources: the study list (migration 0015) ---
+
+#: The study list's total under the access-label condition reads this index, not the rows.
+Index(None, studies.c.label_set)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.audit_trail import AuditService
+from vesalius.services.browse import BrowseService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.downloads import DownloadService
 from vesalius.services.health import HealthService
@@ -63,6 +64,8 @@ class Archive:
     live: LiveEvents | None = None
     #: Query and retrieve from remote AEs (C-FIND, C-MOVE, C-GET); None: not wired.
     remote: RemoteService | None = None
+    #: Study list, studies, series and patients for the REST API and UI (issue 15).
+    browse: BrowseService | None = None
 
     def close(self) -> None:
         self.closer()

@@ -30,23 +30,40 @@ const NAV = [
 ];
 
 let leave = null;
+let shown = 0;
+
+/** The navigation entry a path belongs to: its own, or Studies for a study or series. */
+function section(path) {
+  if (path === "/" || path === "/ui" || path === "/ui/" || path.startsWith("/ui/studies/")) return "/";
+  return path;
+}
 
 async function show(path) {
   const main = document.getElementById("main");
   const [pattern, name] = ROUTES.find(([p]) => p.test(path)) || [null, null];
   if (leave) { try { leave(); } catch { /* page already gone */ } leave = null; }
+  const current = section(path);
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.getAttribute("href") === current) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
   if (!name) { render(main, html`<h1>Not found</h1><p>No page at ${path}.</p>`); return; }
   const params = path.match(pattern).slice(1).map(decodeURIComponent);
   const module = await import(`./pages/${name}.js`);
   document.title = `${module.title} · Vesalius`;
-  for (const link of document.querySelectorAll("#nav a")) {
-    if (link.getAttribute("href") === path) link.setAttribute("aria-current", "page");
-    else link.removeAttribute("aria-current");
-  }
+  const turn = ++shown;
+  main.setAttribute("aria-busy", "true");
   try {
     leave = (await module.render(main, params, new URLSearchParams(location.search))) || null;
   } catch (error) {
     render(main, html`<h1>${module.title}</h1><p role="alert">${error.message}</p>`);
+  } finally {
+    main.removeAttribute("aria-busy");
+  }
+  // After a move inside the UI (not the first page), start reading at the new page's heading.
+  if (turn > 1 && !main.contains(document.activeElement)) {
+    const heading = main.querySelector("h1");
+    if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus({ preventScroll: true }); }
   }
 }
 
@@ -65,6 +82,14 @@ document.addEventListener("click", (event) => {
   go(url.pathname + url.search);
 });
 window.addEventListener("popstate", () => show(location.pathname));
+// Keys a page has not taken: "g s" goes to the study list from anywhere.
+let pending = "";
+document.addEventListener("keydown", (event) => {
+  if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.target.closest("input, textarea, select, [contenteditable]")) return;
+  if (pending === "g" && event.key === "s") { go("/"); pending = ""; return; }
+  pending = event.key === "g" ? "g" : "";
+});
 
 async function start() {
   try {
@@ -73,7 +98,7 @@ async function start() {
     render(document.getElementById("nav"), html`${nav.map(([label, path]) =>
       html`<li><a href="${path}">${label}</a></li>`)}<li><a href="/api/docs">API</a></li>`);
     render(document.getElementById("who"), me.authenticated
-      ? html`<span>${me.name}</span> <a href="/logout">Sign out</a>`
+      ? html`<span title="${me.roles.join(", ")}">${me.name}</span> <a href="/logout">Sign out</a>`
       : html`<a href="/login">Sign in</a>`);
   } catch (error) {
     toast(error.message, "error");
