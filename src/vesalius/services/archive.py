@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.audit_trail import AuditService
+from vesalius.services.corrections import CorrectionService
+from vesalius.services.deidentify import DeidentifyService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.health import HealthService
 from vesalius.services.ingest import IngestService
@@ -45,6 +47,10 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: Corrections of patient and study attributes, with undo (issue 15).
+    corrections: CorrectionService | None = None
+    #: De-identification for the REST API: into the archive as a job, or a streamed ZIP.
+    deidentify: DeidentifyService | None = None
 
     def close(self) -> None:
         self.closer()
