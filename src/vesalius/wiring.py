@@ -32,6 +32,7 @@ from vesalius.services.archive import Archive
 from vesalius.services.audit import Auditor
 from vesalius.services.audit_messages import AuditSource
 from vesalius.services.audit_trail import AuditService, TrailSink
+from vesalius.services.browse import BrowseService
 from vesalius.services.corrections import CorrectionService
 from vesalius.services.deidentify import DeidentifyService
 from vesalius.services.deletion import DeleteService
@@ -183,6 +184,12 @@ def assemble(
         closer=close,
     )
     archive.audit.sink = trail
+    archive.browse = BrowseService(
+        catalog,
+        oversight=oversight,
+        deletion=archive.deletion,
+        case_insensitive_pn=settings["query.case_insensitive_pn"],
+    )
     archive.corrections = CorrectionService(
         catalog,
         stores,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.audit_trail import AuditService
+from vesalius.services.browse import BrowseService
 from vesalius.services.corrections import CorrectionService
 from vesalius.services.deidentify import DeidentifyService
 from vesalius.services.deletion import DeleteService
@@ -47,6 +48,8 @@ class Archive:
     anonymize: AnonymizeService | None = None
     #: Releases what the wiring opened for these services (index connections, storage).
     closer: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: Study list, studies, series and patients for the REST API and UI (issue 15).
+    browse: BrowseService | None = None
     #: Corrections of patient and study attributes, with undo (issue 15).
     corrections: CorrectionService | None = None
     #: De-identification for the REST API: into the archive as a job, or a streamed ZIP.
