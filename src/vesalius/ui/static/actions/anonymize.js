@@ -38,8 +38,8 @@ export async function run(study, page) {
       <label><input type="radio" name="where" value="download"> Download as a ZIP</label>
     </fieldset>
     <p role="alert" data-error></p>
-    <footer><button type="button" class="secondary" data-close>Cancel</button>
-    <button type="submit">Anonymize</button></footer></form>`);
+    <div class="grid"><button type="button" class="secondary" data-close>Cancel</button>
+    <button type="submit">Anonymize</button></div></form>`);
   const form = body.querySelector("[data-form]");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

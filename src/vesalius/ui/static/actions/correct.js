@@ -65,8 +65,8 @@ export async function run(study, page) {
       studies. Another patient's ID moves this study to that patient. The files are rewritten,
       pixel data untouched; the previous versions are kept so this can be undone.</p>
       <p role="alert" data-error></p>
-      <footer><button type="button" class="secondary" data-close>Cancel</button>
-      <button type="submit">Correct</button></footer></form>`);
+      <div class="grid"><button type="button" class="secondary" data-close>Cancel</button>
+      <button type="submit">Correct</button></div></form>`);
   const form = body.querySelector("[data-form]");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
