@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,13 +49,13 @@ class Site:
         return httpx.request(method, f"{self.url}/api/v1{path}", timeout=30, **kwargs)
 
     def finished(self, correction: int, state: str) -> dict[str, Any]:
-        """Wait for correction ``correction`` to reach ``state``."""
+        """Wait for correction ``correction`` to reach ``state``, and its job to end."""
         seen: dict[str, Any] = {}
 
         def reached() -> bool:
             seen.update(self.api("GET", f"/corrections/{correction}").json())
             assert seen["state"] != "failed", seen
-            return bool(seen["state"] == state)
+            return bool(seen["state"] == state and seen["job"]["state"] == "succeeded")
 
         wait_until(reached, what=f"correction {correction} {state}")
         return seen
@@ -68,7 +69,7 @@ class Site:
             args += ["-k", f"{key}={value}"]
         out = dcmtk("findscu", "-v", *args, *self.running.address)
         return [
-            line.split("[")[1].split("]")[0]
+            line.split("[")[1].split("]")[0].strip("\0 ")
             for line in out.stderr.splitlines()
             if "(0020,000d)" in line and "[" in line
         ]
@@ -273,8 +274,15 @@ def test_bad_corrections_are_refused(site: Site) -> None:
         ({"patient_id": ""}, 400),
         ({"accession_number": "A" * 17}, 422),
         ({"unknown": "x"}, 422),
+        ({"patient_name": "\ud800"}, 422),  # a lone surrogate: not text
+        ({"study_description": "ok", "reason": "a\x00b"}, 400),
     ):
-        answer = site.api("POST", f"/studies/{study}/corrections", json=body)
+        answer = site.api(
+            "POST",
+            f"/studies/{study}/corrections",
+            content=json.dumps(body),  # ASCII: escapes what UTF-8 cannot carry
+            headers={"Content-Type": "application/json"},
+        )
         assert answer.status_code == status, (body, answer.text)
     assert (
         site.api("POST", "/studies/1.2.3/corrections", json={"patient_sex": "F"}).status_code == 404

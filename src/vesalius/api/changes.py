@@ -201,7 +201,7 @@ def list_corrections(
     before = None
     if position is not None:
         before = position.get("before")
-        if not isinstance(before, int) or isinstance(before, bool):
+        if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**62:
             raise InvalidDataError("cursor: not a cursor this server gave")
     found, total = corrections(archive).list(uid, who, limit=limit, before=before)
     more = len(found) == limit and found[-1].row.pk > 1

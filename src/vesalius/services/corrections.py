@@ -40,7 +40,14 @@ from vesalius.index import corrections as table
 from vesalius.index import jobs as job_table
 from vesalius.index.catalog import Catalog
 from vesalius.index.corrections import CorrectionRow, StoredFile, StudyState
-from vesalius.services.jobs import JobCancelled, JobContext, JobFailed, JobRow, JobService
+from vesalius.services.jobs import (
+    JobCancelled,
+    JobContext,
+    JobFailed,
+    JobInterrupted,
+    JobRow,
+    JobService,
+)
 from vesalius.services.metadata import read_with_metadata
 from vesalius.services.oversight import Oversight
 from vesalius.services.policy import Resource
@@ -83,7 +90,7 @@ def normalise(field: str, value: str) -> str:
     not (PS3.5 6.2 value representations)."""
     if field not in FIELDS:
         raise InvalidDataError(f"{field}: not an attribute a correction changes")
-    text = value.strip()
+    text = _text(value.strip(), field)
     if _CONTROL.search(text):
         raise InvalidDataError(f"{field}: no control characters or backslashes")
     if field == "patient_birth_date":
@@ -114,6 +121,17 @@ def normalise(field: str, value: str) -> str:
     if field == "patient_id" and not text:
         raise InvalidDataError("patient_id: a Patient ID cannot be emptied")
     return text
+
+
+def _text(value: str, field: str) -> str:
+    """``value`` if it is text a database keeps (no NUL, no lone surrogate), else 400."""
+    try:
+        value.encode("utf-8")
+    except UnicodeError:
+        raise InvalidDataError(f"{field}: not valid Unicode text") from None
+    if "\0" in value:
+        raise InvalidDataError(f"{field}: no NUL characters")
+    return value
 
 
 def _current(state: StudyState, field: str) -> str:
@@ -162,22 +180,23 @@ class CorrectionService:
         as a job. :class:`ConflictError` while another correction of it runs."""
         self.oversight.check(who, "admin", Resource((study_uid,)))
         wanted = {field: normalise(field, str(value)) for field, value in values.items()}
+        reason = _text(reason.strip(), "reason")[:1000]
         with self.catalog.read() as conn:
             state = table.study_state(conn, study_uid)
             if state is None:
                 raise NotFoundError(f"no study {study_uid} in the archive")
             plan = self._plan(conn, state, wanted)
-            busy = table.busy_correction(conn, [uid for _, uid in plan["applied"]["scope"]])
-        if busy is not None:
-            raise ConflictError(f"correction {busy} of this study is still at work")
         with self.catalog.write() as conn:
+            busy = table.busy_correction(conn, [uid for _, uid in plan["applied"]["scope"]])
+            if busy is not None:
+                raise ConflictError(f"correction {busy} of this study is still at work")
             pk = table.add_correction(
                 conn,
                 study_uid,
                 plan["changes"],
                 plan["previous"],
                 plan["applied"],
-                reason.strip()[:1000],
+                reason,
                 str(who),
             )
         job = self.jobs.submit(KIND, {"correction": pk}, who, Resource((study_uid,)))
@@ -319,6 +338,8 @@ class CorrectionService:
         try:
             rewritten = self._rewrite_files(context, row)
             self._finish_apply(row)
+        except JobInterrupted:
+            raise  # the server stops: the job runs again from where it was, no attempt spent
         except (JobFailed, JobCancelled) as exc:
             self._abandon(row, context.who, exc.message)
             raise

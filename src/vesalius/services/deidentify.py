@@ -76,7 +76,7 @@ class DeidentifyService:
     def _visible(self, study_uid: str, labels: frozenset[str]) -> bool:
         with self.catalog.read() as conn:
             found = find_instances(
-                conn, RetrieveKeys("STUDY", study_uids=(study_uid,)), labels=labels
+                conn, RetrieveKeys("STUDY", study_uids=(study_uid,)), 1, labels=labels
             )
         return bool(found)
 
@@ -90,6 +90,7 @@ class DeidentifyService:
                 "a study keeping its UIDs cannot be a new study in the same archive: download it"
             )
         self._check(study_uid, who)
+        self.oversight.check(who, "store")  # the new study is stored as the submitter
         new_uid = remap_uid(self.anonymize.secret.value(), study_uid)
         payload = {
             "study_uid": study_uid,

@@ -1,7 +1,7 @@
 // The study page's "Anonymize" action (owner: the changes part of issue 15): a dialog with the
 // de-identification options (PS3.15 Annex E) as checkboxes, into a new study of the archive
 // (a job: its progress, then a link to the new study) or downloaded as a ZIP.
-import { api } from "../api.js";
+import { api, may } from "../api.js";
 import { html, render } from "../dom.js";
 import { follow, openDialog, progressOf } from "./changes_dialog.js";
 
@@ -34,8 +34,8 @@ export async function run(study, page) {
       <label><input type="checkbox" name="burned"> Include them (they are listed for review)</label>
     </fieldset>
     <fieldset><legend>Where</legend>
-      <label><input type="radio" name="where" value="archive" checked> A new study in this archive</label>
-      <label><input type="radio" name="where" value="download"> Download as a ZIP</label>
+      ${may("store") ? html`<label><input type="radio" name="where" value="archive" checked> A new study in this archive</label>` : ""}
+      <label><input type="radio" name="where" value="download" ${may("store") ? "" : "checked"}> Download as a ZIP</label>
     </fieldset>
     <p role="alert" data-error></p>
     <div class="grid"><button type="button" class="secondary" data-close>Cancel</button>
