@@ -24,10 +24,17 @@ import httpx
 import pytest
 from lxml import etree
 from pydicom import dcmread
-from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 
 from conftest import dcmtk, make_server, running_http, scratch_database, wait_until
 from synth import make_instance
+from vesalius.dicom.rewrite import check_encodable, rewrite_attributes
+from vesalius.errors import InvalidDataError
 from vesalius.index.audit_trail import AuditFilter, search
 from vesalius.services.audit_messages import validator
 from vesalius.services.jobs import JobRunner
@@ -43,6 +50,7 @@ class Site:
     folder: Path
     study: str  # CORR-1's study, 2 series x 2 instances
     moved: str  # a study of its own patient, moved and moved back
+    wide: list[str]  # two studies of one patient (WIDE-1, ISO_IR 100)
     pixels: dict[str, str]  # SOP Instance UID -> SHA-256 of its Pixel Data
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -146,9 +154,21 @@ def site(
                     PatientSex=OTHER[3] if patient == OTHER else "O",
                 )
                 files.append(path)
+            wide = [generate_uid(), generate_uid()]
+            for key in wide:
+                path = folder / "in" / f"{key}.dcm"
+                make_instance(
+                    path,
+                    StudyInstanceUID=key,
+                    PatientName="Wide^Wanda",
+                    PatientID="WIDE-1",
+                    PatientSex="O",
+                    SpecificCharacterSet="ISO_IR 100",
+                )
+                files.append(path)
             dcmtk("storescu", *running.address, *map(str, files))
             with running_http(running.archive, running.settings) as base:
-                yield Site(base, running, folder, study, moved, pixels)
+                yield Site(base, running, folder, study, moved, wide, pixels)
         finally:
             runner.stop()
             running.dimse.stop(grace=1)
@@ -263,6 +283,65 @@ def test_a_patient_id_of_another_patient_moves_the_study(site: Site) -> None:
     assert site.api("GET", f"/patients/{OTHER[1]}").json()["study_count"] == 1
     assert site.api("GET", "/patients/CORR-MOVE").json()["name"] == "Mover^Max"
     assert site.find(PatientID="CORR-MOVE") == [site.moved]
+
+
+def test_the_patients_attributes_change_in_all_their_studies(site: Site) -> None:
+    """Patient's Sex corrected through one study: the patient's row and the files of both
+    their studies; a name the files' character set (ISO_IR 100) cannot hold is a 400."""
+    one, other = site.wide
+    refused = site.api("POST", f"/studies/{one}/corrections", json={"patient_name": "山田^太郎"})
+    assert refused.status_code == 400 and "ISO_IR 100" in refused.json()["detail"]
+    asked = site.api("POST", f"/studies/{one}/corrections", json={"patient_sex": "F"})
+    assert asked.status_code == 202, asked.text
+    done = site.finished(asked.json()["id"], "applied")
+    assert done["job"]["total"] == 2
+    assert site.api("GET", "/patients/WIDE-1").json()["sex"] == "F"
+    for study in site.wide:
+        (path,) = site.retrieve(study, f"wide-{study[-6:]}")
+        assert dcmread(path).PatientSex == "F"
+    assert site.api("GET", f"/studies/{other}").json()["patient"]["sex"] == "F"
+    busy = site.api("POST", f"/corrections/{asked.json()['id']}/undo")
+    assert busy.status_code == 202
+    again = site.api("POST", f"/studies/{other}/corrections", json={"patient_sex": "M"})
+    assert again.status_code in (202, 409)  # 409 while the undo runs (one at a time)
+    site.finished(asked.json()["id"], "undone")
+    if again.status_code == 202:
+        site.finished(again.json()["id"], "applied")
+        site.api("POST", f"/corrections/{again.json()['id']}/undo")
+        site.finished(again.json()["id"], "undone")
+    assert site.api("GET", "/patients/WIDE-1").json()["sex"] == "O"
+
+
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+)
+def test_the_rewrite_keeps_every_other_byte(tmp_path: Path, syntax: str) -> None:
+    """dicom/rewrite.py: the values set (an absent one inserted in tag order, a character set
+    added for UTF-8), the other elements and the pixel data as they were."""
+    path = tmp_path / "in.dcm"
+    make_instance(
+        path,
+        transfer_syntax=syntax,
+        AccessionNumber=None,
+        OtherPatientIDsSequence=[{"PatientID": "X"}],
+        pixel_data=bytes(range(32)),
+    )
+    out = io.BytesIO()
+    with open(path, "rb") as fh:
+        done = rewrite_attributes(fh, out, {"PatientName": "Ørsted^Hans", "AccessionNumber": "A9"})
+    assert done.specific_character_set == "ISO_IR 192"
+    before, after = dcmread(path), dcmread(io.BytesIO(out.getvalue()))
+    assert (str(after.PatientName), after.AccessionNumber) == ("Ørsted^Hans", "A9")
+    assert after.PixelData == before.PixelData
+    for element in before:
+        if element.keyword not in ("PatientName", "PixelData"):
+            assert after[element.tag] == element, element.keyword
+    if syntax != DeflatedExplicitVRLittleEndian:
+        tail = path.read_bytes()
+        start = tail.index(b"\xe0\x7f\x10\x00")
+        assert out.getvalue().endswith(tail[start:])  # from Pixel Data on: the same bytes
+    with pytest.raises(InvalidDataError, match="ISO_IR 100"):
+        check_encodable("PatientName", "山田", "ISO_IR 100")
 
 
 def test_bad_corrections_are_refused(site: Site) -> None:

@@ -90,6 +90,16 @@ def _encode(value: str, vr: str, terms: list[str]) -> bytes:
         ) from None
 
 
+def check_encodable(keyword: str, value: str, charset: str) -> None:
+    """Refuse (InvalidDataError) a ``value`` of ``keyword`` that :func:`rewrite_attributes`
+    could not write in a file whose Specific Character Set is ``charset``."""
+    vr = ATTRIBUTES[keyword][1]
+    terms = [t.strip() for t in charset.split("\\")]
+    if vr in _TEXT_VRS and not value.isascii() and _is_default(terms):
+        return  # the file becomes ISO_IR 192
+    _encode(value, vr, terms)
+
+
 def _element(tag: int, vr: str, value: bytes, implicit: bool) -> bytes:
     if len(value) % 2:
         value += b" "

@@ -148,6 +148,17 @@ def study_files(conn: Connection, study_pks: Sequence[int]) -> list[StoredFile]:
     return [StoredFile(*r) for r in rows]
 
 
+def character_sets(conn: Connection, study_pks: Sequence[int]) -> list[str]:
+    """The Specific Character Sets of the studies' instances (each once)."""
+    rows = conn.execute(
+        select(instances.c.specific_character_set)
+        .select_from(instances.join(series))
+        .where(series.c.study_pk.in_(list(study_pks)))
+        .distinct()
+    )
+    return [str(r[0]) for r in rows]
+
+
 def switch_file(
     conn: Connection,
     instance_pk: int,

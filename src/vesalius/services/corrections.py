@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from vesalius.dicom.rewrite import rewrite_attributes
+from vesalius.dicom.rewrite import check_encodable, rewrite_attributes
 from vesalius.errors import InvalidDataError, NotFoundError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index import corrections as table
@@ -186,6 +186,10 @@ class CorrectionService:
             if state is None:
                 raise NotFoundError(f"no study {study_uid} in the archive")
             plan = self._plan(conn, state, wanted)
+            applied = plan["applied"]
+            for charset in table.character_sets(conn, [pk for pk, _ in applied["scope"]]):
+                for keyword, value in {**applied["patient_file"], **applied["study_file"]}.items():
+                    check_encodable(keyword, value, charset)  # 400 now, not a failed job
         with self.catalog.write() as conn:
             busy = table.busy_correction(conn, [uid for _, uid in plan["applied"]["scope"]])
             if busy is not None:
