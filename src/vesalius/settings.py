@@ -83,6 +83,13 @@ SETTINGS: tuple[Setting, ...] = (
         "data_dir). Keep it safe and keep it: a new one gives the same studies new UIDs.",
     ),
     Setting(
+        "corrections.keep_days",
+        float,
+        30.0,
+        "Days the previous version of each file a correction rewrote is kept, so the "
+        "correction can be undone; then it is removed. 0: removed at the next sweep.",
+    ),
+    Setting(
         "audit.source_id",
         str,
         "",
@@ -594,6 +601,7 @@ _DATABASES = {
 #: Limits and timeouts where 0 means "no limit" or makes sense; negative never does.
 _NON_NEGATIVE = (
     "shutdown_grace",
+    "corrections.keep_days",
     "labels.cache_seconds",
     "dicom.workers",
     "log.max_mb",

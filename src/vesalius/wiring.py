@@ -37,6 +37,8 @@ from vesalius.services.audit import Auditor
 from vesalius.services.audit_messages import AuditSource
 from vesalius.services.audit_trail import AuditService, TrailSink
 from vesalius.services.browse import BrowseService
+from vesalius.services.corrections import CorrectionService
+from vesalius.services.deidentify import DeidentifyService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.downloads import DownloadService
 from vesalius.services.events import EventBus
@@ -208,6 +210,18 @@ def assemble(
         deletion=archive.deletion,
         case_insensitive_pn=settings["query.case_insensitive_pn"],
     )
+    archive.corrections = CorrectionService(
+        catalog,
+        stores,
+        spool,
+        oversight=oversight,
+        jobs=jobs,
+        keep_days=settings["corrections.keep_days"],
+    )
+    if archive.anonymize is not None:
+        archive.deidentify = DeidentifyService(
+            catalog, archive.anonymize, oversight=oversight, jobs=jobs
+        )
     jobs.register(SEND_JOB, send_handler(archive, dimse_config(settings)), "send")
     peers.echoer = peer_echoer(dimse_config(settings))
     archive.live = LiveEvents(catalog, jobs, oversight, events)
@@ -372,10 +386,15 @@ def runs_jobs(settings: Settings, *, main_process: bool) -> bool:
 def job_runner(archive: Archive, settings: Settings) -> JobRunner:
     """A runner for ``archive``'s jobs (``jobs.*``), which also finishes pending blob
     deletions; the caller starts and stops it."""
+    corrections = archive.corrections
+
+    def housekeeping() -> None:
+        if corrections is not None:
+            corrections.purge()  # notes the expired previous versions, which the sweep removes
+        archive.deletion.sweep()
+
     runner = JobRunner(
-        archive.jobs,
-        poll_interval=settings["jobs.poll_interval"],
-        housekeeping=archive.deletion.sweep,
+        archive.jobs, poll_interval=settings["jobs.poll_interval"], housekeeping=housekeeping
     )
     archive.health.runner_alive = runner.alive  # for /readyz
     return runner

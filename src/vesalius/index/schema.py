@@ -395,6 +395,49 @@ pseudonyms = Table(
 
 # --- issue 15, changes: corrections and previous file versions (migration 0012) ---
 
+#: Corrections of patient and study attributes (``services/corrections.py``): what changed
+#: (``changes``: JSON {attribute: {"old", "new"}}), the index values before (``previous``) and
+#: after (``applied``), JSON, so an undo puts them back; ``state``: pending, applied, failed,
+#: undoing, undone, expired (the previous files purged after ``corrections.keep_days``).
+corrections = Table(
+    "corrections",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    _s("study_uid"),
+    Column("changes", Text, nullable=False),
+    Column("previous", Text, nullable=False),
+    Column("applied", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("job_pk", PK, nullable=True),
+    _s("created_by"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "study_uid"),
+    Index(None, "state", "created_at"),
+)
+
+#: Each file a correction rewrote: the instance's previous blob (kept until the correction
+#: expires, then purged) and its new one. ``state``: pending (the new blob may exist, the row
+#: not yet switched to it), applied, restored (undone), purged.
+correction_files = Table(
+    "correction_files",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("correction_pk", PK, ForeignKey("corrections.pk"), nullable=False),
+    Column("instance_pk", PK, nullable=False),
+    Column("old_blob_key", String(64), nullable=False),
+    Column("old_blob_store", String(32), nullable=False),
+    Column("old_size", BigInteger, nullable=False),
+    Column("old_sha256", String(64), nullable=False),
+    _s("old_charset"),
+    Column("new_blob_key", String(64), nullable=False),
+    Column("new_blob_store", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Index(None, "correction_pk", "instance_pk", unique=True),
+)
+
 # --- issue 15, transfers: peers over DICOMweb (migration 0013) ---
 
 #: A peer's DICOMweb base URL (PS3.18; STOW-RS sends go to ``<url>/studies``), null when it is

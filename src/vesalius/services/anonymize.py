@@ -181,8 +181,13 @@ class _FolderWriter:
 
 
 class _ZipWriter:
-    def __init__(self, path: Path) -> None:
-        self.archive = zipfile.ZipFile(path, "x", compression=zipfile.ZIP_DEFLATED)
+    def __init__(self, target: Path | IO[bytes]) -> None:
+        # a path: a new file; a stream (a download) may not seek: zipfile then writes data
+        # descriptors after each member
+        if isinstance(target, Path):
+            self.archive = zipfile.ZipFile(target, "x", compression=zipfile.ZIP_DEFLATED)
+        else:
+            self.archive = zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED)
 
     def write(self, name: str, ds: Dataset) -> None:
         # pydicom seeks while it writes; a zip member cannot: through a spooled file (one
@@ -228,11 +233,14 @@ class AnonymizeService:
         zip_file: Path | None = None,
         include_burned_in: bool = False,
         progress: Progress | None = None,
+        zip_stream: IO[bytes] | None = None,
     ) -> AnonymizeResult:
         """De-identify study ``study_uid`` into the archive (no ``output`` nor ``zip_file``),
-        a folder or a zip file; ``progress(done, total)`` is called as instances are done."""
+        a folder or a zip file (or a zip written to ``zip_stream``, a download);
+        ``progress(done, total)`` is called as instances are done."""
         options = options or Options()
-        destination = "zip" if zip_file else "folder" if output else "archive"
+        zipped = zip_file is not None or zip_stream is not None
+        destination = "zip" if zipped else "folder" if output else "archive"
         kind = "study-anonymized" if destination == "archive" else "study-exported"
         result = AnonymizeResult(study_uid, "", "", destination)
         patient_id = ""
@@ -255,6 +263,8 @@ class AnonymizeService:
             try:
                 if zip_file is not None:
                     writer = _ZipWriter(zip_file)
+                elif zip_stream is not None:
+                    writer = _ZipWriter(zip_stream)
                 elif output is not None:
                     writer = _FolderWriter(output)
                 else:

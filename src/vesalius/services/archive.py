@@ -11,6 +11,8 @@ from vesalius.services.accounts import AccountService
 from vesalius.services.anonymize import AnonymizeService
 from vesalius.services.audit_trail import AuditService
 from vesalius.services.browse import BrowseService
+from vesalius.services.corrections import CorrectionService
+from vesalius.services.deidentify import DeidentifyService
 from vesalius.services.deletion import DeleteService
 from vesalius.services.downloads import DownloadService
 from vesalius.services.health import HealthService
@@ -66,6 +68,10 @@ class Archive:
     remote: RemoteService | None = None
     #: Study list, studies, series and patients for the REST API and UI (issue 15).
     browse: BrowseService | None = None
+    #: Corrections of patient and study attributes, with undo (issue 15).
+    corrections: CorrectionService | None = None
+    #: De-identification for the REST API: into the archive as a job, or a streamed ZIP.
+    deidentify: DeidentifyService | None = None
 
     def close(self) -> None:
         self.closer()

@@ -54,6 +54,7 @@ INSTANCES_TRANSFERRED = _dcm("110104", "DICOM Instances Transferred")
 STUDY_DELETED = _dcm("110105", "DICOM Study Deleted")
 EXPORT = _dcm("110106", "Export")
 IMPORT = _dcm("110107", "Import")
+PATIENT_RECORD = _dcm("110110", "Patient Record")
 QUERY = _dcm("110112", "Query")
 SECURITY_ALERT = _dcm("110113", "Security Alert")
 USER_AUTHENTICATION = _dcm("110114", "User Authentication")
@@ -100,6 +101,9 @@ MESSAGES: dict[str, Code] = {
     "instances-transferred": INSTANCES_TRANSFERRED,
     "instances-deleted": STUDY_DELETED,
     "study-exported": EXPORT,
+    "study-corrected": INSTANCES_ACCESSED,
+    "study-correction-undone": INSTANCES_ACCESSED,
+    "patient-record-updated": PATIENT_RECORD,
     "query": QUERY,
     "access-refused": SECURITY_ALERT,
     "authentication-failed": SECURITY_ALERT,
@@ -476,6 +480,28 @@ class _Builder:
         self.archive()
         self.patients()
         self.studies(life_cycle="14")
+        self.finish()
+
+    def _study_corrected(self, code: Code) -> None:
+        """A.5.3.4 with action Update: the study's stored instances rewritten with corrected
+        patient or study attributes (``services/corrections.py``)."""
+        self.identify(code, "U")
+        self.who()
+        self.archive()
+        self.patients(life_cycle="3")  # RFC 3881: amendment
+        self.studies(life_cycle="3")
+        self.finish()
+
+    def _study_correction_undone(self, code: Code) -> None:
+        self._study_corrected(code)
+
+    def _patient_record_updated(self, code: Code) -> None:
+        """A.5.3.9 Patient Record, action Update: the patient's name, birth date, sex or ID
+        corrected."""
+        self.identify(code, "U")
+        self.who()
+        self.archive()
+        self.patients(life_cycle="3")
         self.finish()
 
     def _study_exported(self, code: Code) -> None:

@@ -1,0 +1,130 @@
+"""The Correct and Anonymize dialogs of the study page (issue 15, part "changes") in Chromium,
+on a served archive with its job runner, on SQLite and PostgreSQL.
+
+The study page is another part's; until it is merged, the dialogs are opened the way its
+toolbar opens them (``run(study, page)`` of ``actions/correct.js`` and ``actions/anonymize.js``)
+from the UI's shell. Correct: the current values shown, one changed, the job's progress, the
+result, Undo, and the index as before; Anonymize: options ticked, the ZIP downloaded. No serious
+or critical accessibility violations; screenshots kept.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from conftest import make_server, running_http, scratch_database
+from synth import make_instance
+from ui_browser import accessibility_violations, browser, open_page, screenshot, script_errors
+from vesalius.identity import Identity
+from vesalius.services.jobs import JobRunner
+
+__all__ = ["browser"]  # the fixture
+
+OPEN = """async ([name, uid]) => {
+  const action = await import(`/ui/static/actions/${name}.js`);
+  const study = await (await fetch(`/api/v1/studies/${uid}`)).json();
+  window.refreshed = 0;
+  action.run(study, { refresh: () => { window.refreshed += 1; } });
+}"""
+
+
+@dataclass
+class Site:
+    url: str
+    study: str
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    folder = tmp_path_factory.mktemp(f"ui-changes-{request.param}")
+    with scratch_database(request.param, folder) as url:
+        running = make_server(folder / "data", url)
+        runner = JobRunner(running.archive.jobs, poll_interval=0.05)
+        runner.start()
+        try:
+            study = generate_uid()
+            for n in range(3):
+                path = folder / f"{n}.dcm"
+                make_instance(
+                    path,
+                    StudyInstanceUID=study,
+                    InstanceNumber=n + 1,
+                    PatientName="Wrong^Name",
+                    PatientID="UI-1",
+                    StudyDescription="Knee",
+                )
+                running.archive.ingest.ingest_copy(path, Identity.system("test"))
+            with running_http(running.archive, running.settings) as base:
+                yield Site(base, study)
+        finally:
+            runner.stop()
+            running.dimse.stop(grace=1)
+            running.archive.close()
+
+
+def study(site: Site) -> dict[str, object]:
+    return dict(httpx.get(f"{site.url}/api/v1/studies/{site.study}").json())
+
+
+def test_correct_and_undo_in_the_dialog(
+    site: Site, browser: object, request: pytest.FixtureRequest
+) -> None:
+    page = open_page(browser, site.url + "/")  # type: ignore[arg-type]
+    page.wait_for_selector("#nav a")
+    page.evaluate(OPEN, ["correct", site.study])
+    dialog = page.get_by_role("dialog", name="Correct patient and study")
+    name = dialog.get_by_label("Patient's Name (Family^Given)")
+    assert name.input_value() == "Wrong^Name"
+    assert dialog.get_by_label("Study Description").input_value() == "Knee"
+    assert accessibility_violations(page) == []
+    name.fill("Right^Name")
+    dialog.get_by_label("Reason (kept with the correction)").fill("registration typo")
+    dialog.get_by_role("button", name="Correct", exact=True).click()
+    dialog.get_by_text("Corrected.").wait_for()
+    assert "Right^Name" in dialog.get_by_role("table").inner_text()
+    assert accessibility_violations(page) == []
+    screenshot(page, f"changes-correct-{request.node.callspec.id}")
+    assert study(site)["patient"]["name"] == "Right^Name"  # type: ignore[index]
+
+    dialog.get_by_role("button", name="Undo").click()
+    dialog.get_by_text("Undone: the study is as it was.").wait_for()
+    assert study(site)["patient"]["name"] == "Wrong^Name"  # type: ignore[index]
+    dialog.get_by_role("button", name="Close", exact=True).last.click()
+    page.wait_for_function("window.refreshed === 1")
+    assert page.get_by_role("dialog").count() == 0
+    assert script_errors(page) == []
+
+
+def test_anonymize_download_in_the_dialog(
+    site: Site, browser: object, request: pytest.FixtureRequest
+) -> None:
+    page = open_page(browser, site.url + "/")  # type: ignore[arg-type]
+    page.wait_for_selector("#nav a")
+    page.evaluate(OPEN, ["anonymize", site.study])
+    dialog = page.get_by_role("dialog", name="Anonymize the study")
+    dialog.get_by_label("Keep device identity").check()
+    dialog.get_by_label("Download as a ZIP").check()
+    assert accessibility_violations(page) == []
+    screenshot(page, f"changes-anonymize-{request.node.callspec.id}")
+    with page.expect_download() as waiting:
+        dialog.get_by_role("button", name="Anonymize", exact=True).click()
+    saved = Path(waiting.value.path())
+    with zipfile.ZipFile(saved) as archive:
+        names = archive.namelist()
+        assert len(names) == 3
+        ds = dcmread(io.BytesIO(archive.read(names[0])))
+    assert ds.PatientID != "UI-1" and "retain_device" not in str(ds.get("DeidentificationMethod"))
+    assert "device" in str(ds.DeidentificationMethod)
+    dialog.get_by_text("The download has started.").wait_for()
+    assert script_errors(page) == []
