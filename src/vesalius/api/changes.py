@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vesalius.api.deps import ArchiveDep, Who
 from vesalius.api.etags import check_if_match, etag_of
+from vesalius.api.jobs import Job
 from vesalius.api.paging import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
 from vesalius.api.problems import Problem
-from vesalius.api.resources import Job, StudyUid, browser, job_of, study_of
+from vesalius.api.resources import StudyUid, browser, job_of, study_of
 from vesalius.dicom.uids import check_uid
 from vesalius.errors import InvalidDataError, OutOfResourcesError
 from vesalius.services.archive import Archive
@@ -125,7 +126,7 @@ class Anonymized(BaseModel):
     job: Job
 
 
-def correction_of(record: CorrectionRecord) -> Correction:
+def correction_of(archive: Archive, record: CorrectionRecord) -> Correction:
     row = record.row
     return Correction(
         id=row.pk,
@@ -136,7 +137,7 @@ def correction_of(record: CorrectionRecord) -> Correction:
         message=row.message,
         created_at=row.created_at,
         created_by=row.created_by,
-        job=job_of(record.job) if record.job is not None else None,
+        job=job_of(archive, record.job) if record.job is not None else None,
     )
 
 
@@ -179,7 +180,7 @@ def correct_study(
         check_if_match(request, etag_of(current.model_dump_json()))
     values = body.model_dump(exclude_none=True, exclude={"reason"})
     record = corrections(archive).submit(uid, values, who, body.reason or "")
-    return correction_of(record)
+    return correction_of(archive, record)
 
 
 @router.get(
@@ -206,7 +207,7 @@ def list_corrections(
     found, total = corrections(archive).list(uid, who, limit=limit, before=before)
     more = len(found) == limit and found[-1].row.pk > 1
     return Page[Correction](
-        items=[correction_of(c) for c in found],
+        items=[correction_of(archive, c) for c in found],
         total=total,
         next=encode_cursor({"before": found[-1].row.pk}) if more else None,
     )
@@ -220,7 +221,7 @@ def list_corrections(
     responses=_CONFLICT,
 )
 def get_correction(correction_id: CorrectionId, archive: ArchiveDep, who: Who) -> Correction:
-    return correction_of(corrections(archive).get(correction_id, who))
+    return correction_of(archive, corrections(archive).get(correction_id, who))
 
 
 @router.post(
@@ -233,7 +234,7 @@ def get_correction(correction_id: CorrectionId, archive: ArchiveDep, who: Who) -
     responses=_CONFLICT,
 )
 def undo_correction(correction_id: CorrectionId, archive: ArchiveDep, who: Who) -> Correction:
-    return correction_of(corrections(archive).undo(correction_id, who))
+    return correction_of(archive, corrections(archive).undo(correction_id, who))
 
 
 @router.post(
@@ -251,7 +252,7 @@ def anonymize_study(
 ) -> Anonymized:
     uid = check_uid(study_uid, "study_uid")
     submitted = deidentifier(archive).submit(uid, list(body.options), body.include_burned_in, who)
-    return Anonymized(study_uid=submitted.study_uid, job=job_of(submitted.job))
+    return Anonymized(study_uid=submitted.study_uid, job=job_of(archive, submitted.job))
 
 
 @router.get(
