@@ -1,9 +1,7 @@
 """The Correct and Anonymize dialogs of the study page (issue 15, part "changes") in Chromium,
 on a served archive with its job runner, on SQLite and PostgreSQL.
 
-The study page is another part's; until it is merged, the dialogs are opened the way its
-toolbar opens them (``run(study, page)`` of ``actions/correct.js`` and ``actions/anonymize.js``)
-from the UI's shell. Correct: the current values shown, one changed, the job's progress, the
+The dialogs are opened as a user opens them, from the study page's toolbar. Correct: the current values shown, one changed, the job's progress, the
 result, Undo, and the index as before; Anonymize: options ticked, the ZIP downloaded. No serious
 or critical accessibility violations; screenshots kept.
 """
@@ -15,6 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -27,14 +26,16 @@ from ui_browser import accessibility_violations, browser, open_page, screenshot,
 from vesalius.identity import Identity
 from vesalius.services.jobs import JobRunner
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 __all__ = ["browser"]  # the fixture
 
-OPEN = """async ([name, uid]) => {
-  const action = await import(`/ui/static/actions/${name}.js`);
-  const study = await (await fetch(`/api/v1/studies/${uid}`)).json();
-  window.refreshed = 0;
-  action.run(study, { refresh: () => { window.refreshed += 1; } });
-}"""
+
+def open_action(page: Page, site: Site, label: str) -> None:
+    """Open the study page and click ``label`` in its toolbar, as a user does."""
+    page.goto(f"{site.url}/ui/studies/{site.study}", wait_until="domcontentloaded")
+    page.locator("main [data-action]", has_text=label).click()
 
 
 @dataclass
@@ -81,8 +82,7 @@ def test_correct_and_undo_in_the_dialog(
     site: Site, browser: object, request: pytest.FixtureRequest
 ) -> None:
     page = open_page(browser, site.url + "/")  # type: ignore[arg-type]
-    page.wait_for_selector("#nav a")
-    page.evaluate(OPEN, ["correct", site.study])
+    open_action(page, site, "Correct")
     dialog = page.get_by_role("dialog", name="Correct patient and study")
     name = dialog.get_by_label("Patient's Name (Family^Given)")
     assert name.input_value() == "Wrong^Name"
@@ -101,8 +101,8 @@ def test_correct_and_undo_in_the_dialog(
     dialog.get_by_text("Undone: the study is as it was.").wait_for()
     assert study(site)["patient"]["name"] == "Wrong^Name"  # type: ignore[index]
     dialog.get_by_role("button", name="Close", exact=True).last.click()
-    page.wait_for_function("window.refreshed === 1")
-    assert page.get_by_role("dialog").count() == 0
+    page.get_by_role("dialog").wait_for(state="detached")
+    page.locator("main h1").wait_for()  # the study page, refreshed
     assert script_errors(page) == []
 
 
@@ -110,8 +110,7 @@ def test_anonymize_download_in_the_dialog(
     site: Site, browser: object, request: pytest.FixtureRequest
 ) -> None:
     page = open_page(browser, site.url + "/")  # type: ignore[arg-type]
-    page.wait_for_selector("#nav a")
-    page.evaluate(OPEN, ["anonymize", site.study])
+    open_action(page, site, "Anonymize")
     dialog = page.get_by_role("dialog", name="Anonymize the study")
     dialog.get_by_label("Keep device identity").check()
     dialog.get_by_label("Download as a ZIP").check()

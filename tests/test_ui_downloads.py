@@ -27,30 +27,20 @@ def test_download_dialog_downloads_zip_and_media(web: WebServer, browser, tmp_pa
         staged = web.archive.ingest.staging_path()
         shutil.copyfile(path, staged)
         web.archive.ingest.ingest_staged(staged, ADMIN)
-    page = open_page(browser, web.url + "/")
-    page.wait_for_function("document.querySelector('#nav a') !== null")
-    page.evaluate(
-        """async (uid) => {
-          const action = await import('/ui/static/actions/download.js');
-          await action.run({study_uid: uid, description: 'Synthetic study',
-            patient: {name: 'Doe^Jane'}, instance_count: 2, size: 2048}, {refresh() {}});
-        }""",
-        study,
-    )
+    page = open_page(browser, f"{web.url}/ui/studies/{study}")
+    toolbar = page.locator("main [data-action]", has_text="Download")
+    toolbar.click()  # as a user does, on the study page
     dialog = page.get_by_role("dialog", name="Download")
     dialog.wait_for()
     assert accessibility_violations(page) == []
     screenshot(page, "download-dialog")
     for fmt, label, expected in (("zip", "ZIP", ".dcm"), ("media", "DICOM media", "DICOMDIR")):
         if page.get_by_role("dialog", name="Download").count() == 0:
-            page.evaluate(
-                """async (uid) => (await import('/ui/static/actions/download.js'))
-                   .run({study_uid: uid, patient: {}}, {refresh() {}})""",
-                study,
-            )
-        page.get_by_label(label, exact=False).check()
+            toolbar.click()
+            page.get_by_role("dialog", name="Download").wait_for()
+        dialog.get_by_label(label, exact=False).check()
         with page.expect_download() as info:
-            page.get_by_role("button", name="Download", exact=True).click()
+            dialog.get_by_role("button", name="Download", exact=True).click()
         download = info.value
         assert download.suggested_filename.endswith(".zip")
         saved = tmp_path / f"{fmt}.zip"
@@ -58,5 +48,5 @@ def test_download_dialog_downloads_zip_and_media(web: WebServer, browser, tmp_pa
         names = zipfile.ZipFile(saved).namelist()
         assert len(names) == (3 if fmt == "media" else 2)
         assert any(n.endswith(expected) for n in names), names
-        assert page.get_by_role("dialog", name="Download").count() == 0  # closed after
+        page.get_by_role("dialog", name="Download").wait_for(state="detached")  # closed after
     assert script_errors(page) == []

@@ -77,17 +77,8 @@ def test_send_dialog_by_c_store_and_by_stow_rs(
     peers: Site, browser: Browser, request: pytest.FixtureRequest
 ) -> None:
     study = peers.local_study
-    page = open_page(browser, peers.url + "/ui/remote")
-    page.locator("#remote-search").wait_for()
-    page.evaluate(
-        """async (uid) => {
-            const { whoami } = await import('/ui/static/api.js');
-            await whoami();
-            const send = await import('/ui/static/actions/send.js');
-            await send.run({ study_uid: uid }, { refresh() {} });
-        }""",
-        study.uid,
-    )
+    page = open_page(browser, f"{peers.url}/ui/studies/{study.uid}")
+    page.locator("main [data-action]", has_text="Send").click()  # the study page's toolbar
     dialog = page.get_by_role("dialog", name="Send study")
     dialog.wait_for()
     dialog.get_by_label("Peer").select_option("store")

@@ -21,7 +21,7 @@ const ROUTES = [
 const NAV = [
   ["Studies", "/", "query"],
   ["Upload", "/ui/upload", "store"],
-  ["Query/Retrieve", "/ui/remote", "send"],
+  ["Query/Retrieve", "/ui/remote", "query"],
   ["Jobs", "/ui/jobs", "query"],
   ["Peers", "/ui/peers", "admin"],
   ["Statistics", "/ui/statistics", "query"],
