@@ -13,7 +13,7 @@ Each file is then stored or refused on its own (``services/uploads.py``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from email.message import Message
 from pathlib import Path as FilePath
 from typing import IO, Annotated, Any
@@ -30,16 +30,20 @@ from vesalius.api.problems import MEDIA_TYPE, Problem, problem
 from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError, VesaliusError
 from vesalius.services.ingest import ContentHash
 from vesalius.services.uploads import Received, UploadReport, UploadService
-from vesalius.web.upload import MultipartReader, PartData, PartEnd, PartStart, decoded_body
+from vesalius.web.upload import (
+    MultipartReader,
+    PartData,
+    PartEnd,
+    PartStart,
+    TrackedBody,
+    decoded_body,
+    drain,
+)
 
 router = APIRouter()
 
 #: Bytes gathered before one write to a staging file (in a worker thread).
 FLUSH = 1 << 20
-#: After an error part way through the body, bytes still read (and dropped) so a browser sees
-#: the answer rather than a reset connection, for at most DRAIN_SECONDS.
-DRAIN = 16 << 20
-DRAIN_SECONDS = 2.0
 #: Most files one request may carry.
 MAX_FILES = 10_000
 #: ``http.max_upload_mb = 0``: no limit.
@@ -175,26 +179,6 @@ class _Incoming:
         self.files.clear()
 
 
-class _Body:
-    """The raw request body, noting whether reading it began and whether it ended."""
-
-    def __init__(self, stream: AsyncIterator[bytes]) -> None:
-        self._stream = stream
-        self.started = False
-        self.ended = False
-
-    def __aiter__(self) -> _Body:
-        return self
-
-    async def __anext__(self) -> bytes:
-        self.started = True
-        try:
-            return await self._stream.__anext__()
-        except StopAsyncIteration:
-            self.ended = True
-            raise
-
-
 async def _receive(
     body: AsyncIterable[bytes], content_type: str, name: str | None, incoming: _Incoming
 ) -> None:
@@ -234,18 +218,6 @@ async def _receive(
     reader.close()
 
 
-async def _drain(raw: AsyncIterable[bytes]) -> None:
-    left = DRAIN
-    with anyio.move_on_after(DRAIN_SECONDS):
-        try:
-            async for chunk in raw:
-                left -= len(chunk)
-                if left < 0:
-                    return
-        except (ClientDisconnect, OSError, RuntimeError):
-            return
-
-
 def _check_type(content_type: str) -> None:
     if not content_type:
         raise UnsupportedError(
@@ -267,7 +239,7 @@ def _result(report: UploadReport) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def _refusal(exc: VesaliusError, raw: _Body) -> Response:
+def _refusal(exc: VesaliusError, raw: TrackedBody) -> Response:
     kind = type(exc).__name__.removesuffix("Error").lower() or "error"
     headers = None if raw.ended or not raw.started else {"Connection": "close"}
     return problem(exc.http_status, exc.message, kind=kind, headers=headers)
@@ -307,7 +279,7 @@ async def upload(
     uploads = archive.uploads
     if uploads is None:
         raise UnsupportedError("this archive takes no uploads")
-    raw = _Body(request.stream())
+    raw = TrackedBody(request.stream())
     incoming = _Incoming(uploads)
     try:
         content_type = request.headers.get("content-type", "")
@@ -322,13 +294,13 @@ async def upload(
         await _receive(body, content_type, name, incoming)
         if not incoming.files:
             raise InvalidDataError("the request holds no files")
-        await _drain(raw)  # an epilogue, if any
+        await drain(raw)  # an epilogue, if any
         if not raw.ended:  # the close delimiter came but the body did not end (RFC 9112 8)
             raise InvalidDataError("the request body did not end after its close delimiter")
     except VesaliusError as exc:
         incoming.discard()
         if raw.started and not raw.ended:
-            await _drain(raw)
+            await drain(raw)
         return _refusal(exc, raw)
     except ClientDisconnect as exc:
         incoming.discard()

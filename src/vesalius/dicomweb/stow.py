@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -60,9 +60,11 @@ from vesalius.web.upload import (
     PartData,
     PartEnd,
     PartStart,
+    TrackedBody,
     check_boundary,
     decoded_body,
     decoders_for,
+    drain,
 )
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,6 @@ log = logging.getLogger(__name__)
 DICOM = "application/dicom"
 #: Part bytes gathered before one write to the staging file (in a worker thread).
 FLUSH = 1 << 20
-#: Request bytes still read (and dropped) after an error, so the client sees the answer
-#: rather than a reset connection, for at most DRAIN_SECONDS; past either the connection is
-#: simply closed.
-DRAIN = 16 << 20
-DRAIN_SECONDS = 2.0
 _PEEK = {
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
@@ -243,40 +240,6 @@ async def _receive(body: AsyncIterator[bytes], boundary: bytes | None, staging: 
     reader.close()
 
 
-class _Body:
-    """The raw request body, noting whether reading it began and whether it ended."""
-
-    def __init__(self, stream: AsyncIterator[bytes]) -> None:
-        self._stream = stream
-        self.started = False
-        self.ended = False
-
-    def __aiter__(self) -> _Body:
-        return self
-
-    async def __anext__(self) -> bytes:
-        self.started = True
-        try:
-            return await self._stream.__anext__()
-        except StopAsyncIteration:
-            self.ended = True
-            raise
-
-
-async def _drain(raw: AsyncIterable[bytes]) -> None:
-    """Read and drop what the client still sends: :data:`DRAIN` bytes, for
-    :data:`DRAIN_SECONDS` at most."""
-    left = DRAIN
-    with anyio.move_on_after(DRAIN_SECONDS):
-        try:
-            async for chunk in raw:
-                left -= len(chunk)
-                if left < 0:
-                    return
-        except (ClientDisconnect, OSError, RuntimeError):
-            return
-
-
 # ---------------------------------------------------------------------- ingesting
 
 
@@ -385,7 +348,7 @@ async def store(
     archive: Archive, request: Request, limits: UploadLimits = UploadLimits()
 ) -> Response:
     """``POST /studies`` and ``POST /studies/{study}`` (PS3.18 10.5)."""
-    raw = _Body(request.stream())
+    raw = TrackedBody(request.stream())
     staging = _Staging(archive)
     try:
         media_type = _response_type(request)
@@ -406,7 +369,7 @@ async def store(
         # Refused before reading: nothing to wait for (a client waiting for "100 Continue", or
         # one that stalls, would keep the answer back). Part way: let a sender read the answer.
         if raw.started and not raw.ended:
-            await _drain(raw)
+            await drain(raw)
         return _closing(error_response(exc), raw)
     except ClientDisconnect as exc:
         staging.discard()
@@ -414,7 +377,7 @@ async def store(
     except BaseException:
         staging.discard()
         raise
-    await _drain(raw)  # an epilogue, if any
+    await drain(raw)  # an epilogue, if any
     if not raw.ended:
         # The close delimiter came but the body did not end (a chunked body without its last
         # chunk, a Content-Length never reached): an incomplete request (RFC 9112 8) stores
@@ -428,7 +391,7 @@ async def store(
     return _closing(response, raw)
 
 
-def _closing(response: Response, raw: _Body) -> Response:
+def _closing(response: Response, raw: TrackedBody) -> Response:
     """``response``, closing the connection unless the request body was read to its end."""
     if not raw.ended:
         response.headers["connection"] = "close"

@@ -19,6 +19,9 @@ import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+import anyio
+from starlette.requests import ClientDisconnect
+
 from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError
 
 #: Largest piece handed on at once (decoded bytes); buffers stay within about this much.
@@ -30,6 +33,46 @@ MAX_HEADER_BYTES = 16 * 1024
 #: Longest boundary accepted (RFC 2046 allows 70; some clients send longer ones).
 MAX_BOUNDARY = 200
 _PADDING = b" \t"
+#: Request bytes still read (and dropped) after an error part way through a body, so the
+#: client sees the answer rather than a reset connection, for at most DRAIN_SECONDS; past
+#: either the connection is simply closed.
+DRAIN = 16 << 20
+DRAIN_SECONDS = 2.0
+
+
+class TrackedBody:
+    """The raw request body, noting whether reading it began and whether it ended (a response
+    sent before its end closes the connection)."""
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._stream = stream
+        self.started = False
+        self.ended = False
+
+    def __aiter__(self) -> TrackedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.started = True
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            self.ended = True
+            raise
+
+
+async def drain(raw: AsyncIterable[bytes]) -> None:
+    """Read and drop what the client still sends: :data:`DRAIN` bytes, for
+    :data:`DRAIN_SECONDS` at most."""
+    left = DRAIN
+    with anyio.move_on_after(DRAIN_SECONDS):
+        try:
+            async for chunk in raw:
+                left -= len(chunk)
+                if left < 0:
+                    return
+        except (ClientDisconnect, OSError, RuntimeError):
+            return
 
 
 class _Decoder:
