@@ -25,6 +25,7 @@ from vesalius.errors import InvalidDataError, OutOfResourcesError
 from vesalius.services.archive import Archive
 from vesalius.services.browse import (
     SORT_KINDS,
+    STUDY_SORTS,
     BrowseService,
     PatientRow,
     SeriesRow,
@@ -35,17 +36,6 @@ from vesalius.services.jobs import JobRow
 
 router = APIRouter()
 
-#: The sorts of the study list (``-``: descending).
-STUDY_SORTS = (
-    "-study_date",
-    "study_date",
-    "patient_name",
-    "-patient_name",
-    "patient_id",
-    "accession_number",
-    "-updated",
-    "updated",
-)
 #: The kinds of values in the position a cursor holds (``s`` text, ``i`` integer, ``t`` a
 #: time as ISO 8601 text), per sort and for the patient list.
 POSITIONS = {**{sort: SORT_KINDS[sort.lstrip("-")] for sort in STUDY_SORTS}, "patients": "si"}

@@ -19,7 +19,14 @@ from typing import Any, Generic, TypeVar
 from vesalius.errors import NotFoundError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index import browse
-from vesalius.index.browse import SORT_KINDS, PatientRow, SeriesRow, StudyFilters, StudyRow
+from vesalius.index.browse import (
+    SORT_KINDS,
+    STUDY_SORTS,
+    PatientRow,
+    SeriesRow,
+    StudyFilters,
+    StudyRow,
+)
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import RetrieveKeys
 from vesalius.index.matching import MatchOptions
@@ -31,6 +38,7 @@ from vesalius.services.policy import Resource
 
 __all__ = [
     "SORT_KINDS",
+    "STUDY_SORTS",
     "AmbiguousError",
     "BrowseService",
     "Listed",
