@@ -1,9 +1,10 @@
 """The Correct and Anonymize dialogs of the study page (issue 15, part "changes") in Chromium,
 on a served archive with its job runner, on SQLite and PostgreSQL.
 
-The dialogs are opened as a user opens them, from the study page's toolbar. Correct: the current values shown, one changed, the job's progress, the
-result, Undo, and the index as before; Anonymize: options ticked, the ZIP downloaded. No serious
-or critical accessibility violations; screenshots kept.
+The dialogs are opened as a user opens them, from the study page's toolbar. Correct: the
+current values shown, one changed, the job's progress, the result, Undo, and the index as
+before; Anonymize: options ticked, the ZIP downloaded. No serious or critical accessibility
+violations; screenshots kept.
 """
 
 from __future__ import annotations
