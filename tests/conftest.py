@@ -9,6 +9,7 @@ turns the skip into a failure.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from sqlalchemy import create_engine, text
 from vesalius.dimse.server import DimseServer
 from vesalius.index.catalog import Catalog
 from vesalius.services.archive import Archive
-from vesalius.services.audit import Auditor
+from vesalius.services.audit import AUDIT_LOGGER, Auditor
 from vesalius.services.policy import Policy
 from vesalius.settings import Modality, Settings, load_settings
 from vesalius.storage import BlobStorage, Spool, Stores
@@ -147,7 +148,20 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     from vesalius.cli import main
 
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("VESALIUS_")}
-    result = CliRunner().invoke(main, list(args), env=unset)
+    # A command sets up logging as a process of its own would (the audit logger to its
+    # stderr, which the runner closes afterwards): put it back for the tests that follow.
+    loggers = [logging.getLogger(), logging.getLogger(AUDIT_LOGGER)]
+    saved = [(each, list(each.handlers), each.propagate, each.level) for each in loggers]
+    try:
+        result = CliRunner().invoke(main, list(args), env=unset)
+    finally:
+        for each, handlers, propagate, level in saved:
+            for handler in list(each.handlers):
+                if handler not in handlers:
+                    each.removeHandler(handler)
+                    handler.close()
+            each.propagate = propagate
+            each.setLevel(level)
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 

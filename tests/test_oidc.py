@@ -440,7 +440,8 @@ def test_settings_roles_are_the_policy_roles() -> None:
 
 def test_chromium_signs_in_and_the_viewer_works(server: OidcServer) -> None:
     """Chromium (Playwright) signs in through the provider's form, lands on the QIDO it asked
-    for, then opens OHIF, whose same-origin DICOMweb requests carry the session."""
+    for, then opens the web UI's study list and OHIF, whose same-origin requests carry the
+    session."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found") if REQUIRE else pytest.skip(f"{CHROMIUM} not found")
     from playwright.sync_api import Response, sync_playwright
@@ -465,14 +466,21 @@ def test_chromium_signs_in_and_the_viewer_works(server: OidcServer) -> None:
                     pytest.fail("OHIF is not installed: run .venv/bin/vesalius viewer install")
                 return
 
-            def is_qido(response: Response) -> bool:
-                return urlsplit(response.url).path == STUDIES
+            def is_study_list(response: Response) -> bool:
+                return urlsplit(response.url).path == "/api/v1/studies"
 
-            with page.expect_response(is_qido, timeout=60000) as study_list:
-                page.goto(server.url + "/")
+            with page.expect_response(is_study_list, timeout=60000) as study_list:
+                page.goto(server.url + "/")  # the web UI's study list, over the REST API
             assert study_list.value.status == 200
             assert "/login" not in page.url
             page.get_by_text("Synthetic", exact=False).first.wait_for(timeout=60_000)  # listed
+
+            def is_qido(response: Response) -> bool:
+                return urlsplit(response.url).path == STUDIES
+
+            with page.expect_response(is_qido, timeout=60000) as qido:
+                page.goto(f"{server.url}/viewer?StudyInstanceUIDs={server.study_uid}")
+            assert qido.value.status == 200  # OHIF's own DICOMweb request, with the session
         finally:
             browser.close()
 
