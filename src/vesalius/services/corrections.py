@@ -181,7 +181,16 @@ class CorrectionService:
         self.oversight.check(who, "admin", Resource((study_uid,)))
         wanted = {field: normalise(field, str(value)) for field, value in values.items()}
         reason = _text(reason.strip(), "reason")[:1000]
-        with self.catalog.read() as conn:
+        with self.catalog.write() as conn:
+            # One transaction: nothing else at work on the studies concerned, then the values
+            # as they are now (an undo that ended a moment ago included) become "previous".
+            state = table.study_state(conn, study_uid)
+            if state is None:
+                raise NotFoundError(f"no study {study_uid} in the archive")
+            scope = self._plan(conn, state, wanted)["applied"]["scope"]
+            busy = table.busy_correction(conn, [uid for _, uid in scope])
+            if busy is not None:
+                raise ConflictError(f"correction {busy} of this study is still at work")
             state = table.study_state(conn, study_uid)
             if state is None:
                 raise NotFoundError(f"no study {study_uid} in the archive")
@@ -190,10 +199,6 @@ class CorrectionService:
             for charset in table.character_sets(conn, [pk for pk, _ in applied["scope"]]):
                 for keyword, value in {**applied["patient_file"], **applied["study_file"]}.items():
                     check_encodable(keyword, value, charset)  # 400 now, not a failed job
-        with self.catalog.write() as conn:
-            busy = table.busy_correction(conn, [uid for _, uid in plan["applied"]["scope"]])
-            if busy is not None:
-                raise ConflictError(f"correction {busy} of this study is still at work")
             pk = table.add_correction(
                 conn,
                 study_uid,
