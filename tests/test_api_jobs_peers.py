@@ -332,3 +332,26 @@ def test_each_identity_sees_only_its_jobs_and_the_studies_it_may_query(site: Sit
     assert httpx.post(f"{url}/api/v1/jobs/{job}/cancel", headers=bearer["tech"]).status_code == 200
     assert httpx.get(f"{url}/api/v1/peers", headers=bearer["rad"]).status_code == 403
     assert httpx.get(f"{url}/api/v1/events").status_code == 401
+
+
+def test_a_study_stored_by_another_process_arrives_on_the_stream(site: Site) -> None:
+    """A DIMSE worker process or another node stores through its own archive on the same index:
+    its store is not on this process's event bus, and arrives all the same (the hub reads the
+    studies that received instances since its last look), once."""
+    from vesalius.wiring import assemble
+
+    stream, _reader = open_stream(site.url, site.bearer["boss"])
+    other = assemble(site.server.settings)  # another process's archive, same index and storage
+    studies = [f"1.2.826.0.1.3680043.8.498.1501{n}" for n in range(3)]
+    try:
+        for n, study in enumerate(studies):  # one after the other: each a later look of the hub
+            path = site.files[0].parent / f"elsewhere-{n}.dcm"
+            make_instance(path, StudyInstanceUID=study, PatientID="JP-9")
+            other.archive.ingest.ingest_copy(path, Identity.system())
+            wait_until(
+                lambda s=study: stream.has("study", study_uid=s, change="stored"), what="event"
+            )
+    finally:
+        other.close()
+    first = [data for kind, data in stream.events if data.get("study_uid") == studies[0]]
+    assert len(first) == 1  # not again at the looks after

@@ -98,3 +98,19 @@ def arrivals(conn: Connection, bucket: Bucket, since: datetime) -> list[tuple[st
         .order_by(key)
     )
     return [(str(name), int(n), int(b)) for name, n, b in rows]
+
+
+def studies_received_since(conn: Connection, since: datetime) -> dict[str, datetime]:
+    """The studies that received instances at or after ``since``, each with its latest
+    arrival (a range scan of the ``received_at`` index: what any process or node stored)."""
+    rows = conn.execute(
+        select(studies.c.study_uid, func.max(instances.c.received_at))
+        .select_from(
+            instances.join(series, series.c.pk == instances.c.series_pk).join(
+                studies, studies.c.pk == series.c.study_pk
+            )
+        )
+        .where(instances.c.received_at >= since)
+        .group_by(studies.c.study_uid)
+    )
+    return {str(uid): latest for uid, latest in rows}

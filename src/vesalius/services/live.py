@@ -9,7 +9,10 @@ One hub per process, one thread while anyone listens, whatever the number of lis
 - **studies**: the in-process event bus (``services/events.py``) tells of instances stored,
   deleted, studies corrected; its subscriber only notes the study under a lock (it runs in the
   DIMSE or HTTP thread that did the work, and must not wait), and the hub's thread sends each
-  study noted at most once a second.
+  study noted at most once a second. Instances stored by another process or node (a DIMSE
+  worker, the next node) are found the same way as jobs: the hub reads which studies received
+  instances since its last look (the ``instances.received_at`` index), and sends those whose
+  latest arrival it has not sent yet.
 
 Each listener gets only what its identity may see: a job it may see (:meth:`JobService.visible`),
 a study it may query (the policy, access labels included). The hand-off to a listener is its
@@ -30,6 +33,7 @@ from vesalius.errors import VesaliusError
 from vesalius.identity import Identity
 from vesalius.index.catalog import Catalog
 from vesalius.index.labels import study_label_sets
+from vesalius.index.statistics import studies_received_since
 from vesalius.services.events import Event, EventBus
 from vesalius.services.jobs import JobRow, JobService
 from vesalius.services.oversight import Oversight
@@ -96,6 +100,7 @@ class LiveEvents:
         self._listeners: list[Listener] = []
         self._studies: dict[str, str] = {}  # study UID -> its latest change, since the last send
         self._seen: dict[int, tuple[Any, ...]] = {}  # job -> what was last sent of it
+        self._arrived: dict[str, datetime] = {}  # study -> its latest arrival sent
         self._since: datetime | None = None
         #: Labels of studies seen lately: a deleted study's are no longer in the index.
         self._labels: dict[str, frozenset[str]] = {}
@@ -114,6 +119,7 @@ class LiveEvents:
             if self._thread is None or not self._thread.is_alive():
                 self._since = self._now()
                 self._seen.clear()
+                self._arrived.clear()
                 self._thread = threading.Thread(target=self._loop, name="live-events", daemon=True)
                 self._thread.start()
         return listener
@@ -171,9 +177,12 @@ class LiveEvents:
         if len(self._seen) > 10000:  # forget the oldest; they may be sent once more
             for pk in sorted(self._seen)[:5000]:
                 del self._seen[pk]
+        arrived = self._arrivals(since - OVERLAP)
         with self._lock:
             studies, self._studies = self._studies, {}
             listeners = list(self._listeners)
+        for uid in arrived:
+            studies.setdefault(uid, "stored")
         if studies:
             self._learn_labels(studies)
         for listener in listeners:
@@ -184,6 +193,16 @@ class LiveEvents:
                 for uid in self._queryable(listener.who, studies):
                     change = studies[uid]
                     listener.deliver(LiveEvent("study", {"study_uid": uid, "change": change}))
+
+    def _arrivals(self, since: datetime) -> list[str]:
+        """Studies that received instances since ``since`` in any process, not yet sent."""
+        with self.catalog.read() as conn:
+            found = studies_received_since(conn, since)
+        news = [uid for uid, latest in found.items() if self._arrived.get(uid) != latest]
+        if len(self._arrived) > 10000:
+            self._arrived.clear()
+        self._arrived.update(found)
+        return news
 
     def _learn_labels(self, studies: dict[str, str]) -> None:
         with self.catalog.read() as conn:
