@@ -20,6 +20,7 @@ from vesalius.dicom.values import fold
 from vesalius.errors import DuplicateInstanceError
 from vesalius.index.prepared import Prepared
 from vesalius.index.schema import instance_metadata, instances, patients, series, studies
+from vesalius.index.search import forget, index_patient, index_studies
 
 DuplicatePolicy = Literal["replace", "keep", "reject"]
 
@@ -373,6 +374,12 @@ def record_instance(
         conn,
         {"key": patient_pk, "new_series": int(series_created), "new_studies": int(study_created)},
     )
+    # The free text's terms: once per study, and again when a replaced instance may have
+    # changed its patient's or its own attributes (never for the other instances).
+    if existing is not None:
+        index_patient(conn, patient_pk)
+    elif study_created:
+        index_studies(conn, [study.study_pk])
     if existing is not None:
         return RecordResult("replaced", BlobRef(existing[4], existing[2]))
     return RecordResult("created")
@@ -428,6 +435,7 @@ def delete_instance_row(conn: Connection, instance_pk: int) -> BlobRef:
             .values(num_instances=series.c.num_instances - 1)
         )
     if study_gone:
+        forget(conn, [row.study_pk])
         conn.execute(studies.delete().where(studies.c.pk == row.study_pk))
     else:
         conn.execute(
