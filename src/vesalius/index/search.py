@@ -18,10 +18,11 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, select
+from sqlalchemy import ColumnElement, bindparam, delete, insert, select
 from sqlalchemy.engine import Connection
 
 from vesalius.dicom.values import fold
+from vesalius.index.prepared import Prepared
 from vesalius.index.schema import TERM_LENGTH, patients, search_terms, studies
 
 #: What separates the components and words of a value (PS3.5 6.2 for person names).
@@ -110,6 +111,20 @@ def _write(conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
     if batch:
         conn.execute(insert(search_terms), batch)
     return len(batch)
+
+
+_INSERT_TERM = Prepared(
+    insert(search_terms).values(term=bindparam("term"), study_pk=bindparam("study_pk"))
+)
+
+
+def add_study(
+    conn: Connection, study_pk: int, name: str, patient_id: str, accession: str, description: str
+) -> None:
+    """Write the terms of the study ``study_pk``, just made, with these values (ingest: the
+    statement compiled once, run on the driver's cursor, :mod:`vesalius.index.prepared`)."""
+    terms = terms_of(name, patient_id, accession, description)
+    _INSERT_TERM.run_many(conn, [{"term": t, "study_pk": study_pk} for t in sorted(terms)])
 
 
 def forget(conn: Connection, study_pks: Sequence[int]) -> None:
