@@ -284,6 +284,7 @@ def study_rows(archive: Synthetic) -> list[dict[str, Any]]:
 
 def _populate(engine: Engine, archive: Synthetic, log: Any) -> float:
     from vesalius.index.schema import instances, patients, series, studies, study_labels
+    from vesalius.index.search import index_all
 
     start = time.perf_counter()
     labels = label_rows(archive)
@@ -303,6 +304,9 @@ def _populate(engine: Engine, archive: Synthetic, log: Any) -> float:
             if done % 200_000 < BATCH or done == total:
                 elapsed = time.perf_counter() - start
                 log(f"    {engine.dialect.name}: {table.name} {done:,}/{total:,} ({elapsed:.0f} s)")
+    with engine.execution_options(write=True).begin() as conn:
+        terms = index_all(conn)  # the study list's free text (index/search.py), as 0016 does
+    log(f"    {engine.dialect.name}: {terms:,} search terms ({time.perf_counter() - start:.0f} s)")
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             for table, *_ in tables:

@@ -223,6 +223,8 @@ def test_correct_then_undo(site: Site) -> None:
         assert document["00080050"]["Value"] == ["ACC-NEW"]
     shown = site.api("GET", f"/studies/{study}").json()
     assert shown["patient"]["name"] == "Après^Zoë" and shown["accession_number"] == "ACC-NEW"
+    assert _searched(site, "zoë après") == _searched(site, "acc-new") == [study]
+    assert _searched(site, "anna") == _searched(site, "acc-old") == []  # the free text too
 
     listed = site.api("GET", f"/studies/{study}/corrections").json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == correction["id"]
@@ -232,6 +234,8 @@ def test_correct_then_undo(site: Site) -> None:
     site.finished(correction["id"], "undone")
     assert site.find(PatientName=PATIENT[0]) == [study]
     assert site.find(PatientName="Après^Zoë") == []
+    assert _searched(site, "before anna") == _searched(site, "acc-old") == [study]
+    assert _searched(site, "zoe") == _searched(site, "acc-new") == []
     for path in site.retrieve(study, "undone"):
         assert PATIENT[0] in dump(path)
     for document in site.metadata(study):
@@ -256,6 +260,13 @@ def test_correct_then_undo(site: Site) -> None:
             assert PATIENT[1] in record.patients
 
 
+def _searched(site: Site, text: str) -> list[str]:
+    """The study list's answer to the free text ``text`` (study UIDs)."""
+    page = site.api("GET", "/studies", params={"q": text}).json()
+    assert page["total"] == len(page["items"])
+    return [item["study_uid"] for item in page["items"]]
+
+
 def test_a_patient_id_of_another_patient_moves_the_study(site: Site) -> None:
     """The study goes to the patient with that ID and takes their name, birth date and sex;
     the patient it left (no study left) is gone; a contradicting name is a 409; undo moves it
@@ -277,12 +288,15 @@ def test_a_patient_id_of_another_patient_moves_the_study(site: Site) -> None:
     ds = dcmread(path)
     assert (str(ds.PatientName), ds.PatientID, ds.PatientBirthDate, ds.PatientSex) == OTHER
     assert set(site.find(PatientID=OTHER[1])) == {site.moved} | set(site.find(PatientName=OTHER[0]))
+    assert site.moved in _searched(site, "other paul") and _searched(site, "mover") == []
 
     site.api("POST", f"/corrections/{asked.json()['id']}/undo")
     site.finished(asked.json()["id"], "undone")
     assert site.api("GET", f"/patients/{OTHER[1]}").json()["study_count"] == 1
     assert site.api("GET", "/patients/CORR-MOVE").json()["name"] == "Mover^Max"
     assert site.find(PatientID="CORR-MOVE") == [site.moved]
+    assert _searched(site, "mover max corr-move") == [site.moved]
+    assert site.moved not in _searched(site, "other paul")
 
 
 def test_the_patients_attributes_change_in_all_their_studies(site: Site) -> None:

@@ -229,6 +229,48 @@ def test_the_study_list_filters(served: Served) -> None:
     assert paged["total"] == 2 and len(paged["items"]) == 1 and paged["next"]
 
 
+def test_the_free_text_words_start_terms(served: Served) -> None:
+    cases: list[tuple[str, list[str]]] = [
+        ("jan", ["a", "b"]),  # a given name, by its start
+        ("DOE", ["e", "a", "b"]),
+        ("doe^jane", ["a", "b"]),  # as DICOM writes it: two words
+        ("p-3", ["d"]),  # the patient ID whole
+        ("p-", ["c", "e", "a", "b", "d"]),
+        ("acc", ["c", "e", "a", "b", "d"]),
+        ("acc3", ["c"]),
+        ("x-ray", ["c"]),  # a description word, with its hyphen
+        ("ray", ["c"]),  # and its pieces
+        ("chest ct", ["a"]),  # every word must match
+        ("chest mr", []),
+        ("muller", ["d"]),  # without the accent
+        ("MÜLL", ["d"]),
+        ("oe", []),  # not inside a word: a word's start
+        ("*", ["c", "e", "a", "b", "d"]),  # no word: no condition
+    ]
+    for q, keys in cases:
+        assert _all(served, q=q) == (keys, len(keys)), q
+    assert _all(served, q="doe", sort="patient_name", limit=1) == (["a", "b", "e"], 3)
+    assert _all(served, q="doe", modality="MR") == (["e", "b"], 2)  # with the other filters
+    restricted = served.get("/studies", q="doe", headers=served.reader).json()
+    assert restricted["total"] == 3 and len(restricted["items"]) == 3
+    hidden = served.get("/studies", q="müller", headers=served.reader).json()
+    assert hidden == {"items": [], "total": 0, "next": None}  # label B: absent
+
+
+def test_the_free_texts_terms_follow_ingest_and_deletion(served: Served, tmp_path: Path) -> None:
+    archive = served.archive
+    spec = Spec("y", ("Ngô^Bảo", "P-Y"), "20190101", "CT", "Gone", "ACCY", (2,))
+    study = seed(archive, tmp_path, (spec,)).studies["y"]
+    listed = served.get("/studies", q="ngo bao").json()
+    assert [i["study_uid"] for i in listed["items"]] == [study]
+    assert served.get("/studies", q="ngô").json()["total"] == 1
+    assert httpx.delete(f"{served.url}/api/v1/studies/{study}").status_code == 202
+    ran = archive.jobs.run_next()
+    assert ran is not None and ran.state == "succeeded", ran
+    assert served.get("/studies", q="ngo").json()["total"] == 0
+    assert served.get("/studies", q="accy").json()["total"] == 0
+
+
 def test_bad_list_requests_are_problems(served: Served) -> None:
     cursor = served.get("/studies", limit=1).json()["next"]
     for params, status in (

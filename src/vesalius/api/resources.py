@@ -266,9 +266,11 @@ Cursor = Annotated[str | None, Query(description="The `next` of the previous pag
     summary="Search the studies",
     description="The study list: filters combine (AND); `patient_name`, `patient_id`, "
     "`accession_number` and `modality` match as DICOM does (PS3.4 C.2.2.2: exact, or with "
-    "`*` and `?` wild cards; names case-insensitively); `description` and `q` match "
-    "anywhere, case-insensitively (`q`: every word in the patient's name or ID, the "
-    "accession number or the description). Studies the caller may not see are absent.",
+    "`*` and `?` wild cards; names case-insensitively); `description` matches anywhere, "
+    "case-insensitively; each word of `q` must start a word of the patient's name (its "
+    "components: `doe jan` finds `Doe^Jane`), the patient ID, the accession number or the "
+    "description, case-insensitively (`müller`, `MÜLLER` and `muller` find `Müller`). "
+    "Studies the caller may not see are absent.",
 )
 def list_studies(
     archive: ArchiveDep,
@@ -281,7 +283,7 @@ def list_studies(
     modality: Annotated[str | None, Query(description="A modality in the study (CT, MR…).")] = None,
     description: Annotated[str | None, Query(description="Text in the description.")] = None,
     q: Annotated[
-        str | None, Query(description="Free text: name, ID, accession, description.")
+        str | None, Query(description="Free text: word starts in name, ID, accession, description.")
     ] = None,
     sort: Annotated[
         str,

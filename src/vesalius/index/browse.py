@@ -1,7 +1,8 @@
 """Browsing the index: studies, series and patients as the REST API and the UI list them.
 
 A list is one SELECT: the filters (DICOM matching from :mod:`vesalius.index.queries`, the
-engine behind C-FIND and QIDO-RS, plus a case-insensitive free text), the access-label
+engine behind C-FIND and QIDO-RS, plus a free text matched on the search terms of
+:mod:`vesalius.index.search`), the access-label
 condition of :mod:`vesalius.index.labels` (a study one may not see is absent), and a keyset
 position: rows *after* the last one of the previous page in the sort order, so a page deep in
 the list costs what the first one does (no OFFSET). The sort key always ends with the primary
@@ -17,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
 from sqlalchemy.engine import Connection
 
-from vesalius.dicom.values import fold
 from vesalius.index.labels import Labels, visible, visible_counts, visible_patient
 from vesalius.index.matching import ESCAPE, MatchOptions, like_pattern
 from vesalius.index.queries import FilterValue, conditions
 from vesalius.index.schema import instances, patients, series, studies
+from vesalius.index.search import matching, query_words
 
 StudySort = Literal[
     "-study_date",
@@ -66,15 +67,16 @@ SORT_KINDS = {
 @dataclass(frozen=True)
 class StudyFilters:
     """What a study list is narrowed to. ``matching`` holds DICOM key values by keyword
-    (PS3.4 C.2.2.2: wild cards, ranges); ``description`` and ``text`` match anywhere,
-    case-insensitively (``text``: each word in the name, ID, accession or description)."""
+    (PS3.4 C.2.2.2: wild cards, ranges); ``description`` matches anywhere,
+    case-insensitively; each word of ``text`` starts a word of the patient's name, the patient
+    ID, the accession number or the description (:mod:`vesalius.index.search`)."""
 
     matching: Mapping[str, FilterValue]
     description: str = ""
     text: str = ""
 
     def needs_patient(self) -> bool:
-        return bool(self.text) or any(k.startswith("Patient") for k in self.matching)
+        return any(k.startswith("Patient") for k in self.matching)
 
 
 @dataclass(frozen=True)
@@ -145,29 +147,6 @@ def _contains(column: ColumnElement[Any], text: str, ilike: bool) -> ColumnEleme
     return func.lower(column).like(_anywhere(text.lower()), escape=ESCAPE)
 
 
-def _name_contains(text: str) -> ColumnElement[bool]:
-    """The patient's name holds ``text`` anywhere, case-insensitively (on the folded twin,
-    so beyond ASCII too)."""
-    return patients.c.patient_name_folded.like(_anywhere(fold(text)), escape=ESCAPE)
-
-
-def _text(words: str, ilike: bool) -> list[ColumnElement[bool]]:
-    """Each word somewhere in the patient's name or ID, the accession number or the
-    description. Tested row by row: a page in date order stops at its last match (one key set
-    per part, evaluated whole, measured slower for a frequent word)."""
-    found: list[ColumnElement[bool]] = []
-    for word in words.split():
-        found.append(
-            or_(
-                _name_contains(word),
-                _contains(patients.c.patient_id, word, ilike),
-                _contains(studies.c.accession_number, word, ilike),
-                _contains(studies.c.study_description, word, ilike),
-            )
-        )
-    return found
-
-
 def study_conditions(
     filters: StudyFilters, options: MatchOptions, labels: Labels, *, ilike: bool = False
 ) -> list[ColumnElement[bool]]:
@@ -177,7 +156,7 @@ def study_conditions(
     if filters.description:
         where.append(_contains(studies.c.study_description, filters.description, ilike))
     if filters.text:
-        where.extend(_text(filters.text, ilike))
+        where.extend(matching(query_words(filters.text), studies.c.pk))
     seen = visible(labels, studies.c.pk)
     if seen is not None:
         where.append(seen)

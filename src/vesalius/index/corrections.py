@@ -24,6 +24,7 @@ from vesalius.index.schema import (
     series,
     studies,
 )
+from vesalius.index.search import index_patient
 
 #: Index values a correction changes: the patient's, keyed by the API's names.
 PATIENT_FIELDS = ("patient_name", "patient_birth_date", "patient_sex")
@@ -247,6 +248,7 @@ def assign_patient(
         .where(studies.c.pk == study_pk)
         .values(patient_pk=target, updated_at=now, **study_values)
     )
+    index_patient(conn, target)  # the free text's terms of its studies, this one's too
     old = int(study.patient_pk)
     if old == target:
         return

@@ -11,7 +11,7 @@ only use it for statements whose result columns need no type processing (integer
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -61,15 +61,27 @@ class Prepared:
             self._compiled[dialect.name] = found
         return found
 
-    def run(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Execute with ``params`` (every required bind by name); the result rows, if any."""
-        compiled = self._for(conn.dialect)
+    def _args(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
         values = {**compiled.defaults, **params}
         for name, process in compiled.processors.items():
             values[name] = process(values[name])
-        args: Any = (
-            tuple(values[name] for name in compiled.order) if compiled.order is not None else values
-        )
+        if compiled.order is not None:
+            return tuple(values[name] for name in compiled.order)
+        return values
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute once per row of ``rows`` (the driver's ``executemany``; no result)."""
+        compiled = self._for(conn.dialect)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(compiled.sql, [self._args(compiled, row) for row in rows])
+        finally:
+            cursor.close()
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute with ``params`` (every required bind by name); the result rows, if any."""
+        compiled = self._for(conn.dialect)
+        args = self._args(compiled, params)
         cursor = conn.connection.cursor()
         try:
             cursor.execute(compiled.sql, args)

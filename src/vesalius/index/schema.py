@@ -457,3 +457,25 @@ Index(None, instances.c.received_at, instances.c.size)
 
 #: The study list's total under the access-label condition reads this index, not the rows.
 Index(None, studies.c.label_set)
+
+# --- issue 15, search: the study list's free text (migration 0016) ---
+
+#: The longest search term kept (longer words are cut: a prefix search still finds them).
+TERM_LENGTH = 64
+#: The words of each study's free text (``index/search.py``): the components and words of its
+#: patient's name, the patient ID, the accession number and the study description's words,
+#: case-folded. A word of the search matches a study when one of its terms starts with it: a
+#: range scan of the primary key ``(term, study_pk)``. PostgreSQL compares the terms in the
+#: ``C`` collation (bytes), so the range ``[word, word + U+10FFFF)`` is exactly "starts with"
+#: whatever the database's locale; SQLite's default collation already compares bytes.
+search_terms = Table(
+    "search_terms",
+    metadata,
+    Column(
+        "term",
+        String(TERM_LENGTH).with_variant(String(TERM_LENGTH, collation="C"), "postgresql"),
+        primary_key=True,
+    ),
+    Column("study_pk", PK, primary_key=True, autoincrement=False),
+    Index(None, "study_pk"),
+)
