@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from bench.tools import dcmtk_tool
-from click.testing import CliRunner
 
 from conftest import (
     RunningServer,
@@ -24,13 +23,13 @@ from conftest import (
     dcmtk,
     free_port,
     make_server,
+    run_cli,
     running_http,
     scratch_database,
     wait_for_port,
     wait_until,
 )
 from synth import make_instance
-from vesalius.cli import main
 from vesalius.identity import Identity
 from vesalius.services.retrieve import RetrieveKeys
 
@@ -197,10 +196,8 @@ def test_peers_are_created_replaced_checked_and_removed(site: Site) -> None:
     # The command line's --dicomweb-url sets the same field.
     config = config_for(site.server, site.received.parent)
     url = "http://other.example:8042/dicom-web"
-    ran = CliRunner().invoke(
-        main, ["peer", "set", "ws1", "--dicomweb-url", url, "--config", str(config)]
-    )
-    assert ran.exit_code == 0 and ran.output.strip().endswith(url), ran.output
+    ran = run_cli("peer", "set", "ws1", "--dicomweb-url", url, "--config", str(config))
+    assert ran.returncode == 0 and ran.stdout.strip().endswith(url), ran.stdout + ran.stderr
     assert site.http.get(f"{base}/ws1").json()["dicomweb_url"] == (
         "http://other.example:8042/dicom-web"
     )
