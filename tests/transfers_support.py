@@ -5,15 +5,12 @@ dcmqrscp, which knows ``OURS`` as a C-MOVE destination."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.tools import dcmtk_tool
 from pydicom.uid import generate_uid
 
 from conftest import (
@@ -27,6 +24,7 @@ from conftest import (
     wait_until,
 )
 from synth import make_instance
+from test_cli_scu import start, stop
 from vesalius.dicom.structure import dataset_offset
 from vesalius.identity import Identity
 from vesalius.index.jobs import FINISHED, JobRow
@@ -92,27 +90,6 @@ def wait_job(server: RunningServer, pk: int, timeout: float = 60) -> JobRow:
     """The job once finished (the runner of ``server`` runs it)."""
     wait_until(lambda: server.archive.jobs.get(pk, SYSTEM).state in FINISHED, timeout, f"job {pk}")
     return server.archive.jobs.get(pk, SYSTEM)
-
-
-def start(*command: str, log: Path) -> subprocess.Popen[bytes]:
-    exe = dcmtk_tool(command[0])
-    assert exe, f"{command[0]} not found: install Debian's dcmtk package"
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [exe, *command[1:]],
-            env={**os.environ, "TCP_NODELAY": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass
