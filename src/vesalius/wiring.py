@@ -56,6 +56,7 @@ from vesalius.services.query import QueryService
 from vesalius.services.remote import KIND as RETRIEVE_JOB
 from vesalius.services.remote import RemoteService
 from vesalius.services.retrieve import RetrieveService
+from vesalius.services.search_index import SearchIndexer
 from vesalius.services.sending import KIND as SEND_JOB
 from vesalius.services.sending import WEB_KIND as STOW_JOB
 from vesalius.services.sending import SendService
@@ -87,6 +88,8 @@ class Assembly:
     spool: Spool
     stores: Stores
     archive: Archive
+    #: Writes the search terms of new studies (``services/search_index.py``).
+    indexer: SearchIndexer | None = None
 
     def close(self) -> None:
         self.archive.close()
@@ -128,6 +131,8 @@ def assemble(
     )
     events.subscribe(trail)  # the durable trail in the index, whatever auditor is given
     events.subscribe(count_event)  # metrics; a no-op unless telemetry.metrics is enabled
+    indexer = SearchIndexer(catalog)  # the search terms of new studies, off the ingest commit
+    events.subscribe(indexer)
     access = AccessCache(catalog, ttl=settings["labels.cache_seconds"])
     oversight = Oversight(policy or site_policy(settings, access), events)
     labels = LabelService(catalog, access, oversight=oversight)
@@ -151,6 +156,7 @@ def assemble(
     )
 
     def close() -> None:
+        indexer.close()
         trail.close()  # what is pending is written before the index closes
         if syslog is not None:
             syslog.close()
@@ -226,7 +232,7 @@ def assemble(
     peers.echoer = peer_echoer(dimse_config(settings))
     archive.live = LiveEvents(catalog, jobs, oversight, events)
     transfers(archive, settings)
-    return Assembly(settings, catalog, spool, stores, archive)
+    return Assembly(settings, catalog, spool, stores, archive, indexer)
 
 
 def transfers(archive: Archive, settings: Settings) -> None:

@@ -148,15 +148,17 @@ def _contains(column: ColumnElement[Any], text: str, ilike: bool) -> ColumnEleme
 
 
 def study_conditions(
-    filters: StudyFilters, options: MatchOptions, labels: Labels, *, ilike: bool = False
+    conn: Connection, filters: StudyFilters, options: MatchOptions, labels: Labels
 ) -> list[ColumnElement[bool]]:
-    """The WHERE of a study list and of its count (``ilike``: PostgreSQL's ILIKE for the
-    case-insensitive text)."""
+    """The WHERE of a study list and of its count (PostgreSQL's ILIKE for the
+    case-insensitive text; the free text reads the search backlog)."""
+    ilike = conn.dialect.name == "postgresql"
     where = conditions("STUDY", filters.matching, options)
     if filters.description:
         where.append(_contains(studies.c.study_description, filters.description, ilike))
-    if filters.text:
-        where.extend(matching(query_words(filters.text), studies.c.pk))
+    words = query_words(filters.text)
+    if words:
+        where.append(matching(conn, words, studies.c.pk))
     seen = visible(labels, studies.c.pk)
     if seen is not None:
         where.append(seen)
@@ -275,7 +277,7 @@ def list_studies(
     rows only (a sort must not carry them for every matching study)."""
     columns = _SORT_COLUMNS[sort.lstrip("-")]
     descending = sort.startswith("-")
-    where = study_conditions(filters, options, labels, ilike=conn.dialect.name == "postgresql")
+    where = study_conditions(conn, filters, options, labels)
     if after is not None:
         key, position = tuple_(*columns), tuple_(*_position(sort, after))
         where.append(key < position if descending else key > position)
@@ -306,7 +308,7 @@ def count_studies(
     conn: Connection, filters: StudyFilters, *, options: MatchOptions, labels: Labels
 ) -> int:
     """How many studies match ``filters`` (and may be seen with ``labels``)."""
-    where = study_conditions(filters, options, labels, ilike=conn.dialect.name == "postgresql")
+    where = study_conditions(conn, filters, options, labels)
     source = _STUDY_FROM if filters.needs_patient() else studies
     stmt = select(func.count()).select_from(source).where(*where)
     return int(conn.execute(stmt).scalar_one())

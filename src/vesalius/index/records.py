@@ -20,7 +20,7 @@ from vesalius.dicom.values import fold
 from vesalius.errors import DuplicateInstanceError
 from vesalius.index.prepared import Prepared
 from vesalius.index.schema import instance_metadata, instances, patients, series, studies
-from vesalius.index.search import add_study, forget, index_patient
+from vesalius.index.search import forget, index_patient, note_study
 
 DuplicatePolicy = Literal["replace", "keep", "reject"]
 
@@ -128,7 +128,6 @@ _STUDY_ROW = Prepared(
     .with_for_update()
 )
 _SERIES_PK = Prepared(select(series.c.pk).where(series.c.series_uid == bindparam("uid")))
-_PATIENT_NAME = Prepared(select(patients.c.patient_name).where(patients.c.pk == bindparam("pk")))
 
 
 def _patient_values(h: InstanceHeader) -> dict[str, Any]:
@@ -287,10 +286,9 @@ def _ensure_parents(
     conn: Connection, h: InstanceHeader, now: datetime, *, update_patient: bool
 ) -> tuple[int, _Study, int, bool, bool]:
     """Create (or find) patient, study and series; returns their keys and what was created.
-    A study made gets its search terms (:mod:`vesalius.index.search`), with its patient's name
-    as the index has it."""
+    A study made is noted for the search indexer (:mod:`vesalius.index.search`)."""
     patient_key = {"patient_id": h.patient_id, "issuer_of_patient_id": h.issuer_of_patient_id}
-    patient_created = bool(_INSERT_PATIENT.run(conn, {**patient_key, **_patient_values(h)}))
+    _INSERT_PATIENT.run(conn, {**patient_key, **_patient_values(h)})
     patient_pk = int(_PATIENT_PK.run(conn, patient_key)[0][0])
     if update_patient:
         conn.execute(update(patients).where(patients.c.pk == patient_pk).values(_patient_values(h)))
@@ -308,12 +306,7 @@ def _ensure_parents(
     )
     study = _Study(*_STUDY_ROW.run(conn, {"uid": h.study_uid})[0])
     if study_created:
-        name = (
-            h.patient_name
-            if patient_created or update_patient
-            else str(_PATIENT_NAME.run(conn, {"pk": patient_pk})[0][0])
-        )
-        add_study(conn, study.study_pk, name, h.patient_id, h.accession_number, h.study_description)
+        note_study(conn, study.study_pk)
     series_created = bool(
         _INSERT_SERIES.run(
             conn, {"series_uid": h.series_uid, "study_pk": study.study_pk, **_series_values(h)}

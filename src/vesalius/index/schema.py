@@ -479,3 +479,16 @@ search_terms = Table(
     Column("study_pk", PK, primary_key=True, autoincrement=False),
     Index(None, "study_pk"),
 )
+
+# --- issue 15 follow-up: study search terms written off the ingest commit (migration 0017) ---
+
+#: Studies made whose search terms are not written yet (``index/search.py``): ingest notes a
+#: new study here, one short row appended to a small table, instead of writing its terms in
+#: the instance's transaction (on SQLite each term is another B-tree page the commit writes);
+#: the search indexer (``services/search_index.py``) writes them in batches and removes the
+#: rows, and a search matches the studies still listed here by their values directly.
+search_backlog = Table(
+    "search_backlog",
+    metadata,
+    Column("study_pk", PK, primary_key=True, autoincrement=False),
+)

@@ -6,9 +6,15 @@ and phonetic groups), the patient ID, the accession number and the words of the 
 description; a term with punctuation is kept whole and in its pieces (``CT-THORAX``, ``CT``,
 ``THORAX``), a term with accents also without them (``MÜLLER``, ``MULLER``). A word of the
 search matches a study when one of the study's terms *starts* with it, a range scan of the
-table's key; several words must all match. The terms are written when a study is made or its
-patient's or its own attributes change (ingest, corrections), never per instance, and go with
-the study.
+table's key; several words must all match.
+
+A study made by ingest is only noted in ``search_backlog`` (one short row appended: writing its
+terms in the instance's transaction cost single-instance studies 12-24% of their ingest time
+on SQLite, one B-tree page per term); the search indexer (``services/search_index.py``) writes
+the terms of the noted studies in batches, off the ingest path, and a search matches the
+studies still noted by their values, here in Python, with the same rules. When a study's
+patient or its own attributes change (corrections, a replaced instance) its terms are
+rewritten at once. The terms go with the study.
 """
 
 from __future__ import annotations
@@ -18,12 +24,12 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, insert, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, or_, select
 from sqlalchemy.engine import Connection
 
 from vesalius.dicom.values import fold
 from vesalius.index.prepared import Prepared
-from vesalius.index.schema import TERM_LENGTH, patients, search_terms, studies
+from vesalius.index.schema import TERM_LENGTH, patients, search_backlog, search_terms, studies
 
 #: What separates the components and words of a value (PS3.5 6.2 for person names).
 _SEPARATORS = re.compile(r"[\s^=]+")
@@ -80,16 +86,36 @@ def query_words(text: str) -> list[str]:
     return found
 
 
-def matching(words: Sequence[str], study_pk: ColumnElement[Any]) -> list[ColumnElement[bool]]:
-    """One condition per word: ``study_pk`` has a term starting with it."""
+def matching(
+    conn: Connection, words: Sequence[str], study_pk: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """The condition that ``study_pk`` matches every word: each word starts one of its terms,
+    or it is one of the studies in the backlog whose values match (:func:`backlog_matches`)."""
     term = search_terms.c.term
-    return [
-        study_pk.in_(select(search_terms.c.study_pk).where(term >= word, term < word + _LAST))
-        for word in words
-    ]
+    indexed = and_(
+        *[
+            study_pk.in_(select(search_terms.c.study_pk).where(term >= word, term < word + _LAST))
+            for word in words
+        ]
+    )
+    pending = backlog_matches(conn, words)
+    return or_(indexed, study_pk.in_(pending)) if pending else indexed
 
 
-def _rows(conn: Connection, where: ColumnElement[bool]) -> Iterator[dict[str, Any]]:
+def _starts(terms: set[str], words: Sequence[str]) -> bool:
+    return all(any(t.startswith(w) for t in terms) for w in words)
+
+
+def backlog_matches(conn: Connection, words: Sequence[str]) -> list[int]:
+    """The studies of the backlog (terms not written yet) that match every word, by their
+    values: the rule of :func:`matching`, in Python. The backlog is what ingest made since the
+    indexer's last batch, normally a few studies."""
+    found = _studies(conn, studies.c.pk.in_(select(search_backlog.c.study_pk)))
+    return [pk for pk, terms in found if _starts(terms, words)]
+
+
+def _studies(conn: Connection, where: ColumnElement[bool]) -> Iterator[tuple[int, set[str]]]:
+    """Each study matching ``where`` with its terms, from its values."""
     stmt = (
         select(
             studies.c.pk,
@@ -102,8 +128,13 @@ def _rows(conn: Connection, where: ColumnElement[bool]) -> Iterator[dict[str, An
         .where(where)
     )
     for pk, name, pid, accession, description in conn.execute(stmt):
-        for term in sorted(terms_of(name, pid, accession, description)):
-            yield {"term": term, "study_pk": int(pk)}
+        yield int(pk), terms_of(name, pid, accession, description)
+
+
+def _rows(conn: Connection, where: ColumnElement[bool]) -> Iterator[dict[str, Any]]:
+    for pk, terms in _studies(conn, where):
+        for term in sorted(terms):
+            yield {"term": term, "study_pk": pk}
 
 
 def _write(conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
@@ -113,28 +144,38 @@ def _write(conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
     return len(batch)
 
 
-_INSERT_TERM = Prepared(
-    insert(search_terms).values(term=bindparam("term"), study_pk=bindparam("study_pk"))
-)
+_NOTE_STUDY = Prepared(insert(search_backlog).values(study_pk=bindparam("study_pk")))
 
 
-def add_study(
-    conn: Connection, study_pk: int, name: str, patient_id: str, accession: str, description: str
-) -> None:
-    """Write the terms of the study ``study_pk``, just made, with these values (ingest: the
-    statement compiled once, run on the driver's cursor, :mod:`vesalius.index.prepared`)."""
-    terms = terms_of(name, patient_id, accession, description)
-    _INSERT_TERM.run_many(conn, [{"term": t, "study_pk": study_pk} for t in sorted(terms)])
+def note_study(conn: Connection, study_pk: int) -> None:
+    """Note the study ``study_pk``, just made, in the backlog: the indexer writes its terms
+    (ingest: the statement compiled once, run on the driver's cursor,
+    :mod:`vesalius.index.prepared`)."""
+    _NOTE_STUDY.run(conn, {"study_pk": study_pk})
+
+
+def index_backlog(conn: Connection, limit: int | None = 1000) -> int:
+    """Write the terms of up to ``limit`` studies of the backlog (None: all) and take them off
+    it; the number of studies done. On PostgreSQL the rows are locked and those another
+    node's indexer holds are skipped, so two indexers never write the same study's terms."""
+    stmt = select(search_backlog.c.study_pk).order_by(search_backlog.c.study_pk)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    pks = [int(pk) for pk in conn.execute(stmt.with_for_update(skip_locked=True)).scalars()]
+    index_studies(conn, pks)  # which takes them off the backlog
+    return len(pks)
 
 
 def forget(conn: Connection, study_pks: Sequence[int]) -> None:
-    """Remove the terms of these studies (removed ones)."""
+    """Remove the terms of these studies (removed ones), and their backlog rows."""
     if study_pks:
         conn.execute(delete(search_terms).where(search_terms.c.study_pk.in_(list(study_pks))))
+        conn.execute(delete(search_backlog).where(search_backlog.c.study_pk.in_(list(study_pks))))
 
 
 def index_studies(conn: Connection, study_pks: Sequence[int]) -> None:
-    """(Re)write the terms of these studies from their rows (a study made, or changed)."""
+    """(Re)write the terms of these studies from their rows (studies of the backlog, or
+    changed ones), and take them off the backlog."""
     if not study_pks:
         return
     forget(conn, study_pks)
