@@ -167,10 +167,13 @@ def index_backlog(conn: Connection, limit: int | None = 1000) -> int:
 
 
 def forget(conn: Connection, study_pks: Sequence[int]) -> None:
-    """Remove the terms of these studies (removed ones), and their backlog rows."""
+    """Remove the terms of these studies (removed ones), and their backlog rows: those first,
+    the order in which an indexer's batch locks them (no deadlock with a correction on
+    PostgreSQL)."""
     if study_pks:
-        conn.execute(delete(search_terms).where(search_terms.c.study_pk.in_(list(study_pks))))
-        conn.execute(delete(search_backlog).where(search_backlog.c.study_pk.in_(list(study_pks))))
+        pks = list(study_pks)
+        conn.execute(delete(search_backlog).where(search_backlog.c.study_pk.in_(pks)))
+        conn.execute(delete(search_terms).where(search_terms.c.study_pk.in_(pks)))
 
 
 def index_studies(conn: Connection, study_pks: Sequence[int]) -> None:
