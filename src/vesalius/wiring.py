@@ -392,12 +392,14 @@ def runs_jobs(settings: Settings, *, main_process: bool) -> bool:
 def job_runner(archive: Archive, settings: Settings) -> JobRunner:
     """A runner for ``archive``'s jobs (``jobs.*``), which also finishes pending blob
     deletions; the caller starts and stops it."""
-    corrections = archive.corrections
+    corrections, live = archive.corrections, archive.live
 
     def housekeeping() -> None:
         if corrections is not None:
             corrections.purge()  # notes the expired previous versions, which the sweep removes
         archive.deletion.sweep()
+        if live is not None:
+            live.prune()  # the change feed's old rows
 
     runner = JobRunner(
         archive.jobs, poll_interval=settings["jobs.poll_interval"], housekeeping=housekeeping

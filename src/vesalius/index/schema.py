@@ -492,3 +492,22 @@ search_backlog = Table(
     metadata,
     Column("study_pk", PK, primary_key=True, autoincrement=False),
 )
+
+# --- issue 15, live updates: studies deleted or corrected, for every node (migration 0018) ---
+
+#: The change feed of studies deleted or corrected (``index/changes.py``): one row per study
+#: and change, written in the transaction that deletes its instances or applies (or undoes) a
+#: correction, so the live updates of every process and node hear of it by reading the rows
+#: since their last look (``changed_at``; stores need no row: ``instances.received_at`` tells
+#: of them). ``change``: ``deleted`` or ``corrected``; ``label_set``: the study's access labels
+#: then (as ``studies.label_set``), for a deleted study cannot be looked up. Pruned after a day.
+study_changes = Table(
+    "study_changes",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    _s("study_uid"),
+    Column("change", String(16), nullable=False),
+    Column("label_set", Text, nullable=False, server_default=""),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Index(None, "changed_at"),
+)

@@ -19,7 +19,9 @@ kept blobs and restores the index values. Both run as jobs (kinds ``correction``
 ``correction-undo``; action ``admin``), with progress; a correction that fails for good puts
 back what it had switched. Audited as ``study-corrected`` / ``study-correction-undone`` (PS3.15
 A.5.3.4 DICOM Instances Accessed, action Update) and, where the patient's attributes changed,
-``patient-record-updated`` (A.5.3.9 Patient Record, action Update).
+``patient-record-updated`` (A.5.3.9 Patient Record, action Update). The transaction that applies
+a correction, or ends its undo, notes each study concerned in the change feed
+(``index/changes.py``), which the live updates of every node read.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 from vesalius.dicom.rewrite import check_encodable, rewrite_attributes
 from vesalius.errors import InvalidDataError, NotFoundError, VesaliusError
 from vesalius.identity import Identity
+from vesalius.index import changes
 from vesalius.index import corrections as table
 from vesalius.index import jobs as job_table
 from vesalius.index.catalog import Catalog
@@ -437,6 +440,7 @@ class CorrectionService:
             )
             table.touch_studies(conn, [int(pk) for pk, _ in applied["scope"] if pk != study_pk])
             table.set_correction(conn, row.pk, state="applied")
+            changes.note_existing(conn, "corrected", [uid for _, uid in applied["scope"]])
 
     def _restore_files(self, context: JobContext | None, row: CorrectionRow) -> int:
         """Switch the files a correction rewrote back to their kept previous versions; the
@@ -498,6 +502,7 @@ class CorrectionService:
                     previous["study"],
                 )
                 table.touch_studies(conn, [int(p) for p, _ in applied["scope"] if p != study_pk])
+            changes.note_existing(conn, "corrected", [uid for _, uid in applied["scope"]])
             message = f"{restored} file(s) restored"
             table.set_correction(conn, pk, state="undone", message=message)
         self._audit("study-correction-undone", context.who, row)

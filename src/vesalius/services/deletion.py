@@ -5,9 +5,11 @@ also notes their blobs (table ``deleted_blobs``); the files are removed after th
 notes cleared. A crash between the two leaves notes that :meth:`DeleteService.sweep` (run by
 every job runner) finishes, so no file outlives its row unnoticed and no row points at a missing
 file. Counters, the study's modality and SOP class lists, and parents left empty are fixed in
-the same transaction (``index.records.delete_instance_row``). Each deletion is audited (event
-``instances-deleted``: who, the patients and studies, how many, how it ended; PS3.15 A.5.3.6
-"Patient Record" / DICOM Instances Accessed, action D), and a refusal too.
+the same transaction (``index.records.delete_instance_row``), and each study touched is noted in
+the change feed there too (``index/changes.py``: the live updates of every node read it). Each
+deletion is audited (event ``instances-deleted``: who, the patients and studies, how many, how
+it ended; PS3.15 A.5.3.6 "Patient Record" / DICOM Instances Accessed, action D), and a refusal
+too.
 
 A deletion runs in the caller's thread (:meth:`DeleteService.delete`) or as a job of kind
 ``delete`` (:meth:`DeleteService.submit`), which the queue retries and resumes; deleting again
@@ -23,6 +25,7 @@ from typing import Any
 
 from vesalius.errors import NotFoundError, QueryError, VesaliusError
 from vesalius.identity import Identity
+from vesalius.index import changes
 from vesalius.index import jobs as table
 from vesalius.index.catalog import Catalog
 from vesalius.index.lookup import InstanceLocation, RetrieveKeys, find_instances
@@ -114,9 +117,14 @@ class DeleteService:
             for start in range(0, len(found), BATCH):
                 batch = found[start : start + BATCH]
                 with self.catalog.write() as conn:
+                    labels = changes.label_sets(conn, {i.study_uid for i in batch})
                     gone = [delete_instance_if_present(conn, i.pk) for i in batch]
                     blobs = [blob for blob in gone if blob is not None]
                     table.note_deleted_blobs(conn, [(blob.key, blob.store) for blob in blobs])
+                    touched = {
+                        i.study_uid for i, blob in zip(batch, gone, strict=True) if blob is not None
+                    }
+                    changes.note(conn, "deleted", {u: labels.get(u, "") for u in touched})
                 done.deleted += len(blobs)
                 self.sweep()
                 if on_progress is not None:
