@@ -16,7 +16,7 @@ from pydicom import dcmread
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
-from conftest import free_port, wait_until
+from conftest import free_port, make_server, running_http, wait_until
 from transfers_support import (
     SYSTEM,
     Site,
@@ -26,6 +26,7 @@ from transfers_support import (
     stored_datasets,
     wait_job,
 )
+from vesalius.commands import operator
 from vesalius.dicomweb import sender as stow
 from vesalius.errors import ForbiddenError
 from vesalius.identity import Identity
@@ -238,6 +239,111 @@ def test_orthanc_as_a_peer_stow_rs_find_and_move(
             assert {dataset_bytes(p) for p in other.files} <= stored_datasets(peers.ours)
         finally:
             ours.remove("orthanc")
+
+
+@pytest.mark.parametrize("peers", ["sqlite"], indirect=True)  # the backend plays no part
+def test_stow_rs_to_peers_that_need_a_login(peers: Site, api: httpx.Client, tmp_path: Path) -> None:
+    """A second Vesalius that requires authentication takes a bearer token (an API token of
+    its own); Orthanc with a registered user takes HTTP Basic. The login is stored with the
+    peer and is write-only: GET /peers and the effective settings never show the secret."""
+    study = peers.local_study
+    locked = make_server(
+        tmp_path / "locked",
+        f"sqlite:///{tmp_path / 'locked.sqlite'}",
+        **{"auth.required": "true", "dicom.ae_title": "LOCKED"},
+    )
+    try:
+        with running_http(locked.archive, locked.settings) as locked_url:
+            accounts = locked.archive.accounts
+            accounts.add_user("sender", "a long password", frozenset({"technologist"}), operator())
+            token = str(accounts.create_token("sender", operator(), frozenset())[1])
+            peer = {
+                "ae_title": "LOCKED",
+                "host": "127.0.0.1",
+                "port": locked.port,
+                "dicomweb_url": f"{locked_url}/dicom-web",
+            }
+
+            def send() -> Any:
+                sent = api.post(
+                    f"/studies/{study.uid}/send", json={"peer": "locked", "via": "dicomweb"}
+                )
+                assert sent.status_code == 202, sent.text
+                return wait_job(peers.ours, sent.json()["id"])
+
+            assert api.put("/peers/locked", json=peer).status_code == 201
+            ended = send()  # no login yet
+            assert ended.state == "failed"
+            assert (
+                "HTTP 401" in ended.message and "check the peer's DICOMweb login" in ended.message
+            )
+
+            login = {"dicomweb_auth": "bearer", "dicomweb_secret": token}
+            assert api.put("/peers/locked", json={**peer, **login}).status_code == 200
+            shown = api.get("/peers/locked").json()
+            assert shown["dicomweb_auth"] == "bearer" and shown["dicomweb_secret_set"] is True
+            for listing in ("/peers", "/peers/locked", "/settings"):
+                assert token not in api.get(listing).text
+            ended = send()
+            assert ended.state == "succeeded", ended.message
+            assert {dataset_bytes(p) for p in study.files} <= stored_datasets(locked)
+
+            # a PUT without the secret keeps it (a form cannot show it back)
+            assert api.put("/peers/locked", json={**peer, "port": 1}).status_code == 200
+            assert api.get("/peers/locked").json()["dicomweb_secret_set"] is True
+            assert send().state == "succeeded"
+            # a wrong token: refused, the job fails at once
+            wrong = {**peer, "dicomweb_auth": "bearer", "dicomweb_secret": token + "x"}
+            assert api.put("/peers/locked", json=wrong).status_code == 200
+            ended = send()
+            assert ended.state == "failed" and "HTTP 401" in ended.message
+            bad = api.put("/peers/locked", json={**peer, "dicomweb_auth": "basic"})
+            assert bad.status_code == 422
+            assert {e["location"] for e in bad.json()["errors"]} >= {
+                "body.dicomweb_user",
+                "body.dicomweb_secret",
+            }
+    finally:
+        api.delete("/peers/locked")
+        locked.dimse.stop(grace=2)
+        locked.archive.close()
+
+    reason = Orthanc.unavailable()
+    if reason:
+        pytest.fail(reason)
+    with Orthanc(tmp_path / "orthanc", users={"alice": "alice's secret"}) as orthanc:
+        web = f"127.0.0.1:{orthanc.http_port}/dicom-web"
+        # a user and password in the URL (the old way) become the peer's Basic login
+        peer = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}
+        put = api.put("/peers/orthanc", json={**peer, "dicomweb_url": f"http://alice:wrong@{web}"})
+        assert put.status_code == 201, put.text
+        shown = put.json()
+        assert shown["dicomweb_url"] == f"http://{web}"
+        assert (shown["dicomweb_auth"], shown["dicomweb_user"]) == ("basic", "alice")
+        assert "wrong" not in api.get("/peers").text
+        try:
+            sent = api.post(
+                f"/studies/{study.uid}/send", json={"peer": "orthanc", "via": "dicomweb"}
+            )
+            ended = wait_job(peers.ours, sent.json()["id"])
+            assert ended.state == "failed" and "HTTP 401" in ended.message
+            assert orthanc.instance_count() == 0
+
+            right = {
+                "dicomweb_auth": "basic",
+                "dicomweb_user": "alice",
+                "dicomweb_secret": "alice's secret",
+            }
+            put = api.put("/peers/orthanc", json={**peer, "dicomweb_url": f"http://{web}", **right})
+            assert put.status_code == 200, put.text
+            sent = api.post(
+                f"/studies/{study.uid}/send", json={"peer": "orthanc", "via": "dicomweb"}
+            )
+            ended = wait_job(peers.ours, sent.json()["id"])
+            assert ended.state == "succeeded", ended.message
+            assert orthanc.instance_count() == len(study.files)
+        finally:
+            api.delete("/peers/orthanc")
 
 
 class HoldingGetSCP:

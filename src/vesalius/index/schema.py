@@ -479,3 +479,12 @@ search_terms = Table(
     Column("study_pk", PK, primary_key=True, autoincrement=False),
     Index(None, "study_pk"),
 )
+
+# --- issue 15, transfers: a login for a peer's DICOMweb service (migration 0021) ---
+
+#: How we log in to the peer's DICOMweb service: ``dicomweb_auth`` ``""`` (none), ``basic``
+#: (RFC 7617, with ``dicomweb_user``) or ``bearer`` (RFC 6750); ``dicomweb_secret`` the
+#: password or token, kept to be sent and never returned by the API (``services/peers.py``).
+peers.append_column(Column("dicomweb_auth", String(16), nullable=False, server_default=""))
+peers.append_column(Column("dicomweb_user", Text, nullable=False, server_default=""))
+peers.append_column(Column("dicomweb_secret", Text, nullable=False, server_default=""))
