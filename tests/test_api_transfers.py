@@ -4,6 +4,7 @@ DCMTK's dcmqrscp (C-FIND) and retrieve from both by C-MOVE and by C-GET, as jobs
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,11 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
 from conftest import free_port, make_server, running_http, wait_until
+from synth import make_instance
 from transfers_support import (
     SYSTEM,
     Site,
+    Study,
     dataset_bytes,
     make_study,
     site,
@@ -28,6 +31,12 @@ from transfers_support import (
 )
 from vesalius.commands import operator
 from vesalius.dicomweb import sender as stow
+from vesalius.dimse.scu.retrieve import (
+    COMMON_IMAGE_CLASSES,
+    COMMON_OTHER_CLASSES,
+    Role,
+    get_contexts,
+)
 from vesalius.errors import ForbiddenError
 from vesalius.identity import Identity
 from vesalius.services.jobs import JobError, JobFailed
@@ -167,6 +176,97 @@ def test_retrieve_from_dcmqrscp(peers: Site, api: httpx.Client, method: str) -> 
     assert ended.state == "succeeded", ended.message
     assert f"{len(study.files)} instance(s) retrieved" in ended.message
     assert {dataset_bytes(p) for p in study.files} <= stored_datasets(peers.ours)
+
+
+#: Encapsulated CDA Storage (PS3.4 B.5): a class outside the common set a C-GET proposes
+#: without knowing better.
+ENCAPSULATED_CDA = "1.2.840.10008.5.1.4.1.1.104.2"
+
+
+def make_document(path: Path, study: Study) -> Path:
+    """An Encapsulated CDA instance (PS3.3 A.45.2) in ``study``, made with pydicom."""
+    first = dcmread(study.files[0])
+    ds = make_instance(
+        path,
+        sop_class_uid=ENCAPSULATED_CDA,
+        StudyInstanceUID=study.uid,
+        SeriesNumber=9,
+        InstanceNumber=1,
+        PatientName=first.PatientName,
+        PatientID=first.PatientID,
+        Modality="DOC",
+    )
+    for keyword in (
+        "PixelData",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+    ):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.BurnedInAnnotation = "NO"
+    ds.DocumentTitle = "Report"
+    ds.MIMETypeOfEncapsulatedDocument = "text/xml"
+    ds.EncapsulatedDocument = b"<ClinicalDocument/>\n"
+    ds.save_as(path, enforce_file_format=True)
+    study.series.setdefault(ds.SeriesInstanceUID, []).append(path)
+    return path
+
+
+def test_c_get_proposes_the_classes_the_study_needs() -> None:
+    """The classes learnt from the peer come first, each with SCP role selection (PS3.7
+    D.3.3.4), and the common ones fill the room left, 128 contexts at most."""
+    contexts, roles = get_contexts("study", needed=[ENCAPSULATED_CDA])
+    assert contexts[1].abstract_syntax == ENCAPSULATED_CDA
+    assert len(contexts) <= 128 and roles[0] == Role(ENCAPSULATED_CDA, False, True)
+    assert ENCAPSULATED_CDA not in COMMON_IMAGE_CLASSES + COMMON_OTHER_CLASSES
+    assert {r.sop_class_uid for r in roles} == {c.abstract_syntax for c in contexts[1:]}
+    many = [f"1.2.3.{n}" for n in range(200)]
+    contexts, roles = get_contexts("study", needed=many)
+    assert len(contexts) == 128
+    assert [c.abstract_syntax for c in contexts[1:]] == many[:127]
+    assert len(roles) == 127
+
+
+@pytest.mark.parametrize("peers", ["sqlite"], indirect=True)  # the backend plays no part
+@pytest.mark.parametrize("peer", ["theirs", "orthanc"])
+def test_c_get_of_a_study_with_a_class_outside_the_common_set(
+    peers: Site, api: httpx.Client, tmp_path: Path, peer: str
+) -> None:
+    """A second Vesalius and Orthanc say which classes a study holds (SOP Classes in Study,
+    PS3.4 C.6.2.1.2): the C-GET proposes them, and the Encapsulated CDA document comes back
+    with the CT images. (dcmqrscp says neither that nor its instances' SOP Class UIDs: its
+    C-GET takes the common set, ``test_retrieve_from_dcmqrscp``.)"""
+    study = make_study(tmp_path / "s", f"Mixed^{peer.title()}", series=1, per_series=2)
+    make_document(tmp_path / "s" / "cda.dcm", study)
+    with contextlib.ExitStack() as stack:
+        if peer == "theirs":
+            for path in study.files:
+                peers.theirs.archive.ingest.ingest_copy(path, SYSTEM)
+        else:
+            reason = Orthanc.unavailable()
+            if reason:
+                pytest.fail(reason)
+            orthanc = stack.enter_context(Orthanc(tmp_path / "orthanc"))
+            for path in study.files:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{orthanc.http_port}/instances", content=path.read_bytes()
+                )
+                assert answer.status_code == 200, answer.text
+            entry = Peer("orthanc", "ORTHANC", "127.0.0.1", orthanc.dicom_port)
+            peers.ours.archive.peers.save(entry)
+            stack.callback(peers.ours.archive.peers.remove, "orthanc")
+        answer = api.post(f"/peers/{peer}/retrieve", json={"study_uid": study.uid, "method": "get"})
+        assert answer.status_code == 202, answer.text
+        ended = wait_job(peers.ours, answer.json()["id"])
+        assert ended.state == "succeeded", ended.message
+        assert ended.message.startswith(f"{len(study.files)} instance(s) retrieved by C-GET")
+        assert {dataset_bytes(p) for p in study.files} <= stored_datasets(peers.ours)
 
 
 def test_retrieve_refusals_and_a_peer_that_does_not_know_us(
