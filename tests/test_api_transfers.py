@@ -4,6 +4,7 @@ DCMTK's dcmqrscp (C-FIND) and retrieve from both by C-MOVE and by C-GET, as jobs
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 from collections.abc import Iterator
@@ -13,7 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from bench.servers import Orthanc
+from lxml import etree
 from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
@@ -39,6 +43,8 @@ from vesalius.dimse.scu.retrieve import (
 )
 from vesalius.errors import ForbiddenError
 from vesalius.identity import Identity
+from vesalius.index.audit_trail import AuditFilter, search
+from vesalius.services.audit_messages import validator
 from vesalius.services.jobs import JobError, JobFailed
 from vesalius.services.peers import Peer
 from vesalius.services.retrieve import InstanceLocation, RetrieveKeys
@@ -132,6 +138,72 @@ def test_query_a_second_vesalius_and_dcmqrscp(peers: Site, api: httpx.Client) ->
 
     nothing = api.post("/peers/theirs/query", json={"keys": {"PatientName": "NOBODY*"}})
     assert nothing.json()["items"] == []
+
+
+@pytest.mark.parametrize("peers", ["sqlite"], indirect=True)  # the backend plays no part
+def test_a_remote_query_is_audited_as_the_standard_query_message(
+    peers: Site, api: httpx.Client
+) -> None:
+    """PS3.15 A.5.3.12: EventID (110112, DCM, "Query"), action Execute; this archive issues
+    the query (Source Role ID), the peer answers it (Destination Role ID), the user asked for
+    it; the Study Root FIND SOP Class, and the keys as a data set in ParticipantObjectQuery.
+    A query the peer cannot answer is the same message, with outcome 8."""
+    moved = peers.remote_studies[0]
+    asked = api.post(
+        "/peers/theirs/query", json={"keys": {"PatientName": "REMOTE*", "StudyDate": ""}}
+    )
+    assert asked.status_code == 200, asked.text
+    assert api.post("/peers/down/query", json={"keys": {"PatientID": "X"}}).status_code == 502
+    sink = peers.ours.archive.audit.sink
+    assert sink is not None and sink.flush()
+    with peers.ours.catalog.read() as conn:
+        records = [r for _, r in search(conn, AuditFilter(limit=0)) if r.kind == "remote-query"]
+    failed, found = records[0], next(r for r in records if r.details.get("peer") == "theirs")
+    schema = validator()
+    for record in (found, failed):
+        assert record.message == "Query"
+        message = etree.fromstring(record.xml.encode())
+        assert schema.validate(message), schema.error_log
+        event = message.find("EventIdentification")
+        assert event.get("EventActionCode") == "E"
+        assert event.find("EventID").get("csd-code") == "110112"
+        roles = {
+            p.find("RoleIDCode").get("csd-code"): p
+            for p in message.findall("ActiveParticipant")
+            if p.find("RoleIDCode") is not None
+        }
+        assert set(roles) == {"110153", "110152"}  # Source, Destination Role ID
+        assert roles["110153"].get("UserID") == "OURS"
+        assert roles["110152"].get("NetworkAccessPointID") == "127.0.0.1"
+        assert roles["110152"].get("UserIsRequestor") == "false"
+        requestor = message.find("ActiveParticipant[@UserIsRequestor='true']")
+        assert requestor.get("UserID") == "anonymous"
+        query = message.find("ParticipantObjectIdentification")
+        assert query.get("ParticipantObjectID") == "1.2.840.10008.5.1.4.1.2.2.1"
+        assert query.find("ParticipantObjectIDTypeCode").get("csd-code") == "110181"
+    assert message_of(found).get("UserID") == "THEIRS"
+    keys = read_dataset(
+        DicomBytesIO(
+            base64.b64decode(
+                etree.fromstring(found.xml.encode()).findtext(".//ParticipantObjectQuery")
+            )
+        ),
+        is_implicit_VR=False,
+        is_little_endian=True,
+    )
+    assert (keys.QueryRetrieveLevel, keys.PatientName) == ("STUDY", "REMOTE*")
+    assert found.outcome == "success" and moved.uid in found.details["study_uids"]
+    assert failed.outcome == "failure" and 'EventOutcomeIndicator="8"' in failed.xml
+    assert message_of(failed).get("UserID") == "DOWN"
+
+
+def message_of(record: Any) -> Any:
+    """The peer's participant (Destination Role ID) in a record's message."""
+    for participant in etree.fromstring(record.xml.encode()).findall("ActiveParticipant"):
+        code = participant.find("RoleIDCode")
+        if code is not None and code.get("csd-code") == "110152":
+            return participant
+    raise AssertionError("no Destination Role ID participant")
 
 
 def test_query_refusals(peers: Site, api: httpx.Client) -> None:
