@@ -6,6 +6,8 @@ a deadline, cancelled (C-CANCEL, PS3.7 9.3.2.3) once more matches came than the 
 Destination (PS3.4 C.4.2; the peer sends to our C-STORE SCP, which ingests as for any sender),
 or a C-GET whose C-STORE sub-operations come back on our association and are ingested as they
 arrive, written straight into the spool (PS3.4 C.4.3, SCP/SCU Role Selection PS3.7 D.3.3.4).
+Before a C-GET, :func:`sop_classes` asks the peer which SOP classes it will send, so those are
+proposed first (the common storage classes otherwise, and in the room left).
 Progress comes from the pending responses' sub-operation counts (PS3.4 C.4.2.1.4); a cancel
 sends C-CANCEL and waits for the peer's final answer.
 """
