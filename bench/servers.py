@@ -255,6 +255,8 @@ class Vesalius(Server):
     ) -> None:
         super().__init__(workdir, destinations, **options)
         self.http_port = free_port()
+        self.users: dict[str, str] = dict(options.get("users") or {})
+        self.auth = next(iter(self.users.items()), None)
         if options.get("tls_certificate"):  # scenario 11: DIMSE over TLS on a second port
             self.options["tls_port"] = free_port()
 
@@ -312,7 +314,9 @@ class Orthanc(Server):
     """Debian's Orthanc with the DICOMweb plugin and a generated configuration.
 
     Defaults are Orthanc's own except: no authentication, Find/Move/Get allowed from any AE,
-    ``SyncStorageArea`` off (Vesalius does not fsync by default either), no saved jobs.
+    ``SyncStorageArea`` off (Vesalius does not fsync by default either), no saved jobs. With
+    ``users={name: password}`` its HTTP side (REST and DICOMweb) needs HTTP Basic as one of
+    them (``AuthenticationEnabled``, ``RegisteredUsers``).
     """
 
     kind = "orthanc"
@@ -324,6 +328,8 @@ class Orthanc(Server):
     ) -> None:
         super().__init__(workdir, destinations, **options)
         self.http_port = free_port()
+        self.users: dict[str, str] = dict(options.get("users") or {})
+        self.auth = next(iter(self.users.items()), None)
 
     @staticmethod
     def executable() -> str | None:
@@ -349,7 +355,8 @@ class Orthanc(Server):
             "HttpServerEnabled": True,
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
             "DicomServerEnabled": True,
             "DicomAet": self.ae_title,
             "DicomPort": self.dicom_port,
@@ -376,13 +383,17 @@ class Orthanc(Server):
 
     def ready(self) -> bool:
         try:
-            answer = httpx.get(f"http://{LOOPBACK}:{self.http_port}/system", timeout=1)
+            answer = httpx.get(
+                f"http://{LOOPBACK}:{self.http_port}/system", timeout=1, auth=self.auth
+            )
         except httpx.TransportError:
             return False
         return answer.status_code == 200 and port_open(self.dicom_port)
 
     def instance_count(self) -> int:
-        answer = httpx.get(f"http://{LOOPBACK}:{self.http_port}/statistics", timeout=30)
+        answer = httpx.get(
+            f"http://{LOOPBACK}:{self.http_port}/statistics", timeout=30, auth=self.auth
+        )
         answer.raise_for_status()
         return int(answer.json()["CountInstances"])
 

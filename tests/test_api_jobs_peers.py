@@ -106,6 +106,9 @@ def test_peers_are_created_replaced_checked_and_removed(site: Site) -> None:
         "permissions": ["echo", "find"],
         "tls": False,
         "dicomweb_url": None,
+        "dicomweb_auth": "none",
+        "dicomweb_user": "",
+        "dicomweb_secret_set": False,
         "source": "admin",
     }
     web = {**body, "permissions": ["all"], "tls": True, "dicomweb_url": "https://pacs.example/dw/"}
@@ -139,6 +142,25 @@ def test_peers_are_created_replaced_checked_and_removed(site: Site) -> None:
     assert too_long.status_code == 422 and "16" in too_long.text
     assert site.http.put(f"{base}/-bad", json=body).status_code == 422
     assert site.http.get(f"{base}/ws2").status_code == 404
+
+    # A login for its DICOMweb service: the token is write-only, and a login needs a URL.
+    login = {**web, "dicomweb_auth": "bearer", "dicomweb_secret": "token-of-ws1"}
+    with_login = site.http.put(f"{base}/ws1", json=login)
+    assert with_login.status_code == 200, with_login.text
+    assert with_login.json()["dicomweb_auth"] == "bearer"
+    assert with_login.json()["dicomweb_secret_set"] is True
+    assert "token-of-ws1" not in site.http.get(base).text
+    no_url = site.http.put(f"{base}/ws2", json={**body, "dicomweb_auth": "bearer"})
+    assert {e["location"] for e in no_url.json()["errors"]} == {
+        "body.dicomweb_auth",
+        "body.dicomweb_secret",
+    }
+    control = {**login, "dicomweb_secret": "a\x00b"}
+    assert site.http.put(f"{base}/ws1", json=control).status_code == 422
+    # removed with "none", and with the URL
+    assert site.http.put(f"{base}/ws1", json=web).json()["dicomweb_secret_set"] is True
+    cleared = site.http.put(f"{base}/ws1", json={**web, "dicomweb_auth": "none"}).json()
+    assert (cleared["dicomweb_auth"], cleared["dicomweb_secret_set"]) == ("none", False)
 
     # The command line's --dicomweb-url sets the same field.
     config = config_for(site.server, site.received.parent)

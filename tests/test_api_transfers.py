@@ -4,6 +4,8 @@ DCMTK's dcmqrscp (C-FIND) and retrieve from both by C-MOVE and by C-GET, as jobs
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,23 +14,37 @@ from typing import Any
 import httpx
 import pytest
 from bench.servers import Orthanc
+from lxml import etree
 from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
-from conftest import free_port, wait_until
+from conftest import free_port, make_server, running_http, wait_until
+from synth import make_instance
 from transfers_support import (
     SYSTEM,
     Site,
+    Study,
     dataset_bytes,
     make_study,
     site,
     stored_datasets,
     wait_job,
 )
+from vesalius.commands import operator
 from vesalius.dicomweb import sender as stow
+from vesalius.dimse.scu.retrieve import (
+    COMMON_IMAGE_CLASSES,
+    COMMON_OTHER_CLASSES,
+    Role,
+    get_contexts,
+)
 from vesalius.errors import ForbiddenError
 from vesalius.identity import Identity
+from vesalius.index.audit_trail import AuditFilter, search
+from vesalius.services.audit_messages import validator
 from vesalius.services.jobs import JobError, JobFailed
 from vesalius.services.peers import Peer
 from vesalius.services.retrieve import InstanceLocation, RetrieveKeys
@@ -124,6 +140,72 @@ def test_query_a_second_vesalius_and_dcmqrscp(peers: Site, api: httpx.Client) ->
     assert nothing.json()["items"] == []
 
 
+@pytest.mark.parametrize("peers", ["sqlite"], indirect=True)  # the backend plays no part
+def test_a_remote_query_is_audited_as_the_standard_query_message(
+    peers: Site, api: httpx.Client
+) -> None:
+    """PS3.15 A.5.3.12: EventID (110112, DCM, "Query"), action Execute; this archive issues
+    the query (Source Role ID), the peer answers it (Destination Role ID), the user asked for
+    it; the Study Root FIND SOP Class, and the keys as a data set in ParticipantObjectQuery.
+    A query the peer cannot answer is the same message, with outcome 8."""
+    moved = peers.remote_studies[0]
+    asked = api.post(
+        "/peers/theirs/query", json={"keys": {"PatientName": "REMOTE*", "StudyDate": ""}}
+    )
+    assert asked.status_code == 200, asked.text
+    assert api.post("/peers/down/query", json={"keys": {"PatientID": "X"}}).status_code == 502
+    sink = peers.ours.archive.audit.sink
+    assert sink is not None and sink.flush()
+    with peers.ours.catalog.read() as conn:
+        records = [r for _, r in search(conn, AuditFilter(limit=0)) if r.kind == "remote-query"]
+    failed, found = records[0], next(r for r in records if r.details.get("peer") == "theirs")
+    schema = validator()
+    for record in (found, failed):
+        assert record.message == "Query"
+        message = etree.fromstring(record.xml.encode())
+        assert schema.validate(message), schema.error_log
+        event = message.find("EventIdentification")
+        assert event.get("EventActionCode") == "E"
+        assert event.find("EventID").get("csd-code") == "110112"
+        roles = {
+            p.find("RoleIDCode").get("csd-code"): p
+            for p in message.findall("ActiveParticipant")
+            if p.find("RoleIDCode") is not None
+        }
+        assert set(roles) == {"110153", "110152"}  # Source, Destination Role ID
+        assert roles["110153"].get("UserID") == "OURS"
+        assert roles["110152"].get("NetworkAccessPointID") == "127.0.0.1"
+        assert roles["110152"].get("UserIsRequestor") == "false"
+        requestor = message.find("ActiveParticipant[@UserIsRequestor='true']")
+        assert requestor.get("UserID") == "anonymous"
+        query = message.find("ParticipantObjectIdentification")
+        assert query.get("ParticipantObjectID") == "1.2.840.10008.5.1.4.1.2.2.1"
+        assert query.find("ParticipantObjectIDTypeCode").get("csd-code") == "110181"
+    assert message_of(found).get("UserID") == "THEIRS"
+    keys = read_dataset(
+        DicomBytesIO(
+            base64.b64decode(
+                etree.fromstring(found.xml.encode()).findtext(".//ParticipantObjectQuery")
+            )
+        ),
+        is_implicit_VR=False,
+        is_little_endian=True,
+    )
+    assert (keys.QueryRetrieveLevel, keys.PatientName) == ("STUDY", "REMOTE*")
+    assert found.outcome == "success" and moved.uid in found.details["study_uids"]
+    assert failed.outcome == "failure" and 'EventOutcomeIndicator="8"' in failed.xml
+    assert message_of(failed).get("UserID") == "DOWN"
+
+
+def message_of(record: Any) -> Any:
+    """The peer's participant (Destination Role ID) in a record's message."""
+    for participant in etree.fromstring(record.xml.encode()).findall("ActiveParticipant"):
+        code = participant.find("RoleIDCode")
+        if code is not None and code.get("csd-code") == "110152":
+            return participant
+    raise AssertionError("no Destination Role ID participant")
+
+
 def test_query_refusals(peers: Site, api: httpx.Client) -> None:
     cases = [
         ("/peers/nobody/query", {}, 404, "no known peer"),
@@ -166,6 +248,97 @@ def test_retrieve_from_dcmqrscp(peers: Site, api: httpx.Client, method: str) -> 
     assert ended.state == "succeeded", ended.message
     assert f"{len(study.files)} instance(s) retrieved" in ended.message
     assert {dataset_bytes(p) for p in study.files} <= stored_datasets(peers.ours)
+
+
+#: Encapsulated CDA Storage (PS3.4 B.5): a class outside the common set a C-GET proposes
+#: without knowing better.
+ENCAPSULATED_CDA = "1.2.840.10008.5.1.4.1.1.104.2"
+
+
+def make_document(path: Path, study: Study) -> Path:
+    """An Encapsulated CDA instance (PS3.3 A.45.2) in ``study``, made with pydicom."""
+    first = dcmread(study.files[0])
+    ds = make_instance(
+        path,
+        sop_class_uid=ENCAPSULATED_CDA,
+        StudyInstanceUID=study.uid,
+        SeriesNumber=9,
+        InstanceNumber=1,
+        PatientName=first.PatientName,
+        PatientID=first.PatientID,
+        Modality="DOC",
+    )
+    for keyword in (
+        "PixelData",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+    ):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.BurnedInAnnotation = "NO"
+    ds.DocumentTitle = "Report"
+    ds.MIMETypeOfEncapsulatedDocument = "text/xml"
+    ds.EncapsulatedDocument = b"<ClinicalDocument/>\n"
+    ds.save_as(path, enforce_file_format=True)
+    study.series.setdefault(ds.SeriesInstanceUID, []).append(path)
+    return path
+
+
+def test_c_get_proposes_the_classes_the_study_needs() -> None:
+    """The classes learnt from the peer come first, each with SCP role selection (PS3.7
+    D.3.3.4), and the common ones fill the room left, 128 contexts at most."""
+    contexts, roles = get_contexts("study", needed=[ENCAPSULATED_CDA])
+    assert contexts[1].abstract_syntax == ENCAPSULATED_CDA
+    assert len(contexts) <= 128 and roles[0] == Role(ENCAPSULATED_CDA, False, True)
+    assert ENCAPSULATED_CDA not in COMMON_IMAGE_CLASSES + COMMON_OTHER_CLASSES
+    assert {r.sop_class_uid for r in roles} == {c.abstract_syntax for c in contexts[1:]}
+    many = [f"1.2.3.{n}" for n in range(200)]
+    contexts, roles = get_contexts("study", needed=many)
+    assert len(contexts) == 128
+    assert [c.abstract_syntax for c in contexts[1:]] == many[:127]
+    assert len(roles) == 127
+
+
+@pytest.mark.parametrize("peers", ["sqlite"], indirect=True)  # the backend plays no part
+@pytest.mark.parametrize("peer", ["theirs", "orthanc"])
+def test_c_get_of_a_study_with_a_class_outside_the_common_set(
+    peers: Site, api: httpx.Client, tmp_path: Path, peer: str
+) -> None:
+    """A second Vesalius and Orthanc say which classes a study holds (SOP Classes in Study,
+    PS3.4 C.6.2.1.2): the C-GET proposes them, and the Encapsulated CDA document comes back
+    with the CT images. (dcmqrscp says neither that nor its instances' SOP Class UIDs: its
+    C-GET takes the common set, ``test_retrieve_from_dcmqrscp``.)"""
+    study = make_study(tmp_path / "s", f"Mixed^{peer.title()}", series=1, per_series=2)
+    make_document(tmp_path / "s" / "cda.dcm", study)
+    with contextlib.ExitStack() as stack:
+        if peer == "theirs":
+            for path in study.files:
+                peers.theirs.archive.ingest.ingest_copy(path, SYSTEM)
+        else:
+            reason = Orthanc.unavailable()
+            if reason:
+                pytest.fail(reason)
+            orthanc = stack.enter_context(Orthanc(tmp_path / "orthanc"))
+            for path in study.files:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{orthanc.http_port}/instances", content=path.read_bytes()
+                )
+                assert answer.status_code == 200, answer.text
+            entry = Peer("orthanc", "ORTHANC", "127.0.0.1", orthanc.dicom_port)
+            peers.ours.archive.peers.save(entry)
+            stack.callback(peers.ours.archive.peers.remove, "orthanc")
+        answer = api.post(f"/peers/{peer}/retrieve", json={"study_uid": study.uid, "method": "get"})
+        assert answer.status_code == 202, answer.text
+        ended = wait_job(peers.ours, answer.json()["id"])
+        assert ended.state == "succeeded", ended.message
+        assert ended.message.startswith(f"{len(study.files)} instance(s) retrieved by C-GET")
+        assert {dataset_bytes(p) for p in study.files} <= stored_datasets(peers.ours)
 
 
 def test_retrieve_refusals_and_a_peer_that_does_not_know_us(
@@ -238,6 +411,111 @@ def test_orthanc_as_a_peer_stow_rs_find_and_move(
             assert {dataset_bytes(p) for p in other.files} <= stored_datasets(peers.ours)
         finally:
             ours.remove("orthanc")
+
+
+@pytest.mark.parametrize("peers", ["sqlite"], indirect=True)  # the backend plays no part
+def test_stow_rs_to_peers_that_need_a_login(peers: Site, api: httpx.Client, tmp_path: Path) -> None:
+    """A second Vesalius that requires authentication takes a bearer token (an API token of
+    its own); Orthanc with a registered user takes HTTP Basic. The login is stored with the
+    peer and is write-only: GET /peers and the effective settings never show the secret."""
+    study = peers.local_study
+    locked = make_server(
+        tmp_path / "locked",
+        f"sqlite:///{tmp_path / 'locked.sqlite'}",
+        **{"auth.required": "true", "dicom.ae_title": "LOCKED"},
+    )
+    try:
+        with running_http(locked.archive, locked.settings) as locked_url:
+            accounts = locked.archive.accounts
+            accounts.add_user("sender", "a long password", frozenset({"technologist"}), operator())
+            token = str(accounts.create_token("sender", operator(), frozenset())[1])
+            peer = {
+                "ae_title": "LOCKED",
+                "host": "127.0.0.1",
+                "port": locked.port,
+                "dicomweb_url": f"{locked_url}/dicom-web",
+            }
+
+            def send() -> Any:
+                sent = api.post(
+                    f"/studies/{study.uid}/send", json={"peer": "locked", "via": "dicomweb"}
+                )
+                assert sent.status_code == 202, sent.text
+                return wait_job(peers.ours, sent.json()["id"])
+
+            assert api.put("/peers/locked", json=peer).status_code == 201
+            ended = send()  # no login yet
+            assert ended.state == "failed"
+            assert (
+                "HTTP 401" in ended.message and "check the peer's DICOMweb login" in ended.message
+            )
+
+            login = {"dicomweb_auth": "bearer", "dicomweb_secret": token}
+            assert api.put("/peers/locked", json={**peer, **login}).status_code == 200
+            shown = api.get("/peers/locked").json()
+            assert shown["dicomweb_auth"] == "bearer" and shown["dicomweb_secret_set"] is True
+            for listing in ("/peers", "/peers/locked", "/settings"):
+                assert token not in api.get(listing).text
+            ended = send()
+            assert ended.state == "succeeded", ended.message
+            assert {dataset_bytes(p) for p in study.files} <= stored_datasets(locked)
+
+            # a PUT without the secret keeps it (a form cannot show it back)
+            assert api.put("/peers/locked", json={**peer, "port": 1}).status_code == 200
+            assert api.get("/peers/locked").json()["dicomweb_secret_set"] is True
+            assert send().state == "succeeded"
+            # a wrong token: refused, the job fails at once
+            wrong = {**peer, "dicomweb_auth": "bearer", "dicomweb_secret": token + "x"}
+            assert api.put("/peers/locked", json=wrong).status_code == 200
+            ended = send()
+            assert ended.state == "failed" and "HTTP 401" in ended.message
+            bad = api.put("/peers/locked", json={**peer, "dicomweb_auth": "basic"})
+            assert bad.status_code == 422
+            assert {e["location"] for e in bad.json()["errors"]} >= {
+                "body.dicomweb_user",
+                "body.dicomweb_secret",
+            }
+    finally:
+        api.delete("/peers/locked")
+        locked.dimse.stop(grace=2)
+        locked.archive.close()
+
+    reason = Orthanc.unavailable()
+    if reason:
+        pytest.fail(reason)
+    with Orthanc(tmp_path / "orthanc", users={"alice": "alice's secret"}) as orthanc:
+        web = f"127.0.0.1:{orthanc.http_port}/dicom-web"
+        # a user and password in the URL (the old way) become the peer's Basic login
+        peer = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}
+        put = api.put("/peers/orthanc", json={**peer, "dicomweb_url": f"http://alice:wrong@{web}"})
+        assert put.status_code == 201, put.text
+        shown = put.json()
+        assert shown["dicomweb_url"] == f"http://{web}"
+        assert (shown["dicomweb_auth"], shown["dicomweb_user"]) == ("basic", "alice")
+        assert "wrong" not in api.get("/peers").text
+        try:
+            sent = api.post(
+                f"/studies/{study.uid}/send", json={"peer": "orthanc", "via": "dicomweb"}
+            )
+            ended = wait_job(peers.ours, sent.json()["id"])
+            assert ended.state == "failed" and "HTTP 401" in ended.message
+            assert orthanc.instance_count() == 0
+
+            right = {
+                "dicomweb_auth": "basic",
+                "dicomweb_user": "alice",
+                "dicomweb_secret": "alice's secret",
+            }
+            put = api.put("/peers/orthanc", json={**peer, "dicomweb_url": f"http://{web}", **right})
+            assert put.status_code == 200, put.text
+            sent = api.post(
+                f"/studies/{study.uid}/send", json={"peer": "orthanc", "via": "dicomweb"}
+            )
+            ended = wait_job(peers.ours, sent.json()["id"])
+            assert ended.state == "succeeded", ended.message
+            assert orthanc.instance_count() == len(study.files)
+        finally:
+            api.delete("/peers/orthanc")
 
 
 class HoldingGetSCP:

@@ -144,3 +144,39 @@ def _insert_0005_rows(conn: Any, ds: Any, key: str, content: bytes) -> None:
             received_at=now,
         )
     )
+
+
+def test_0019_moves_a_login_out_of_a_peers_dicomweb_url(database_url: str) -> None:
+    """A user and password written into a peer's DICOMweb URL (the only way before 0019)
+    become the peer's Basic login; the URL is kept without them."""
+    engine = open_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            command.upgrade(alembic_config(conn), "0016")
+            conn.commit()
+            for name, url in (
+                ("locked", "https://al%40ice:p%3Ass@pacs.example:8443/dicom-web"),
+                ("open", "https://pacs.example/dicom-web"),
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO peers (name, ae_title, host, port, updated_at, dicomweb_url)"
+                        " VALUES (:name, 'AE', 'h', 104, :now, :url)"
+                    ),
+                    {"name": name, "url": url, "now": _now()},
+                )
+            conn.commit()
+            command.upgrade(alembic_config(conn), "0019")
+            conn.commit()
+            found = conn.execute(
+                text(
+                    "SELECT name, dicomweb_url, dicomweb_auth, dicomweb_user, dicomweb_secret"
+                    " FROM peers ORDER BY name"
+                )
+            ).all()
+            assert [tuple(row) for row in found] == [
+                ("locked", "https://pacs.example:8443/dicom-web", "basic", "al@ice", "p:ss"),
+                ("open", "https://pacs.example/dicom-web", "", "", ""),
+            ]
+    finally:
+        engine.dispose()

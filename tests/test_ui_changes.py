@@ -3,8 +3,9 @@ on a served archive with its job runner, on SQLite and PostgreSQL.
 
 The dialogs are opened as a user opens them, from the study page's toolbar. Correct: the
 current values shown, one changed, the job's progress, the result, Undo, and the index as
-before; Anonymize: options ticked, the ZIP downloaded. No serious or critical accessibility
-violations; screenshots kept.
+before; Anonymize: options ticked, the ZIP downloaded, or a new de-identified study made in the
+archive by a job and then found in the study list (on SQLite only: the backend plays no part in
+the dialog). No serious or critical accessibility violations; screenshots kept.
 """
 
 from __future__ import annotations
@@ -127,4 +128,44 @@ def test_anonymize_download_in_the_dialog(
     assert ds.PatientID != "UI-1" and "retain_device" not in str(ds.get("DeidentificationMethod"))
     assert "device" in str(ds.DeidentificationMethod)
     dialog.get_by_text("The download has started.").wait_for()
+    assert script_errors(page) == []
+
+
+@pytest.mark.parametrize("site", ["sqlite"], indirect=True)
+def test_anonymize_into_the_archive_in_the_dialog(
+    site: Site, browser: object, request: pytest.FixtureRequest
+) -> None:
+    page = open_page(browser, site.url + "/")  # type: ignore[arg-type]
+    open_action(page, site, "Anonymize")
+    dialog = page.get_by_role("dialog", name="Anonymize the study")
+    assert dialog.get_by_label("A new study in this archive").is_checked()  # the default
+    dialog.get_by_label("Keep device identity").check()
+    dialog.get_by_role("button", name="Anonymize", exact=True).click()
+    opened = dialog.get_by_role("link", name="Open the new study")
+    opened.wait_for(timeout=60_000)  # the job's progress, then the result
+    new = str(opened.get_attribute("href")).rsplit("/", 1)[-1]
+    assert new and new != site.study
+    assert f"3 instance(s) written into study {new}" in dialog.get_by_role("status").inner_text()
+    assert accessibility_violations(page) == []
+    screenshot(page, f"changes-anonymized-{request.node.callspec.id}")
+
+    opened.click()
+    page.wait_for_url(f"**/ui/studies/{new}")
+    page.locator("main h1").wait_for()
+    assert "Wrong" not in page.locator("main").inner_text()
+
+    # the new study in the study list, beside the original, which is as it was
+    page.goto(site.url + "/", wait_until="domcontentloaded")
+    row = page.locator(f'#study-rows tr[data-uid="{new}"]')
+    row.wait_for()
+    original = page.locator(f'#study-rows tr[data-uid="{site.study}"]')
+    assert "Wrong, Name" in original.inner_text() and "UI-1" in original.inner_text()
+    assert "Wrong" not in row.inner_text() and "UI-1" not in row.inner_text()
+    assert "3 instances" in row.inner_text()
+    assert accessibility_violations(page) == []
+    made = dict(httpx.get(f"{site.url}/api/v1/studies/{new}").json())
+    assert made["patient"]["name"] not in ("", "Wrong^Name")  # type: ignore[index]
+    assert made["patient"]["patient_id"] != "UI-1"  # type: ignore[index]
+    kept = study(site)
+    assert kept["patient"]["name"] == "Wrong^Name" and kept["instance_count"] == 3  # type: ignore[index]
     assert script_errors(page) == []

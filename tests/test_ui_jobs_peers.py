@@ -1,7 +1,8 @@
 """The Jobs and Peers pages in Chromium over a served archive, on SQLite and PostgreSQL: a send
 job cancelled, retried and run to DCMTK's storescp, its progress bar filled by the live updates
-without a reload; a peer added (after the form named each bad field), echoed, edited and
-deleted after a confirmation. Each page passes axe-core and leaves a screenshot."""
+without a reload; a peer added (after the form named each bad field), echoed, edited (a
+DICOMweb login with a write-only token or password) and deleted after a confirmation. Each
+page passes axe-core and leaves a screenshot."""
 
 from __future__ import annotations
 
@@ -133,6 +134,32 @@ def peers_page_adds_checks_echoes_edits_and_deletes(
     expect(row).to_contain_text("https://pacs.example/dicom-web")
     row.get_by_role("button", name="Echo store").click()
     expect(row.locator("output")).to_have_text(re.compile(r"^Failed \(.+\) after \d+ ms$"))
+
+    # Its DICOMweb service needs a login: a bearer token, written once, never shown again.
+    row.get_by_role("button", name="Edit store").click()
+    expect(form.get_by_label("Password or token")).to_be_hidden()  # no login yet
+    form.get_by_label("DICOMweb login").select_option("bearer")
+    expect(form.get_by_label("DICOMweb user")).to_be_hidden()
+    form.get_by_role("button", name="Save").click()
+    expect(form.locator("#peer-dicomweb_secret-problem")).to_have_text("The token is needed.")
+    form.get_by_label("Password or token").fill("peer-token-1")
+    assert accessibility_violations(page) == []
+    form.get_by_role("button", name="Save").click()
+    expect(row).to_contain_text("(bearer token)")
+    assert "peer-token-1" not in page.content()
+    stored = web.archive.peers.by_name("store")
+    assert stored is not None and stored.dicomweb_login.secret == "peer-token-1"
+    row.get_by_role("button", name="Edit store").click()  # kept when left empty
+    secret = form.get_by_label("Password or token")
+    expect(secret).to_have_value("")
+    expect(secret).to_have_attribute("placeholder", "Stored: leave empty to keep it")
+    form.get_by_label("DICOMweb login").select_option("basic")
+    form.get_by_label("DICOMweb user").fill("alice")
+    form.get_by_label("Password or token").fill("alice's password")
+    form.get_by_role("button", name="Save").click()
+    expect(row).to_contain_text("(login: alice)")
+    stored = web.archive.peers.by_name("store")
+    assert stored is not None and stored.dicomweb_login.secret == "alice's password"
 
     # Delete, after a confirmation (kept on "Keep it").
     row.get_by_role("button", name="Delete store").click()

@@ -3,17 +3,22 @@ a peer's address and permissions are configuration (docs/security.md, "Remote AE
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from starlette.responses import Response
 
 from vesalius.api.deps import ArchiveDep, Who
 from vesalius.api.problems import PROBLEM_RESPONSES
 from vesalius.errors import NotFoundError
-from vesalius.services.peers import DEFAULT_PERMISSIONS, PERMISSION_NAMES, InvalidPeerError
+from vesalius.services.peers import (
+    DEFAULT_PERMISSIONS,
+    PERMISSION_NAMES,
+    InvalidPeerError,
+    split_userinfo,
+)
 from vesalius.services.peers import Peer as PeerEntry
 
 router = APIRouter()
@@ -35,6 +40,14 @@ class Peer(BaseModel):
     )
     tls: bool = Field(description="Called over TLS (PS3.15 B.9).")
     dicomweb_url: str | None = Field(description="Its DICOMweb base URL (PS3.18), if any.")
+    dicomweb_auth: Literal["none", "basic", "bearer"] = Field(
+        description="The login its DICOMweb service needs: none, ``basic`` (RFC 7617) or "
+        "``bearer`` (RFC 6750)."
+    )
+    dicomweb_user: str = Field(description="The user name of a ``basic`` login.")
+    dicomweb_secret_set: bool = Field(
+        description="Whether a password or token is stored (it is never returned)."
+    )
     source: str = Field(
         description="``admin`` (added here or by ``vesalius peer set``) or ``settings`` "
         "(the settings file's ``[modalities]``: read-only here)."
@@ -58,7 +71,25 @@ class PeerIn(BaseModel):
     )
     tls: bool = False
     dicomweb_url: str | None = Field(
-        default=None, max_length=2000, description="DICOMweb base URL (http or https)."
+        default=None,
+        max_length=2000,
+        description="DICOMweb base URL (http or https). A ``user:password@`` in it becomes a "
+        "``basic`` login, and the URL is stored without it.",
+    )
+    dicomweb_auth: Literal["none", "basic", "bearer"] | None = Field(
+        default=None,
+        description="The login its DICOMweb service needs (STOW-RS sends): ``none``, ``basic`` "
+        "(RFC 7617: ``dicomweb_user`` and the password) or ``bearer`` (RFC 6750: the token). "
+        "Absent: the stored login is kept.",
+    )
+    dicomweb_user: str | None = Field(
+        default=None, max_length=256, description="The user name of a ``basic`` login."
+    )
+    dicomweb_secret: SecretStr | None = Field(
+        default=None,
+        max_length=4096,
+        description="The password (``basic``) or token (``bearer``). Write-only: never "
+        "returned. Absent or empty: the stored one is kept while the login's kind stays.",
     )
 
 
@@ -79,7 +110,10 @@ def peer_model(peer: PeerEntry) -> Peer:
         port=peer.port,
         permissions=sorted(peer.permissions),
         tls=peer.tls,
-        dicomweb_url=peer.dicomweb_url,
+        dicomweb_url=split_userinfo(peer.dicomweb_url)[0] if peer.dicomweb_url else None,
+        dicomweb_auth=peer.dicomweb_login.kind or "none",  # type: ignore[arg-type]
+        dicomweb_user=peer.dicomweb_login.user,
+        dicomweb_secret_set=bool(peer.dicomweb_login.secret),
         source=peer.source,
     )
 
@@ -129,6 +163,11 @@ def put_peer(
             permissions=body.permissions,
             tls=body.tls,
             dicomweb_url=body.dicomweb_url,
+            dicomweb_auth=body.dicomweb_auth,
+            dicomweb_user=body.dicomweb_user,
+            dicomweb_secret=(
+                body.dicomweb_secret.get_secret_value() if body.dicomweb_secret else None
+            ),
         )
     except InvalidPeerError as exc:
         raise RequestValidationError(

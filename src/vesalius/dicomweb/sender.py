@@ -12,13 +12,17 @@ cancel is seen between two batches. As for a C-STORE send, an attempt that leave
 unsent fails and is retried with backoff (a peer keeps one copy of what it receives twice);
 a peer unknown, without a DICOMweb URL, or answering 4xx (other than 408, 409, 429) fails
 the job at once.
+
+A peer whose service needs a login gets it on every request: HTTP Basic (RFC 7617) or a bearer
+token (RFC 6750), stored with the peer (``services/peers.py``, ``WebLogin``); redirects are not
+followed, so the login goes nowhere else.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +40,7 @@ from vesalius.services.jobs import (
     JobFailed,
     payload_keys,
 )
+from vesalius.services.peers import WebLogin
 from vesalius.services.retrieve import InstanceLocation, RetrieveTally
 
 log = logging.getLogger(__name__)
@@ -102,6 +107,27 @@ def stow_handler(
     return run
 
 
+class BearerAuth(httpx.Auth):
+    """``Authorization: Bearer TOKEN`` on each request (RFC 6750 2.1)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+
+def auth_of(login: WebLogin) -> httpx.Auth | None:
+    """How requests to a peer log in: its Basic or bearer login, or None (then a
+    ``user:password@`` in the URL, if any, is sent as Basic by httpx)."""
+    if login.kind == "basic":
+        return httpx.BasicAuth(login.user, login.secret)
+    if login.kind == "bearer":
+        return BearerAuth(login.secret)
+    return None
+
+
 def batches(instances: Sequence[InstanceLocation]) -> Iterator[list[InstanceLocation]]:
     """``instances`` in batches of :data:`BATCH_INSTANCES` and :data:`BATCH_BYTES` at most."""
     batch: list[InstanceLocation] = []
@@ -124,6 +150,9 @@ def _send(archive: Archive, client: httpx.Client, context: JobContext) -> str:
     if not peer.dicomweb_url:
         raise JobFailed(f"peer {peer.name} has no DICOMweb URL")
     url = peer.dicomweb_url
+    login = auth_of(peer.dicomweb_login)
+    if login is not None:
+        client.auth = login
     keys = payload_keys(context.payload)
     plan = archive.retrieve.plan(keys, context.who, "send", peer.ae_title)
     if not plan.instances:
@@ -214,6 +243,8 @@ def _outcome(response: httpx.Response, batch: list[InstanceLocation], url: str) 
             outcome.failed[uid] = "not in the peer's answer"
         return outcome
     detail = f"STOW-RS to {shown(url)}: HTTP {status} {response.reason_phrase}"
+    if status in (401, 403):
+        detail += " (check the peer's DICOMweb login)"
     text = response.text.strip()[:200]
     if text and body is None:
         detail += f": {text}"

@@ -6,6 +6,8 @@ a deadline, cancelled (C-CANCEL, PS3.7 9.3.2.3) once more matches came than the 
 Destination (PS3.4 C.4.2; the peer sends to our C-STORE SCP, which ingests as for any sender),
 or a C-GET whose C-STORE sub-operations come back on our association and are ingested as they
 arrive, written straight into the spool (PS3.4 C.4.3, SCP/SCU Role Selection PS3.7 D.3.3.4).
+Before a C-GET, :func:`sop_classes` asks the peer which SOP classes it will send, so those are
+proposed first (the common storage classes otherwise, and in the room left).
 Progress comes from the pending responses' sub-operation counts (PS3.4 C.4.2.1.4); a cancel
 sends C-CANCEL and waits for the peer's final answer.
 """
@@ -22,7 +24,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from vesalius.dicom.uids import EXPLICIT_VR_LE
+from vesalius.dicom.uids import EXPLICIT_VR_LE, is_valid_uid
 from vesalius.dimse import commands
 from vesalius.dimse.association import Association, Message, decode_data_set, encode_data_set
 from vesalius.dimse.config import DimseConfig
@@ -52,6 +54,8 @@ DESTINATION_UNKNOWN = 0xA801
 #: Attributes of an identifier that are not answers (Specific Character Set, Q/R Level).
 _NOT_ANSWERS = {0x00080005, 0x00080052}
 _NUMBER_VRS = {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"}
+#: At most this many instances are listed to learn a C-GET's SOP Classes (else: the common set).
+MAX_CLASS_MATCHES = 20_000
 
 
 def scu_options(config: DimseConfig, timeout: float | None = None) -> ScuOptions:
@@ -120,6 +124,41 @@ def _one(vr: str, value: Any) -> Any:
     return str(value)
 
 
+def find(
+    peer: Peer, options: ScuOptions, identifier: Dataset, limit: int, timeout: float
+) -> tuple[list[Dataset], bool]:
+    """A Study Root C-FIND on ``peer``, answered within ``timeout`` seconds in all: the
+    matches, and whether more came than ``limit`` (then it is cancelled, C-CANCEL, PS3.7
+    9.3.2.3)."""
+    deadline = time.monotonic() + timeout
+    found: list[Dataset] = []
+    truncated = False
+    with associate(known_peer(peer), options, [qr_context("find", "study")]) as link:
+        message_id, context, syntax = send_request(link, "find", "study", identifier)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PeerError(
+                    f"{describe_peer(known_peer(peer))}: no complete answer within {timeout:g} s"
+                )
+            message = link.receive(timeout=left)
+            answer = message.command
+            if answer.field != commands.C_FIND_RSP or answer.message_id_responded != message_id:
+                raise PeerError(f"unexpected {answer.name} during a C-FIND")
+            status = Status.of("C-FIND", answer)
+            if status.pending:
+                if message.data and not truncated:
+                    if len(found) >= limit:
+                        truncated = True
+                        cancel(link, context, message_id)
+                    else:
+                        found.append(decode_data_set(message.data, syntax))
+                continue
+            if status.category not in ("Success", "Cancel", "Warning"):
+                raise PeerError(f"{peer.ae_title} answered the C-FIND with {status}")
+            return found, truncated
+
+
 class RemoteFind:
     """The finder of :class:`~vesalius.services.remote.RemoteService`: a Study Root C-FIND
     as this AE, answered within ``timeout`` seconds in all (association included)."""
@@ -136,36 +175,53 @@ class RemoteFind:
             raise
         except Exception as exc:  # a value its VR cannot hold: the caller's mistake
             raise QueryError(f"the query cannot be encoded: {exc}") from None
-        deadline = time.monotonic() + self.timeout
         options = scu_options(self.config, self.timeout)
-        found: list[Match] = []
-        truncated = False
-        with associate(known_peer(peer), options, [qr_context("find", "study")]) as link:
-            message_id, context, syntax = send_request(link, "find", "study", identifier)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise PeerError(
-                        f"{describe_peer(known_peer(peer))}: no complete answer within "
-                        f"{self.timeout:g} s"
-                    )
-                message = link.receive(timeout=left)
-                answer = message.command
-                if answer.field != commands.C_FIND_RSP or answer.message_id_responded != message_id:
-                    raise PeerError(f"unexpected {answer.name} during a C-FIND")
-                status = Status.of("C-FIND", answer)
-                if status.pending:
-                    if message.data and not truncated:
-                        if len(found) >= limit:
-                            truncated = True
-                            cancel(link, context, message_id)
-                        else:
-                            found.append(flat(decode_data_set(message.data, syntax)))
-                    continue
-                if status.category not in ("Success", "Cancel", "Warning"):
-                    raise PeerError(f"{peer.ae_title} answered the C-FIND with {status}")
-                break
-        return RemoteMatches(found, truncated)
+        found, truncated = find(peer, options, identifier, limit, self.timeout)
+        return RemoteMatches([flat(match) for match in found], truncated)
+
+
+def sop_classes(
+    peer: Peer, options: ScuOptions, study_uid: str, series_uid: str = "", timeout: float = 30
+) -> list[str]:
+    """The SOP Classes a C-GET of the study (or series) will bring, as the peer says: its
+    SOP Classes in Study (0008,0062; PS3.4 C.6.2.1.2, optional for an SCP), else the SOP
+    Class UID (0008,0016) of each instance from an IMAGE-level C-FIND. Empty when the peer
+    says neither (or more than :data:`MAX_CLASS_MATCHES` instances match: then the common
+    classes serve)."""
+    if not series_uid:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study_uid
+        identifier.SOPClassesInStudy = ""
+        studies, _ = find(peer, options, identifier, 1, timeout)
+        listed = [
+            str(uid)
+            for match in studies
+            for uid in _values(match.get("SOPClassesInStudy"))
+            if is_valid_uid(str(uid))
+        ]
+        if listed:
+            return list(dict.fromkeys(listed))
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = study_uid
+    if series_uid:
+        identifier.SeriesInstanceUID = series_uid
+    identifier.SOPInstanceUID = ""
+    identifier.SOPClassUID = ""
+    images, truncated = find(peer, options, identifier, MAX_CLASS_MATCHES, timeout)
+    if truncated:
+        return []
+    classes = [str(match.get("SOPClassUID", "")) for match in images]
+    return list(dict.fromkeys(uid for uid in classes if is_valid_uid(uid)))
+
+
+def _values(element: Any) -> list[Any]:
+    if element is None or element == "":
+        return []
+    if isinstance(element, MultiValue | list | tuple):
+        return list(element)
+    return [element]
 
 
 # -- retrieve -------------------------------------------------------------------------------
@@ -207,7 +263,8 @@ def _retrieve(archive: Archive, config: DimseConfig, context: JobContext) -> str
                 final = _follow(link, context, service, (message_id, qr, syntax), options)
         else:
             who = Identity.ae(peer.ae_title, peer.host)
-            contexts, roles = get_contexts("study")
+            needed = _needed_classes(peer, options, payload, context)
+            contexts, roles = get_contexts("study", needed=needed)
             with associate(
                 target, options, contexts, roles=roles, staging=archive.ingest.staging_file
             ) as link:
@@ -227,6 +284,27 @@ def _retrieve(archive: Archive, config: DimseConfig, context: JobContext) -> str
     except VesaliusError as exc:
         raise JobError(exc.message) from exc
     return _outcome(final, service, peer, config)
+
+
+def _needed_classes(
+    peer: Peer, options: ScuOptions, payload: dict[str, Any], context: JobContext
+) -> list[str]:
+    """What :func:`sop_classes` learns of the C-GET's SOP Classes; empty (the common set)
+    when the peer does not say or the query fails."""
+    context.progress(0, 0, f"C-GET from {peer.ae_title}: asking which SOP classes", force=True)
+    try:
+        needed = sop_classes(
+            peer,
+            options,
+            str(payload["study_uid"]),
+            str(payload.get("series_uid") or ""),
+            timeout=options.dimse_timeout,
+        )
+    except VesaliusError as exc:
+        log.info("C-GET from %s: the SOP classes not learnt (%s)", peer.ae_title, exc.message)
+        return []
+    log.info("C-GET from %s: %d SOP class(es) to accept", peer.ae_title, len(needed))
+    return needed
 
 
 #: Sends a command on the association (one sender at a time): (context id, command set).

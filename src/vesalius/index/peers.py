@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +27,15 @@ class PeerRow:
     certificate_subject: str = ""
     #: Its DICOMweb base URL (PS3.18), if it is reached that way too.
     dicomweb_url: str | None = None
+    #: The login to its DICOMweb service: ``""``, ``basic`` or ``bearer``; the user name
+    #: (basic); the password or token (never shown).
+    dicomweb_auth: str = ""
+    dicomweb_user: str = ""
+    dicomweb_secret: str = field(default="", repr=False)
 
 
 def _row(found: Sequence[Any]) -> PeerRow:
-    name, ae, host, port, permissions, source, tls, subject, web = tuple(found)
+    name, ae, host, port, permissions, source, tls, subject, web, auth, user, secret = tuple(found)
     wanted = frozenset(p for p in str(permissions).split(",") if p)
     return PeerRow(
         str(name),
@@ -42,6 +47,9 @@ def _row(found: Sequence[Any]) -> PeerRow:
         bool(tls),
         str(subject),
         None if web is None else str(web),
+        str(auth or ""),
+        str(user or ""),
+        str(secret or ""),
     )
 
 
@@ -55,6 +63,9 @@ _COLUMNS = (
     peers.c.tls,
     peers.c.certificate_subject,
     peers.c.dicomweb_url,
+    peers.c.dicomweb_auth,
+    peers.c.dicomweb_user,
+    peers.c.dicomweb_secret,
 )
 
 
@@ -96,6 +107,9 @@ def _values(peer: PeerRow) -> dict[str, object]:
         "tls": peer.tls,
         "certificate_subject": peer.certificate_subject,
         "dicomweb_url": peer.dicomweb_url,
+        "dicomweb_auth": peer.dicomweb_auth,
+        "dicomweb_user": peer.dicomweb_user,
+        "dicomweb_secret": peer.dicomweb_secret,
         "updated_at": datetime.now(UTC),
     }
 

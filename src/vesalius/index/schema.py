@@ -511,3 +511,11 @@ study_changes = Table(
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Index(None, "changed_at"),
 )
+# --- issue 15, transfers: a login for a peer's DICOMweb service (migration 0019) ---
+
+#: How we log in to the peer's DICOMweb service: ``dicomweb_auth`` ``""`` (none), ``basic``
+#: (RFC 7617, with ``dicomweb_user``) or ``bearer`` (RFC 6750); ``dicomweb_secret`` the
+#: password or token, kept to be sent and never returned by the API (``services/peers.py``).
+peers.append_column(Column("dicomweb_auth", String(16), nullable=False, server_default=""))
+peers.append_column(Column("dicomweb_user", Text, nullable=False, server_default=""))
+peers.append_column(Column("dicomweb_secret", Text, nullable=False, server_default=""))

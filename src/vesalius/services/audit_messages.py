@@ -105,6 +105,7 @@ MESSAGES: dict[str, Code] = {
     "study-correction-undone": INSTANCES_ACCESSED,
     "patient-record-updated": PATIENT_RECORD,
     "query": QUERY,
+    "remote-query": QUERY,
     "access-refused": SECURITY_ALERT,
     "authentication-failed": SECURITY_ALERT,
     "user-changed": SECURITY_ALERT,
@@ -522,14 +523,37 @@ class _Builder:
         self.finish()
 
     def _query(self, code: Code) -> None:
-        """A.5.3.12: the query keys as a data set (Explicit VR Little Endian, the
-        TransferSyntax detail), base64, under the SOP Class of the information model queried."""
+        """A.5.3.12 for a query this archive answers: the process issuing it (the requestor,
+        Source Role ID), the archive responding (Destination Role ID), and the query keys."""
+        self.identify(code, "E")
+        self.who(SOURCE)
+        self.archive(DESTINATION)
+        self._query_object()
+
+    def _remote_query(self, code: Code) -> None:
+        """A.5.3.12 for a query this archive sends to a remote AE (the Query/Retrieve page,
+        ``POST /peers/{name}/query``): the archive issues it (Source Role ID), the peer
+        responds (Destination Role ID), and the user who asked is the requestor."""
         self.identify(code, "E")
         self.who()
-        self.archive()
+        self.archive(SOURCE)
+        peer = str(self.details.get("destination") or self.details.get("peer") or "")
+        self.participant(
+            peer,
+            requestor=False,
+            role=DESTINATION,
+            host=str(self.details.get("destination_host") or ""),
+            alternative=f"AETITLES={peer}",
+        )
+        self._query_object()
+
+    def _query_object(self) -> None:
+        """The query keys as a data set (Explicit VR Little Endian, the TransferSyntax
+        detail), base64, under the SOP Class of the information model queried."""
         model = str(self.details.get("model") or "STUDY")
         criteria = self.details.get("criteria") or {}
-        keys = {"QueryRetrieveLevel": self.details.get("level", ""), **criteria}
+        level = str(self.details.get("level", "")).upper()
+        keys = {"QueryRetrieveLevel": level, **criteria}
         encoded, details = encode_keys(keys)
         self.obj(
             FIND_MODELS.get(model, model),

@@ -13,8 +13,8 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field, replace
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from vesalius.errors import ConfigError, InvalidDataError, NotFoundError
 from vesalius.identity import Identity
@@ -115,6 +115,81 @@ def check_dicomweb_url(url: str) -> str | None:
     return url.rstrip("/")
 
 
+#: The logins a peer's DICOMweb service may need: none, HTTP Basic (RFC 7617: a user name and
+#: password) or a bearer token (RFC 6750).
+WEB_LOGINS = ("none", "basic", "bearer")
+_VISIBLE = re.compile(r"^[\x21-\x7e]+$")
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """``url`` without a ``user:password@`` part, and that user (None: there was none) and
+    password, unquoted (RFC 3986 3.2.1)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None, ""
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return bare, unquote(parts.username), unquote(parts.password or "")
+
+
+@dataclass(frozen=True)
+class WebLogin:
+    """How we log in to a peer's DICOMweb service: ``kind`` ``""`` (none), ``basic`` with
+    ``user`` and ``secret`` the password, or ``bearer`` with ``secret`` the token. The secret
+    is kept to be sent and is never shown (not in ``repr``, the API, the audit trail)."""
+
+    kind: str = ""
+    user: str = ""
+    secret: str = field(default="", repr=False)
+
+
+def resolve_login(
+    current: WebLogin,
+    url: str | None,
+    kind: str | None,
+    user: str | None,
+    secret: str | None,
+) -> tuple[str | None, WebLogin, dict[str, str]]:
+    """The DICOMweb URL and login a change asks for, and each field's problem. ``kind`` None
+    keeps the current login (its kind, user and secret); an empty or absent ``secret`` keeps
+    the current one when the kind stays the same (the secret is write-only: a form that edits
+    a peer does not know it). A ``user:password@`` in the URL becomes a Basic login, and the
+    URL is kept without it."""
+    problems: dict[str, str] = {}
+    if url is not None:
+        url, url_user, url_password = split_userinfo(url)
+        if url_user is not None:
+            if kind not in (None, "basic") or user or secret:
+                problems["dicomweb_url"] = (
+                    "a user and password both in the URL and in the login: give them once"
+                )
+            kind, user, secret = "basic", url_user, url_password
+    if kind is None:
+        return url, current if url else WebLogin(), problems
+    if kind in ("none", ""):
+        return url, WebLogin(), problems
+    if kind not in WEB_LOGINS:
+        problems["dicomweb_auth"] = "none, basic or bearer"
+        return url, current, problems
+    if not url:
+        problems["dicomweb_auth"] = "a login needs a DICOMweb URL"
+    kept = current.secret if current.kind == kind else ""
+    secret = secret or kept
+    name = ""
+    if kind == "basic":
+        name = current.user if user is None and current.kind == "basic" else (user or "")
+        if not name or ":" in name or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+            problems["dicomweb_user"] = "a user name, without ':' or control characters"
+        if not secret or any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
+            problems["dicomweb_secret"] = "the password, without control characters"
+    elif not secret or not _VISIBLE.match(secret):
+        problems["dicomweb_secret"] = "the token: visible ASCII characters, no spaces"
+    if len(secret) > 4096:
+        problems["dicomweb_secret"] = "at most 4096 characters"
+    return url, WebLogin(kind, name, secret), problems
+
+
 @dataclass(frozen=True)
 class Peer:
     """A known remote AE and what it may do."""
@@ -130,6 +205,8 @@ class Peer:
     certificate_subject: str = ""
     #: Its DICOMweb base URL (PS3.18), if it is reached that way too.
     dicomweb_url: str | None = None
+    #: The login its DICOMweb service needs (none by default).
+    dicomweb_login: WebLogin = WebLogin()
 
     @classmethod
     def of(cls, row: PeerRow) -> Peer:
@@ -143,6 +220,7 @@ class Peer:
             row.tls,
             row.certificate_subject,
             row.dicomweb_url,
+            WebLogin(row.dicomweb_auth, row.dicomweb_user, row.dicomweb_secret),
         )
 
     def row(self) -> PeerRow:
@@ -156,6 +234,9 @@ class Peer:
             self.tls,
             self.certificate_subject,
             self.dicomweb_url,
+            self.dicomweb_login.kind,
+            self.dicomweb_login.user,
+            self.dicomweb_login.secret,
         )
 
 
@@ -207,14 +288,20 @@ class PeerDirectory:
             raise NotFoundError(f"no peer named {name!r}: give its AET@HOST:PORT to add it")
         else:
             base = current
+        web, login = base.dicomweb_url, base.dicomweb_login
+        if dicomweb_url is not None:
+            web, login, problems = resolve_login(
+                login, check_dicomweb_url(dicomweb_url), None, None, None
+            )
+            if problems:
+                raise InvalidPeerError(problems)
         peer = replace(
             base,
             permissions=base.permissions if permissions is None else permissions,
             host=base.host if host is None else host,
             source="admin",
-            dicomweb_url=(
-                base.dicomweb_url if dicomweb_url is None else check_dicomweb_url(dicomweb_url)
-            ),
+            dicomweb_url=web,
+            dicomweb_login=login,
         )
         self.save(peer)
         self.oversight.record(
@@ -225,6 +312,7 @@ class PeerDirectory:
             host=peer.host,
             permissions=sorted(peer.permissions),
             dicomweb_url=peer.dicomweb_url,
+            dicomweb_auth=peer.dicomweb_login.kind or "none",
         )
         return peer
 
@@ -239,10 +327,16 @@ class PeerDirectory:
         permissions: Iterable[str] | None = None,
         tls: bool = False,
         dicomweb_url: str | None = None,
+        dicomweb_auth: str | None = None,
+        dicomweb_user: str | None = None,
+        dicomweb_secret: str | None = None,
     ) -> tuple[Peer, bool]:
         """Create or replace the peer ``name`` with exactly these values (the REST API's
-        ``PUT``); the peer, and whether it is new. :class:`InvalidPeerError` names each field
-        that breaks a rule; a peer from the settings is changed there."""
+        ``PUT``); the peer, and whether it is new. The DICOMweb login is the exception: its
+        secret is write-only, so an absent ``dicomweb_auth`` keeps the stored login and an
+        absent ``dicomweb_secret`` the stored secret (:func:`resolve_login`).
+        :class:`InvalidPeerError` names each field that breaks a rule; a peer from the settings
+        is changed there."""
         self.oversight.check(who, "admin")
         problems: dict[str, str] = {}
         for field_name, problem in (
@@ -264,9 +358,18 @@ class PeerDirectory:
             web = check_dicomweb_url(dicomweb_url or "")
         except ConfigError as exc:
             problems["dicomweb_url"] = exc.message
+        current = self.by_name(name) if not problems.get("name") else None
+        web, login, login_problems = resolve_login(
+            current.dicomweb_login if current is not None else WebLogin(),
+            web,
+            dicomweb_auth,
+            dicomweb_user,
+            dicomweb_secret,
+        )
+        if "dicomweb_url" not in problems:
+            problems.update(login_problems)
         if problems:
             raise InvalidPeerError(problems)
-        current = self.by_name(name)
         if current is not None and current.source == "settings":
             raise SettingsPeerError(
                 f"peer {name} comes from the settings ([modalities.{name}] or "
@@ -282,6 +385,7 @@ class PeerDirectory:
             tls,
             current.certificate_subject if current is not None else "",
             web,
+            login,
         )
         self.save(peer)
         self.oversight.record(
@@ -294,6 +398,8 @@ class PeerDirectory:
             permissions=sorted(peer.permissions),
             tls=peer.tls,
             dicomweb_url=peer.dicomweb_url,
+            dicomweb_auth=login.kind or "none",
+            dicomweb_user=login.user,
         )
         return peer, current is None
 

@@ -138,7 +138,9 @@ class RemoteService:
                 "failure",
                 peer=peer.name,
                 destination=peer.ae_title,
+                destination_host=peer.host,
                 level=level,
+                criteria={k: v for k, v in keys.items() if v},
                 reason=exc.message,
             )
             raise
@@ -147,6 +149,7 @@ class RemoteService:
             who,
             peer=peer.name,
             destination=peer.ae_title,
+            destination_host=peer.host,
             level=level,
             criteria={k: v for k, v in keys.items() if v},
             matches=len(found.items),

@@ -170,29 +170,43 @@ def get_contexts(
     model: Model,
     sop_classes: Sequence[str] | None = None,
     syntaxes: Sequence[str] | None = None,
+    *,
+    needed: Sequence[str] = (),
 ) -> tuple[list[PresentationContext], list[Role]]:
-    """Contexts and SCP/SCU Role Selection items for a C-GET.
+    """Contexts and SCP/SCU Role Selection items for a C-GET, at most 128 (PS3.8 9.3.2.2).
 
     One Query/Retrieve context; then, by default, for each storage SOP class one context with
     the uncompressed syntaxes, and the rest of the 128 one context per (image class, compressed
     syntax), most common first, so compressed instances can come back as stored.
     ``sop_classes`` replaces the default classes (all treated as image classes); ``syntaxes``
     replaces the default syntaxes: one context per (class, syntax), as many as fit.
+    ``needed``: the classes the retrieve is known to bring (asked of the peer first), proposed
+    before all others, with the uncompressed and then the compressed syntaxes; the common
+    classes fill what room is left.
     """
     images = list(sop_classes) if sop_classes else list(COMMON_IMAGE_CLASSES)
     others = [] if sop_classes else list(COMMON_OTHER_CLASSES)
-    classes = list(dict.fromkeys(images + others))[: MAX_CONTEXTS - 1]
+    first = list(dict.fromkeys(needed))[: MAX_CONTEXTS - 1]
+    classes = list(dict.fromkeys(first + images + others))[: MAX_CONTEXTS - 1]
     contexts = [qr_context("get", model)]
     if syntaxes:
         pairs = [(uid, syntax) for syntax in syntaxes for uid in classes]
     else:
-        contexts += [build_context(uid, list(UNCOMPRESSED)) for uid in classes]
-        pairs = [(uid, syntax) for syntax in COMMON_COMPRESSED for uid in images]
+        rest = [uid for uid in classes if uid not in first]
+        contexts += [build_context(uid, list(UNCOMPRESSED)) for uid in first]
+        contexts += [build_context(uid, [syntax]) for syntax in COMMON_COMPRESSED for uid in first][
+            : MAX_CONTEXTS - len(contexts)
+        ]
+        contexts += [build_context(uid, list(UNCOMPRESSED)) for uid in rest][
+            : MAX_CONTEXTS - len(contexts)
+        ]
+        pairs = [(uid, syntax) for syntax in COMMON_COMPRESSED for uid in images if uid in rest]
     room = MAX_CONTEXTS - len(contexts)
     if syntaxes and len(pairs) > room:
         log.warning("C-GET: %d of %d contexts fit; name fewer classes", room, len(pairs))
     contexts += [build_context(uid, [syntax]) for uid, syntax in pairs[:room]]
-    roles = [Role(uid, False, True) for uid in classes]
+    proposed = {context.abstract_syntax for context in contexts[1:]}
+    roles = [Role(uid, False, True) for uid in classes if uid in proposed]
     return contexts, roles
 
 

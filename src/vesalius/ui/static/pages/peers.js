@@ -1,6 +1,8 @@
 // The Peers page (administrators): the known remote AEs, a form to add or edit one (checked
 // here and by the server, whose field-by-field problems show beside each field), delete with
-// confirmation, and Echo (a C-ECHO from the server) with its result and time.
+// confirmation, and Echo (a C-ECHO from the server) with its result and time. A peer's DICOMweb
+// service may need a login (Basic or a bearer token): its password or token is write-only, never
+// shown; left empty when editing, the stored one is kept.
 import { api, may, whoami } from "../api.js";
 import { html, render, toast } from "../dom.js";
 
@@ -8,10 +10,13 @@ export const title = "Peers";
 
 const PERMISSIONS = ["echo", "store", "find", "move", "get", "commitment", "worklist"];
 const DEFAULTS = ["echo", "store", "find", "move", "get"];
-const FIELDS = ["name", "ae_title", "host", "port", "permissions", "dicomweb_url"];
+const FIELDS = ["name", "ae_title", "host", "port", "permissions", "dicomweb_url", "dicomweb_auth",
+  "dicomweb_user", "dicomweb_secret"];
+const LOGINS = [["none", "None"], ["basic", "Basic (user and password)"], ["bearer", "Bearer token"]];
 
-/** What is wrong with the form's values, field by field (the server checks the same). */
-function check(values) {
+/** What is wrong with the form's values, field by field (the server checks the same); `peer`
+ * the peer as stored, when editing (its secret is kept when none is typed). */
+function check(values, peer) {
   const problems = {};
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(values.name)) {
     problems.name = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.";
@@ -27,12 +32,24 @@ function check(values) {
   if (values.dicomweb_url && !/^https?:\/\/[^\s?#]+$/.test(values.dicomweb_url)) {
     problems.dicomweb_url = "An http:// or https:// URL, without query or fragment.";
   }
+  if (values.dicomweb_auth !== "none") {
+    if (!values.dicomweb_url) problems.dicomweb_auth = "A login needs a DICOMweb URL.";
+    if (values.dicomweb_auth === "basic" && (!values.dicomweb_user || values.dicomweb_user.includes(":"))) {
+      problems.dicomweb_user = "The user, without ':'.";
+    }
+    const kept = peer && peer.dicomweb_auth === values.dicomweb_auth && peer.dicomweb_secret_set;
+    if (!values.dicomweb_secret && !kept) {
+      problems.dicomweb_secret = values.dicomweb_auth === "basic" ? "The password is needed." : "The token is needed.";
+    }
+  }
   return problems;
 }
 
 function form(peer) {
   const editing = Boolean(peer);
-  const p = peer || { name: "", ae_title: "", host: "", port: 104, permissions: DEFAULTS, tls: false, dicomweb_url: "" };
+  const p = peer || { name: "", ae_title: "", host: "", port: 104, permissions: DEFAULTS, tls: false, dicomweb_url: "",
+    dicomweb_auth: "none", dicomweb_user: "", dicomweb_secret_set: false };
+  const stored = p.dicomweb_secret_set ? "Stored: leave empty to keep it" : "";
   const field = (name, label, input) => html`<label for="peer-${name}">${label}
       ${input}<small id="peer-${name}-problem" class="problem" role="alert"></small></label>`;
   return html`<form id="peer-form" novalidate aria-labelledby="peer-form-title">
@@ -59,6 +76,20 @@ function form(peer) {
     ${field("dicomweb_url", "DICOMweb URL (optional)", html`<input id="peer-dicomweb_url" name="dicomweb_url"
         type="url" value="${p.dicomweb_url || ""}" placeholder="https://pacs.example/dicom-web"
         aria-describedby="peer-dicomweb_url-problem">`)}
+    <fieldset id="peer-login">
+      <legend>DICOMweb login (for sends by STOW-RS)</legend>
+      <div class="grid">
+        ${field("dicomweb_auth", "DICOMweb login", html`<select id="peer-dicomweb_auth" name="dicomweb_auth"
+            aria-describedby="peer-dicomweb_auth-problem">
+            ${LOGINS.map(([value, text]) => html`<option value="${value}" ${p.dicomweb_auth === value ? html`selected` : ""}>${text}</option>`)}
+          </select>`)}
+        ${field("dicomweb_user", "DICOMweb user", html`<input id="peer-dicomweb_user" name="dicomweb_user"
+            value="${p.dicomweb_user || ""}" autocomplete="off" aria-describedby="peer-dicomweb_user-problem">`)}
+        ${field("dicomweb_secret", "Password or token", html`<input id="peer-dicomweb_secret" name="dicomweb_secret"
+            type="password" autocomplete="new-password" placeholder="${stored}"
+            aria-describedby="peer-dicomweb_secret-problem">`)}
+      </div>
+    </fieldset>
     <div class="grid">
       <button type="submit">${editing ? "Save" : "Add peer"}</button>
       <button type="button" class="secondary" id="peer-cancel">Cancel</button>
@@ -71,7 +102,8 @@ function row(peer) {
   return html`<tr data-peer="${peer.name}">
     <th scope="row">${peer.name}</th><td>${peer.ae_title}</td><td>${peer.host}</td><td>${peer.port}</td>
     <td>${peer.permissions.join(", ") || "none"}</td><td>${peer.tls ? "yes" : "no"}</td>
-    <td>${peer.dicomweb_url || ""}</td>
+    <td>${peer.dicomweb_url || ""}${peer.dicomweb_auth === "basic" ? ` (login: ${peer.dicomweb_user})`
+      : peer.dicomweb_auth === "bearer" ? " (bearer token)" : ""}</td>
     <td>${settings ? "settings file" : "here"}</td>
     <td><output id="echo-${peer.name}" aria-live="polite"></output></td>
     <td><div role="group">
@@ -144,6 +176,13 @@ export async function render_(main) {
     render(editor, form(peer));
     const element = editor.querySelector("form");
     element.querySelector(peer ? "#peer-ae_title" : "#peer-name").focus();
+    const login = element.querySelector("#peer-dicomweb_auth");
+    const shown = () => {
+      element.querySelector("[for=peer-dicomweb_user]").hidden = login.value !== "basic";
+      element.querySelector("[for=peer-dicomweb_secret]").hidden = login.value === "none";
+    };
+    login.addEventListener("change", shown);
+    shown();
     element.querySelector("#peer-cancel").addEventListener("click", () => {
       editor.hidden = true;
       render(editor, html``);
@@ -160,8 +199,11 @@ export async function render_(main) {
         permissions: data.getAll("permissions").map(String),
         tls: data.get("tls") !== null,
         dicomweb_url: String(data.get("dicomweb_url") || "").trim() || null,
+        dicomweb_auth: String(data.get("dicomweb_auth") || "none"),
+        dicomweb_user: String(data.get("dicomweb_user") || "").trim() || null,
+        dicomweb_secret: String(data.get("dicomweb_secret") || "") || null,
       };
-      if (problems(element, check(values))) return;
+      if (problems(element, check(values, peer))) return;
       const { name, ...bodyValues } = values;
       try {
         await api("PUT", `/api/v1/peers/${encodeURIComponent(name)}`, bodyValues);
