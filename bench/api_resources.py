@@ -46,6 +46,8 @@ from bench.scenarios import Context, Row, percentile, rotate
 #: The study of the study page: its series and instances per series.
 BIG_SERIES, BIG_PER_SERIES = 10, 100
 READER_PASSWORD = "bench-reader-password"
+#: The statistics page's requests (issue 15 follow-up).
+STATS = "/statistics"
 
 
 def with_big_study(archive: Synthetic) -> str:
@@ -134,6 +136,16 @@ def requests(archive: Synthetic, big: str) -> list[Request]:
         Request("restricted", "first page, as a user granted 1 of 2 labels", "/studies", True),
         Request("study", "study page: the study", f"/studies/{big}"),
         Request("series", "study page: its 10 series", f"/studies/{big}/series"),
+        Request("statistics", "statistics (counts, bytes, modality mix, top senders)", STATS),
+        Request(
+            "stats-hour",
+            "statistics: ingest per hour, 2 days",
+            f"{STATS}/ingest?bucket=hour&days=2",
+        ),
+        Request(
+            "stats-day", "statistics: ingest per day, 30 days", f"{STATS}/ingest?bucket=day&days=30"
+        ),
+        Request("forecast", "statistics: the disk forecast", f"{STATS}/forecast"),
     ]
 
 
@@ -180,7 +192,12 @@ def rest_api(ctx: Context, kinds: list[str]) -> list[Row]:
     items = requests(archive, big)
     n = archive.instances - BIG_SERIES * BIG_PER_SERIES
     rows: dict[tuple[str, str], Row] = {}
-    for item in [*items, Request("page", "study page of 1,000 instances (both requests)", "")]:
+    first = Request("stats-first", "statistics, the first request on the index", STATS)
+    for item in [
+        *items,
+        Request("page", "study page of 1,000 instances (both requests)", ""),
+        first,
+    ]:
         where = "" if item.name in ("study", "series", "page") else f", {n:,} instances"
         for stat in ("p50", "p95"):
             rows[(item.name, stat)] = Row(
@@ -207,6 +224,15 @@ def rest_api(ctx: Context, kinds: list[str]) -> list[Row]:
                 ctx.log(f"  populating PostgreSQL with {archive.instances:,} instances")
                 populate(pg[1], archive, ctx.log)
                 opened["vesalius-postgresql"] = _client(pg[1], workdir / "pg-data")
+        for kind, (_a, client, _h) in opened.items():
+            start = time.perf_counter()
+            answer = client.get("/api/v1" + STATS)
+            took = (time.perf_counter() - start) * 1000
+            for stat in ("p50", "p95"):
+                rows[(first.name, stat)].add(kind, took)
+            ctx.log(
+                f"  {kind} statistics, first request: {took:.0f} ms (HTTP {answer.status_code})"
+            )
         cursors = {kind: _cursor(client) for kind, (_a, client, _h) in opened.items()}
         for rep in range(ctx.repeat):
             for kind in rotate(list(opened), rep):

@@ -479,3 +479,19 @@ search_terms = Table(
     Column("study_pk", PK, primary_key=True, autoincrement=False),
     Index(None, "study_pk"),
 )
+
+# --- issue 15, statistics at scale: the statistics snapshot (migration 0018) ---
+
+#: What ``GET /api/v1/statistics`` would otherwise read every instance row for, as of a moment
+#: (``index/statistics.py``): the instances and bytes of each sender among the instances that
+#: arrived before ``cutoff`` (``payload``, JSON), folded forward from the ``received_at`` index
+#: and shared by every node. Nothing at ingest writes it; a reader checks it against the
+#: maintained counters and computes it afresh when instances were deleted or corrected.
+statistics_snapshots = Table(
+    "statistics_snapshots",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("cutoff", DateTime(timezone=True), nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+    Column("payload", Text, nullable=False),
+)
