@@ -16,7 +16,7 @@ from synth import make_instance
 from vesalius.identity import Identity
 from vesalius.index.lookup import RetrieveKeys
 from vesalius.index.schema import instances, series
-from vesalius.index.statistics import load_snapshot
+from vesalius.index.statistics_snapshot import load
 from vesalius.services.statistics import FOLD_AFTER, RETAKE_AFTER, StatisticsService
 
 SYSTEM = Identity.system()
@@ -79,32 +79,42 @@ def test_the_snapshot_answers_as_the_rows_do(server: RunningServer, tmp_path: Pa
         server, files, "mr_node", 2, StudyInstanceUID=study + ".2", Modality="MR", PatientID="P2"
     )
     with server.catalog.read() as conn:
-        assert load_snapshot(conn) is None
+        assert load(conn) is None
     assert _answer(stats) == _truth(server)  # taken: everything arrived since its cutoff
     with server.catalog.read() as conn:
-        first = load_snapshot(conn)
+        first = load(conn)
     assert first is not None and first.totals.instances == 0
+    _store(server, files, "ct_node", 1, StudyInstanceUID=study, Modality="CT")
+    assert _answer(stats) == _truth(server)  # the snapshot plus what arrived since
+    with server.catalog.read() as conn:
+        assert load(conn) == first  # used as it was
 
     real = stats.clock
     later = real() + FOLD_AFTER * 2
     stats.clock = lambda: later
     assert _answer(stats) == _truth(server)  # folded: what arrived is in the snapshot now
     with server.catalog.read() as conn:
-        folded = load_snapshot(conn)
-    assert folded is not None and folded.totals.instances == 5 and folded.cutoff > first.cutoff
+        folded = load(conn)
+    assert folded is not None and folded.totals.instances == 6 and folded.cutoff > first.cutoff
+    # series made since: a study's first of a modality, and one more of a modality it has
+    _store(server, files, "mr_node", 1, StudyInstanceUID=study, Modality="MR")
+    _store(
+        server, files, "mr_node", 1, StudyInstanceUID=study + ".2", Modality="MR", PatientID="P2"
+    )
+    assert _answer(stats) == _truth(server)
 
     # stamped before the cutoff but seen after it (a late commit, another node's clock)
     late = _store(server, files, "ct_node", 2, StudyInstanceUID=study, Modality="CT")
     assert _answer(stats) == _truth(server)
     with server.catalog.read() as conn:
-        again = load_snapshot(conn)
-    assert again is not None and again.totals.instances == 7  # computed afresh
+        again = load(conn)
+    assert again is not None and again.totals.instances == 10  # computed afresh
 
     # the clock back: a snapshot "from the future" is not used; one an hour old neither
     stats.clock = real
     assert _answer(stats) == _truth(server)
     with server.catalog.read() as conn:
-        present = load_snapshot(conn)
+        present = load(conn)
     assert present is not None and present.cutoff < again.cutoff
     stats.clock = lambda: real() + RETAKE_AFTER
     assert _answer(stats) == _truth(server)
@@ -113,12 +123,12 @@ def test_the_snapshot_answers_as_the_rows_do(server: RunningServer, tmp_path: Pa
 
     # an instance replaced (a new row, the old one gone), then a study deleted
     server.archive.ingest.duplicate_policy = "replace"
-    server.archive.ingest.ingest_copy(next(files.glob("ct_node-*")), Identity.system("again"))
+    server.archive.ingest.ingest_copy(files / "ct_node-0-0.dcm", Identity.system("again"))
     assert _answer(stats) == _truth(server)
     server.archive.deletion.delete(RetrieveKeys("STUDY", study_uids=(study + ".2",)), SYSTEM)
     assert _answer(stats) == _truth(server)
     server.archive.deletion.delete(RetrieveKeys("IMAGE", sop_instance_uids=(late[0],)), SYSTEM)
     assert _answer(stats) == _truth(server)
     found = stats.summary(SYSTEM)
-    assert found.instances == 4 and [t.name for t in found.modalities] == ["CT"]
-    assert {t.name for t in found.senders} == {"ct_node", "again"}
+    assert found.instances == 6 and [t.name for t in found.modalities] == ["CT", "MR"]
+    assert {t.name for t in found.senders} == {"ct_node", "again", "mr_node"}

@@ -482,11 +482,11 @@ search_terms = Table(
 
 # --- issue 15, statistics at scale: the statistics snapshot (migration 0018) ---
 
-#: What ``GET /api/v1/statistics`` would otherwise read every instance row for, as of a moment
-#: (``index/statistics.py``): the instances and bytes of each sender among the instances that
-#: arrived before ``cutoff`` (``payload``, JSON), folded forward from the ``received_at`` index
-#: and shared by every node. Nothing at ingest writes it; a reader checks it against the
-#: maintained counters and computes it afresh when instances were deleted or corrected.
+#: What ``GET /api/v1/statistics`` would otherwise read whole tables for, as of a moment
+#: (``index/statistics_snapshot.py``): per sender the instances and bytes, per modality the
+#: instances and the studies, among the instances that arrived before ``cutoff`` and the series
+#: made until then (``payload``, JSON). Shared by every node; nothing at ingest writes it; a
+#: reader adds what arrived since and computes it afresh when rows it counted changed.
 statistics_snapshots = Table(
     "statistics_snapshots",
     metadata,

@@ -16,6 +16,7 @@ would fill with page views).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -25,9 +26,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from vesalius.errors import InvalidDataError, VesaliusError
 from vesalius.identity import Identity
 from vesalius.index import statistics as table
+from vesalius.index import statistics_snapshot as snapshots
 from vesalius.index.catalog import Catalog
 from vesalius.index.statistics import Bucket as Bucket
-from vesalius.index.statistics import Snapshot, Tally, Totals
+from vesalius.index.statistics import Tally
+from vesalius.index.statistics_snapshot import Snapshot, Totals
 from vesalius.services.oversight import Oversight
 from vesalius.storage import Spool
 
@@ -149,39 +152,39 @@ class StatisticsService:
         now = self.clock()
         keep: Snapshot | None = None
         with self.catalog.read() as conn:
-            table.consistent(conn)
-            levels = table.level_counts(conn)
-            stored = table.stored_instances(conn)
-            kept = table.load_snapshot(conn)
-            totals: Totals | None = None
-            if kept is not None and self._current(kept, now) and table.holds(conn, kept):
-                since = table.arrived(conn, kept.cutoff)
-                if kept.totals.instances + since.instances == stored:
-                    totals = kept.totals.add(since)
+            snapshots.consistent(conn)
+            present = snapshots.levels(conn)
+            kept = snapshots.load(conn)
+            found: tuple[Totals, Counter[str]] | None = None
+            if (
+                kept is not None
+                and self._current(kept, now)
+                and snapshots.holds(conn, kept, present)
+            ):
+                since = snapshots.arrived(conn, kept.cutoff)
+                if kept.totals.instances + since.instances == present.instances:
+                    found = kept.totals.add(since), snapshots.studies_now(conn, kept)
                     if now - kept.cutoff > SETTLE + FOLD_AFTER:
-                        cutoff = now - SETTLE
-                        folded = table.arrived(conn, kept.cutoff, cutoff)
-                        keep = Snapshot(cutoff, now, kept.totals.add(folded), table.last_pk(conn))
-            if totals is None:
-                keep = table.snapshot(conn, now - SETTLE, now)
-                totals = keep.totals.add(table.arrived(conn, keep.cutoff))
-            per_modality = table.studies_per_modality(conn)
+                        keep = snapshots.fold(conn, kept, now - SETTLE, now, present, found[1])
+            if found is None:
+                keep = snapshots.take(conn, now - SETTLE, now, present)
+                found = keep.totals.add(snapshots.arrived(conn, keep.cutoff)), keep.studies
         if keep is not None:
             self._keep(keep)
+        totals, per_modality = found
         modalities = [
-            Tally(name, per_modality.get(name, 0), n, 0) for name, n in totals.modalities.items()
+            Tally(name, per_modality[name], n, 0) for name, n in totals.modalities.items()
         ]
         modalities.sort(key=lambda t: (-t.instances, t.name))
         senders = [
             Tally(name, 0, n, totals.sender_bytes[name]) for name, n in totals.senders.items()
         ]
         senders.sort(key=lambda t: (-t.instances, t.name))
-        patients, studies, series = levels
         return Summary(
-            patients,
-            studies,
-            series,
-            stored,
+            present.patients,
+            present.studies,
+            present.series,
+            present.instances,
             totals.bytes,
             self.disk(),
             modalities,
@@ -199,7 +202,7 @@ class StatisticsService:
         again (the answer in hand is right either way)."""
         try:
             with self.catalog.write() as conn:
-                table.save_snapshot(conn, taken)
+                snapshots.save(conn, taken)
         except (VesaliusError, SQLAlchemyError) as exc:
             log.warning("statistics snapshot not kept: %s", exc)
 
