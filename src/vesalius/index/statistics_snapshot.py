@@ -11,7 +11,8 @@ A snapshot holds while the rows it counted are all still there unchanged and not
 "behind" it (:func:`holds`, and the caller's count of instances):
 
 - what it counted plus what arrived since makes the total of the counters ingest and deletion
-  maintain (``patients.num_instances``): a deletion or a replaced instance breaks this;
+  maintain (``patients.num_instances``): a deletion or a replaced instance breaks this (and
+  were the counters ever wrong, every reader would compute afresh: slow, still right);
 - every instance added since it was taken is stamped at or after its cutoff (a clock behind,
   a transaction that took longer than the margin before the cutoff);
 - the series it counted plus those made since are the series there are;
@@ -38,7 +39,6 @@ from vesalius.index.schema import (
     patients,
     series,
     statistics_snapshots,
-    studies,
 )
 
 #: The name of the summary's row in ``statistics_snapshots``.
@@ -91,7 +91,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Levels:
-    """Entries at each level now; ``instances`` from the maintained counters."""
+    """Entries at each level now."""
 
     patients: int
     studies: int
@@ -108,14 +108,18 @@ def consistent(conn: Connection) -> None:
 
 
 def levels(conn: Connection) -> Levels:
-    """Patients, studies and series (each counted on its narrowest index) and instances (the
-    sum of ``patients.num_instances``: thousands of rows where ``instances`` has millions)."""
-
-    def count(table: Any) -> int:
-        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-
-    stored = conn.execute(select(func.coalesce(func.sum(patients.c.num_instances), 0)))
-    return Levels(count(patients), count(studies), count(series), int(stored.scalar_one()))
+    """Patients, studies, series and instances, from the counters ingest, deletion and
+    corrections maintain on ``patients``: one read of thousands of rows, where counting
+    ``series`` alone reads 150,000 at a million instances (30 ms on PostgreSQL)."""
+    n, in_studies, in_series, in_instances = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(patients.c.num_studies), 0),
+            func.coalesce(func.sum(patients.c.num_series), 0),
+            func.coalesce(func.sum(patients.c.num_instances), 0),
+        )
+    ).one()
+    return Levels(int(n), int(in_studies), int(in_series), int(in_instances))
 
 
 def arrived(conn: Connection, since: datetime, before: datetime | None = None) -> Totals:

@@ -204,7 +204,7 @@ class StatisticsService:
             with self.catalog.write() as conn:
                 snapshots.save(conn, taken)
         except (VesaliusError, SQLAlchemyError) as exc:
-            log.warning("statistics snapshot not kept: %s", exc)
+            log.info("statistics snapshot not kept (another node's may be): %s", exc)
 
     def ingest(self, who: Identity, bucket: Bucket, days: int) -> list[Point]:
         """What arrived per ``bucket`` over the last ``days`` days (1..366), oldest first,
