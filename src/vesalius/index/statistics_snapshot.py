@@ -16,7 +16,7 @@ A snapshot holds while the rows it counted are all still there unchanged and not
 - every instance added since it was taken is stamped at or after its cutoff (a clock behind,
   a transaction that took longer than the margin before the cutoff);
 - the series it counted plus those made since are the series there are;
-- no correction rewrote files since (their sizes change).
+- no correction rewrote files since (their sizes change): none at work, none changed state.
 
 Otherwise the reader computes it afresh (:func:`take`). What these checks cannot see (an
 instance stamped behind the cutoff replacing the newest one at once on SQLite, which reuses
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, func, insert, or_, select
+from sqlalchemy import Connection, delete, exists, func, insert, select
 
 from vesalius.index.schema import (
     corrections,
@@ -43,7 +43,9 @@ from vesalius.index.schema import (
 
 #: The name of the summary's row in ``statistics_snapshots``.
 SUMMARY = "summary"
-#: Corrections at work (``index/corrections.py``): they rewrite files, so sizes change.
+#: Corrections at work (``index/corrections.py``): they rewrite files, so sizes change. Every
+#: file a correction switches (applying, undoing, giving up) is switched in one of these
+#: states, and the correction leaves it afterwards.
 _REWRITING = ("pending", "undoing")
 
 
@@ -78,7 +80,8 @@ class Totals:
 class Snapshot:
     """The :class:`Totals` of the instances that arrived before ``cutoff``, as read at
     ``computed_at`` when the highest instance key was ``last_pk``; the ``series`` there were,
-    the highest key among them, and per modality the studies with a series of it."""
+    the highest key among them, and per modality the studies with a series of it;
+    ``corrections``: how many corrections were in each state."""
 
     cutoff: datetime
     computed_at: datetime
@@ -87,6 +90,7 @@ class Snapshot:
     series: int
     last_series_pk: int
     studies: Counter[str]
+    corrections: Counter[str]
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ def take(conn: Connection, cutoff: datetime, now: datetime, present: Levels) -> 
         present.series,
         _last(conn, series.c.pk),
         _studies_per_modality(conn),
+        _corrections(conn),
     )
 
 
@@ -199,13 +204,15 @@ def fold(
         present.series,
         _last(conn, series.c.pk),
         per_modality,
+        kept.corrections,
     )
 
 
 def holds(conn: Connection, kept: Snapshot, present: Levels) -> bool:
     """Whether ``kept`` may be used, as far as the rows show (the caller checks the count of
     instances against what arrived since): no instance added behind its cutoff, no series
-    gone, no file rewritten since."""
+    gone, no file rewritten since (no correction at work, and none changed state: a count
+    per state, so no node's clock matters)."""
     added = _count(conn, instances, instances.c.pk > kept.last_pk)
     added_after = _count(
         conn, instances, instances.c.pk > kept.last_pk, instances.c.received_at >= kept.cutoff
@@ -214,14 +221,8 @@ def holds(conn: Connection, kept: Snapshot, present: Levels) -> bool:
         return False
     if present.series != kept.series + _count(conn, series, series.c.pk > kept.last_series_pk):
         return False
-    rewriting = conn.execute(
-        select(corrections.c.pk)
-        .where(
-            or_(corrections.c.state.in_(_REWRITING), corrections.c.updated_at >= kept.computed_at)
-        )
-        .limit(1)
-    ).first()
-    return rewriting is None
+    now = _corrections(conn)
+    return now == kept.corrections and not any(now[state] for state in _REWRITING)
 
 
 def studies_now(conn: Connection, kept: Snapshot) -> Counter[str]:
@@ -255,7 +256,13 @@ def load(conn: Connection, name: str = SUMMARY) -> Snapshot | None:
     ).first()
     if row is None:
         return None
-    data = json.loads(row.payload)
+    try:
+        return _parse(row.cutoff, row.computed_at, json.loads(row.payload))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # written by another version: the reader takes one afresh
+
+
+def _parse(cutoff: datetime, computed_at: datetime, data: dict[str, Any]) -> Snapshot:
     totals = Totals(
         int(data["instances"]),
         int(data["bytes"]),
@@ -264,13 +271,14 @@ def load(conn: Connection, name: str = SUMMARY) -> Snapshot | None:
         Counter({k: int(v) for k, v in data["modalities"].items()}),
     )
     return Snapshot(
-        _aware(row.cutoff),
-        _aware(row.computed_at),
+        _aware(cutoff),
+        _aware(computed_at),
         totals,
         int(data["last_pk"]),
         int(data["series"]),
         int(data["last_series_pk"]),
         Counter({k: int(v) for k, v in data["studies"].items()}),
+        Counter({k: int(v) for k, v in data["corrections"].items()}),
     )
 
 
@@ -286,6 +294,7 @@ def save(conn: Connection, taken: Snapshot, name: str = SUMMARY) -> None:
         "series": taken.series,
         "last_series_pk": taken.last_series_pk,
         "studies": dict(taken.studies),
+        "corrections": dict(taken.corrections),
     }
     conn.execute(delete(statistics_snapshots).where(statistics_snapshots.c.name == name))
     conn.execute(
@@ -308,6 +317,12 @@ def _studies_per_modality(conn: Connection) -> Counter[str]:
     )
     rows = conn.execute(select(pairs.c.modality, func.count()).group_by(pairs.c.modality))
     return Counter({str(modality or ""): int(n) for modality, n in rows})
+
+
+def _corrections(conn: Connection) -> Counter[str]:
+    """Corrections per state (a small table, its index on ``(state, created_at)``)."""
+    rows = conn.execute(select(corrections.c.state, func.count()).group_by(corrections.c.state))
+    return Counter({str(state): int(n) for state, n in rows if n})
 
 
 def _last(conn: Connection, key: Any) -> int:
