@@ -194,9 +194,10 @@ class StatisticsService:
 
     @staticmethod
     def _current(kept: Snapshot, now: datetime) -> bool:
-        """Whether ``kept`` was taken in the last :data:`RETAKE_AFTER` and not "later" than
-        ``now`` (by a clock ahead of this one)."""
-        return kept.computed_at <= now and now - kept.computed_at < RETAKE_AFTER
+        """Whether ``kept`` was taken in the last :data:`RETAKE_AFTER`, and not "later" than
+        ``now`` by more than :data:`SETTLE` (by a clock well ahead of this one, or before
+        this one was set back)."""
+        return kept.computed_at <= now + SETTLE and now - kept.computed_at < RETAKE_AFTER
 
     def _keep(self, taken: Snapshot) -> None:
         """Store a snapshot for every node; a failure only means the next reader computes
