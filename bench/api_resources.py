@@ -14,6 +14,12 @@ request, the label condition in the SQL). The study page is its two requests (th
 series with each one's first instance), timed one after the other. SQLite (cached index) and
 PostgreSQL (a scratch database) are the report's two columns; a ``--quick`` run (a small
 index) measures SQLite only, to keep the smoke run short.
+
+The statistics page's requests are timed too (issue 15 follow-up): the summary (the very
+first request on the index, which takes the statistics snapshot, on its own row), ingest per
+hour and per day, the forecast; at the end, the summary again after the last 12,000
+instances are stamped as arriving from now on (what a reader adds to the snapshot at worst
+under 100 instances a second).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,11 @@ from bench.scenarios import Context, Row, percentile, rotate
 #: The study of the study page: its series and instances per series.
 BIG_SERIES, BIG_PER_SERIES = 10, 100
 READER_PASSWORD = "bench-reader-password"
+#: The statistics page's requests (issue 15 follow-up).
+STATS = "/statistics"
+#: Instances arrived since the statistics snapshot, at worst: it folds what arrived every
+#: minute and leaves the last minute out, so 2 minutes of ingest at 100 instances a second.
+RECENT = 12_000
 
 
 def with_big_study(archive: Synthetic) -> str:
@@ -134,7 +146,45 @@ def requests(archive: Synthetic, big: str) -> list[Request]:
         Request("restricted", "first page, as a user granted 1 of 2 labels", "/studies", True),
         Request("study", "study page: the study", f"/studies/{big}"),
         Request("series", "study page: its 10 series", f"/studies/{big}/series"),
+        Request("statistics", "statistics (counts, bytes, modality mix, top senders)", STATS),
+        Request(
+            "stats-hour",
+            "statistics: ingest per hour, 2 days",
+            f"{STATS}/ingest?bucket=hour&days=2",
+        ),
+        Request(
+            "stats-day", "statistics: ingest per day, 30 days", f"{STATS}/ingest?bucket=day&days=30"
+        ),
+        Request("forecast", "statistics: the disk forecast", f"{STATS}/forecast"),
     ]
+
+
+def _stamp_recent(url: str) -> None:
+    """Stamp the last :data:`RECENT` instances (a tenth of a small index) as arriving from now
+    on, 10 ms apart: what a statistics reader adds to the snapshot at worst while 100
+    instances a second arrive."""
+    from sqlalchemy import bindparam, func, select, update
+
+    from vesalius.index.database import open_engine
+    from vesalius.index.schema import instances
+
+    engine = open_engine(url)
+    try:
+        with engine.execution_options(write=True).begin() as conn:  # SQLite: BEGIN IMMEDIATE
+            last = int(conn.execute(select(func.max(instances.c.pk))).scalar_one())
+            recent = min(RECENT, last // 10)
+            now = datetime.now(UTC)
+            conn.execute(
+                update(instances)
+                .where(instances.c.pk == bindparam("key"))
+                .values(received_at=bindparam("moment")),
+                [
+                    {"key": pk, "moment": now + timedelta(milliseconds=10 * (pk - last + recent))}
+                    for pk in range(last - recent + 1, last + 1)
+                ],
+            )
+    finally:
+        engine.dispose()
 
 
 def _client(url: str, data_dir: Path) -> tuple[Any, Any, dict[str, str]]:
@@ -180,7 +230,18 @@ def rest_api(ctx: Context, kinds: list[str]) -> list[Row]:
     items = requests(archive, big)
     n = archive.instances - BIG_SERIES * BIG_PER_SERIES
     rows: dict[tuple[str, str], Row] = {}
-    for item in [*items, Request("page", "study page of 1,000 instances (both requests)", "")]:
+    first = Request("stats-first", "statistics, the first request on the index", STATS)
+    recent = Request(
+        "stats-recent",
+        f"statistics with {RECENT:,} instances arrived since the snapshot (2 min at 100/s)",
+        STATS,
+    )
+    for item in [
+        *items,
+        Request("page", "study page of 1,000 instances (both requests)", ""),
+        first,
+        recent,
+    ]:
         where = "" if item.name in ("study", "series", "page") else f", {n:,} instances"
         for stat in ("p50", "p95"):
             rows[(item.name, stat)] = Row(
@@ -189,10 +250,12 @@ def rest_api(ctx: Context, kinds: list[str]) -> list[Row]:
     workdir = ctx.pool.workdir / "rest-api"
     opened: dict[str, tuple[Any, Any, dict[str, str]]] = {}
     pg: tuple[Engine, str] | None = None
+    urls: dict[str, str] = {}
     try:
         if "sqlite" in backends:
             url, _seconds = sqlite_index(ctx, archive, sizes.seed, workdir / "sqlite")
             opened["vesalius-sqlite"] = _client(url, workdir / "sqlite-data")
+            urls["vesalius-sqlite"] = url
         if "postgresql" not in backends:
             for row in rows.values():
                 row.notes["vesalius-postgresql"] = "not loaded this run"
@@ -207,11 +270,36 @@ def rest_api(ctx: Context, kinds: list[str]) -> list[Row]:
                 ctx.log(f"  populating PostgreSQL with {archive.instances:,} instances")
                 populate(pg[1], archive, ctx.log)
                 opened["vesalius-postgresql"] = _client(pg[1], workdir / "pg-data")
+                urls["vesalius-postgresql"] = pg[1]
+        for kind, (_a, client, _h) in opened.items():
+            start = time.perf_counter()
+            answer = client.get("/api/v1" + STATS)
+            took = (time.perf_counter() - start) * 1000
+            for stat in ("p50", "p95"):
+                rows[(first.name, stat)].add(kind, took)
+            ctx.log(
+                f"  {kind} statistics, first request: {took:.0f} ms (HTTP {answer.status_code})"
+            )
         cursors = {kind: _cursor(client) for kind, (_a, client, _h) in opened.items()}
         for rep in range(ctx.repeat):
             for kind in rotate(list(opened), rep):
                 _, client, reader = opened[kind]
                 _time(ctx, kind, client, reader, items, cursors[kind], rows, big)
+        for kind, url in urls.items():
+            _stamp_recent(url)
+            _, client, _reader = opened[kind]
+            client.get("/api/v1" + STATS)  # the snapshot taken afresh, without them
+            values = []
+            for _ in range(ctx.samples * ctx.repeat):
+                start = time.perf_counter()
+                client.get("/api/v1" + STATS)
+                values.append((time.perf_counter() - start) * 1000)
+            for stat in ("p50", "p95"):
+                for value in values:
+                    rows[(recent.name, stat)].add(kind, value)
+            ctx.log(
+                f"  {kind} statistics with recent arrivals: p95 {percentile(values, 95):.2f} ms"
+            )
     finally:
         for assembly, client, _reader in opened.values():
             client.close()

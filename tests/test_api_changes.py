@@ -15,8 +15,10 @@ import hashlib
 import io
 import json
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,15 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     generate_uid,
 )
+from sqlalchemy import func, select
 
 from conftest import dcmtk, make_server, running_http, scratch_database, wait_until
 from synth import make_instance
 from vesalius.dicom.rewrite import check_encodable, rewrite_attributes
 from vesalius.errors import InvalidDataError
 from vesalius.index.audit_trail import AuditFilter, search
+from vesalius.index.schema import instances
+from vesalius.index.statistics_snapshot import load
 from vesalius.services.audit_messages import validator
 from vesalius.services.jobs import JobRunner
 
@@ -182,6 +187,8 @@ def test_correct_then_undo(site: Site) -> None:
     before = site.api("GET", f"/studies/{study}")
     etag = before.headers["ETag"]
     stored = {row["sop_instance_uid"]: row for row in _instance_rows(site, study)}
+    statistics = _statistics_ahead(site)  # every instance in the statistics snapshot
+    taken = next(statistics)
 
     asked = site.api(
         "POST",
@@ -195,6 +202,7 @@ def test_correct_then_undo(site: Site) -> None:
     assert correction["job"]["kind"] == "correction"
     done = site.finished(correction["id"], "applied")
     assert done["job"]["state"] == "succeeded" and done["job"]["done"] == 4
+    assert next(statistics) != taken  # the files rewritten: the snapshot taken afresh
 
     # the old ETag is stale now: 412, and nothing changes
     stale = site.api(
@@ -244,6 +252,8 @@ def test_correct_then_undo(site: Site) -> None:
         assert row["sha256"] == stored[uid]["sha256"]  # the very files stored first
     again = site.api("POST", f"/corrections/{correction['id']}/undo")
     assert again.status_code == 409
+    next(statistics)
+    statistics.close()
 
     site.running.archive.audit.sink.flush()
     with site.running.catalog.read() as conn:
@@ -258,6 +268,25 @@ def test_correct_then_undo(site: Site) -> None:
             assert schema.validate(message), record.xml
             assert message.find("EventIdentification").get("EventActionCode") == "U"
             assert PATIENT[1] in record.patients
+
+
+def _statistics_ahead(site: Site) -> Iterator[Counter[str]]:
+    """With the statistics' clock two minutes ahead (every instance stored so far inside the
+    snapshot they take), check at each step that the bytes they report are the rows' sizes;
+    yield the corrections the snapshot has seen per state. Closing puts the clock back."""
+    stats = site.running.archive.statistics
+    real = stats.clock
+    stats.clock = lambda: real() + timedelta(minutes=2)
+    try:
+        while True:
+            reported = site.api("GET", "/statistics").json()["bytes"]
+            with site.running.catalog.read() as conn:
+                sizes = conn.execute(select(func.sum(instances.c.size))).scalar_one()
+                kept = load(conn)
+            assert reported == sizes and kept is not None
+            yield kept.corrections
+    finally:
+        stats.clock = real
 
 
 def _searched(site: Site, text: str) -> list[str]:

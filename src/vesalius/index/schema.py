@@ -511,6 +511,7 @@ study_changes = Table(
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Index(None, "changed_at"),
 )
+
 # --- issue 15, transfers: a login for a peer's DICOMweb service (migration 0019) ---
 
 #: How we log in to the peer's DICOMweb service: ``dicomweb_auth`` ``""`` (none), ``basic``
@@ -519,3 +520,19 @@ study_changes = Table(
 peers.append_column(Column("dicomweb_auth", String(16), nullable=False, server_default=""))
 peers.append_column(Column("dicomweb_user", Text, nullable=False, server_default=""))
 peers.append_column(Column("dicomweb_secret", Text, nullable=False, server_default=""))
+
+# --- issue 15, statistics at scale: the statistics snapshot (migration 0020) ---
+
+#: What ``GET /api/v1/statistics`` would otherwise read whole tables for, as of a moment
+#: (``index/statistics_snapshot.py``): per sender the instances and bytes, per modality the
+#: instances and the studies, among the instances that arrived before ``cutoff`` and the series
+#: made until then (``payload``, JSON). Shared by every node; nothing at ingest writes it; a
+#: reader adds what arrived since and computes it afresh when rows it counted changed.
+statistics_snapshots = Table(
+    "statistics_snapshots",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("cutoff", DateTime(timezone=True), nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+    Column("payload", Text, nullable=False),
+)

@@ -1,6 +1,9 @@
 """Statistics read from the index: counts, bytes, the modality mix, the senders, and what
 arrived per hour or day (``instances.received_at``, indexed with ``size`` by migration 0014).
 
+The summary's totals (bytes, senders, the modality mix) come from a snapshot kept in the
+database: ``index/statistics_snapshot.py``.
+
 Time buckets are computed in SQL on both backends: on SQLite ``received_at`` is stored as
 ISO text in UTC (``YYYY-MM-DD HH:MM:SS…``), so a bucket is a prefix of it; on PostgreSQL it is
 ``timestamptz``, formatted in UTC by ``to_char``. Either way a bucket is the text
@@ -15,68 +18,20 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, func, literal_column, select
 
-from vesalius.index.schema import instances, patients, series, studies
+from vesalius.index.schema import instances, series, studies
 
 Bucket = Literal["hour", "day"]
 
 
 @dataclass(frozen=True)
-class Counts:
-    patients: int
-    studies: int
-    series: int
-    instances: int
-    bytes: int
-
-
-@dataclass(frozen=True)
 class Tally:
-    """A group's studies (modality mix only; 0 for senders), instances and bytes."""
+    """A group's studies (modality mix only; 0 for senders), instances and bytes (senders
+    only; 0 for modalities)."""
 
     name: str
     studies: int
     instances: int
     bytes: int
-
-
-def counts(conn: Connection) -> Counts:
-    """Entries at each level and the bytes stored."""
-
-    def count(table: Any) -> int:
-        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-
-    stored = conn.execute(select(func.coalesce(func.sum(instances.c.size), 0))).scalar_one()
-    return Counts(
-        count(patients), count(studies), count(series), count(instances), int(stored or 0)
-    )
-
-
-def modalities(conn: Connection) -> list[Tally]:
-    """Per modality (of series): studies with such a series, and their instances; most
-    instances first."""
-    modality = series.c.modality
-    rows = conn.execute(
-        select(
-            modality,
-            func.count(func.distinct(series.c.study_pk)),
-            func.coalesce(func.sum(series.c.num_instances), 0),
-        )
-        .group_by(modality)
-        .order_by(func.sum(series.c.num_instances).desc(), modality)
-    )
-    return [Tally(str(name or ""), int(n), int(i), 0) for name, n, i in rows]
-
-
-def senders(conn: Connection, limit: int) -> list[Tally]:
-    """Who sent the instances stored (``instances.source_ae``), most instances first."""
-    source = instances.c.source_ae
-    rows = conn.execute(
-        select(source, func.count(), func.coalesce(func.sum(instances.c.size), 0))
-        .group_by(source)
-        .order_by(func.count().desc(), source)
-        .limit(limit)
-    )
-    return [Tally(str(name or ""), 0, int(n), int(b)) for name, n, b in rows]
 
 
 def _bucket_of(dialect: str, bucket: Bucket) -> Any:
