@@ -21,8 +21,9 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
 from sqlalchemy.engine import Connection
 
+from vesalius.index.description import description_condition
 from vesalius.index.labels import Labels, visible, visible_counts, visible_patient
-from vesalius.index.matching import ESCAPE, MatchOptions, like_pattern
+from vesalius.index.matching import MatchOptions
 from vesalius.index.queries import FilterValue, conditions
 from vesalius.index.schema import instances, patients, series, studies
 from vesalius.index.search import matching, query_words
@@ -67,9 +68,11 @@ SORT_KINDS = {
 @dataclass(frozen=True)
 class StudyFilters:
     """What a study list is narrowed to. ``matching`` holds DICOM key values by keyword
-    (PS3.4 C.2.2.2: wild cards, ranges); ``description`` matches anywhere,
-    case-insensitively; each word of ``text`` starts a word of the patient's name, the patient
-    ID, the accession number or the description (:mod:`vesalius.index.search`)."""
+    (PS3.4 C.2.2.2: wild cards, ranges); ``description`` is a wild card pattern for the whole
+    Study Description or words starting its words, case-insensitively
+    (:mod:`vesalius.index.description`); each word of ``text`` starts a word of the patient's
+    name, the patient ID, the accession number or the description
+    (:mod:`vesalius.index.search`)."""
 
     matching: Mapping[str, FilterValue]
     description: str = ""
@@ -129,32 +132,15 @@ class PatientRow:
     name_folded: str
 
 
-def _anywhere(text: str) -> str:
-    """The LIKE pattern for ``text`` anywhere in a value (``*``/``?`` wild cards kept)."""
-    pattern = like_pattern(text)
-    if not pattern.startswith("%"):
-        pattern = f"%{pattern}"
-    if not pattern.endswith("%"):
-        pattern = f"{pattern}%"
-    return pattern
-
-
-def _contains(column: ColumnElement[Any], text: str, ilike: bool) -> ColumnElement[bool]:
-    """``column`` holds ``text`` anywhere, case-insensitively: ILIKE on PostgreSQL; on SQLite,
-    whose LIKE Vesalius makes case-sensitive (DICOM matching), ``lower()`` of both (ASCII)."""
-    if ilike:
-        return column.ilike(_anywhere(text), escape=ESCAPE)
-    return func.lower(column).like(_anywhere(text.lower()), escape=ESCAPE)
-
-
 def study_conditions(
-    filters: StudyFilters, options: MatchOptions, labels: Labels, *, ilike: bool = False
+    filters: StudyFilters, options: MatchOptions, labels: Labels
 ) -> list[ColumnElement[bool]]:
-    """The WHERE of a study list and of its count (``ilike``: PostgreSQL's ILIKE for the
-    case-insensitive text)."""
+    """The WHERE of a study list and of its count."""
     where = conditions("STUDY", filters.matching, options)
     if filters.description:
-        where.append(_contains(studies.c.study_description, filters.description, ilike))
+        described = description_condition(filters.description)
+        if described is not None:
+            where.append(described)
     if filters.text:
         where.extend(matching(query_words(filters.text), studies.c.pk))
     seen = visible(labels, studies.c.pk)
@@ -275,7 +261,7 @@ def list_studies(
     rows only (a sort must not carry them for every matching study)."""
     columns = _SORT_COLUMNS[sort.lstrip("-")]
     descending = sort.startswith("-")
-    where = study_conditions(filters, options, labels, ilike=conn.dialect.name == "postgresql")
+    where = study_conditions(filters, options, labels)
     if after is not None:
         key, position = tuple_(*columns), tuple_(*_position(sort, after))
         where.append(key < position if descending else key > position)
@@ -306,7 +292,7 @@ def count_studies(
     conn: Connection, filters: StudyFilters, *, options: MatchOptions, labels: Labels
 ) -> int:
     """How many studies match ``filters`` (and may be seen with ``labels``)."""
-    where = study_conditions(filters, options, labels, ilike=conn.dialect.name == "postgresql")
+    where = study_conditions(filters, options, labels)
     source = _STUDY_FROM if filters.needs_patient() else studies
     stmt = select(func.count()).select_from(source).where(*where)
     return int(conn.execute(stmt).scalar_one())

@@ -479,3 +479,17 @@ search_terms = Table(
     Column("study_pk", PK, primary_key=True, autoincrement=False),
     Index(None, "study_pk"),
 )
+
+# --- issue 15 follow-up: the study list's "updated" sort and description (migration 0019) ---
+
+#: The "updated" sort (``-updated``: most recently changed first) and its keyset pages read
+#: this index. Ingest moves ``updated_at`` at most once a second per study (``index/records.py``),
+#: so a stored instance seldom changes an indexed column of its study (on PostgreSQL, an update
+#: that changes none stays a HOT update, with no new entry in the study's other indexes).
+Index(None, studies.c.updated_at, studies.c.pk)
+#: The study list's ``description`` filter (``index/description.py``): the description
+#: case-folded (wild card patterns) and its words between spaces (word starts).
+studies.append_column(
+    Column("study_description_folded", String(), nullable=False, server_default="")
+)
+studies.append_column(Column("study_description_words", Text, nullable=False, server_default=""))
