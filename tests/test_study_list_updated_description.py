@@ -20,6 +20,7 @@ from conftest import make_server, running_http, scratch_database
 from synth import make_instance
 from test_api_resources import Seeded, Spec, seed
 from vesalius.identity import Identity
+from vesalius.index import browse
 from vesalius.index.database import alembic_config, open_engine
 from vesalius.index.description import description_columns, search_words
 from vesalius.index.schema import patients, studies
@@ -122,7 +123,11 @@ def test_the_description_words_and_columns() -> None:
     assert search_words(" thorax,  ct* -- (left) thorax") == ["THORAX", "CT", "LEFT"]
 
 
-def test_the_description_filter(listed: Listed) -> None:
+@pytest.mark.parametrize("few", [500, 0], ids=["keys-first", "tested-in-the-list"])
+def test_the_description_filter(listed: Listed, few: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case both ways: the keys of a rare description found first (``narrowed``), and the
+    condition in the list's and the total's statements (a common one)."""
+    monkeypatch.setattr(browse, "DESCRIBED_FEW", few)
     cases: list[tuple[str, list[str]]] = [
         # plain text: each word starts a word of the description, case-insensitively
         ("thorax", ["b", "a"]),
