@@ -7,16 +7,17 @@ instance), serve it:
 * ``study_description_folded``: the description case-folded, for a pattern with the wild cards
   ``*`` and ``?`` (PS3.4 C.2.2.2.4), matched against the whole description case-insensitively.
 * ``study_description_words``: the description's words, case-folded, each between spaces
-  (`` CT-THORAX CT THORAX W/ W CONTRAST ``); a word with punctuation is also kept in its pieces,
+  (`` CT-THORAX CT THORAX W CONTRAST `` for ``CT-Thorax w/ contrast``: punctuation around a
+  word is dropped); a word with punctuation inside is also kept in its pieces,
   a word with accents also without them. A search word *starts* a word of the description when
   ``LIKE '% WORD%'`` holds on it: no word splitting in SQL (SQLite has no Unicode case folding
   either), the same rules on both backends.
 
 Plain text (no wild card) is split into words the same way and each must start a word of the
 description: ``thorax`` and ``thor`` find ``CT-Thorax w/ contrast``, ``ct thorax`` too; ``hora``
-does not (``*hora*`` does). The test reads the two short columns of each study (a scan, no
-index: it would cost a B-tree page per stored study), about a tenth of a millisecond per
-thousand studies.
+does not (``*hora*`` does). The test is a scan of the studies (an index would cost a B-tree
+page per stored study); ``browse.narrowed`` takes the keys of a rarely matched description
+first, so the list does not test every study in its own order.
 """
 
 from __future__ import annotations
