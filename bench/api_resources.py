@@ -134,6 +134,10 @@ def requests(archive: Synthetic, big: str) -> list[Request]:
         Request("by-id", "sorted by patient ID", "/studies?sort=patient_id"),
         Request("by-accession", "sorted by accession", "/studies?sort=accession_number"),
         Request("updated", "most recently updated first", "/studies?sort=-updated"),
+        Request("updated-asc", "least recently updated first", "/studies?sort=updated"),
+        Request(
+            "updated-deep", "most recently updated, 21st page", "/studies?sort=-updated&cursor="
+        ),
         Request("name", f"patient name {surname}*", f"/studies?patient_name={surname}*"),
         Request("id", "patient ID exact", f"/studies?patient_id={patient['patient_id']}"),
         Request(
@@ -143,6 +147,10 @@ def requests(archive: Synthetic, big: str) -> list[Request]:
         ),
         Request("modality", "modality MR", "/studies?modality=MR"),
         Request("text", f"free text {surname.lower()}", f"/studies?q={surname.lower()}"),
+        Request("desc-rare", "description `benchmark` (1 match)", "/studies?description=benchmark"),
+        Request("desc-mr", "description `mr` (a word)", "/studies?description=mr"),
+        Request("desc-prefix", "description `synthetic m*`", "/studies?description=synthetic%20m*"),
+        Request("desc-inside", "description `*page*` (anywhere)", "/studies?description=*page*"),
         Request("restricted", "first page, as a user granted 1 of 2 labels", "/studies", True),
         Request("study", "study page: the study", f"/studies/{big}"),
         Request("series", "study page: its 10 series", f"/studies/{big}/series"),
@@ -209,13 +217,17 @@ def _client(url: str, data_dir: Path) -> tuple[Any, Any, dict[str, str]]:
     return assembly, client, {"Authorization": f"Bearer {bearer}"}
 
 
-def _cursor(client: Any) -> str:
-    """The cursor of the 21st page of the study list."""
+def _cursor(client: Any, sort: str = "-study_date") -> str:
+    """The cursor of the 21st page of the study list in ``sort``."""
     cursor = ""
     for _ in range(20):
-        page = client.get("/api/v1/studies", params={"cursor": cursor} if cursor else {}).json()
-        cursor = page["next"]
+        params = {"sort": sort, **({"cursor": cursor} if cursor else {})}
+        cursor = client.get("/api/v1/studies", params=params).json()["next"]
     return cursor
+
+
+#: The requests that go on from a cursor (the 21st page), and the sort of that cursor.
+DEEP = {"deep": "-study_date", "updated-deep": "-updated"}
 
 
 def rest_api(ctx: Context, kinds: list[str]) -> list[Row]:
@@ -280,7 +292,10 @@ def rest_api(ctx: Context, kinds: list[str]) -> list[Row]:
             ctx.log(
                 f"  {kind} statistics, first request: {took:.0f} ms (HTTP {answer.status_code})"
             )
-        cursors = {kind: _cursor(client) for kind, (_a, client, _h) in opened.items()}
+        cursors = {
+            kind: {name: _cursor(client, sort) for name, sort in DEEP.items()}
+            for kind, (_a, client, _h) in opened.items()
+        }
         for rep in range(ctx.repeat):
             for kind in rotate(list(opened), rep):
                 _, client, reader = opened[kind]
@@ -316,12 +331,12 @@ def _time(
     client: Any,
     reader: dict[str, str],
     items: list[Request],
-    cursor: str,
+    cursors: dict[str, str],
     rows: dict[tuple[str, str], Row],
     big: str,
 ) -> None:
     def call(item: Request) -> Callable[[], Any]:
-        path = "/api/v1" + item.path + (cursor if item.name == "deep" else "")
+        path = "/api/v1" + item.path + cursors.get(item.name, "")
         headers = reader if item.restricted else {}
         return lambda: client.get(path, headers=headers)
 

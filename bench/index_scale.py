@@ -275,9 +275,16 @@ def label_rows(archive: Synthetic) -> list[dict[str, Any]]:
 
 
 def study_rows(archive: Synthetic) -> list[dict[str, Any]]:
-    """The studies, each with its ``label_set`` (kept by the label writes in Vesalius)."""
+    """The studies, each with its ``label_set`` (kept by the label writes in Vesalius) and the
+    columns derived from its description (written by ingest)."""
+    from vesalius.index.description import description_columns
+
     return [
-        {**st, "label_set": f" {LABELS[st['pk'] % 10]} " if st["pk"] % 10 in LABELS else ""}
+        {
+            **st,
+            **description_columns(st["study_description"]),
+            "label_set": f" {LABELS[st['pk'] % 10]} " if st["pk"] % 10 in LABELS else "",
+        }
         for st in archive.studies
     ]
 

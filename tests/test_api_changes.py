@@ -432,6 +432,9 @@ def test_expired_previous_versions_are_purged(site: Site) -> None:
     assert site.api("GET", f"/corrections/{correction['id']}").json()["state"] == "expired"
     assert site.api("POST", f"/corrections/{correction['id']}/undo").status_code == 409
     assert site.find(StudyDescription="Purged") == [site.study]
+    for description in ("purg", "PURGED", "pur*"):  # the list's description filter follows
+        page = site.api("GET", "/studies", params={"description": description}).json()
+        assert [item["study_uid"] for item in page["items"]] == [site.study], description
 
 
 def test_anonymize_into_the_archive_and_as_a_zip(site: Site) -> None:

@@ -71,7 +71,9 @@ class Study(BaseModel):
     series_count: int
     instance_count: int
     size: int | None = Field(description="Bytes of its stored files.")
-    updated: datetime = Field(description="When the study last changed in the index.")
+    updated: datetime = Field(
+        description="When the study last changed in the index (to the second)."
+    )
 
 
 class Series(BaseModel):
@@ -266,9 +268,11 @@ Cursor = Annotated[str | None, Query(description="The `next` of the previous pag
     summary="Search the studies",
     description="The study list: filters combine (AND); `patient_name`, `patient_id`, "
     "`accession_number` and `modality` match as DICOM does (PS3.4 C.2.2.2: exact, or with "
-    "`*` and `?` wild cards; names case-insensitively); `description` matches anywhere, "
-    "case-insensitively; each word of `q` must start a word of the patient's name (its "
-    "components: `doe jan` finds `Doe^Jane`), the patient ID, the accession number or the "
+    "`*` and `?` wild cards; names case-insensitively); each word of `description` must "
+    "start a word of the Study Description, or with `*`/`?` it is a wild card pattern for the "
+    "whole description (both case-insensitive); each word of `q` must start a word of the "
+    "patient's name (its components: `doe jan` finds `Doe^Jane`), the patient ID, the "
+    "accession number or the "
     "description, case-insensitively (`müller`, `MÜLLER` and `muller` find `Müller`). "
     "Studies the caller may not see are absent.",
 )
@@ -281,7 +285,9 @@ def list_studies(
     study_date_from: Annotated[date | None, Query(description="First study date.")] = None,
     study_date_to: Annotated[date | None, Query(description="Last study date.")] = None,
     modality: Annotated[str | None, Query(description="A modality in the study (CT, MR…).")] = None,
-    description: Annotated[str | None, Query(description="Text in the description.")] = None,
+    description: Annotated[
+        str | None, Query(description="Word starts of the description, or a `*`/`?` pattern.")
+    ] = None,
     q: Annotated[
         str | None, Query(description="Free text: word starts in name, ID, accession, description.")
     ] = None,

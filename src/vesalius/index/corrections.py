@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from vesalius.dicom.values import fold
+from vesalius.index.description import description_columns
 from vesalius.index.schema import (
     correction_files,
     corrections,
@@ -208,6 +209,14 @@ def _insert_patient_ignoring(conn: Connection, values: dict[str, Any]) -> None:
     )
 
 
+def _with_derived(study_values: dict[str, str]) -> dict[str, str]:
+    """``study_values`` and the columns derived from the description, when it is among them
+    (:mod:`vesalius.index.description`)."""
+    if "study_description" not in study_values:
+        return study_values
+    return {**study_values, **description_columns(study_values["study_description"])}
+
+
 def assign_patient(
     conn: Connection,
     study_pk: int,
@@ -246,7 +255,7 @@ def assign_patient(
     conn.execute(
         update(studies)
         .where(studies.c.pk == study_pk)
-        .values(patient_pk=target, updated_at=now, **study_values)
+        .values(patient_pk=target, updated_at=now, **_with_derived(study_values))
     )
     index_patient(conn, target)  # the free text's terms of its studies, this one's too
     old = int(study.patient_pk)

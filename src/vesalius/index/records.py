@@ -8,16 +8,17 @@ collide; counters move with ``n = n + 1`` so PostgreSQL row locks serialise them
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import DateTime, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from vesalius.dicom.header import InstanceHeader
 from vesalius.dicom.values import fold
 from vesalius.errors import DuplicateInstanceError
+from vesalius.index.description import description_columns
 from vesalius.index.prepared import Prepared
 from vesalius.index.schema import instance_metadata, instances, patients, series, studies
 from vesalius.index.search import forget, index_patient, note_study
@@ -91,7 +92,15 @@ _STUDY_VALUES = (
     "study_description",
     "referring_physician_name",
     "referring_physician_name_folded",
+    "study_description_folded",
+    "study_description_words",
 )
+#: Storing an instance moves its study's ``updated_at`` only when the stored one is older than
+#: this: each instance of a study arriving within the second leaves the indexed column as it is
+#: (the "updated" sort's index, ``ix_studies_updated_at_pk``: no index entry moved, and on
+#: PostgreSQL a HOT update). What the list shows is then the last change to within a second.
+TOUCH_AFTER = timedelta(seconds=1)
+_STALE = bindparam("stale", type_=DateTime(timezone=True))
 _SERIES_VALUES = (
     "modality",
     "series_number",
@@ -123,7 +132,12 @@ _PATIENT_PK = Prepared(
     )
 )
 _STUDY_ROW = Prepared(
-    select(studies.c.pk, studies.c.modalities_in_study, studies.c.sop_classes_in_study)
+    select(
+        studies.c.pk,
+        studies.c.modalities_in_study,
+        studies.c.sop_classes_in_study,
+        studies.c.updated_at < _STALE,
+    )
     .where(studies.c.study_uid == bindparam("uid"))
     .with_for_update()
 )
@@ -148,6 +162,7 @@ def _study_values(h: InstanceHeader) -> dict[str, Any]:
         "study_description": h.study_description,
         "referring_physician_name": h.referring_physician_name,
         "referring_physician_name_folded": fold(h.referring_physician_name),
+        **description_columns(h.study_description),
     }
 
 
@@ -214,6 +229,7 @@ _KNOWN_SERIES = Prepared(
         studies.c.patient_pk,
         studies.c.modalities_in_study,
         studies.c.sop_classes_in_study,
+        studies.c.updated_at < _STALE,
     )
     .select_from(series.join(studies))
     .where(series.c.series_uid == bindparam("uid"))
@@ -225,6 +241,11 @@ _COUNT_SERIES = Prepared(
     .values(num_instances=series.c.num_instances + 1)
 )
 _COUNT_STUDY = Prepared(
+    update(studies)
+    .where(studies.c.pk == bindparam("key"))
+    .values(num_instances=studies.c.num_instances + 1)
+)
+_COUNT_STUDY_TOUCH = Prepared(
     update(studies)
     .where(studies.c.pk == bindparam("key"))
     .values(num_instances=studies.c.num_instances + 1, updated_at=bindparam("now"))
@@ -271,15 +292,19 @@ class _Study(NamedTuple):
     study_pk: int
     modalities_in_study: str
     sop_classes_in_study: str
+    #: Its ``updated_at`` is older than :data:`TOUCH_AFTER` (to move).
+    stale: Any
 
 
-def _known_series(conn: Connection, series_uid: str) -> tuple[int, _Study, int] | None:
+def _known_series(
+    conn: Connection, series_uid: str, now: datetime
+) -> tuple[int, _Study, int] | None:
     """(patient key, study, series key) of a known series, or None when the series is new."""
-    rows = _KNOWN_SERIES.run(conn, {"uid": series_uid})
+    rows = _KNOWN_SERIES.run(conn, {"uid": series_uid, "stale": now - TOUCH_AFTER})
     if not rows:
         return None
-    series_pk, study_pk, patient_pk, modalities, sop_classes = rows[0]
-    return patient_pk, _Study(study_pk, modalities, sop_classes), series_pk
+    series_pk, study_pk, patient_pk, modalities, sop_classes, stale = rows[0]
+    return patient_pk, _Study(study_pk, modalities, sop_classes, stale), series_pk
 
 
 def _ensure_parents(
@@ -304,7 +329,7 @@ def _ensure_parents(
             },
         )
     )
-    study = _Study(*_STUDY_ROW.run(conn, {"uid": h.study_uid})[0])
+    study = _Study(*_STUDY_ROW.run(conn, {"uid": h.study_uid, "stale": now - TOUCH_AFTER})[0])
     if study_created:
         note_study(conn, study.study_pk)
     series_created = bool(
@@ -338,7 +363,7 @@ def record_instance(
         delete_instance_row(conn, existing[0])
 
     now = datetime.now(UTC)
-    known = None if existing is not None else _known_series(conn, h.series_uid)
+    known = None if existing is not None else _known_series(conn, h.series_uid, now)
     if known is not None:
         # The common case, every instance of a series after its first: the parents exist.
         patient_pk, study, series_pk = known
@@ -370,7 +395,10 @@ def record_instance(
     sop_classes = _add_to_list(study.sop_classes_in_study, h.sop_class_uid)
     if sop_classes is not None:
         study_changes["sop_classes_in_study"] = sop_classes
-    _COUNT_STUDY.run(conn, {"key": study.study_pk, "now": now})
+    if existing is not None or (study.stale and not study_created):
+        _COUNT_STUDY_TOUCH.run(conn, {"key": study.study_pk, "now": now})
+    else:  # made now, or changed within the second: updated_at stays (see TOUCH_AFTER)
+        _COUNT_STUDY.run(conn, {"key": study.study_pk})
     if study_changes:  # a replaced instance, a new series, a new modality or SOP class
         conn.execute(update(studies).where(studies.c.pk == study.study_pk).values(study_changes))
     _COUNT_PATIENT.run(

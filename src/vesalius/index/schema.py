@@ -536,3 +536,17 @@ statistics_snapshots = Table(
     Column("computed_at", DateTime(timezone=True), nullable=False),
     Column("payload", Text, nullable=False),
 )
+
+# --- issue 15 follow-up: the study list's "updated" sort and description (migration 0021) ---
+
+#: The "updated" sort (``-updated``: most recently changed first) and its keyset pages read
+#: this index. Ingest moves ``updated_at`` at most once a second per study (``index/records.py``),
+#: so a stored instance seldom changes an indexed column of its study (on PostgreSQL, an update
+#: that changes none stays a HOT update, with no new entry in the study's other indexes).
+Index(None, studies.c.updated_at, studies.c.pk)
+#: The study list's ``description`` filter (``index/description.py``): the description
+#: case-folded (wild card patterns) and its words between spaces (word starts).
+studies.append_column(
+    Column("study_description_folded", String(), nullable=False, server_default="")
+)
+studies.append_column(Column("study_description_words", Text, nullable=False, server_default=""))

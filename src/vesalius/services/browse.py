@@ -102,9 +102,10 @@ class BrowseService:
         started = time.monotonic()
         labels = self.oversight.visible_labels(who)
         with self.catalog.read() as conn:
+            narrowed = browse.narrowed(conn, filters)  # a rare description: its studies' keys
             rows = browse.list_studies(
                 conn,
-                filters,
+                narrowed,
                 sort=sort,
                 after=after,
                 limit=limit + 1,
@@ -116,7 +117,7 @@ class BrowseService:
             if after is None and not more:
                 total = len(rows)
             else:
-                total = browse.count_studies(conn, filters, options=self.options, labels=labels)
+                total = browse.count_studies(conn, narrowed, options=self.options, labels=labels)
         self._audit(who, "STUDY", _criteria(filters), rows, started)
         return Listed(rows, total, browse.sort_key(rows[-1], sort) if more else None)
 

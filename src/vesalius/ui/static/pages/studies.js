@@ -17,7 +17,7 @@ const FIELDS = [
   ["study_date_from", "From", "date", ""],
   ["study_date_to", "To", "date", ""],
   ["modality", "Modality", "text", "CT, MR…"],
-  ["description", "Description", "text", ""],
+  ["description", "Description", "text", "Thorax, or *horax* (wild cards)"],
 ];
 const MODALITIES = ["CT", "MR", "CR", "DX", "US", "MG", "PT", "NM", "XA", "RF", "OT", "SR", "SEG"];
 /** Sortable columns: header, API sort name, the direction a first click sorts in. */
