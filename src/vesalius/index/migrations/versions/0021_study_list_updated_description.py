@@ -40,6 +40,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_studies_updated_at_pk"), table_name="studies")
-    with op.batch_alter_table("studies") as batch:
-        batch.drop_column("study_description_words")
-        batch.drop_column("study_description_folded")
+    # ALTER TABLE ... DROP COLUMN, SQLite's own since 3.35: a batch copy of ``studies`` would
+    # drop the table the series refer to, which its foreign keys refuse once studies exist.
+    op.drop_column("studies", "study_description_words")
+    op.drop_column("studies", "study_description_folded")
