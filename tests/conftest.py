@@ -1,6 +1,7 @@
 """Shared fixtures: a real Vesalius DIMSE server on an ephemeral port, over SQLite and PostgreSQL.
 
-Every test that takes ``server`` runs twice, once per index backend. PostgreSQL tests create and
+Every test that takes ``server`` runs twice, once per index backend (``SQLITE_ONLY`` keeps a
+test whose behaviour does not depend on it to SQLite). PostgreSQL tests create and
 drop their own database on 127.0.0.1:5432 (override with ``VESALIUS_TEST_PG``); where no
 PostgreSQL answers they skip, unless ``VESALIUS_REQUIRE_POSTGRES=1`` (set by ``.ci/run``), which
 turns the skip into a failure.
@@ -88,6 +89,13 @@ def scratch_database(backend: str, folder: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+#: For tests whose behaviour does not depend on the index backend (the browser tests' page
+#: flows: the API tests cover both backends under the pages): ``database_url`` and the
+#: ``server`` and ``web`` fixtures over it on SQLite only. A module applies it with
+#: ``pytestmark = SQLITE_ONLY``, a test with ``@SQLITE_ONLY``.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,10 +1,11 @@
 """The Correct and Anonymize dialogs of the study page (issue 15, part "changes") in Chromium,
-on a served archive with its job runner, on SQLite and PostgreSQL.
+on a served archive with its job runner, on SQLite (the page flow does not depend on the index
+backend; tests/test_api_changes.py covers both).
 
-The dialogs are opened as a user opens them, from the study page's toolbar. Correct: the
-current values shown, one changed, the job's progress, the result, Undo, and the index as
-before; Anonymize: options ticked, the ZIP downloaded. No serious or critical accessibility
-violations; screenshots kept.
+The dialogs are opened as a user opens them, from the study page's toolbar. Correct: the current
+values shown, one changed, the job's progress, the result, Undo, and the index as before;
+Anonymize: options ticked, the ZIP downloaded. No serious or critical accessibility violations;
+screenshots kept.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Site:
     study: str
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite"])  # page flows; API tests cover PostgreSQL
 def site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:

@@ -1,6 +1,6 @@
 """The study page's Download action in Chromium (issue 15): the dialog offers ZIP and DICOM
 media, passes axe-core, and its link makes the browser download the streamed ZIP, which unpacks
-to the stored files (SQLite and PostgreSQL)."""
+to the stored files (SQLite: tests/test_api_downloads.py covers both backends)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from conftest import WebServer
+from conftest import SQLITE_ONLY, WebServer
 from synth import make_instance
 from ui_browser import accessibility_violations, browser, open_page, screenshot, script_errors
 from vesalius.identity import Identity
 
 __all__ = ["browser"]
+pytestmark = SQLITE_ONLY  # the page flow; the API tests cover PostgreSQL
 ADMIN = Identity("user", "root", "localhost", roles=frozenset({"admin"}), method="local")
 
 

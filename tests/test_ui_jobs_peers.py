@@ -1,7 +1,8 @@
-"""The Jobs and Peers pages in Chromium over a served archive, on SQLite and PostgreSQL: a send
-job cancelled, retried and run to DCMTK's storescp, its progress bar filled by the live updates
-without a reload; a peer added (after the form named each bad field), echoed, edited and
-deleted after a confirmation. Each page passes axe-core and leaves a screenshot."""
+"""The Jobs and Peers pages in Chromium over a served archive (SQLite;
+tests/test_api_jobs_peers.py covers both backends): a send job cancelled, retried and run to
+DCMTK's storescp, its progress bar filled by the live updates without a reload; a peer added
+(after the form named each bad field), echoed, edited and deleted after a confirmation. Each
+page passes axe-core and leaves a screenshot."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from pathlib import Path
 from bench.tools import dcmtk_tool
 from playwright.sync_api import Browser, expect
 
-from conftest import WebServer, dcmtk, free_port, wait_for_port
+from conftest import SQLITE_ONLY, WebServer, dcmtk, free_port, wait_for_port
 from synth import make_instance
 from ui_browser import accessibility_violations, browser, open_page, screenshot, script_errors
 from vesalius.identity import Identity
 from vesalius.services.retrieve import RetrieveKeys
 
 __all__ = ["browser"]
+pytestmark = SQLITE_ONLY  # the page flow; the API tests cover PostgreSQL
 
 STUDY = "1.2.826.0.1.3680043.8.498.15002"
 

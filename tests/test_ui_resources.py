@@ -2,7 +2,8 @@
 sort, keyboard navigation, the study page with its series thumbnails and OHIF link, and
 deleting a study after a confirmation; axe-core finds no serious or critical violation, and
 screenshots are kept (test-artifacts/ui/). One served archive per module and backend, with a
-job runner, so the deletion really runs.
+job runner, so the deletion really runs. These are the browser tests' PostgreSQL smoke flow
+(the other page flows run on SQLite only; the API tests cover both backends under them).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The Upload and Series pages in Chromium against a real served archive (SQLite and
-PostgreSQL): files and a zip uploaded by the page's file input and by a drop, with per-file
-progress and a summary of what was stored and refused; a series opened, its thumbnail strip,
-and the tag browser (filter, a sequence expanded, private tags shown and hidden, another
-instance chosen). axe-core finds no serious or critical violation; screenshots are kept."""
+"""The Upload and Series pages in Chromium against a real served archive (SQLite;
+tests/test_api_series.py covers both backends): files and a zip uploaded by the page's file
+input and by a drop, with per-file progress and a summary of what was stored and refused; a
+series opened, its thumbnail strip, and the tag browser (filter, a sequence expanded, private
+tags shown and hidden, another instance chosen). axe-core finds no serious or critical
+violation; screenshots are kept."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from ui_browser import (
 )
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite"])  # page flows; API tests cover PostgreSQL
 def web(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebServer]:
