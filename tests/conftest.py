@@ -147,21 +147,25 @@ class RunningServer:
         return sorted(p for p in folder.iterdir() if p.is_file() and p not in spare)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``vesalius ARGS`` run in this process by click's runner, with no VESALIUS_* variable of
-    the test run (a subprocess costs a second of Python start-up per command; what the command
-    does is the same). Tests of exit statuses and signals run the real process instead."""
+    the test run but those of ``env``, and ``input`` as its standard input (a subprocess costs
+    a second of Python start-up per command; what the command does is the same). Tests of
+    signals and of the process itself run the real process instead."""
     from click.testing import CliRunner
 
     from vesalius.cli import main
 
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("VESALIUS_")}
+    unset.update(env or {})
     # A command sets up logging as a process of its own would (the audit logger to its
     # stderr, which the runner closes afterwards): put it back for the tests that follow.
     loggers = [logging.getLogger(), logging.getLogger(AUDIT_LOGGER)]
     saved = [(each, list(each.handlers), each.propagate, each.level) for each in loggers]
     try:
-        result = CliRunner().invoke(main, list(args), env=unset)
+        result = CliRunner().invoke(main, list(args), input=input, env=unset)
     finally:
         for each, handlers, propagate, level in saved:
             for handler in list(each.handlers):
