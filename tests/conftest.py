@@ -1,6 +1,7 @@
 """Shared fixtures: a real Vesalius DIMSE server on an ephemeral port, over SQLite and PostgreSQL.
 
-Every test that takes ``server`` runs twice, once per index backend. PostgreSQL tests create and
+Every test that takes ``server`` runs twice, once per index backend (``SQLITE_ONLY`` keeps a
+test whose behaviour does not depend on it to SQLite). PostgreSQL tests create and
 drop their own database on 127.0.0.1:5432 (override with ``VESALIUS_TEST_PG``); where no
 PostgreSQL answers they skip, unless ``VESALIUS_REQUIRE_POSTGRES=1`` (set by ``.ci/run``), which
 turns the skip into a failure.
@@ -90,6 +91,13 @@ def scratch_database(backend: str, folder: Path) -> Iterator[str]:
         admin.dispose()
 
 
+#: For tests whose behaviour does not depend on the index backend (the browser tests' page
+#: flows: the API tests cover both backends under the pages): ``database_url`` and the
+#: ``server`` and ``web`` fixtures over it on SQLite only. A module applies it with
+#: ``pytestmark = SQLITE_ONLY``, a test with ``@SQLITE_ONLY``.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty index database URL for each backend."""
@@ -139,21 +147,25 @@ class RunningServer:
         return sorted(p for p in folder.iterdir() if p.is_file() and p not in spare)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``vesalius ARGS`` run in this process by click's runner, with no VESALIUS_* variable of
-    the test run (a subprocess costs a second of Python start-up per command; what the command
-    does is the same). Tests of exit statuses and signals run the real process instead."""
+    the test run but those of ``env``, and ``input`` as its standard input (a subprocess costs
+    a second of Python start-up per command; what the command does is the same). Tests of
+    signals and of the process itself run the real process instead."""
     from click.testing import CliRunner
 
     from vesalius.cli import main
 
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("VESALIUS_")}
+    unset.update(env or {})
     # A command sets up logging as a process of its own would (the audit logger to its
     # stderr, which the runner closes afterwards): put it back for the tests that follow.
     loggers = [logging.getLogger(), logging.getLogger(AUDIT_LOGGER)]
     saved = [(each, list(each.handlers), each.propagate, each.level) for each in loggers]
     try:
-        result = CliRunner().invoke(main, list(args), env=unset)
+        result = CliRunner().invoke(main, list(args), input=input, env=unset)
     finally:
         for each, handlers, propagate, level in saved:
             for handler in list(each.handlers):

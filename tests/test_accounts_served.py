@@ -11,7 +11,6 @@ import datetime as dt
 import ipaddress
 import ssl
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
-from conftest import make_server, running_http, wait_until
+from conftest import make_server, run_cli, running_http, wait_until
 from served import serve
 from vesalius.commands import operator
 from vesalius.errors import ForbiddenError
@@ -34,13 +33,7 @@ PASSWORD = "correct horse battery"
 
 
 def vesalius(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vesalius.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, input=stdin)  # in this process: the same command, no start-up
 
 
 def test_the_laptop_defaults_need_no_credentials(tmp_path: Path) -> None:

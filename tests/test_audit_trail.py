@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import text
 
-from conftest import RunningServer, dcmtk, make_server, running_http, wait_until
+from conftest import RunningServer, dcmtk, make_server, run_cli, running_http, wait_until
 from served import serve
 from synth import make_instance
 from test_stow import multipart
@@ -286,14 +285,7 @@ catalog.close()
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "vesalius.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")},
-    )
+    proc = run_cli(*args)  # in this process: the same command, without the start-up
     if check and proc.returncode != 0:
         raise AssertionError(f"vesalius {' '.join(args)}: {proc.returncode}\n{proc.stderr}")
     return proc

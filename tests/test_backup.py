@@ -19,7 +19,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,14 +31,13 @@ import pytest
 from bench.tools import dcmtk_tool
 from sqlalchemy import create_engine, text
 
-from conftest import free_port, scratch_database
+from conftest import free_port, run_cli, scratch_database
 from find_support import findscu
 from served import Served, serve, write_config
 from synth import make_instance
 from vesalius.index.backup import head_revision
 from vesalius.index.database import open_engine
 
-VESALIUS = Path(sys.executable).absolute().parent / "vesalius"
 STUDIES, SERIES_PER_STUDY, PER_SERIES = 24, 2, 10  # 480 instances per sender
 
 
@@ -51,10 +49,9 @@ class Address:
 
 
 def _vesalius(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")}
-    run = subprocess.run(
-        [str(VESALIUS), *args], capture_output=True, text=True, timeout=600, env=env, check=False
-    )
+    """The command, in this process (conftest.run_cli: what it does is the same, without a
+    second of start-up per command); the console script itself is run by test_service.py."""
+    run = run_cli(*args)
     if check:
         assert run.returncode == 0, run.stdout + run.stderr
     return run
@@ -263,27 +260,44 @@ def test_backup_while_ingesting_restores_a_consistent_archive(tmp_path: Path, ba
             assert _qido_studies(again) == manifest["counts"]["studies"]
 
 
-@pytest.fixture
-def archive(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A small archive (settings file, 3 instances imported) and a backup of it."""
-    folder = tmp_path / "in"
-    for n in range(3):
-        make_instance(folder / f"{n}.dcm", PatientID="SMALL")
-    config = tmp_path / "vesalius.toml"
+def _small_config(folder: Path) -> Path:
+    config = folder / "vesalius.toml"
     write_config(
         config,
         {
-            "data_dir": str(tmp_path / "data"),
+            "data_dir": str(folder / "data"),
             "dicom.host": "127.0.0.1",
             "dicom.port": free_port(),
             "http.port": free_port(),
             "storage.min_free_mb": 0,
         },
     )
-    _vesalius("import", str(folder), "--config", str(config))
+    return config
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small archive (3 instances imported, their files in ``in``) and a backup of it, made
+    once per module; :func:`archive` gives each test a copy of its own."""
+    folder = tmp_path_factory.mktemp("small-archive")
+    for n in range(3):
+        make_instance(folder / "in" / f"{n}.dcm", PatientID="SMALL")
+    config = _small_config(folder)
+    _vesalius("import", str(folder / "in"), "--config", str(config))
+    _vesalius("backup", str(folder / "small.backup"), "--config", str(config))
+    config.unlink()
+    return folder
+
+
+@pytest.fixture
+def archive(small_archive: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A small archive (settings file, 3 instances imported) and a backup of it, in
+    ``tmp_path``: a copy of :func:`small_archive` with a settings file naming it."""
+    for name in ("in", "data"):
+        shutil.copytree(small_archive / name, tmp_path / name)
     backup = tmp_path / "small.backup"
-    _vesalius("backup", str(backup), "--config", str(config))
-    yield config, backup
+    shutil.copyfile(small_archive / "small.backup", backup)
+    yield _small_config(tmp_path), backup
 
 
 def test_restore_refuses_a_non_empty_index_unless_forced(archive: tuple[Path, Path]) -> None:

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
-from conftest import RunningServer, dcmtk, free_port, make_server, wait_for_port
+from conftest import RunningServer, dcmtk, free_port, make_server, run_cli, wait_for_port
 from vesalius.dicom.structure import dataset_offset
 from vesalius.dicom.uids import STORAGE_SOP_CLASSES
 from vesalius.dimse.scu import MAX_CONTEXTS, StoreItem, association_batches, get_contexts
@@ -49,18 +49,9 @@ JPEG2000 = "1.2.840.10008.1.2.4.91"
 
 
 def vesalius(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the command line as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "vesalius.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")},
-            **(env or {}),
-        },
-        check=False,
-    )
+    """Run the command line as a user would, in this process (conftest.run_cli; the large
+    send, which measures its memory, runs in a process of its own)."""
+    return run_cli(*args, env=env)
 
 
 def dataset_bytes(path: Path) -> bytes:

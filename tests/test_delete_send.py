@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from conftest import dcmtk, free_port, wait_for_port, wait_until
+from conftest import dcmtk, free_port, run_cli, wait_for_port, wait_until
 from loglines import audit_trail
 from served import Served, serve
 from synth import make_instance
@@ -33,18 +32,10 @@ STUDY = generate_uid()
 SERIES = [generate_uid(), generate_uid()]
 
 
-def vesalius(served: Served, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The command line, with the served instance's settings file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")}
-    config = served.log.parent / "vesalius.toml"
-    return subprocess.run(
-        [sys.executable, "-m", "vesalius.cli", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+def vesalius(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line, with the served instance's settings file (in this process:
+    conftest.run_cli)."""
+    return run_cli(*args, "--config", str(served.log.parent / "vesalius.toml"))
 
 
 def job(served: Served, pk: int) -> dict[str, Any]:

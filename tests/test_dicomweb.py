@@ -23,7 +23,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from conftest import WebServer, dcmtk, make_server, running_http
+from conftest import SQLITE_ONLY, WebServer, dcmtk, make_server, running_http
 from synth import make_instance
 from vesalius.identity import Identity
 
@@ -179,6 +179,7 @@ def test_search_as_xml(web: WebServer, study: dict) -> None:
     assert study["study"].encode() in parts[0][1]
 
 
+@SQLITE_ONLY  # the parameters are refused before any query reaches the index
 @pytest.mark.parametrize(
     ("params", "reason"),
     [

@@ -4,10 +4,8 @@ behind."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from conftest import RunningServer, config_for
+from conftest import RunningServer, config_for, run_cli
 from vesalius.identity import Identity
 from vesalius.services.importer import Importer, ImportItem, classify, count_sources
 
@@ -28,14 +26,7 @@ DICOMDIR = Path(get_testdata_file("DICOMDIR", read=False) or "")
 
 
 def vesalius(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vesalius.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")},
-        check=False,
-    )
+    return run_cli(*args)  # in this process: the same command, without the start-up
 
 
 def uid_of(path: Path) -> str:

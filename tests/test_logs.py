@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +17,7 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from conftest import dcmtk, free_port, wait_until
+from conftest import dcmtk, free_port, run_cli, wait_until
 from loglines import audit_records, audit_trail, parse, parse_logfmt, records
 from served import Served, serve
 from synth import make_instance
@@ -211,23 +209,8 @@ def test_no_patient_data_in_the_log(tmp_path: Path, level: str) -> None:
     assert PATIENT_ID in trail
     assert "syslog collector" in text  # the forwarding failed, and said so without them
     # the trail in the index has them, and says who accessed the patient's data how
-    listed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vesalius.cli",
-            "audit",
-            "--patient",
-            PATIENT_ID,
-            "--json",
-            "--data-dir",
-            str(served.data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    listed = run_cli("audit", "--patient", PATIENT_ID, "--json", "--data-dir", str(served.data_dir))
+    assert listed.returncode == 0, listed.stderr
     kinds = {json.loads(line)["event"] for line in listed.stdout.splitlines()}
     assert {"instances-stored", "metadata-read", "instances-transferred"} <= kinds
 
@@ -363,17 +346,8 @@ def test_the_lines_of_a_job_carry_its_id(tmp_path: Path) -> None:
         path = tmp_path / "sent.dcm"
         study = str(make_instance(path).StudyInstanceUID)
         store(served, path)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VESALIUS_")}
         command = ["send", "--study", study, "--to", "SELF", "--no-wait"]
-        config = ["--config", str(tmp_path / "vesalius.toml")]
-        queued = subprocess.run(
-            [sys.executable, "-m", "vesalius.cli", *command, *config],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-            timeout=120,
-        )
+        queued = run_cli(*command, "--config", str(tmp_path / "vesalius.toml"))
         assert queued.returncode == 0, queued.stderr
         done = lambda: [r for r in records(served.log_text()) if "succeeded" in r["msg"]]  # noqa: E731
         wait_until(lambda: bool(done()), 60, "the job done")

@@ -25,7 +25,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from conftest import WebServer, make_server, running_http, wait_until
+from conftest import SQLITE_ONLY, WebServer, make_server, running_http, wait_until
 from synth import make_instance
 from vesalius.errors import InvalidDataError, TooLargeError, UnsupportedError
 from vesalius.settings import load_settings
@@ -408,6 +408,7 @@ def test_duplicate_policy_defaults_to_keeping_the_first_copy() -> None:
 # ------------------------------------------------------------- whole-request failures
 
 
+@SQLITE_ONLY  # the request is refused before anything reaches the index
 @pytest.mark.parametrize(
     ("content_type", "body", "headers", "status", "reason"),
     [

@@ -4,8 +4,8 @@ on a served archive with its job runner, on SQLite and PostgreSQL.
 The dialogs are opened as a user opens them, from the study page's toolbar. Correct: the
 current values shown, one changed, the job's progress, the result, Undo, and the index as
 before; Anonymize: options ticked, the ZIP downloaded, or a new de-identified study made in the
-archive by a job and then found in the study list (on SQLite only: the backend plays no part in
-the dialog). No serious or critical accessibility violations; screenshots kept.
+archive by a job and then found in the study list. No serious or critical accessibility
+violations; screenshots kept.
 """
 
 from __future__ import annotations
@@ -131,7 +131,6 @@ def test_anonymize_download_in_the_dialog(
     assert script_errors(page) == []
 
 
-@pytest.mark.parametrize("site", ["sqlite"], indirect=True)
 def test_anonymize_into_the_archive_in_the_dialog(
     site: Site, browser: object, request: pytest.FixtureRequest
 ) -> None:

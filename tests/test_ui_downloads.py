@@ -1,6 +1,6 @@
 """The study page's Download action in Chromium (issue 15): the dialog offers ZIP and DICOM
 media, passes axe-core, and its link makes the browser download the streamed ZIP, which unpacks
-to the stored files (SQLite and PostgreSQL)."""
+to the stored files, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 sort, keyboard navigation, the study page with its series thumbnails and OHIF link, and
 deleting a study after a confirmation; axe-core finds no serious or critical violation, and
 screenshots are kept (test-artifacts/ui/). One served archive per module and backend, with a
-job runner, so the deletion really runs.
+job runner, so the deletion really runs, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The Upload and Series pages in Chromium against a real served archive (SQLite and
-PostgreSQL): files and a zip uploaded by the page's file input and by a drop, with per-file
-progress and a summary of what was stored and refused; a series opened, its thumbnail strip,
-and the tag browser (filter, a sequence expanded, private tags shown and hidden, another
-instance chosen). axe-core finds no serious or critical violation; screenshots are kept."""
+PostgreSQL): files and a zip uploaded by the page's file
+input and by a drop, with per-file progress and a summary of what was stored and refused; a
+series opened, its thumbnail strip, and the tag browser (filter, a sequence expanded, private
+tags shown and hidden, another instance chosen). axe-core finds no serious or critical
+violation; screenshots are kept."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The Statistics, Audit and Users pages in Chromium against a real served archive (SQLite
-and PostgreSQL) with studies stored by DCMTK's storescu and over STOW-RS: charts drawn with
-their numbers in tables, "who accessed this patient", users added, changed, disabled; no
-serious or critical accessibility violation (axe-core); screenshots kept."""
+"""The Statistics, Audit and Users pages in Chromium against a real served archive (SQLite and
+PostgreSQL) with studies stored by DCMTK's storescu and over
+STOW-RS: charts drawn with their numbers in tables, "who accessed this patient", users added,
+changed, disabled; no serious or critical accessibility violation (axe-core); screenshots kept."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The transfers part of the web UI in Chromium, on SQLite and PostgreSQL, against real peers:
-the Query/Retrieve page searches a second Vesalius and retrieves a study and a series with live
-progress; the study page's Send dialog sends to DCMTK's storescp by C-STORE and to the second
-Vesalius by STOW-RS."""
+"""The transfers part of the web UI in Chromium, on SQLite and PostgreSQL,
+against real peers: the Query/Retrieve page searches a second Vesalius and
+retrieves a study and a series with live progress; the study page's Send dialog sends to DCMTK's
+storescp by C-STORE and to the second Vesalius by STOW-RS."""
 
 from __future__ import annotations
 
