@@ -6,7 +6,6 @@ is left. On SQLite and PostgreSQL, through the real archive (ingest, browse, del
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,9 @@ WHO = Identity.system("test")
 
 
 @pytest.fixture
-def site(tmp_path: Path, database_url: str) -> Iterator[RunningServer]:
-    running = make_server(tmp_path / "data", database_url)
-    try:
-        yield running
-    finally:
-        running.dimse.stop(grace=2)
-        running.archive.close()
+def site(server: RunningServer) -> RunningServer:
+    """``conftest.server``: an archive per test, on each backend."""
+    return server
 
 
 def _store(site: RunningServer, tmp_path: Path, n: int, **attrs: str) -> str:

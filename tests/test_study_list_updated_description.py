@@ -22,8 +22,9 @@ from test_api_resources import Seeded, Spec, seed
 from vesalius.identity import Identity
 from vesalius.index import browse
 from vesalius.index.database import alembic_config, open_engine
-from vesalius.index.description import description_columns, search_words
+from vesalius.index.description import description_columns
 from vesalius.index.schema import patients, studies
+from vesalius.index.search import query_words
 from vesalius.services.archive import Archive
 
 ADMIN = Identity.system("test")
@@ -120,7 +121,7 @@ def test_the_description_words_and_columns() -> None:
     empty = {"study_description_folded": "", "study_description_words": ""}
     assert description_columns("") == empty
     assert description_columns(" -- ")["study_description_words"] == ""
-    assert search_words(" thorax,  ct* -- (left) thorax") == ["THORAX", "CT", "LEFT"]
+    assert query_words(" thorax,  ct* -- (left) thorax") == ["THORAX", "CT", "LEFT"]
 
 
 @pytest.mark.parametrize("few", [500, 0], ids=["keys-first", "tested-in-the-list"])

@@ -22,9 +22,6 @@ first, so the list does not test every study in its own order.
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, select, update
@@ -33,57 +30,20 @@ from sqlalchemy.engine import Connection
 from vesalius.dicom.values import fold
 from vesalius.index.matching import ESCAPE, has_wildcard, like_pattern
 from vesalius.index.schema import studies
-
-#: What separates the words of a description or a search (spaces; PS3.5 6.2's ``^`` and ``=``).
-_SEPARATORS = re.compile(r"[\s^=]+")
-_PIECES = re.compile(r"[^\W_]+")
-
-
-def _plain(word: str) -> str:
-    """``word`` without its accents (NFKD without the combining marks)."""
-    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
-
-
-def _trimmed(chunk: str) -> tuple[str, list[str]]:
-    """``chunk`` without the punctuation around it, and its pieces (runs of letters and
-    digits); empty when it has none."""
-    pieces = _PIECES.findall(chunk)
-    if not pieces:
-        return "", []
-    start = chunk.index(pieces[0])
-    return chunk[start : chunk.rindex(pieces[-1]) + len(pieces[-1])], pieces
-
-
-def _words(value: str) -> Iterator[str]:
-    for chunk in _SEPARATORS.split(fold(value)):
-        word, pieces = _trimmed(chunk)
-        if word:
-            yield word
-            if pieces != [word]:
-                yield from pieces
+from vesalius.index.search import query_words, unaccented, value_words
 
 
 def description_columns(description: str) -> dict[str, str]:
     """The derived columns of a study with this Study Description."""
     found: list[str] = []
-    for word in _words(description):
-        for form in (word, _plain(word)):
+    for word in value_words(description):
+        for form in (word, unaccented(word)):
             if form not in found:
                 found.append(form)
     return {
         "study_description_folded": fold(description),
         "study_description_words": f" {' '.join(found)} " if found else "",
     }
-
-
-def search_words(text: str) -> list[str]:
-    """The words of a plain-text search, folded, without the punctuation around them."""
-    found: list[str] = []
-    for chunk in _SEPARATORS.split(fold(text)):
-        word = _trimmed(chunk)[0]
-        if word and word not in found:
-            found.append(word)
-    return found
 
 
 def _escaped(word: str) -> str:
@@ -100,7 +60,7 @@ def description_condition(text: str) -> ColumnElement[bool] | None:
             return None
         return studies.c.study_description_folded.like(like_pattern(fold(text)), escape=ESCAPE)
     column = studies.c.study_description_words
-    conditions = [column.like(f"% {_escaped(w)}%", escape=ESCAPE) for w in search_words(text)]
+    conditions = [column.like(f"% {_escaped(w)}%", escape=ESCAPE) for w in query_words(text)]
     return and_(*conditions) if conditions else None
 
 

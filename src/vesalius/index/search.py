@@ -33,13 +33,13 @@ from vesalius.index.schema import TERM_LENGTH, patients, search_backlog, search_
 
 #: What separates the components and words of a value (PS3.5 6.2 for person names).
 _SEPARATORS = re.compile(r"[\s^=]+")
-_PIECES = re.compile(r"\w+")
+_PIECES = re.compile(r"[^\W_]+")  # letters and digits
 #: Above every character: ``[word, word + _LAST)`` holds exactly the terms starting with word
 #: when terms compare as bytes (UTF-8 order is code point order).
 _LAST = "\U0010ffff"
 
 
-def _plain(word: str) -> str:
+def unaccented(word: str) -> str:
     """``word`` without its accents (NFKD without the combining marks)."""
     return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
 
@@ -54,7 +54,11 @@ def _trimmed(chunk: str) -> tuple[str, list[str]]:
     return chunk[start : chunk.rindex(pieces[-1]) + len(pieces[-1])], pieces
 
 
-def _words(value: str) -> Iterator[str]:
+def value_words(value: str) -> Iterator[str]:
+    """The words of ``value``, case-folded, without the punctuation around them; a word with
+    punctuation inside is followed by its pieces (``CT-THORAX``, ``CT``, ``THORAX``); the
+    study list's free text and its ``description`` filter (``index/description.py``) both
+    split values so."""
     for chunk in _SEPARATORS.split(fold(value)):
         word, pieces = _trimmed(chunk)
         if word:
@@ -67,9 +71,9 @@ def terms_of(name: str, patient_id: str, accession: str, description: str) -> se
     """The search terms of a study with these values (each at most ``TERM_LENGTH`` long)."""
     found: set[str] = set()
     for value in (name, patient_id, accession, description):
-        for word in _words(value):
+        for word in value_words(value):
             found.add(word)
-            found.add(_plain(word))
+            found.add(unaccented(word))
     found.update(fold(v.strip()) for v in (patient_id, accession))
     return {t[:TERM_LENGTH] for t in found if t}
 
