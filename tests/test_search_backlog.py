@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from tests.conftest import RunningServer, make_server, wait_until
 from tests.synth import make_instance
 
@@ -44,9 +44,9 @@ def _found(site: RunningServer, text: str) -> set[str]:
     return {row.study_uid for row in listed.rows}
 
 
-def _count(site: RunningServer, table: object) -> int:
+def _count(site: RunningServer, table: Table) -> int:
     with site.catalog.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def test_backlog_studies_are_found_then_indexed(site: RunningServer, tmp_path: Path) -> None:
