@@ -150,7 +150,7 @@ def test_anonymize_into_the_archive_in_the_dialog(
 
     opened.click()
     page.wait_for_url(f"**/ui/studies/{new}")
-    page.locator("main h1").wait_for()
+    page.locator("main code", has_text=new).wait_for()  # the new study's page, not the last
     assert "Wrong" not in page.locator("main").inner_text()
 
     # the new study in the study list, beside the original, which is as it was
