@@ -432,13 +432,7 @@ class _Builder:
         self.archive(SOURCE)
         if destination:
             self.who()
-            self.participant(
-                destination,
-                requestor=False,
-                role=DESTINATION,
-                host=str(self.details.get("destination_host") or ""),
-                alternative=f"AETITLES={destination}",
-            )
+            self._peer(destination)
         else:
             self.who(DESTINATION)
 
@@ -537,15 +531,18 @@ class _Builder:
         self.identify(code, "E")
         self.who()
         self.archive(SOURCE)
-        peer = str(self.details.get("destination") or self.details.get("peer") or "")
+        self._peer(str(self.details.get("destination") or self.details.get("peer") or ""))
+        self._query_object()
+
+    def _peer(self, ae_title: str) -> None:
+        """The remote AE ``ae_title`` as the Destination (Role ID), at ``destination_host``."""
         self.participant(
-            peer,
+            ae_title,
             requestor=False,
             role=DESTINATION,
             host=str(self.details.get("destination_host") or ""),
-            alternative=f"AETITLES={peer}",
+            alternative=f"AETITLES={ae_title}",
         )
-        self._query_object()
 
     def _query_object(self) -> None:
         """The query keys as a data set (Explicit VR Little Endian, the TransferSyntax
